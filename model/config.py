@@ -1,0 +1,57 @@
+"""Network configuration, stored inside every checkpoint so loading never guesses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+OUTPUT_STRIDE = 4  # the hourglass stem down-samples by 4; heatmaps and tags are at 1/4 input size
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a stacked-hourglass associative-embedding network.
+
+    width: channels inside the hourglasses; increase: extra channels added per down-sampling
+    level (pose-ae-train uses 128 for its 4x256 model); tag_dim: L, the tag vector length.
+    Input height and width must be multiples of 64 (stride 4 stem times 4 hourglass poolings).
+    """
+
+    num_stacks: int = 2
+    width: int = 128
+    increase: int = 0
+    tag_dim: int = 1
+    num_keypoints: int = 17
+    input_height: int = 256
+    input_width: int = 256
+
+    def __post_init__(self) -> None:
+        if self.input_height % 64 or self.input_width % 64:
+            raise ValueError(f"input size {self.input_height}x{self.input_width} must be a multiple of 64")
+        if self.num_stacks < 1 or self.width < 1 or self.tag_dim < 1 or self.num_keypoints < 1:
+            raise ValueError(f"invalid model config {self}")
+
+    @property
+    def output_height(self) -> int:
+        return self.input_height // OUTPUT_STRIDE
+
+    @property
+    def output_width(self) -> int:
+        return self.input_width // OUTPUT_STRIDE
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        return cls(**{k: int(v) for k, v in data.items()})
+
+
+# Named presets. tiny: tests and CI; small: the real-time default (about 4 GFLOPs at 256x384);
+# paper: the 4-stack 512 model of Newell et al. / pose-ae-train.
+TINY = ModelConfig(num_stacks=1, width=32, tag_dim=1, input_height=64, input_width=64)
+SMALL = ModelConfig(num_stacks=2, width=64, tag_dim=4, input_height=256, input_width=384)
+PAPER = ModelConfig(num_stacks=4, width=256, increase=128, tag_dim=1, input_height=512, input_width=512)

@@ -1,0 +1,31 @@
+"""The record that crosses the model -> tracker -> sinks boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Pose:
+    """One person found in one image, in image pixel coordinates.
+
+    keypoints: [K, 3] float32 (x, y, score); a joint with score 0 was not found.
+    score: person score (mean of the found joints' scores, as in the AE papers).
+    box: [4] float32 (x1, y1, x2, y2) around the found joints.
+    tag: [L] float32, the person's mean tag vector (the associative embedding).
+    """
+
+    keypoints: np.ndarray
+    score: float
+    box: np.ndarray
+    tag: np.ndarray
+
+    @staticmethod
+    def box_from_keypoints(keypoints: np.ndarray, min_score: float = 0.0) -> np.ndarray:
+        visible = keypoints[:, 2] > min_score
+        if not visible.any():
+            return np.zeros(4, dtype=np.float32)
+        xy = keypoints[visible, :2]
+        return np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()], dtype=np.float32)
