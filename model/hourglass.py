@@ -1,0 +1,187 @@
+"""Stacked hourglass network (Newell et al.) with associative-embedding heads.
+
+Every stack predicts K heatmaps and K*L tag channels at 1/4 of the input size. Merge layers feed
+each stack's features and predictions into the next one (intermediate supervision). All
+up-sampling is nearest with a fixed factor 2, so the graph has no data-dependent shapes and
+exports cleanly to ONNX / TensorRT.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.config import OUTPUT_STRIDE, ModelConfig
+
+# ImageNet statistics; the network normalises its [0,1] RGB input itself so that every engine
+# (torch, ONNX Runtime, TensorRT) is fed the same plain tensor.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+HOURGLASS_DEPTH = 4  # max-pool down-samplings per hourglass
+INPUT_MULTIPLE = OUTPUT_STRIDE * 2**HOURGLASS_DEPTH  # 64
+
+HeatmapsAndTags = tuple[torch.Tensor, torch.Tensor]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)
+
+
+class ConvBnRelu(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class Residual(nn.Module):
+    """Pre-activation bottleneck: BN-ReLU-1x1 (half width), BN-ReLU-3x3, BN-ReLU-1x1, plus a skip."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        mid = max(out_channels // 2, 1)
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=False),  # the input is also used by the skip, so no in-place here
+            nn.Conv2d(in_channels, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, out_channels, 1),
+        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class Hourglass(nn.Module):
+    """One hourglass level; recursion builds `depth` levels, each adding `increase` channels."""
+
+    def __init__(self, depth: int, channels: int, increase: int) -> None:
+        super().__init__()
+        inner = channels + increase
+        self.skip = Residual(channels, channels)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.down = Residual(channels, inner)
+        self.inner: nn.Module = Hourglass(depth - 1, inner, increase) if depth > 1 else Residual(inner, inner)
+        self.up = Residual(inner, channels)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.up(self.inner(self.down(self.pool(x))))
+        return self.skip(x) + self.upsample(low)
+
+
+class Stem(nn.Module):
+    """Down-samples by 4: 7x7 stride-2 conv, residual, max-pool, two residuals (as in Newell et al.,
+    with the 64/128 stem channels of the 256-wide model scaled to the configured width)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        # Multiples of 8 keep fp16 tensor-core kernels efficient.
+        first = _round_up(width // 4, 8)
+        second = _round_up(width // 2, 8)
+        self.layers = nn.Sequential(
+            ConvBnRelu(3, first, 7, stride=2),
+            Residual(first, second),
+            nn.MaxPool2d(2, 2),
+            Residual(second, second),
+            Residual(second, width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class Stack(nn.Module):
+    """One hourglass with its feature layers and heatmap / tag heads."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        width = config.width
+        k, dim = config.num_keypoints, config.tag_dim
+        self.hourglass = Hourglass(HOURGLASS_DEPTH, width, config.increase)
+        self.features = nn.Sequential(Residual(width, width), ConvBnRelu(width, width, 1))
+        self.heatmap_head = nn.Conv2d(width, k, 1)
+        self.tag_head = nn.Conv2d(width, k * dim, 1)
+        # Targets are mostly zero: start the heatmaps near zero so the first steps don't fight
+        # a large random offset everywhere.
+        nn.init.normal_(self.heatmap_head.weight, std=0.001)
+        nn.init.zeros_(self.heatmap_head.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.features(self.hourglass(x))
+        return features, self.heatmap_head(features), self.tag_head(features)
+
+
+class Merge(nn.Module):
+    """Feeds a stack's features and predictions back into the residual stream for the next stack."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        prediction_channels = config.num_keypoints * (1 + config.tag_dim)
+        self.features = nn.Conv2d(config.width, config.width, 1)
+        self.predictions = nn.Conv2d(prediction_channels, config.width, 1)
+
+    def forward(self, x: torch.Tensor, features: torch.Tensor, heatmaps: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        return x + self.features(features) + self.predictions(torch.cat([heatmaps, tags], dim=1))
+
+
+class HourglassNet(nn.Module):
+    """images float32 [B,3,H,W] RGB in [0,1], H and W multiples of 64 ->
+    heatmaps [B,K,H/4,W/4] and tags [B,K,L,H/4,W/4]."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        # Constants, not learned: kept out of the state dict so checkpoints hold only weights.
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.stem = Stem(config.width)
+        self.stacks = nn.ModuleList(Stack(config) for _ in range(config.num_stacks))
+        self.merges = nn.ModuleList(Merge(config) for _ in range(config.num_stacks - 1))
+
+    def forward_stacks(self, images: torch.Tensor) -> list[HeatmapsAndTags]:
+        """(heatmaps, tags) of every stack, first to last, for intermediate supervision."""
+        self._check_input(images)
+        batch, _, height, width = images.shape
+        out_h, out_w = height // OUTPUT_STRIDE, width // OUTPUT_STRIDE
+        k, dim = self.config.num_keypoints, self.config.tag_dim
+        x = self.stem((images - self.mean) / self.std)
+        outputs: list[HeatmapsAndTags] = []
+        for index, stack in enumerate(self.stacks):
+            features, heatmaps, tags = stack(x)
+            outputs.append((heatmaps, tags.reshape(batch, k, dim, out_h, out_w)))
+            if index < len(self.merges):
+                x = self.merges[index](x, features, heatmaps, tags)
+        return outputs
+
+    def forward(self, images: torch.Tensor) -> HeatmapsAndTags:
+        """(heatmaps, tags) of the last stack."""
+        return self.forward_stacks(images)[-1]
+
+    def _check_input(self, images: torch.Tensor) -> None:
+        # Shapes are concrete ints at trace/export time, so this check adds nothing to the graph.
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
+        height, width = images.shape[2], images.shape[3]
+        if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+            raise ValueError(f"input size {height}x{width} must be a multiple of {INPUT_MULTIPLE}")
+
+
+def count_flops(config: ModelConfig) -> float:
+    """GFLOPs (multiply and add counted separately) of one forward pass of batch 1 at the config input size."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = HourglassNet(config).eval()
+    images = torch.zeros(1, 3, config.input_height, config.input_width)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(images)
+    return counter.get_total_flops() / 1e9

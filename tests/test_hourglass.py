@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import SMALL, TINY, ModelConfig
+from model.hourglass import HourglassNet, count_flops
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _tiny(**overrides) -> ModelConfig:
+    values = dict(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+@pytest.mark.parametrize(
+    "config, height, width",
+    [
+        (_tiny(), 64, 64),
+        (_tiny(num_stacks=2, tag_dim=8), 64, 128),
+        (_tiny(num_stacks=2, width=24, increase=8, tag_dim=4, input_height=128, input_width=64), 128, 64),
+        # Run-time size different from (and here smaller than) the config size.
+        (_tiny(num_stacks=1, tag_dim=2, input_height=128, input_width=128), 64, 192),
+        (_tiny(num_keypoints=5, tag_dim=3), 128, 64),
+    ],
+)
+def test_output_shapes(config: ModelConfig, height: int, width: int) -> None:
+    model = HourglassNet(config).eval()
+    with torch.no_grad():
+        heatmaps, tags = model(torch.rand(2, 3, height, width))
+    k, dim = config.num_keypoints, config.tag_dim
+    assert heatmaps.shape == (2, k, height // 4, width // 4)
+    assert tags.shape == (2, k, dim, height // 4, width // 4)
+    assert heatmaps.dtype == torch.float32 and tags.dtype == torch.float32
+    assert torch.isfinite(heatmaps).all() and torch.isfinite(tags).all()
+
+
+@pytest.mark.parametrize("stacks", [1, 2, 3])
+def test_forward_stacks_gives_one_prediction_per_stack_and_forward_is_the_last(stacks: int) -> None:
+    torch.manual_seed(0)
+    config = _tiny(num_stacks=stacks, tag_dim=2)
+    model = HourglassNet(config).eval()
+    images = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        outputs = model.forward_stacks(images)
+        last_heatmaps, last_tags = model(images)
+    assert len(outputs) == stacks
+    for heatmaps, tags in outputs:
+        assert heatmaps.shape == (1, 17, 16, 32)
+        assert tags.shape == (1, 17, 2, 16, 32)
+    torch.testing.assert_close(outputs[-1][0], last_heatmaps)
+    torch.testing.assert_close(outputs[-1][1], last_tags)
+    if stacks > 1:
+        # The later stacks see the earlier ones' merged predictions: their tags differ.
+        assert not torch.allclose(outputs[0][1], outputs[-1][1])
+
+
+def test_every_stack_receives_gradient_for_intermediate_supervision() -> None:
+    model = HourglassNet(_tiny(num_stacks=2)).train()
+    outputs = model.forward_stacks(torch.rand(2, 3, 64, 64))
+    loss = sum(h.pow(2).mean() + t.pow(2).mean() for h, t in outputs)
+    loss.backward()
+    for stack in model.stacks:
+        assert stack.heatmap_head.weight.grad is not None
+        assert stack.heatmap_head.weight.grad.abs().sum() > 0
+    assert model.stem.layers[0][0].weight.grad.abs().sum() > 0
+
+
+def test_tag_channels_are_grouped_per_keypoint() -> None:
+    """tags[:, k, l] must come from tag-head channel k*L + l, the layout every engine relies on."""
+    config = _tiny(num_keypoints=3, tag_dim=2)
+    model = HourglassNet(config).eval()
+    with torch.no_grad():
+        model.stacks[0].tag_head.weight.zero_()
+        model.stacks[0].tag_head.bias.copy_(torch.arange(6, dtype=torch.float32))
+        _, tags = model(torch.rand(1, 3, 64, 64))
+    for k in range(3):
+        for dim in range(2):
+            assert torch.all(tags[0, k, dim] == k * 2 + dim)
+
+
+def test_initial_heatmaps_are_near_zero() -> None:
+    torch.manual_seed(1)
+    model = HourglassNet(_tiny(num_stacks=2)).eval()
+    with torch.no_grad():
+        heatmaps, tags = model(torch.rand(2, 3, 64, 64))
+    assert heatmaps.abs().max() < 0.05
+    assert tags.abs().max() > 0.05  # the tag head is not squashed
+
+
+def test_normalisation_happens_inside_the_network() -> None:
+    model = HourglassNet(_tiny())
+    assert "mean" not in model.state_dict() and "std" not in model.state_dict()
+    grey = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).expand(1, 3, 64, 64)
+    normalised = (grey - model.mean) / model.std
+    assert normalised.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 96), (1, 3, 32, 64), (1, 1, 64, 64), (3, 64, 64)])
+def test_rejects_bad_input_shapes(shape: tuple[int, ...]) -> None:
+    model = HourglassNet(_tiny()).eval()
+    with pytest.raises(ValueError):
+        model(torch.rand(*shape))
+
+
+def test_count_flops_grows_with_width_stacks_and_size() -> None:
+    base = count_flops(_tiny(width=16))
+    assert 0 < base < 1
+    assert count_flops(_tiny(width=32)) > 2.2 * base  # most convs scale quadratically in width
+    assert count_flops(_tiny(width=16, num_stacks=2)) > 1.5 * base
+    assert count_flops(_tiny(width=16, input_height=128)) == pytest.approx(2 * base, rel=0.01)
+
+
+def test_presets_flops() -> None:
+    assert count_flops(TINY) < 0.1
+    # The real-time default is sized to about 4 GFLOPs at 256x384.
+    assert 3.0 < count_flops(SMALL) < 5.0
