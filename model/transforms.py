@@ -1,0 +1,146 @@
+"""Pre-processing of a frame into the network input, and the exact inverse for predicted points.
+
+One pixel-centre convention everywhere (image, network input, output map): pixel column j covers
+``[j-0.5, j+0.5]`` and its centre is ``x = j``. A resize by factor ``s`` is then
+``x' = (x + 0.5) * s - 0.5``, which is exactly what ``cv2.resize`` does with the factor
+``output_size / input_size``. The output maps are the input down-sampled by ``OUTPUT_STRIDE``:
+``x_map = (x_input + 0.5) / OUTPUT_STRIDE - 0.5``.
+
+The letterbox keeps the aspect ratio, resizes the image to fit the network input, and pads with a
+constant colour, centring the image (the padding is split evenly, the odd pixel going right/bottom).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from model.config import OUTPUT_STRIDE
+
+PAD_VALUE = 0  # black padding; the network sees the same in training
+
+
+def input_to_map(xy: np.ndarray, stride: int = OUTPUT_STRIDE) -> np.ndarray:
+    """Network-input pixels -> output-map pixels (last axis x, y; extra columns pass through)."""
+    return _scale_points(xy, 1.0 / stride, 1.0 / stride, 0.0, 0.0)
+
+
+def map_to_input(xy: np.ndarray, stride: int = OUTPUT_STRIDE) -> np.ndarray:
+    """Output-map pixels -> network-input pixels, the exact inverse of ``input_to_map``."""
+    return _unscale_points(xy, 1.0 / stride, 1.0 / stride, 0.0, 0.0)
+
+
+def _scale_points(xy: np.ndarray, scale_x: float, scale_y: float, pad_x: float, pad_y: float) -> np.ndarray:
+    points = np.array(xy, dtype=np.float64, copy=True)
+    points[..., 0] = (points[..., 0] + 0.5) * scale_x - 0.5 + pad_x
+    points[..., 1] = (points[..., 1] + 0.5) * scale_y - 0.5 + pad_y
+    return points
+
+
+def _unscale_points(xy: np.ndarray, scale_x: float, scale_y: float, pad_x: float, pad_y: float) -> np.ndarray:
+    points = np.array(xy, dtype=np.float64, copy=True)
+    points[..., 0] = (points[..., 0] - pad_x + 0.5) / scale_x - 0.5
+    points[..., 1] = (points[..., 1] - pad_y + 0.5) / scale_y - 0.5
+    return points
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Aspect-preserving resize of an image of ``image_hw`` into ``input_hw``, centred, constant padding.
+
+    ``scale`` is the nominal factor; the resized image is ``round(image size * scale)`` pixels, so
+    the exact per-axis factors (``scale_x``, ``scale_y``) differ from it by less than one pixel
+    over the image; all point mappings use the exact ones.
+    """
+
+    scale: float
+    pad_x: int
+    pad_y: int
+    input_hw: tuple[int, int]
+    image_hw: tuple[int, int]
+
+    @classmethod
+    def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int]) -> "Letterbox":
+        image_h, image_w = int(image_hw[0]), int(image_hw[1])
+        input_h, input_w = int(input_hw[0]), int(input_hw[1])
+        if min(image_h, image_w, input_h, input_w) <= 0:
+            raise ValueError(f"empty image {image_hw} or input {input_hw}")
+        scale = min(input_h / image_h, input_w / image_w)
+        resized_h, resized_w = _resized(image_h, image_w, scale, input_h, input_w)
+        return cls(
+            scale=scale,
+            pad_x=(input_w - resized_w) // 2,
+            pad_y=(input_h - resized_h) // 2,
+            input_hw=(input_h, input_w),
+            image_hw=(image_h, image_w),
+        )
+
+    @property
+    def resized_hw(self) -> tuple[int, int]:
+        return _resized(self.image_hw[0], self.image_hw[1], self.scale, self.input_hw[0], self.input_hw[1])
+
+    @property
+    def scale_x(self) -> float:
+        return self.resized_hw[1] / self.image_hw[1]
+
+    @property
+    def scale_y(self) -> float:
+        return self.resized_hw[0] / self.image_hw[0]
+
+    @property
+    def map_hw(self) -> tuple[int, int]:
+        return self.input_hw[0] // OUTPUT_STRIDE, self.input_hw[1] // OUTPUT_STRIDE
+
+    def apply(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The letterboxed image [H_in, W_in, C], same dtype."""
+        if image_bgr.shape[:2] != tuple(self.image_hw):
+            raise ValueError(f"letterbox fitted for {self.image_hw}, got an image of {image_bgr.shape[:2]}")
+        resized_h, resized_w = self.resized_hw
+        shrinking = resized_h < self.image_hw[0]
+        resized = cv2.resize(
+            image_bgr, (resized_w, resized_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        )
+        if resized.ndim == 2 and image_bgr.ndim == 3:  # cv2 drops a single channel axis
+            resized = resized[:, :, None]
+        output = np.full((self.input_hw[0], self.input_hw[1]) + image_bgr.shape[2:], PAD_VALUE, dtype=image_bgr.dtype)
+        output[self.pad_y:self.pad_y + resized_h, self.pad_x:self.pad_x + resized_w] = resized
+        return output
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """Image pixels -> network-input pixels (float64; last axis x, y[, extra columns untouched])."""
+        return _scale_points(xy, self.scale_x, self.scale_y, self.pad_x, self.pad_y)
+
+    def to_image(self, xy: np.ndarray) -> np.ndarray:
+        """Network-input pixels -> image pixels, the exact inverse of ``to_input``."""
+        return _unscale_points(xy, self.scale_x, self.scale_y, self.pad_x, self.pad_y)
+
+    def image_to_map(self, xy: np.ndarray) -> np.ndarray:
+        """Image pixels -> output-map pixels."""
+        return input_to_map(self.to_input(xy))
+
+    def map_to_image(self, xy: np.ndarray) -> np.ndarray:
+        """Output-map pixels -> image pixels."""
+        return self.to_image(map_to_input(xy))
+
+    def map_to_image_matrix(self) -> np.ndarray:
+        """2x3 affine matrix taking map pixels to image pixels (for warping maps between scales)."""
+        origin = self.map_to_image(np.array([0.0, 0.0]))
+        unit = self.map_to_image(np.array([1.0, 1.0])) - origin
+        return np.array([[unit[0], 0.0, origin[0]], [0.0, unit[1], origin[1]]])
+
+
+def _resized(image_h: int, image_w: int, scale: float, input_h: int, input_w: int) -> tuple[int, int]:
+    return (
+        max(1, min(input_h, int(round(image_h * scale)))),
+        max(1, min(input_w, int(round(image_w * scale)))),
+    )
+
+
+def to_network_input(image_bgr: np.ndarray) -> np.ndarray:
+    """A letterboxed BGR uint8 image [H,W,3] -> float32 [3,H,W] RGB in [0, 1] (normalisation is in the network)."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected a BGR image [H,W,3], got {image_bgr.shape}")
+    rgb = image_bgr[:, :, ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(rgb, dtype=np.float32) * np.float32(1.0 / 255.0)
