@@ -27,9 +27,9 @@ def _joints(rows: list[list[tuple[int, int]]]) -> torch.Tensor:
 
 
 def test_pull_push_two_people_hand_computed() -> None:
-    # Person A: joint 0 at x=0 (flat 0, tag 1), joint 1 at x=1 (flat 3+1=4, tag 2) -> ref 1.5.
+    # Person A: joint 0 at x=0 (flat 0, tag 1), joint 1 at x=1 (flat 1, tag 2) -> ref 1.5.
     # Person B: joint 0 at x=2 (flat 2, tag 3), joint 1 missing -> ref 3. Third slot empty.
-    joints = _joints([[(0, 1), (4, 1)], [(2, 1), (0, 0)], [(0, 0), (0, 0)]])
+    joints = _joints([[(0, 1), (1, 1)], [(2, 1), (0, 0)], [(0, 0), (0, 0)]])
     pull, push, reference, present = pull_push_loss(_tags_1x3(), joints, push_sigma=1.0)
     assert present.tolist() == [[True, True, False]]
     assert reference[0, :2, 0].tolist() == pytest.approx([1.5, 3.0])
@@ -53,7 +53,7 @@ def test_pull_push_three_people_vector_tags() -> None:
 
 def test_batch_average_counts_empty_images_as_zero() -> None:
     tags = torch.cat([_tags_1x3(), _tags_1x3()])
-    joints = torch.cat([_joints([[(0, 1), (4, 1)], [(2, 1), (0, 0)]]), _joints([[(0, 0), (0, 0)]] * 2)])
+    joints = torch.cat([_joints([[(0, 1), (1, 1)], [(2, 1), (0, 0)]]), _joints([[(0, 0), (0, 0)]] * 2)])
     pull, push, _, _ = pull_push_loss(tags, joints)
     assert float(pull) == pytest.approx(0.125 / 2)
     assert float(push) == pytest.approx(math.exp(-1.125) / 2)
@@ -101,7 +101,7 @@ def test_cross_view_pull_push_hand_computed() -> None:
 
 def test_total_loss_sums_stacks_and_applies_weights() -> None:
     tags = torch.cat([_tags_1x3(), _tags_1x3()])  # two views of one sample
-    joints = torch.cat([_joints([[(0, 1), (4, 1)], [(2, 1), (0, 0)]])] * 2)
+    joints = torch.cat([_joints([[(0, 1), (1, 1)], [(2, 1), (0, 0)]])] * 2)
     ids = torch.tensor([[7, 8], [8, 7]])  # view b lists the same two people in swapped slots
     heatmaps = torch.zeros(2, 2, 1, 3)
     predicted = torch.full((2, 2, 1, 3), 0.5)
@@ -114,3 +114,21 @@ def test_total_loss_sums_stacks_and_applies_weights() -> None:
     assert float(terms.total) == pytest.approx(2 * per_stack)
     assert terms.parts["heatmap"] == pytest.approx(0.5)
     assert terms.parts["cross_pull"] == pytest.approx(2 * cross_pull)
+
+
+def test_ideal_tag_maps_from_codec_give_zero_pull() -> None:
+    """Indices from model.codec.joint_indices read back the tags an ideal network outputs."""
+    import numpy as np
+
+    from model.codec import joint_indices, render_tag_maps
+
+    rng = np.random.default_rng(0)
+    keypoints = np.concatenate([rng.uniform(2, 14, size=(2, 17, 2)), np.full((2, 17, 1), 2.0)], axis=2)
+    keypoints[1, :, 0] += 16  # second person on the right half, no overlap
+    person_tags = np.array([[0.0, 1.0], [3.0, -2.0]], dtype=np.float32)
+    tags = torch.from_numpy(render_tag_maps(keypoints, person_tags, 16, 32, sigma=1.0))[None]
+    joints = torch.from_numpy(joint_indices(keypoints, 16, 32, max_people=3))[None]
+    pull, push, reference, present = pull_push_loss(tags, joints)
+    assert float(pull) == pytest.approx(0.0, abs=1e-10)
+    assert reference[0, :2].numpy() == pytest.approx(person_tags)
+    assert float(push) == pytest.approx(math.exp(-13 / 2))

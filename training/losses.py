@@ -2,10 +2,8 @@
 
 Shapes used throughout (B images, K keypoints, L tag dims, M people slots, h x w output maps):
   heatmaps [B,K,h,w], tags [B,K,L,h,w], masks [B,h,w] (1 = supervised, 0 = ignore),
-  joints int64 [B,M,K,2] = (flat index into K*h*w, valid) as produced by `model.codec.joint_indices`.
-
-The flat index of joint k at map pixel (x, y) is k*h*w + y*w + x, so gathering from tags laid out
-as [B, L, K*h*w] picks joint k's own tag channel.
+  joints int64 [B,M,K,2] = (flat index y*w + x, valid) as produced by `model.codec.joint_indices`;
+  joint k's tag is read from joint k's own tag channel at that index.
 """
 
 from __future__ import annotations
@@ -37,11 +35,11 @@ def heatmap_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tens
 def gather_person_tags(tags: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Tags at each annotated joint: returns (joint_tags [B,M,K,L], valid [B,M,K] float)."""
     batch, num_keypoints, tag_dim, height, width = tags.shape
-    flat = tags.float().permute(0, 2, 1, 3, 4).reshape(batch, tag_dim, num_keypoints * height * width)
-    index = joints[..., 0].clamp(0, num_keypoints * height * width - 1)  # [B,M,K]
-    people, keypoints = index.shape[1], index.shape[2]
-    gathered = torch.gather(flat, 2, index.reshape(batch, 1, people * keypoints).expand(batch, tag_dim, -1))
-    joint_tags = gathered.reshape(batch, tag_dim, people, keypoints).permute(0, 2, 3, 1)
+    flat = tags.float().reshape(batch, num_keypoints, tag_dim, height * width)
+    index = joints[..., 0].clamp(0, height * width - 1).transpose(1, 2)  # [B,K,M]
+    people = index.shape[2]
+    gathered = torch.gather(flat, 3, index[:, :, None, :].expand(batch, num_keypoints, tag_dim, people))
+    joint_tags = gathered.permute(0, 3, 1, 2)  # [B,M,K,L]
     valid = (joints[..., 1] > 0).float()
     return joint_tags, valid
 
