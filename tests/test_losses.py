@@ -131,4 +131,4 @@ def test_ideal_tag_maps_from_codec_give_zero_pull() -> None:
     pull, push, reference, present = pull_push_loss(tags, joints)
     assert float(pull) == pytest.approx(0.0, abs=1e-10)
     assert reference[0, :2].numpy() == pytest.approx(person_tags)
-    assert float(push) == pytest.approx(math.exp(-13 / 2))
+    assert float(push) == pytest.approx(math.exp(-18 / 2))  # |(0,1)-(3,-2)|^2 = 18
