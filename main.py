@@ -25,22 +25,187 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("export: being built")
+    p = commands.add_parser("export", help="write the network as ONNX (and a TensorRT engine with --trt)")
+    p.add_argument("--weights", default=None, help="checkpoint (.safetensors); default: bundled weights")
+    p.add_argument("--onnx", required=True, help="output ONNX file")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="network input height and width, multiples of 64 (default: the checkpoint's)")
+    p.add_argument("--batch", type=int, default=1, help="static batch size of the export (default 1)")
+    p.add_argument("--trt", default=None, help="also build a TensorRT engine to this file")
+    p.add_argument("--fp16", action="store_true", help="let TensorRT use fp16 kernels (with --trt)")
+    p.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from realtime.engines import export_checkpoint
+
+    result = export_checkpoint(Path(args.weights) if args.weights else None, Path(args.onnx), args.input_size,
+                               args.batch, Path(args.trt) if args.trt else None, args.fp16)
+    outputs = ", ".join(f"{name} {shape}" for name, shape in result.output_shapes.items())
+    print(f"wrote {result.onnx_path}: images {result.input_shape} -> {outputs} (checked with onnxruntime)")
+    if result.engine_path is not None:
+        print(f"wrote {result.engine_path}: TensorRT engine{' (fp16)' if args.fp16 else ''}")
+    return 0
 
 
 # ---------------------------------------------------------------- run, view (realtime/)
 
 
+def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `run` and `bench run`: the model, the engine and decoding."""
+    p.add_argument("--weights", default=None, help="checkpoint (.safetensors); default: bundled weights")
+    p.add_argument("--engine", choices=("auto", "torch", "ort", "trt"), default="auto",
+                   help="inference backend (auto: TensorRT on an NVIDIA GPU, else ONNX Runtime, else torch)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA, TensorRT)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="network input height and width, multiples of 64 (default: the checkpoint's)")
+    p.add_argument("--no-track", action="store_true", help="no tracking: poses without IDs")
+    p.add_argument("--detection-threshold", type=float, default=None, help="min joint heatmap score")
+    p.add_argument("--tag-threshold", type=float, default=None, help="max tag distance to join a person")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+
+
+def _quiet_opencv(verbose: bool) -> None:
+    """FFmpeg and OpenCV print their own warnings on stderr; keep bad input to our one line."""
+    import os
+
+    if not verbose:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
+def _run_options(args: argparse.Namespace, **extra):
+    from pathlib import Path
+
+    from realtime.run import RunOptions
+
+    return RunOptions(
+        source=args.source, weights=Path(args.weights) if args.weights else None, engine=args.engine,
+        device=args.device, fp16=args.fp16, track=not args.no_track,
+        input_hw=tuple(args.input_size) if args.input_size else None,
+        detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
+        max_frames=args.max_frames, **extra)
+
+
+def _stop_on_signals(pipeline) -> None:
+    """Ctrl-C / SIGTERM: stop the pipeline cleanly (outputs closed); a second Ctrl-C aborts."""
+    import signal
+
+    def handle(signum, frame):
+        if pipeline.stopping:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        print(f"\n{signal.Signals(signum).name}: stopping, closing outputs", file=sys.stderr)
+        pipeline.stop()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
 def add_run_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("run: being built")
+    p = commands.add_parser(
+        "run", help="poses and tracks for a video, image folder, camera or stream, written to files",
+        description="Process every frame of SOURCE (a video file, an image folder or glob, a camera index or an "
+                    "rtsp/http URL) and write an annotated video, JSON Lines and/or exports.")
+    p.add_argument("source", metavar="SOURCE", help="video file, image folder or glob, camera index (0) or URL")
+    p.add_argument("--out", default=None, help="annotated video (.mp4)")
+    p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
+    p.add_argument("--format", dest="formats", action="append", choices=("coco", "posetrack", "openpose"),
+                   default=[], help="also export COCO results / PoseTrack18 JSON / OpenPose files (repeatable)")
+    p.add_argument("--boxes", action="store_true", help="draw person boxes in the annotated video")
+    _add_pipeline_arguments(p)
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    _quiet_opencv(args.verbose)
+    from realtime.run import build_pipeline
+
+    options = _run_options(args, out=Path(args.out) if args.out else None,
+                           json=Path(args.json) if args.json else None, formats=args.formats, boxes=args.boxes)
+    if options.out is None and options.json is None and not options.formats:
+        print("note: no --out, --json or --format given; poses are computed but not saved", file=sys.stderr)
+    pipeline = build_pipeline(options)
+    _stop_on_signals(pipeline)
+    summary = pipeline.run()
+    print(summary.format())
+    for path in (options.out, options.json):
+        if path is not None:
+            print(f"wrote {path}")
+    return EXIT_INTERRUPTED if summary.interrupted and pipeline.stopping else 0
 
 
 def add_view_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("view: being built")
+    p = commands.add_parser(
+        "view", help="show live poses and tracks in a window",
+        description="Open a window on a camera, video file, image folder or stream URL. Keys: Space pause, "
+                    "N/Right step, K skeleton, I IDs, B boxes, H heatmap, R record, O open file, C camera/URL, "
+                    "Q/Esc quit.")
+    p.add_argument("source", metavar="SOURCE", help="camera index (0), video file, image folder or glob, or URL")
+    p.add_argument("--weights", default=None, help="checkpoint (default: the bundled weights)")
+    p.add_argument("--engine", choices=("auto", "trt", "ort", "torch"), default="auto",
+                   help="inference backend (auto: TensorRT on an NVIDIA GPU, else ONNX Runtime, else torch)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA, TensorRT)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="network input size, multiples of 64 (default: the checkpoint's)")
+    p.add_argument("--record-dir", default=".", help="where the Record button writes mp4 files (default: here)")
+    p.set_defaults(handler=_view)
+
+
+def _view(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from realtime.engines import create_engine
+    from realtime.sources import open_source
+    from realtime.viewer import check_display, run_viewer
+
+    record_dir = Path(args.record_dir)
+    if not record_dir.is_dir():
+        raise UserFacingError(f"--record-dir {record_dir} is not a folder")
+    check_display()  # before loading anything: without a display there is nothing to show
+    source = open_source(args.source)
+    try:
+        engine = create_engine(args.engine, Path(args.weights) if args.weights else None, args.device, args.fp16,
+                               tuple(args.input_size) if args.input_size else None)
+    except BaseException:
+        source.close()
+        raise
+    try:
+        return run_viewer(source, args.source, engine, record_dir=record_dir, engine_label=engine.name)
+    finally:
+        engine.close()
 
 
 def add_bench_run_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("bench_run: being built")
+    p = commands.add_parser(
+        "run", help="model-only and end-to-end FPS of the pipeline, per stage; --soak: memory over a long run")
+    p.add_argument("source", metavar="SOURCE", nargs="?", default=None,
+                   help="video file, image folder, camera or URL (default: generated frames)")
+    p.add_argument("--frames", type=int, default=200, help="generated frames for the throughput run (default 200)")
+    p.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
+                   help="size of generated frames (default 480 640)")
+    p.add_argument("--soak", type=int, default=None, metavar="N",
+                   help="run N generated frames with tracking and JSON Lines, report RSS at start/middle/end")
+    _add_pipeline_arguments(p)
+    p.set_defaults(handler=_bench_run)
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    _quiet_opencv(args.verbose)
+    from bench.pipeline import bench_pipeline, soak
+
+    options = _run_options(args, progress=False)
+    if args.soak is not None:
+        print(soak(options, args.soak, tuple(args.frame_size)).format())
+    else:
+        print(bench_pipeline(options, args.frames, tuple(args.frame_size)).format())
+    return 0
 
 
 # ---------------------------------------------------------------- train, eval, label (training/)
