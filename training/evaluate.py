@@ -1,0 +1,389 @@
+"""COCO keypoint evaluation (pycocotools), grouping quality with ground-truth locations, and group margins.
+
+- `evaluate_results`: score a COCO keypoint results file/list against COCO-format annotations.
+- `evaluate_checkpoint`: run a checkpoint over an annotated image folder and score it (single scale,
+  flip, multi-scale through `model.predict.PredictConfig`).
+- `evaluate_grouping_with_gt_locations`: the network's tags read at the ground-truth joint locations and
+  grouped by the decoder's grouping (Newell et al.'s "ground-truth detections" experiment), scored beside
+  the network's own detections from the same forward pass.
+- `group_margin` / `temporal_group_margin`: how far apart different people's reference tags are
+  (Wang et al.'s group margin), inside one image and across two views of one scene.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from model.errors import UserFacingError
+from model.pose import Pose
+from model.schema import COCO17, KeypointSchema
+
+log = logging.getLogger(__name__)
+
+# The order of COCOeval.stats for iouType "keypoints".
+COCO_KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+_METRIC_LABELS = {
+    "AP": "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets= 20 ]",
+    "AP50": "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets= 20 ]",
+    "AP75": "Average Precision  (AP) @[ IoU=0.75      | area=   all | maxDets= 20 ]",
+    "APm": "Average Precision  (AP) @[ IoU=0.50:0.95 | area=medium | maxDets= 20 ]",
+    "APl": "Average Precision  (AP) @[ IoU=0.50:0.95 | area= large | maxDets= 20 ]",
+    "AR": "Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets= 20 ]",
+    "AR50": "Average Recall     (AR) @[ IoU=0.50      | area=   all | maxDets= 20 ]",
+    "AR75": "Average Recall     (AR) @[ IoU=0.75      | area=   all | maxDets= 20 ]",
+    "ARm": "Average Recall     (AR) @[ IoU=0.50:0.95 | area=medium | maxDets= 20 ]",
+    "ARl": "Average Recall     (AR) @[ IoU=0.50:0.95 | area= large | maxDets= 20 ]",
+}
+
+
+# ---------------------------------------------------------------- annotations and results files
+
+
+def load_coco_annotations(annotations_json: str | Path | dict):
+    """A pycocotools COCO object; UserFacingError naming the file when it is missing or malformed."""
+    from pycocotools.coco import COCO
+
+    if isinstance(annotations_json, dict):
+        data, name = annotations_json, "<annotations>"
+    else:
+        path = Path(annotations_json)
+        name = str(path)
+        if not path.is_file():
+            raise UserFacingError(f"annotation file not found: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserFacingError(f"annotation file {path} is not valid JSON: {error}") from None
+    _check_annotation_structure(data, name)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        try:
+            coco.createIndex()
+        except (KeyError, TypeError) as error:
+            raise UserFacingError(f"annotation file {name} is not COCO format: {error!r}") from None
+    return coco
+
+
+def _check_annotation_structure(data: object, name: str) -> None:
+    if not isinstance(data, dict):
+        raise UserFacingError(f"annotation file {name} is not COCO format: top level is not an object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise UserFacingError(f"annotation file {name} is not COCO format: no '{key}' list")
+    for image in data["images"]:
+        if not isinstance(image, dict) or not {"id", "file_name"} <= image.keys():
+            raise UserFacingError(f"annotation file {name}: an image entry lacks 'id' or 'file_name'")
+    for annotation in data["annotations"]:
+        if not isinstance(annotation, dict) or not {"id", "image_id", "category_id"} <= annotation.keys():
+            raise UserFacingError(f"annotation file {name}: an annotation lacks 'id', 'image_id' or 'category_id'")
+    if not data["categories"]:
+        raise UserFacingError(f"annotation file {name} has no categories")
+
+
+def person_category_id(coco) -> int:
+    """The category whose instances carry keypoints (COCO: 1, 'person')."""
+    for category in coco.dataset["categories"]:
+        if category.get("keypoints"):
+            return int(category["id"])
+    return int(coco.dataset["categories"][0]["id"])
+
+
+def poses_to_coco_results(poses: Iterable[Pose], image_id: int, category_id: int = 1) -> list[dict]:
+    """COCO keypoint results for one image. COCOeval reads only x, y of each joint and the person score."""
+    results = []
+    for pose in poses:
+        keypoints = np.asarray(pose.keypoints, dtype=np.float64)
+        results.append({
+            "image_id": int(image_id),
+            "category_id": int(category_id),
+            "keypoints": [round(float(v), 2) for v in keypoints.reshape(-1)],
+            "score": float(pose.score),
+        })
+    return results
+
+
+def perfect_results_from_annotations(coco_or_json, score: float = 1.0) -> list[dict]:
+    """Results that copy the ground truth (every non-crowd person with keypoints): they score AP 1.0."""
+    coco = coco_or_json if hasattr(coco_or_json, "dataset") else load_coco_annotations(coco_or_json)
+    results = []
+    for annotation in coco.dataset["annotations"]:
+        if annotation.get("iscrowd", 0) or annotation.get("num_keypoints", 0) == 0:
+            continue
+        results.append({
+            "image_id": annotation["image_id"],
+            "category_id": annotation["category_id"],
+            "keypoints": [float(v) for v in annotation["keypoints"]],
+            "score": float(score),
+        })
+    return results
+
+
+def _load_results(results: str | Path | list[dict]) -> list[dict]:
+    if isinstance(results, (str, Path)):
+        path = Path(results)
+        if not path.is_file():
+            raise UserFacingError(f"results file not found: {path}")
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserFacingError(f"results file {path} is not valid JSON: {error}") from None
+        if not isinstance(results, list) or not all(
+            isinstance(r, dict) and {"image_id", "keypoints", "score"} <= r.keys() for r in results
+        ):
+            raise UserFacingError(f"results file {path} is not a list of COCO keypoint results")
+    return list(results)
+
+
+def evaluate_results(
+    results: str | Path | list[dict],
+    annotations_json,
+    image_ids: Sequence[int] | None = None,
+) -> dict:
+    """COCO keypoint AP/AR (pycocotools COCOeval, iouType 'keypoints') of a results file or list.
+
+    image_ids restricts the evaluation to those images (default: every image of the annotations).
+    Returns {"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl",
+    "num_images", "num_results"}. Empty results score 0 everywhere.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    coco = annotations_json if hasattr(annotations_json, "dataset") else load_coco_annotations(annotations_json)
+    results = _load_results(results)
+    ids = sorted(coco.getImgIds()) if image_ids is None else sorted(int(i) for i in image_ids)
+    category_id = person_category_id(coco)
+    wanted = set(ids)
+    results = [dict(r) for r in results if int(r["image_id"]) in wanted]
+    for r in results:
+        r.setdefault("category_id", category_id)
+    metrics = {name: 0.0 for name in COCO_KEYPOINT_METRICS}
+    metrics.update(num_images=len(ids), num_results=len(results))
+    if not results:
+        return metrics
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet):
+        # loadRes mutates what it is given (adds area, bbox, id): give it copies.
+        detections = coco.loadRes([dict(r, keypoints=list(r["keypoints"])) for r in results])
+        evaluator = COCOeval(coco, detections, iouType="keypoints")
+        evaluator.params.imgIds = ids
+        evaluator.params.catIds = [category_id]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    for name, value in zip(COCO_KEYPOINT_METRICS, evaluator.stats):
+        # COCOeval reports -1 where a metric has no ground truth (e.g. no medium people): keep it visible.
+        metrics[name] = float(value)
+    return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+    """The COCO summary table, one metric a line, as pycocotools prints it."""
+    lines = [f" {_METRIC_LABELS[name]} = {metrics[name]:.3f}" for name in COCO_KEYPOINT_METRICS if name in metrics]
+    if "num_images" in metrics:
+        lines.append(f" images: {metrics['num_images']}, detections: {metrics.get('num_results', 0)}")
+    return "\n".join(lines)
+
+
+def write_results(results: list[dict], path: str | Path) -> Path:
+    """Write COCO results JSON atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(results), encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------- group margins
+
+
+def reference_tags(tags: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """Each person's reference tag: the mean of the tags read at their visible joints.
+
+    tags: [K, L, h, w] tag maps; joints: [N, K, 3] (x, y, visible) in map pixels (rounded to the nearest
+    pixel; joints outside the map count as not visible). Returns [N, L]; a person without a visible
+    joint gets NaN.
+    """
+    tags = np.asarray(tags, dtype=np.float64)
+    if tags.ndim == 3:  # [K, h, w]: L = 1
+        tags = tags[:, None]
+    joints = np.asarray(joints, dtype=np.float64)
+    num_keypoints, tag_dim, height, width = tags.shape
+    references = np.full((len(joints), tag_dim), np.nan)
+    for n, person in enumerate(joints):
+        values = []
+        for k in range(min(num_keypoints, len(person))):
+            x, y, visible = person[k]
+            xi, yi = int(round(x)), int(round(y))
+            if visible > 0 and 0 <= xi < width and 0 <= yi < height:
+                values.append(tags[k, :, yi, xi])
+        if values:
+            references[n] = np.mean(values, axis=0)
+    return references
+
+
+def group_margin(tags: np.ndarray, joints: np.ndarray, tag_threshold: float) -> float | None:
+    """Smallest distance between two different people's reference tags minus the tag threshold.
+
+    Positive: every pair of people is further apart than the decoder's grouping threshold. None when the
+    image has fewer than two people with a visible joint.
+    """
+    references = reference_tags(tags, joints)
+    references = references[~np.isnan(references).any(axis=1)]
+    if len(references) < 2:
+        return None
+    distances = np.linalg.norm(references[:, None] - references[None], axis=-1)
+    distances[np.diag_indices(len(references))] = np.inf
+    return float(distances.min() - tag_threshold)
+
+
+def summarize_margins(margins: Iterable[float | None]) -> dict:
+    """Mean, median, min and the fraction of positive margins over images (None entries skipped)."""
+    values = np.array([m for m in margins if m is not None], dtype=np.float64)
+    if values.size == 0:
+        return {"count": 0, "mean": float("nan"), "median": float("nan"), "min": float("nan"),
+                "fraction_positive": float("nan")}
+    return {"count": int(values.size), "mean": float(values.mean()), "median": float(np.median(values)),
+            "min": float(values.min()), "fraction_positive": float((values > 0).mean())}
+
+
+@dataclass
+class TemporalMargin:
+    """Reference-tag distances across two views of one scene (people matched by identity).
+
+    same: per person present in both views, distance of their reference tags across the views.
+    different: every distance between one person's reference in one view and another person's in the
+    other view. margin = min(different) - max(same): positive means one threshold separates them.
+    match_accuracy: fraction of shared people whose nearest reference in the other view (both directions)
+    is their own.
+    """
+
+    same: np.ndarray
+    different: np.ndarray
+    match_accuracy: float
+
+    @property
+    def margin(self) -> float:
+        if self.same.size == 0 or self.different.size == 0:
+            return float("nan")
+        return float(self.different.min() - self.same.max())
+
+
+def temporal_group_margin(
+    tags_a: np.ndarray, joints_a: np.ndarray, ids_a: Sequence[int],
+    tags_b: np.ndarray, joints_b: np.ndarray, ids_b: Sequence[int],
+) -> TemporalMargin:
+    """Same-person vs different-person reference-tag distances across two views (tags [K,L,h,w], joints
+    [N,K,3] in map pixels, ids: each person's identity, shared between the views)."""
+    ref_a, ref_b = reference_tags(tags_a, joints_a), reference_tags(tags_b, joints_b)
+    keep_a = ~np.isnan(ref_a).any(axis=1)
+    keep_b = ~np.isnan(ref_b).any(axis=1)
+    ref_a, ids_a = ref_a[keep_a], np.asarray(ids_a)[keep_a]
+    ref_b, ids_b = ref_b[keep_b], np.asarray(ids_b)[keep_b]
+    if len(ref_a) == 0 or len(ref_b) == 0:
+        return TemporalMargin(np.zeros(0), np.zeros(0), float("nan"))
+    distances = np.linalg.norm(ref_a[:, None] - ref_b[None], axis=-1)  # [Na, Nb]
+    same_identity = ids_a[:, None] == ids_b[None]
+    same = distances[same_identity]
+    different = distances[~same_identity]
+    correct, shared = 0, 0
+    for i, j in zip(*np.nonzero(same_identity)):
+        shared += 1
+        correct += int(np.argmin(distances[i]) == j and np.argmin(distances[:, j]) == i)
+    accuracy = correct / shared if shared else float("nan")
+    return TemporalMargin(same=same, different=different, match_accuracy=accuracy)
+
+
+def summarize_temporal_margins(pairs: Iterable[TemporalMargin]) -> dict:
+    """Over many held-out pairs: mean same-person distance, mean and min different-person distance,
+    margin (min different - max same over all pairs), mean per-pair margin, fraction of pairs with a
+    positive margin, and the nearest-reference match accuracy."""
+    pairs = list(pairs)
+    same = np.concatenate([p.same for p in pairs]) if pairs else np.zeros(0)
+    different = np.concatenate([p.different for p in pairs]) if pairs else np.zeros(0)
+    per_pair = np.array([p.margin for p in pairs], dtype=np.float64)
+    per_pair = per_pair[~np.isnan(per_pair)]
+    accuracies = np.array([p.match_accuracy for p in pairs], dtype=np.float64)
+    accuracies = accuracies[~np.isnan(accuracies)]
+    nan = float("nan")
+    return {
+        "pairs": len(pairs),
+        "same_mean": float(same.mean()) if same.size else nan,
+        "same_max": float(same.max()) if same.size else nan,
+        "different_mean": float(different.mean()) if different.size else nan,
+        "different_min": float(different.min()) if different.size else nan,
+        "margin": float(different.min() - same.max()) if same.size and different.size else nan,
+        "pair_margin_mean": float(per_pair.mean()) if per_pair.size else nan,
+        "pair_margin_positive": float((per_pair > 0).mean()) if per_pair.size else nan,
+        "match_accuracy": float(accuracies.mean()) if accuracies.size else nan,
+    }
+
+
+# ---------------------------------------------------------------- running a predictor over an annotated folder
+
+
+def annotated_images(coco, images_dir: str | Path, max_images: int | None = None) -> list[tuple[int, Path]]:
+    """(image id, file path) of the annotation file's images in id order, the first max_images of them.
+    Every file is checked before any work starts, so a missing image fails at once, by name."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise UserFacingError(f"image folder not found: {images_dir}")
+    ids = sorted(coco.getImgIds())
+    if max_images is not None:
+        ids = ids[: max(0, int(max_images))]
+    if not ids:
+        raise UserFacingError("the annotation file lists no images to evaluate")
+    pairs = []
+    for image_id in ids:
+        path = images_dir / coco.imgs[image_id]["file_name"]
+        if not path.is_file():
+            raise UserFacingError(f"image {path} listed in the annotations is missing")
+        pairs.append((image_id, path))
+    return pairs
+
+
+def read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserFacingError(f"image {path} could not be read (corrupt or not an image)")
+    return image
+
+
+def evaluate_teacher(
+    teacher_path: str | Path,
+    annotations_json,
+    images_dir: str | Path,
+    teacher_config=None,
+    max_images: int | None = None,
+    results_json: str | Path | None = None,
+) -> dict:
+    """COCO keypoint AP of a MoveNet-MultiPose-format ONNX teacher (scales, flip, tiles, OKS-NMS merge as
+    `training.teacher.TeacherConfig` says) on an annotated image folder."""
+    from tqdm import tqdm
+
+    from training.teacher import MoveNetTeacher, TeacherConfig, predict_teacher
+
+    teacher_config = teacher_config or TeacherConfig()
+    coco = load_coco_annotations(annotations_json)
+    images = annotated_images(coco, images_dir, max_images)
+    teacher = MoveNetTeacher(teacher_path)
+    category_id = person_category_id(coco)
+    results: list[dict] = []
+    for image_id, path in tqdm(images, desc="teacher", unit="img"):
+        for person in predict_teacher(teacher, read_image(path), teacher_config):
+            results.append({"image_id": image_id, "category_id": category_id,
+                            "keypoints": [round(float(v), 2) for v in person.keypoints.reshape(-1)],
+                            "score": float(person.score)})
+    if results_json:
+        write_results(results, results_json)
+    return evaluate_results(results, coco, image_ids=[i for i, _ in images])
