@@ -1,0 +1,159 @@
+"""Training configuration: one dataclass, saved as JSON into every run folder and checkpoint.
+
+Presets:
+  tiny   tests and CI: model.config.TINY at 64x64, a few steps
+  small  the real-time model (model.config.SMALL, 256x384)
+  paper  the 4-stack 512 model (model.config.PAPER) with the paper's schedule: Adam, lr 2e-4,
+         x0.1 late in training (Newell et al. train for about 300k iterations at batch 32)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from model.config import PAPER, SMALL, TINY, ModelConfig
+from model.errors import UserFacingError
+from training.losses import LossWeights
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random affine + colour jitter, drawn independently for every view."""
+
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    rotation_degrees: float = 30.0
+    translate: float = 0.1  # fraction of the input size
+    flip_probability: float = 0.5
+    colour_jitter: float = 0.2  # brightness/contrast/saturation +- this fraction
+
+    @classmethod
+    def off(cls) -> "AugmentConfig":
+        return cls(scale_min=1.0, scale_max=1.0, rotation_degrees=0.0, translate=0.0, flip_probability=0.0,
+                   colour_jitter=0.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs except the data paths' contents. Defaults are the `small` preset's."""
+
+    preset: str = "small"
+    model: ModelConfig = SMALL
+    # data
+    train_annotations: str = ""
+    train_images: str = ""
+    val_annotations: str = ""  # optional: best-by-metric checkpoints use COCO AP on this set
+    val_images: str = ""
+    max_people: int = 30
+    sigma: float = 2.0  # heatmap gaussian sigma in map pixels
+    sigma_mode: str = "fixed"  # "fixed" or "adaptive" (scale-adaptive per person)
+    augment: AugmentConfig = AugmentConfig()
+    pairs: bool = True  # two views per sample with the cross-view temporal loss
+    max_frame_gap: int = 3  # for clips: the second view is a frame up to this far away
+    # optimisation
+    batch_size: int = 8  # per process
+    steps: int = 100_000
+    optimizer: str = "adam"  # "adam" or "adamw"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    lr_decay_steps: tuple[int, ...] = (75_000,)  # multiply lr by lr_decay_factor at each
+    lr_decay_factor: float = 0.1
+    warmup_steps: int = 500
+    clip_grad_norm: float = 1.0  # 0 switches clipping off
+    amp: bool = True  # used on CUDA only
+    loss: LossWeights = LossWeights()
+    # bookkeeping
+    seed: int = 0
+    workers: int = 4
+    checkpoint_every: int = 2000
+    eval_every: int = 0  # 0: evaluate only at checkpoints when val data is given
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        if self.sigma_mode not in ("fixed", "adaptive"):
+            raise UserFacingError(f"sigma mode must be 'fixed' or 'adaptive', not {self.sigma_mode!r}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise UserFacingError(f"optimizer must be 'adam' or 'adamw', not {self.optimizer!r}")
+        if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1:
+            raise UserFacingError("batch size, steps and checkpoint interval must be positive")
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.model.input_height, self.model.input_width
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        return self.model.output_height, self.model.output_width
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["lr_decay_steps"] = list(self.lr_decay_steps)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserFacingError(f"unknown training config fields: {sorted(unknown)}")
+        data = dict(data)
+        if "model" in data:
+            data["model"] = ModelConfig.from_dict(data["model"])
+        if "augment" in data:
+            data["augment"] = AugmentConfig(**data["augment"])
+        if "loss" in data:
+            data["loss"] = LossWeights(**data["loss"])
+        if "lr_decay_steps" in data:
+            data["lr_decay_steps"] = tuple(int(s) for s in data["lr_decay_steps"])
+        return cls(**data)
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | str) -> "TrainConfig":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise UserFacingError(f"training config not found: {path}") from None
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise UserFacingError(f"bad training config {path}: {error}") from None
+
+
+def _paper_schedule(steps: int) -> tuple[int, ...]:
+    """The paper's single x0.1 decay late in training (at 3/4 of the run)."""
+    return (int(steps * 0.75),)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(
+        preset="tiny", model=TINY, max_people=8, sigma=1.0, batch_size=2, steps=20, lr=1e-3,
+        lr_decay_steps=(15,), warmup_steps=0, checkpoint_every=10, workers=0, log_every=5,
+        augment=AugmentConfig(scale_min=0.9, scale_max=1.1, rotation_degrees=10.0, translate=0.05),
+    ),
+    "small": TrainConfig(
+        preset="small", model=SMALL, steps=150_000, lr_decay_steps=_paper_schedule(150_000), batch_size=16,
+        loss=LossWeights(scale=1e-3),  # L=4 tags: the scale regularisation of Wang et al. applies
+    ),
+    "paper": TrainConfig(
+        preset="paper", model=PAPER, steps=300_000, lr_decay_steps=(200_000,), batch_size=8, sigma=2.0,
+        max_people=30, warmup_steps=0,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A named preset with some fields replaced (e.g. data paths and steps from the command line)."""
+    if name not in PRESETS:
+        raise UserFacingError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    config = replace(PRESETS[name], **overrides)
+    if "steps" in overrides and "lr_decay_steps" not in overrides:
+        # Keep the decay at the same fraction of the run.
+        base = PRESETS[name]
+        config = replace(config, lr_decay_steps=tuple(int(d * config.steps / base.steps) for d in base.lr_decay_steps))
+    return config
+
+
