@@ -1,0 +1,252 @@
+"""Where frames come from: camera index, video file, image folder or glob, RTSP/HTTP stream.
+
+Every source hands out `Frame`s one at a time through `read()` (None at the end of input).
+Files and folders are *lossless*: `read()` returns every frame in order and the pipeline applies
+back-pressure. Cameras and streams are *live*: the pipeline keeps only the freshest frame and
+counts what it drops (see `realtime/pipeline.py`); a live source that stops delivering frames is
+reopened a few times (logged as warnings) before it gives up with a `UserFacingError`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+from model.errors import UserFacingError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
+# Image folders have no frame rate of their own; timestamps (which the tracker's motion model uses)
+# count frames at this nominal rate.
+FOLDER_FPS = 30.0
+
+
+@dataclass
+class Frame:
+    """One image from a source.
+
+    image: BGR uint8 [H, W, 3]. index: 0-based frame number in the source (for a live source it
+    counts every frame captured, so gaps are dropped frames). timestamp: seconds of source time
+    (file: index / fps; camera: capture clock since the source opened). source_id: the video
+    path, the image's own path for a folder, "camera:N" or the URL.
+    """
+
+    image: np.ndarray
+    index: int
+    timestamp: float
+    source_id: str
+
+
+class Source(Protocol):
+    is_live: bool
+    fps: float | None
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+
+class VideoFileSource:
+    """A video file read with OpenCV, every frame in order."""
+
+    is_live = False
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise UserFacingError(f"no such file: {self.path}")
+        if not self.path.is_file():
+            raise UserFacingError(f"not a file: {self.path}")
+        if not os.access(self.path, os.R_OK):
+            raise UserFacingError(f"cannot read {self.path}: permission denied")
+        self._capture = cv2.VideoCapture(str(self.path))
+        if not self._capture.isOpened():
+            raise UserFacingError(f"{self.path} is not a video OpenCV can read")
+        fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps: float | None = fps if fps > 0 and np.isfinite(fps) else None
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count: int | None = count if count > 0 else None
+        # Read the first frame now so that an empty or undecodable video fails here, with a clear
+        # message, rather than as a silent zero-frame run.
+        ok, first = self._capture.read()
+        if not ok or first is None:
+            self._capture.release()
+            raise UserFacingError(f"{self.path} has no frames that can be decoded")
+        self._pending: np.ndarray | None = first
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+        else:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                return None
+        index = self._index
+        self._index += 1
+        timestamp = index / (self.fps or FOLDER_FPS)
+        return Frame(image=image, index=index, timestamp=timestamp, source_id=str(self.path))
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class ImageFolderSource:
+    """Images of a folder (or the matches of a glob), sorted by file name, every one in order."""
+
+    is_live = False
+
+    def __init__(self, paths: list[Path], description: str, fps: float = FOLDER_FPS) -> None:
+        if not paths:
+            raise UserFacingError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {description}")
+        self.paths = paths
+        self.fps: float | None = fps
+        self.frame_count: int | None = len(paths)
+        self._index = 0
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "ImageFolderSource":
+        folder = Path(folder)
+        try:
+            entries = sorted(folder.iterdir())
+        except PermissionError:
+            raise UserFacingError(f"cannot read folder {folder}: permission denied") from None
+        except OSError as error:
+            raise UserFacingError(f"cannot read folder {folder}: {error.strerror or error}") from None
+        paths = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        return cls(paths, f"folder {folder}")
+
+    @classmethod
+    def from_glob(cls, pattern: str) -> "ImageFolderSource":
+        paths = [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+        return cls(paths, f"glob {pattern!r}")
+
+    def read(self) -> Frame | None:
+        if self._index >= len(self.paths):
+            return None
+        path = self.paths[self._index]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            # Lossless means no silent skips: an unreadable image stops the run with its name.
+            raise UserFacingError(f"cannot read image {path}")
+        index = self._index
+        self._index += 1
+        return Frame(image=image, index=index, timestamp=index / (self.fps or FOLDER_FPS), source_id=str(path))
+
+    def close(self) -> None:
+        pass
+
+
+class LiveSource:
+    """A camera or a network stream. read() blocks for the next frame from the device.
+
+    When the device stops delivering, it is released and reopened up to `retries` times,
+    `retry_delay` seconds apart, each attempt logged; then read() raises UserFacingError.
+    The freshest-frame policy itself lives in the pipeline's capture thread.
+    """
+
+    is_live = True
+
+    def __init__(self, target: int | str, source_id: str, retries: int = 5, retry_delay: float = 1.0) -> None:
+        self.target = target
+        self.source_id = source_id
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.frame_count: int | None = None
+        self._capture = self._open()
+        if self._capture is None:
+            raise UserFacingError(self._open_failure_message())
+        fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps: float | None = fps if 0 < fps < 1000 else None
+        self._index = 0
+        self._clock_start = time.monotonic()
+
+    def _open(self) -> cv2.VideoCapture | None:
+        capture = cv2.VideoCapture(self.target)
+        if capture.isOpened():
+            return capture
+        capture.release()
+        return None
+
+    def _open_failure_message(self) -> str:
+        if isinstance(self.target, int):
+            return f"no camera at index {self.target}"
+        return f"cannot open stream {self.target}"
+
+    def read(self) -> Frame | None:
+        ok, image = (False, None) if self._capture is None else self._capture.read()
+        attempt = 0
+        while not ok or image is None:
+            attempt += 1
+            if attempt > self.retries:
+                raise UserFacingError(f"{self.source_id} stopped delivering frames; gave up after {self.retries} retries")
+            log.warning("%s: no frame, reconnecting (attempt %d of %d)", self.source_id, attempt, self.retries)
+            if self._capture is not None:
+                self._capture.release()
+            time.sleep(self.retry_delay)
+            self._capture = self._open()
+            if self._capture is not None:
+                ok, image = self._capture.read()
+        index = self._index
+        self._index += 1
+        return Frame(image=image, index=index, timestamp=time.monotonic() - self._clock_start, source_id=self.source_id)
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+
+
+def _has_glob_magic(spec: str) -> bool:
+    return any(char in spec for char in "*?[")
+
+
+def open_source(spec: str) -> Source:
+    """Open a source from its command-line spelling.
+
+    "0", "1", ...: camera index. rtsp://, http(s)://, ...: stream. A folder: its images. A glob
+    ("frames/*.png"): the matching images. An image file: a one-frame folder. Anything else: a
+    video file. Raises UserFacingError on bad input.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise UserFacingError("empty source: give a camera index, a video file, an image folder or a URL")
+    if spec.lstrip("+-").isdigit():
+        index = int(spec)
+        # cv2.VideoCapture(-1) takes down the whole process on some backends: refuse it here.
+        if index < 0:
+            raise UserFacingError(f"camera index must be 0 or more, got {index}")
+        return LiveSource(index, f"camera:{index}")
+    if "://" in spec:
+        return _open_url(spec)
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource.from_folder(path)
+    if not path.exists() and _has_glob_magic(spec):
+        return ImageFolderSource.from_glob(spec)
+    if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+        return ImageFolderSource([path], f"image {path}")
+    return VideoFileSource(path)
+
+
+def _open_url(url: str) -> LiveSource:
+    parsed = urlparse(url)
+    if parsed.scheme.lower() not in STREAM_SCHEMES:
+        raise UserFacingError(f"unsupported URL scheme {parsed.scheme!r} in {url} (use one of {', '.join(STREAM_SCHEMES)})")
+    if not parsed.hostname:
+        raise UserFacingError(f"bad URL {url}: no host")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise UserFacingError(f"bad URL {url}: invalid port") from None
+    return LiveSource(url, url)
