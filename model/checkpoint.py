@@ -8,11 +8,11 @@ ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,18 +77,16 @@ def save_checkpoint(
         _KEY_METADATA: json.dumps(metadata or {}),
         _KEY_WEIGHTS_SHA256: _tensors_sha256(tensors),
     }
-    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserFacingError(f"cannot write checkpoint {path}: it is a directory")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: the rename is atomic
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        os.close(handle)
-    except OSError as error:
-        raise UserFacingError(f"cannot write checkpoint {path}: {error.strerror or error}") from error
-    try:
-        save_file(tensors, temporary, metadata=header)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(temporary), metadata=header)
         os.replace(temporary, path)
     except (OSError, SafetensorError) as error:
-        Path(temporary).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise UserFacingError(f"cannot write checkpoint {path}: {reason}") from error
     logger.info("saved checkpoint %s (%d tensors)", path, len(tensors))
