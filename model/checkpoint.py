@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from model.config import ModelConfig
 from model.errors import UserFacingError
-from model.hourglass import HourglassNet
+from model.hourglass import AllStacks, HourglassNet
 from model.schema import COCO17, KeypointSchema
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ def save_checkpoint(
     path = Path(path)
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
+    if isinstance(model, AllStacks):
+        model = model.net
     if not isinstance(model, HourglassNet):
         raise TypeError(f"save_checkpoint expects a HourglassNet, got {type(model).__name__}")
     config = model.config

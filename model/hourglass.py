@@ -175,6 +175,21 @@ class HourglassNet(nn.Module):
             raise ValueError(f"input size {height}x{width} must be a multiple of {INPUT_MULTIPLE}")
 
 
+class AllStacks(nn.Module):
+    """`forward` returns every stack's (heatmaps, tags), i.e. `net.forward_stacks`.
+
+    For training under DistributedDataParallel, which synchronises gradients only through
+    `forward`: wrap as `DistributedDataParallel(AllStacks(net))`, and save `net` itself.
+    """
+
+    def __init__(self, net: HourglassNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> list[HeatmapsAndTags]:
+        return self.net.forward_stacks(images)
+
+
 def count_flops(config: ModelConfig) -> float:
     """GFLOPs (multiply and add counted separately) of one forward pass of batch 1 at the config input size."""
     from torch.utils.flop_counter import FlopCounterMode

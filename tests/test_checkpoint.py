@@ -20,7 +20,7 @@ from model.checkpoint import (
 )
 from model.config import ModelConfig
 from model.errors import UserFacingError
-from model.hourglass import HourglassNet
+from model.hourglass import AllStacks, HourglassNet
 from model.schema import COCO17
 
 CONFIG = ModelConfig(num_stacks=1, width=16, tag_dim=2, input_height=64, input_width=128)
@@ -113,7 +113,15 @@ def test_save_does_not_leave_temporary_files_and_overwrites(tmp_path: Path) -> N
     assert load_checkpoint(path).metadata == {"second": True}
 
 
-def test_save_unwraps_nothing_else_and_checks_schema_size(tmp_path: Path) -> None:
+def test_save_unwraps_the_all_stacks_training_wrapper(tmp_path: Path) -> None:
+    model = _trained_looking_model()
+    path = save_checkpoint(tmp_path / "wrapped.safetensors", AllStacks(model))
+    loaded = load_checkpoint(path)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], value)
+
+
+def test_save_refuses_other_modules_and_checks_schema_size(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         save_checkpoint(tmp_path / "x.safetensors", torch.nn.Conv2d(3, 3, 1))
     model = HourglassNet(dataclasses.replace(CONFIG, num_keypoints=5))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model.config import SMALL, TINY, ModelConfig
-from model.hourglass import HourglassNet, count_flops
+from model.hourglass import AllStacks, HourglassNet, count_flops
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +61,18 @@ def test_forward_stacks_gives_one_prediction_per_stack_and_forward_is_the_last(s
     if stacks > 1:
         # The later stacks see the earlier ones' merged predictions: their tags differ.
         assert not torch.allclose(outputs[0][1], outputs[-1][1])
+
+
+def test_all_stacks_wrapper_returns_forward_stacks_through_forward() -> None:
+    model = HourglassNet(_tiny(num_stacks=2)).eval()
+    wrapper = AllStacks(model)
+    assert list(wrapper.parameters()) == list(model.parameters())  # shares, does not copy
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        wrapped, direct = wrapper(images), model.forward_stacks(images)
+    assert len(wrapped) == 2
+    for (h1, t1), (h2, t2) in zip(wrapped, direct):
+        assert torch.equal(h1, h2) and torch.equal(t1, t2)
 
 
 def test_every_stack_receives_gradient_for_intermediate_supervision() -> None:
