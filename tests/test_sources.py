@@ -15,12 +15,12 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def write_video(path: Path, frames: int, size_hw=(48, 64), fps: float = 10.0, fourcc: str = "MJPG") -> Path:
-    """A video whose frame i is uniformly grey level 10*i (so frames can be told apart after decoding)."""
+    """A video whose frame i is uniformly grey level 10*i mod 250 (frames can be told apart after decoding)."""
     height, width = size_hw
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     assert writer.isOpened()
     for i in range(frames):
-        writer.write(np.full((height, width, 3), 10 * i, np.uint8))
+        writer.write(np.full((height, width, 3), (10 * i) % 250, np.uint8))
     writer.release()
     return path
 

@@ -1,0 +1,451 @@
+"""The threaded real-time pipeline: capture -> inference -> decode + track + sinks.
+
+    [capture thread]   source.read(), letterbox, to_network_input
+          │ bounded queue (files: blocking put = back-pressure; live: freshest frame only, drops counted)
+    [inference thread] engine.infer(batch)          (the GPU thread: nothing else runs here)
+          │ bounded queue (blocking)
+    [post thread]      poses_from_maps -> tracker.update -> every sink.write, in frame order
+
+Stopping (end of input, stop(), an exception in any thread) ends all three threads: capture
+stops reading, inference stops inferring, and the post thread still writes the frames the engine
+already finished, then closes every sink, so what was written stays valid. join() re-raises the
+first exception any thread hit. `PipelineSettings` is read once per frame, so a viewer can change
+decoding thresholds while the pipeline runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from model.predict import poses_from_maps
+from model.schema import KeypointSchema
+from model.transforms import Letterbox, to_network_input
+from realtime.sources import Frame, Source
+
+if TYPE_CHECKING:
+    from model.codec import DecodeConfig
+    from tracker import PoseTracker, TrackedPose
+
+log = logging.getLogger(__name__)
+
+# Stage names in FrameResult.timings and RunSummary; "latency" is capture start to sinks done.
+STAGES = ("capture", "preprocess", "infer", "decode", "track", "sinks")
+# Which thread runs which stages: a thread's throughput is bounded by the sum of its stages.
+THREAD_STAGES = {
+    "capture": ("capture", "preprocess"),
+    "inference": ("infer",),
+    "post": ("decode", "track", "sinks"),
+}
+_POLL_SECONDS = 0.05
+
+
+@dataclass
+class FrameResult:
+    """What the sinks get for every processed frame.
+
+    heatmaps: [K, h, w] network-output heatmaps of the frame (letterboxed network-input frame of
+    reference), only when settings.keep_heatmaps. timings: seconds per stage (STAGES) plus
+    "latency". dropped: frames dropped so far by a live source. letterbox: the mapping between
+    the image and the network input (to draw the heatmaps over the image).
+    """
+
+    frame: Frame
+    tracked: list[TrackedPose]
+    heatmaps: np.ndarray | None
+    timings: dict[str, float]
+    dropped: int
+    letterbox: Letterbox | None = None
+
+
+class Sink(Protocol):
+    def write(self, result: FrameResult) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class PipelineSettings:
+    """Read every frame, so the viewer's sliders act live."""
+
+    decode: DecodeConfig
+    keep_heatmaps: bool = False
+
+
+@dataclass
+class RunSummary:
+    """Totals of a run. stage_seconds: total seconds per stage; fps(): frames per second."""
+
+    frames: int = 0
+    people: int = 0
+    tracks: int = 0
+    dropped: int = 0
+    wall_seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False  # stopped before the end of the input
+    finished: bool = True  # every thread ended (False when join() timed out)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def stage_fps(self) -> dict[str, float]:
+        """Frames per second each stage alone could sustain."""
+        return {stage: (self.frames / seconds if seconds > 0 else float("inf"))
+                for stage, seconds in self.stage_seconds.items()}
+
+    def thread_fps(self) -> dict[str, float]:
+        """Frames per second each thread alone could sustain (the sum of its stages)."""
+        result = {}
+        for thread, stages in THREAD_STAGES.items():
+            busy = sum(self.stage_seconds.get(stage, 0.0) for stage in stages)
+            result[thread] = self.frames / busy if busy > 0 else float("inf")
+        return result
+
+    def slowest_stage_ratio(self) -> float:
+        """End-to-end throughput over the throughput of the slowest thread (1.0 = perfect overlap)."""
+        slowest = min(self.thread_fps().values(), default=float("inf"))
+        return self.fps / slowest if 0 < slowest < float("inf") else 0.0
+
+    def format(self) -> str:
+        lines = [
+            f"frames {self.frames}  people {self.people}  tracks {self.tracks}  dropped {self.dropped}",
+            f"end-to-end {self.fps:.1f} FPS over {self.wall_seconds:.1f} s"
+            + ("  (interrupted)" if self.interrupted else ""),
+        ]
+        if self.frames:
+            per_stage = "  ".join(
+                f"{stage} {1000 * self.stage_seconds[stage] / self.frames:.1f} ms"
+                for stage in STAGES if stage in self.stage_seconds
+            )
+            lines.append(f"per frame: {per_stage}")
+            lines.append("by stage FPS: " + "  ".join(
+                f"{stage} {fps:.1f}" for stage, fps in self.stage_fps().items() if fps != float("inf")))
+        return "\n".join(lines)
+
+
+@dataclass
+class _Captured:
+    frame: Frame
+    letterbox: Letterbox
+    network_input: np.ndarray  # float32 [3, H, W]
+    timings: dict[str, float]
+    started: float  # perf_counter at capture start, for latency
+
+
+@dataclass
+class _Inferred:
+    captured: _Captured
+    heatmaps: np.ndarray  # [K, h, w]
+    tags: np.ndarray  # [K, L, h, w]
+
+
+_END = object()  # end of input marker passed down the queues
+
+
+class Pipeline:
+    """Runs source -> engine -> decode -> tracker -> sinks on three threads.
+
+    engine: anything with `input_hw` and `infer(batch float32 [B,3,H,W]) -> (heatmaps, tags)`.
+    tracker: a PoseTracker, or None for poses without IDs (track_id None).
+    """
+
+    def __init__(self, source: Source, engine: Any, schema: KeypointSchema, settings: PipelineSettings,
+                 tracker: PoseTracker | None, sinks: Sequence[Sink], queue_size: int = 4) -> None:
+        self.source = source
+        self.engine = engine
+        self.schema = schema
+        self.settings = settings
+        self.tracker = tracker
+        self.sinks = list(sinks)
+        self.is_live = bool(getattr(source, "is_live", False))
+        # Live sources: a one-slot queue that always holds the newest frame.
+        self._frames: queue.Queue = queue.Queue(maxsize=1 if self.is_live else max(1, queue_size))
+        self._maps: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._stop = threading.Event()
+        self._pause_lock = threading.Condition()
+        self._paused = False
+        self._steps = 0
+        self._errors: list[BaseException] = []
+        self._errors_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._started_at = 0.0
+        self._ended_at: float | None = None
+        self._completed = False  # the post thread saw the end of the input
+        self._closed_sinks = False
+        # Running totals (written by the post thread only; constant memory for long runs).
+        self._frames_done = 0
+        self._people = 0
+        self._track_ids: set[int] = set()
+        self._stage_seconds = {stage: 0.0 for stage in STAGES}
+        self._dropped = 0
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("pipeline already started")
+        self._started_at = time.perf_counter()
+        for name, target in (("capture", self._capture_loop), ("inference", self._inference_loop),
+                             ("post", self._post_loop)):
+            thread = threading.Thread(target=self._guarded, args=(target,), name=f"pipeline-{name}", daemon=True)
+            self._threads.append(thread)
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Ask every thread to finish; safe from any thread and from a signal handler."""
+        self._stop.set()
+        with self._pause_lock:
+            self._pause_lock.notify_all()
+
+    def set_paused(self, paused: bool) -> None:
+        with self._pause_lock:
+            self._paused = paused
+            self._steps = 0
+            self._pause_lock.notify_all()
+
+    def step(self) -> None:
+        """Let one more frame through while paused."""
+        with self._pause_lock:
+            self._steps += 1
+            self._pause_lock.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        """stop() was called (by the user, a signal, or a failing thread)."""
+        return self._stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    def join(self, timeout: float | None = None) -> RunSummary:
+        """Wait for the threads to end; return the summary; re-raise the first thread error."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            # Short waits so that signal handlers in the main thread keep running.
+            while thread.is_alive():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                thread.join(_POLL_SECONDS if remaining is None else min(_POLL_SECONDS, remaining))
+        summary = self.summary()
+        if not summary.finished:
+            log.warning("pipeline threads still running after %.1f s", timeout or 0.0)
+        with self._errors_lock:
+            error = self._errors[0] if self._errors else None
+        if error is not None:
+            raise error
+        return summary
+
+    def run(self) -> RunSummary:
+        self.start()
+        return self.join()
+
+    def summary(self) -> RunSummary:
+        end = self._ended_at if self._ended_at is not None else time.perf_counter()
+        return RunSummary(
+            frames=self._frames_done,
+            people=self._people,
+            tracks=len(self._track_ids),
+            dropped=self._dropped,
+            wall_seconds=max(0.0, end - self._started_at) if self._started_at else 0.0,
+            stage_seconds=dict(self._stage_seconds),
+            interrupted=not self._completed,
+            finished=not self.running,
+        )
+
+    # ------------------------------------------------------------------ threads
+
+    def _guarded(self, loop) -> None:
+        try:
+            loop()
+        except BaseException as error:  # noqa: BLE001 - surfaced in join()
+            log.debug("pipeline thread %s failed", threading.current_thread().name, exc_info=True)
+            with self._errors_lock:
+                self._errors.append(error)
+            self.stop()
+
+    def _wait_while_paused(self) -> bool:
+        """Block while paused (unless a step is pending). False when the pipeline is stopping."""
+        with self._pause_lock:
+            while self._paused and self._steps == 0 and not self._stop.is_set():
+                self._pause_lock.wait(_POLL_SECONDS * 4)
+            if self._stop.is_set():
+                return False
+            if self._paused:
+                self._steps -= 1
+            return True
+
+    def _put(self, target: queue.Queue, item: object) -> bool:
+        """Blocking put that gives up when the pipeline stops (back-pressure for files)."""
+        while not self._stop.is_set():
+            try:
+                target.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_freshest(self, item: _Captured) -> None:
+        """Replace whatever frame is waiting by the new one; count the one replaced as dropped."""
+        while True:
+            try:
+                self._frames.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._frames.get_nowait()
+                    self._dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _get(self, source: queue.Queue) -> object | None:
+        """Blocking get; None when the pipeline stops."""
+        while not self._stop.is_set():
+            try:
+                return source.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+        return None
+
+    def _capture_loop(self) -> None:
+        input_hw = tuple(self.engine.input_hw)
+        try:
+            while not self._stop.is_set():
+                # A paused live source is not read: the next frame after resuming is a fresh one,
+                # since the device keeps only a few frames in its own buffer.
+                if not self._wait_while_paused():
+                    break
+                started = time.perf_counter()
+                try:
+                    frame = self.source.read()
+                except Exception as error:  # noqa: BLE001 - surfaced in join()
+                    # A source that fails mid-way (unreadable image, camera gone) ends the input:
+                    # the frames already read still go through and get written.
+                    with self._errors_lock:
+                        self._errors.append(error)
+                    frame = None
+                if frame is None:
+                    self._put(self._frames, _END)
+                    break
+                captured_at = time.perf_counter()
+                letterbox = Letterbox.fit(frame.image.shape[:2], input_hw)
+                network_input = to_network_input(letterbox.apply(frame.image))
+                timings = {"capture": captured_at - started, "preprocess": time.perf_counter() - captured_at}
+                item = _Captured(frame, letterbox, network_input, timings, started)
+                if self.is_live:
+                    self._put_freshest(item)
+                elif not self._put(self._frames, item):
+                    break
+        finally:
+            self.source.close()
+
+    def _inference_loop(self) -> None:
+        while True:
+            item = self._get(self._frames)
+            if item is None:
+                return
+            if item is _END:
+                self._put(self._maps, _END)
+                return
+            assert isinstance(item, _Captured)
+            started = time.perf_counter()
+            heatmaps, tags = self.engine.infer(item.network_input[None])
+            item.timings["infer"] = time.perf_counter() - started
+            if not self._put(self._maps, _Inferred(item, np.asarray(heatmaps[0]), np.asarray(tags[0]))):
+                return
+
+    def _post_loop(self) -> None:
+        try:
+            while True:
+                item = self._get(self._maps)
+                if item is None:
+                    self._drain_inferred()
+                    return
+                if item is _END:
+                    self._completed = True
+                    return
+                assert isinstance(item, _Inferred)
+                self._process(item)
+        finally:
+            self._ended_at = time.perf_counter()
+            self._close_sinks()
+
+    def _drain_inferred(self) -> None:
+        """On stop, still write the frames the engine already finished (cheap: decode and sinks)."""
+        while True:
+            try:
+                item = self._maps.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Inferred):
+                self._process(item)
+
+    def _process(self, item: _Inferred) -> None:
+        captured = item.captured
+        timings = captured.timings
+        settings = self.settings  # one read per frame: the viewer may swap it while we run
+        started = time.perf_counter()
+        poses = poses_from_maps(item.heatmaps, item.tags, captured.letterbox, self.schema, settings.decode)
+        decoded_at = time.perf_counter()
+        if self.tracker is not None:
+            tracked = self.tracker.update(poses, captured.frame.timestamp)
+        else:
+            tracked = [_untracked(pose) for pose in poses]
+        tracked_at = time.perf_counter()
+        timings["decode"] = decoded_at - started
+        timings["track"] = tracked_at - decoded_at
+        result = FrameResult(
+            frame=captured.frame,
+            tracked=tracked,
+            heatmaps=item.heatmaps if settings.keep_heatmaps else None,
+            timings=timings,
+            dropped=self._dropped,
+            letterbox=captured.letterbox,
+        )
+        for sink in self.sinks:
+            sink.write(result)
+        done = time.perf_counter()
+        timings["sinks"] = done - tracked_at
+        timings["latency"] = done - captured.started
+        self._frames_done += 1
+        self._people += len(tracked)
+        self._track_ids.update(t.track_id for t in tracked if t.track_id is not None)
+        for stage in STAGES:
+            self._stage_seconds[stage] += timings.get(stage, 0.0)
+
+    def _close_sinks(self) -> None:
+        if self._closed_sinks:
+            return
+        self._closed_sinks = True
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except BaseException as error:  # noqa: BLE001 - close the others, surface in join()
+                log.debug("closing sink %r failed", sink, exc_info=True)
+                with self._errors_lock:
+                    self._errors.append(error)
+
+
+def _untracked(pose) -> TrackedPose:
+    """A pose without tracking: no ID, age 0, keypoints as detected."""
+    from tracker import TrackedPose
+
+    return TrackedPose(pose=pose, track_id=None, age=0, keypoints_smoothed=pose.keypoints)
