@@ -212,7 +212,64 @@ def _bench_run(args: argparse.Namespace) -> int:
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("train: being built")
+    p = commands.add_parser(
+        "train", help="train a model on COCO-format keypoint data (torchrun for several processes)",
+        description="Train a stacked-hourglass associative-embedding model. For several GPUs or machines launch "
+        "with torchrun, e.g. `torchrun --nproc_per_node 4 main.py train ...` (see docs/training.md).",
+    )
+    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small", help="model + schedule preset")
+    p.add_argument("--config", help="a TrainConfig JSON (e.g. a run's config.json) instead of a preset")
+    p.add_argument("--data", help="COCO-format keypoint annotation JSON")
+    p.add_argument("--images", help="folder the JSON's file_name entries are relative to")
+    p.add_argument("--val-data", help="validation annotation JSON (best-by-AP checkpoints)")
+    p.add_argument("--val-images", help="validation image folder")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, logs, config.json")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--steps", type=int, help="total optimisation steps")
+    p.add_argument("--batch-size", type=int, help="images per process and step (x2 views with pairs)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--workers", type=int, help="data loading processes per training process")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--sigma-mode", choices=("fixed", "adaptive"), help="heatmap gaussian sigma")
+    p.add_argument("--no-pairs", action="store_true", help="single views, no cross-view temporal loss")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from training.config import TrainConfig, preset
+    from training.train import train
+
+    out = Path(args.out)
+    overrides = {
+        "train_annotations": args.data, "train_images": args.images, "val_annotations": args.val_data,
+        "val_images": args.val_images, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+        "workers": args.workers, "checkpoint_every": args.checkpoint_every, "sigma_mode": args.sigma_mode,
+        "seed": args.seed, "pairs": False if args.no_pairs else None,
+    }
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if args.resume:
+        # The run's own config; only the length may change (e.g. to train further).
+        config = TrainConfig.load(out / "config.json")
+        if args.steps:
+            from dataclasses import replace
+
+            config = replace(config, steps=args.steps)
+    elif args.config:
+        from dataclasses import replace
+
+        config = replace(TrainConfig.load(args.config), **overrides)
+    else:
+        config = preset(args.preset, **overrides)
+    result = train(config, out, resume=args.resume)
+    if result.interrupted:
+        print(f"stopped at step {result.step}; checkpoint {result.last_checkpoint}; continue with --resume")
+        return 130
+    print(f"trained {result.step} steps; last loss {result.losses[-1]:.5g}; weights {result.last_checkpoint}"
+          + (f"; best AP {result.best_metric:.4f}" if result.best_metric is not None else ""))
+    return 0
 
 
 def add_eval_command(commands: argparse._SubParsersAction) -> None:
@@ -224,7 +281,20 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_bench_train_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("bench_train: being built")
+    p = commands.add_parser("train", help="training images/s of a preset on this machine (synthetic data)")
+    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small")
+    p.add_argument("--steps", type=int, default=5, help="measured steps (after 2 warm-up steps)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.set_defaults(handler=_bench_train)
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from bench.train import benchmark_training
+
+    result = benchmark_training(args.preset, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
+    print(result.summary())
+    return 0
 
 
 # ---------------------------------------------------------------- bench (decode: model/, track: tracker/)
