@@ -276,7 +276,8 @@ def test_label_video_writes_coco_with_tracks_and_ignore_regions(fake_teacher, tm
     assert summary.images == 4 and summary.people == 4 and summary.ignore_regions == 8
     data = json.loads(summary.annotations_path.read_text())
     coco = load_coco_annotations(summary.annotations_path)  # loads as COCO
-    assert [im["frame_index"] for im in data["images"]] == [0, 2, 4, 6]
+    assert [im["source_frame"] for im in data["images"]] == [0, 2, 4, 6]
+    assert [im["frame_id"] for im in data["images"]] == [0, 1, 2, 3]
     for image in data["images"]:
         assert (tmp_path / "out" / "images" / image["file_name"]).is_file()
         annotations = coco.imgToAnns[image["id"]]
@@ -285,7 +286,7 @@ def test_label_video_writes_coco_with_tracks_and_ignore_regions(fake_teacher, tm
         assert len(people) == 1 and people[0]["num_keypoints"] == 17 and people[0]["teacher_votes"] == 4
         assert len(ignored) == 2
         # The red walker's nose is 2 sides above its blob centre, wherever it has walked.
-        x = 60 + 8 * image["frame_index"] + 10
+        x = 60 + 8 * image["source_frame"] + 10
         assert people[0]["keypoints"][0] == pytest.approx(x, abs=2.5)
     red_tracks = {a["track_id"] for a in data["annotations"] if a["num_keypoints"] > 0}
     all_tracks = {a["track_id"] for a in data["annotations"]}

@@ -387,3 +387,231 @@ def evaluate_teacher(
     if results_json:
         write_results(results, results_json)
     return evaluate_results(results, coco, image_ids=[i for i, _ in images])
+
+
+# ---------------------------------------------------------------- a checkpoint over an annotated folder
+
+
+def _load_network(weights: str | Path, device: str):
+    from model.checkpoint import load_checkpoint
+    from model.predict import torch_infer_fn
+
+    loaded = load_checkpoint(weights, device=device)
+    return loaded, torch_infer_fn(loaded.model, device)
+
+
+def evaluate_checkpoint(
+    weights: str | Path,
+    annotations_json,
+    images_dir: str | Path,
+    predict_config=None,
+    input_hw: tuple[int, int] | None = None,
+    max_images: int | None = None,
+    results_json: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """COCO keypoint AP/AR of a checkpoint on an annotated image folder.
+
+    predict_config (`model.predict.PredictConfig`) selects single scale, flip and multi-scale testing;
+    input_hw is the network input at scale 1 (default: the checkpoint's training input size).
+    results_json, when given, receives the COCO results file. Returns the `evaluate_results` dict.
+    """
+    from tqdm import tqdm
+
+    from model.predict import PredictConfig, predict_image
+
+    coco = load_coco_annotations(annotations_json)
+    images = annotated_images(coco, images_dir, max_images)
+    loaded, infer = _load_network(weights, device)
+    predict_config = predict_config or PredictConfig()
+    input_hw = tuple(input_hw) if input_hw else (loaded.config.input_height, loaded.config.input_width)
+    category_id = person_category_id(coco)
+    results: list[dict] = []
+    for image_id, path in tqdm(images, desc="eval", unit="img", disable=not progress):
+        poses = predict_image(infer, read_image(path), input_hw, loaded.schema, predict_config)
+        results.extend(poses_to_coco_results(poses, image_id, category_id))
+    if results_json:
+        write_results(results, results_json)
+    metrics = evaluate_results(results, coco, image_ids=[i for i, _ in images])
+    log.info("evaluated %s on %d images: AP %.3f", weights, len(images), metrics["AP"])
+    return metrics
+
+
+def _ground_truth_people(coco, image_id: int, num_keypoints: int) -> np.ndarray:
+    """[N, K, 3] (x, y, v) image-pixel keypoints of the image's non-crowd people with keypoints."""
+    people = [a for a in coco.imgToAnns.get(image_id, [])
+              if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+    if not people:
+        return np.zeros((0, num_keypoints, 3))
+    return np.array([a["keypoints"] for a in people], dtype=np.float64).reshape(len(people), -1, 3)
+
+
+def _image_to_map_joints(letterbox, people: np.ndarray) -> np.ndarray:
+    """Image-pixel keypoints [N,K,3] -> map pixels, visibility kept (0 for unlabelled joints)."""
+    mapped = people.copy()
+    if len(people):
+        mapped[..., :2] = letterbox.image_to_map(people[..., :2])
+    return mapped
+
+
+def group_ground_truth_joints(heatmaps_shape: tuple[int, int, int], tags: np.ndarray, joints_map: np.ndarray,
+                              joints_image: np.ndarray, schema: KeypointSchema, tag_threshold: float) -> list[Pose]:
+    """Group ground-truth joint locations by the network's tags with the decoder's own grouping.
+
+    The decoder gets heatmaps that are 1 exactly at each labelled joint's map pixel and 0 elsewhere (no
+    peak suppression, no refinement), so it groups exactly the true joints by their tags. Each grouped
+    joint is then put back at its exact image location. joints_map / joints_image: [N,K,3] (x, y, v).
+    """
+    from model.codec import DecodeConfig, decode
+
+    num_joints, height, width = heatmaps_shape
+    heatmaps = np.zeros((num_joints, height, width), dtype=np.float32)
+    exact: dict[tuple[int, int, int], np.ndarray] = {}
+    for person_map, person_image in zip(joints_map, joints_image):
+        for k in range(num_joints):
+            x, y, visible = person_map[k]
+            xi, yi = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+            if visible > 0 and 0 <= xi < width and 0 <= yi < height:
+                heatmaps[k, yi, xi] = 1.0
+                exact.setdefault((k, yi, xi), person_image[k, :2])  # two people on one pixel: one joint
+    config = DecodeConfig(detection_threshold=0.5, tag_threshold=tag_threshold, nms_kernel=1, adjust=False,
+                          refine=False, top_k=max(30, len(joints_map)), max_people=max(30, len(joints_map)),
+                          duplicate_oks_threshold=2.0)
+    poses = decode(heatmaps, tags, schema, config)
+    for pose in poses:
+        for k in range(num_joints):
+            if pose.keypoints[k, 2] > 0:
+                key = (k, int(round(pose.keypoints[k, 1])), int(round(pose.keypoints[k, 0])))
+                pose.keypoints[k, :2] = exact[key]
+        pose.box = Pose.box_from_keypoints(pose.keypoints)
+    return poses
+
+
+def evaluate_grouping_with_gt_locations(
+    weights: str | Path,
+    annotations_json,
+    images_dir: str | Path,
+    input_hw: tuple[int, int] | None = None,
+    max_images: int | None = None,
+    decode_config=None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """How good the network's grouping is once detection is perfect (Newell et al.: 59.2 -> 94.0 AP).
+
+    One single-scale forward pass per image; from it (a) the network's own poses and (b) the ground-truth
+    joint locations grouped by the network's tags (`group_ground_truth_joints`) are scored with COCO AP,
+    and the image's group margin (smallest distance between different people's reference tags at the
+    true joints, minus the tag threshold) is measured. Returns {"predicted": metrics, "gt_locations":
+    metrics, "group_margin": summary}.
+    """
+    from tqdm import tqdm
+
+    from model.codec import DecodeConfig
+    from model.predict import poses_from_maps
+    from model.transforms import Letterbox, to_network_input
+
+    decode_config = decode_config or DecodeConfig()
+    coco = load_coco_annotations(annotations_json)
+    images = annotated_images(coco, images_dir, max_images)
+    loaded, infer = _load_network(weights, device)
+    schema = loaded.schema
+    input_hw = tuple(input_hw) if input_hw else (loaded.config.input_height, loaded.config.input_width)
+    category_id = person_category_id(coco)
+    predicted, grouped, margins = [], [], []
+    for image_id, path in tqdm(images, desc="grouping", unit="img", disable=not progress):
+        image = read_image(path)
+        letterbox = Letterbox.fit(image.shape[:2], input_hw)
+        heatmaps, tags = infer(to_network_input(letterbox.apply(image))[None])
+        heatmaps, tags = np.asarray(heatmaps[0], np.float32), np.asarray(tags[0], np.float32)
+        if tags.ndim == 3:
+            tags = tags[:, None]
+        poses = poses_from_maps(heatmaps, tags, letterbox, schema, decode_config)
+        predicted.extend(poses_to_coco_results(poses, image_id, category_id))
+        people = _ground_truth_people(coco, image_id, schema.num_keypoints)
+        if len(people) == 0:
+            continue
+        people_map = _image_to_map_joints(letterbox, people)
+        poses = group_ground_truth_joints(heatmaps.shape, tags, people_map, people, schema,
+                                          decode_config.tag_threshold)
+        grouped.extend(poses_to_coco_results(poses, image_id, category_id))
+        margins.append(group_margin(tags, people_map, decode_config.tag_threshold))
+    ids = [i for i, _ in images]
+    return {
+        "predicted": evaluate_results(predicted, coco, image_ids=ids),
+        "gt_locations": evaluate_results(grouped, coco, image_ids=ids),
+        "group_margin": summarize_margins(margins),
+    }
+
+
+def track_pairs(coco, max_gap: int = 1) -> list[tuple[int, int]]:
+    """Pairs of images of one video (`video_id`, ordered by `frame_id`) at most max_gap images apart that
+    share at least one tracked person with keypoints (`track_id`), as `main.py label` and
+    `training.synthetic.generate_clips` write them."""
+    by_video: dict[int, list[dict]] = {}
+    for image in coco.dataset["images"]:
+        if "video_id" in image and "frame_id" in image:
+            by_video.setdefault(image["video_id"], []).append(image)
+    pairs = []
+    for images in by_video.values():
+        images.sort(key=lambda im: im["frame_id"])
+        tracks = [{a["track_id"] for a in coco.imgToAnns.get(im["id"], [])
+                   if "track_id" in a and a.get("num_keypoints", 0) > 0} for im in images]
+        for i in range(len(images)):
+            for j in range(i + 1, min(len(images), i + 1 + max_gap)):
+                if tracks[i] & tracks[j]:
+                    pairs.append((images[i]["id"], images[j]["id"]))
+    return pairs
+
+
+def evaluate_temporal_margin(
+    weights: str | Path,
+    annotations_json,
+    images_dir: str | Path,
+    input_hw: tuple[int, int] | None = None,
+    max_pairs: int | None = None,
+    max_gap: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """The temporal group margin of a checkpoint on held-out pairs of frames with identities (a labelled
+    clip: images with video_id/frame_id, annotations with track_id). See `summarize_temporal_margins`."""
+    from tqdm import tqdm
+
+    from model.transforms import Letterbox, to_network_input
+
+    coco = load_coco_annotations(annotations_json)
+    pairs = track_pairs(coco, max_gap)
+    if max_pairs is not None:
+        pairs = pairs[:max_pairs]
+    if not pairs:
+        raise UserFacingError("the annotation file has no pairs of frames with shared track ids")
+    images_dir = Path(images_dir)
+    loaded, infer = _load_network(weights, device)
+    input_hw = tuple(input_hw) if input_hw else (loaded.config.input_height, loaded.config.input_width)
+    cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def view(image_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if image_id not in cache:
+            path = images_dir / coco.imgs[image_id]["file_name"]
+            if not path.is_file():
+                raise UserFacingError(f"image {path} listed in the annotations is missing")
+            image = read_image(path)
+            letterbox = Letterbox.fit(image.shape[:2], input_hw)
+            _, tags = infer(to_network_input(letterbox.apply(image))[None])
+            tags = np.asarray(tags[0], np.float32)
+            people = [a for a in coco.imgToAnns.get(image_id, [])
+                      if "track_id" in a and a.get("num_keypoints", 0) > 0]
+            joints = np.array([a["keypoints"] for a in people], np.float64).reshape(len(people), -1, 3)
+            cache.clear()  # pairs come in frame order: only the latest view is reused
+            cache[image_id] = (tags, _image_to_map_joints(letterbox, joints),
+                               np.array([a["track_id"] for a in people]))
+        return cache[image_id]
+
+    margins = []
+    for a, b in tqdm(pairs, desc="temporal margin", unit="pair", disable=not progress):
+        tags_a, joints_a, ids_a = view(a)
+        tags_b, joints_b, ids_b = view(b)
+        margins.append(temporal_group_margin(tags_a, joints_a, ids_a, tags_b, joints_b, ids_b))
+    return summarize_temporal_margins(margins)

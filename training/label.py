@@ -7,8 +7,9 @@ People in a video (or a folder marked as a sequence) are linked across the sampl
 matching on keypoint/box similarity, so every annotation carries a `track_id` and any two frames of a clip
 form a pair of views with known identities.
 
-Output: OUT/images/*.jpg and OUT/annotations.json (COCO keypoints; images carry video_id and
-frame_index, annotations carry track_id; a top-level "videos" list names the sources).
+Output: OUT/images/*.jpg and OUT/annotations.json (COCO keypoints; images carry video_id, frame_id (the
+sampled frame's position, what `training.dataset` pairs frames by) and source_frame (its number in the
+video); annotations carry track_id; a top-level "videos" list names the sources).
 """
 
 from __future__ import annotations
@@ -345,8 +346,8 @@ def label_inputs(
             dataset["videos"].append({"id": video_id, "name": stem, "path": str(path), "kind": kind,
                                       "fps": fps, "every": config.every, "linked": linked})
             frames = _iter_source(path, kind, config)
-            for frame in tqdm(frames, desc=f"label {path.name}", unit="frame", disable=not progress):
-                _label_frame(teacher, frame, video_id, stem, kind, linker, writer, config, summary)
+            for number, frame in enumerate(tqdm(frames, desc=f"label {path.name}", unit="frame", disable=not progress)):
+                _label_frame(teacher, frame, number, video_id, stem, kind, linker, writer, config, summary)
             if linker is not None:
                 next_track = linker.next_id
     finally:
@@ -355,7 +356,7 @@ def label_inputs(
     return summary
 
 
-def _label_frame(teacher: MoveNetTeacher, frame: _SourceFrame, video_id: int, stem: str, kind: str,
+def _label_frame(teacher: MoveNetTeacher, frame: _SourceFrame, frame_number: int, video_id: int, stem: str, kind: str,
                  linker: TrackLinker | None, writer: _Writer, config: LabelConfig, summary: LabelSummary) -> None:
     dataset = writer.dataset
     height, width = frame.image.shape[:2]
@@ -382,6 +383,7 @@ def _label_frame(teacher: MoveNetTeacher, frame: _SourceFrame, video_id: int, st
             summary.people += 1
         else:
             summary.ignore_regions += 1
+    # frame_id counts sampled frames (what training.dataset pairs by); source_frame is the video's own number.
     dataset["images"].append({"id": image_id, "file_name": name, "width": width, "height": height,
-                              "video_id": video_id, "frame_index": frame.index})
+                              "video_id": video_id, "frame_id": frame_number, "source_frame": frame.index})
     summary.images += 1
