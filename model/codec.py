@@ -141,3 +141,264 @@ def render_tag_maps(
         strongest = np.where(wins, gaussians, strongest)
         tags = np.where(wins[:, None], person_tags[person][None, :, None, None], tags)
     return tags
+
+
+# ---------------------------------------------------------------------------------------- decode
+
+
+@dataclass
+class DecodeConfig:
+    """Every threshold of the decoder, with the defaults of the AE papers / pose-ae reference code.
+
+    detection_threshold: a peak below this is not a joint candidate (0.1).
+    tag_threshold: a candidate joins a person only if its tag is closer than this to the person's
+        mean tag (L2 distance; 1.0).
+    top_k: candidates kept per joint type (30). max_people: people kept, best score first (30).
+    nms_kernel: max-pool window of the peak search (5).
+    use_detection_val: the matching cost is round(tag distance) * 100 - detection score, so among
+        equally close tags the stronger detection wins (pose-ae); otherwise the raw distance.
+    adjust: move each joint a quarter pixel toward its higher neighbour in x and in y.
+    refine: fill a person's missing joints at the best location of that joint's heatmap minus the
+        rounded tag distance to the person's mean tag.
+    refine_max_tag_distance: when set, refinement fills a joint only where its tag is closer than
+        this to the person's mean tag; None (the papers) fills the best location whatever its tag.
+    min_person_score: people scoring below this are dropped (the papers keep all: 0).
+    duplicate_oks_threshold: of two people whose OKS exceeds this, the lower-scoring one is
+        dropped (set above 1 to keep duplicates).
+    """
+
+    detection_threshold: float = 0.1
+    tag_threshold: float = 1.0
+    top_k: int = 30
+    max_people: int = 30
+    nms_kernel: int = 5
+    use_detection_val: bool = True
+    adjust: bool = True
+    refine: bool = True
+    refine_max_tag_distance: float | None = None
+    min_person_score: float = 0.0
+    duplicate_oks_threshold: float = 0.9
+
+
+@dataclass
+class _Candidates:
+    """Joint candidates after NMS and top-k, sorted by joint type then descending score."""
+
+    joint: np.ndarray  # [C] int64
+    x: np.ndarray  # [C] int64
+    y: np.ndarray  # [C] int64
+    score: np.ndarray  # [C] float32
+    tag: np.ndarray  # [C, L] float32
+    starts: np.ndarray  # [K+1] candidate slice of each joint type
+
+
+def peak_mask(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
+    """[K,h,w] bool: pixels equal to the maximum of their kernel x kernel window (max-pool NMS via cv2.dilate)."""
+    num_joints, height, width = heatmaps.shape
+    if kernel <= 1:
+        return np.ones(heatmaps.shape, dtype=bool)
+    channels_last = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))
+    pooled = cv2.dilate(channels_last, np.ones((kernel, kernel), np.uint8))
+    if pooled.ndim == 2:  # cv2 drops a single channel axis
+        pooled = pooled[:, :, None]
+    return heatmaps == pooled.transpose(2, 0, 1)
+
+
+def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> _Candidates:
+    num_joints, height, width = heatmaps.shape
+    mask = peak_mask(heatmaps, config.nms_kernel)
+    mask &= heatmaps > config.detection_threshold
+    flat = np.flatnonzero(mask)  # much faster than a 3-D np.nonzero
+    score = heatmaps.reshape(-1)[flat]
+    joint = flat // (height * width)
+    order = np.lexsort((-score, joint))
+    flat, joint, score = flat[order], joint[order], score[order]
+    starts = np.searchsorted(joint, np.arange(num_joints + 1))
+    keep = np.arange(joint.size) - starts[joint] < config.top_k
+    if not keep.all():
+        flat, joint, score = flat[keep], joint[keep], score[keep]
+        starts = np.searchsorted(joint, np.arange(num_joints + 1))
+    y, x = np.divmod(flat - joint * (height * width), width)
+    return _Candidates(joint, x, y, score, tags[joint, :, y, x], starts)
+
+
+def _group(candidates: _Candidates, schema: KeypointSchema, config: DecodeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Assign candidates to people joint type by joint type. Returns person of each candidate [C], people count."""
+    person_of = np.full(candidates.joint.size, -1, dtype=np.int64)
+    tag_dim = candidates.tag.shape[1]
+    tag_sum = np.zeros((candidates.joint.size, tag_dim), dtype=np.float64)
+    tag_count = np.zeros(candidates.joint.size, dtype=np.int64)
+    num_people = 0
+    for joint in schema.grouping_order:
+        start, stop = candidates.starts[joint], candidates.starts[joint + 1]
+        if start == stop:
+            continue
+        rows = np.arange(start, stop)
+        joint_tags = candidates.tag[start:stop].astype(np.float64)
+        new_rows = rows
+        if num_people > 0:
+            mean_tags = tag_sum[:num_people] / tag_count[:num_people, None]
+            distance = np.sqrt(((joint_tags[:, None, :] - mean_tags[None, :, :]) ** 2).sum(axis=2))
+            if config.use_detection_val:
+                cost = np.round(distance) * 100.0 - candidates.score[start:stop, None]
+            else:
+                cost = distance
+            matched_rows, matched_people = linear_sum_assignment(cost)
+            close = distance[matched_rows, matched_people] < config.tag_threshold
+            matched_rows, matched_people = matched_rows[close], matched_people[close]
+            person_of[start + matched_rows] = matched_people
+            tag_sum[matched_people] += joint_tags[matched_rows]
+            tag_count[matched_people] += 1
+            new_rows = rows[person_of[start:stop] < 0]
+        new_people = np.arange(num_people, num_people + new_rows.size)
+        person_of[new_rows] = new_people
+        tag_sum[new_people] = candidates.tag[new_rows]
+        tag_count[new_people] = 1
+        num_people += new_rows.size
+    return person_of, num_people
+
+
+def _quarter_offsets(
+    heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quarter-pixel offsets (-0.25, 0 or +0.25) toward the higher neighbour in x and in y, per point.
+
+    Equal neighbours give no offset, so a peak exactly on a pixel centre stays there.
+    """
+    _, height, width = heatmaps.shape
+    right = heatmaps[joint, y, np.minimum(x + 1, width - 1)]
+    left = heatmaps[joint, y, np.maximum(x - 1, 0)]
+    down = heatmaps[joint, np.minimum(y + 1, height - 1), x]
+    up = heatmaps[joint, np.maximum(y - 1, 0), x]
+    return 0.25 * np.sign(right - left), 0.25 * np.sign(down - up)
+
+
+def _refine(
+    heatmaps: np.ndarray,
+    tags: np.ndarray,
+    keypoints: np.ndarray,
+    person_tags: np.ndarray,
+    adjust: bool,
+    max_tag_distance: float | None,
+) -> None:
+    """Fill missing joints (score 0) in place: argmax of heatmap - round(|tag - person tag|) over the whole map.
+
+    Done joint type by joint type for all people missing it at once. The squared tag distance is
+    expanded as |t|^2 - 2 t.m + |m|^2, so the L-dimensional part is one matrix product, and every
+    step works in place in one buffer: on small maps allocation, not arithmetic, is the cost.
+    """
+    num_joints, height, width = heatmaps.shape
+    tag_dim = tags.shape[1]
+    flat_heatmaps = heatmaps.reshape(num_joints, -1)
+    flat_tags = tags.reshape(num_joints, tag_dim, -1)
+    missing = keypoints[:, :, 2] <= 0
+    buffer = np.empty((keypoints.shape[0], height * width), dtype=np.float32)
+    tag_norms = np.empty(height * width, dtype=np.float32)
+    for joint in np.nonzero(missing.any(axis=0))[0]:
+        people = np.nonzero(missing[:, joint])[0]
+        means = person_tags[people].astype(np.float32)
+        objective = buffer[: people.size]
+        if tag_dim == 1:
+            np.subtract(flat_tags[joint], means, out=objective)
+            np.abs(objective, out=objective)
+        else:
+            np.einsum("ij,ij->j", flat_tags[joint], flat_tags[joint], out=tag_norms)
+            np.matmul(means, flat_tags[joint], out=objective)
+            objective *= -2.0
+            objective += (means * means).sum(axis=1, keepdims=True)
+            objective += tag_norms
+            np.maximum(objective, 0.0, out=objective)
+            np.sqrt(objective, out=objective)
+        np.rint(objective, out=objective)
+        np.subtract(flat_heatmaps[joint], objective, out=objective)
+        best = objective.argmax(axis=1)
+        score = flat_heatmaps[joint, best]
+        found = score > 0
+        if max_tag_distance is not None:
+            distance = np.linalg.norm(flat_tags[joint][:, best].T - means, axis=1)
+            found &= distance < max_tag_distance
+        people, best, score = people[found], best[found], score[found]
+        y, x = np.divmod(best, width)
+        xf, yf = x.astype(np.float32), y.astype(np.float32)
+        if adjust and people.size:
+            dx, dy = _quarter_offsets(heatmaps, np.full(x.size, joint), x, y)
+            xf, yf = xf + dx, yf + dy
+        keypoints[people, joint, 0] = xf
+        keypoints[people, joint, 1] = yf
+        keypoints[people, joint, 2] = score
+
+
+def pairwise_oks(keypoints: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """OKS [P,P] of person i's keypoints against person j's, over joints found (score > 0) in both.
+
+    The scale is person i's box area (COCO's object area stand-in), so the matrix is not symmetric.
+    """
+    found = keypoints[:, :, 2] > 0
+    xy = keypoints[:, :, :2]
+    boxes = np.stack([Pose.box_from_keypoints(person) for person in keypoints]) if len(keypoints) else np.zeros((0, 4))
+    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0)
+    squared = ((xy[:, None] - xy[None, :]) ** 2).sum(axis=3)  # [P,P,K]
+    variances = (2.0 * np.asarray(sigmas)) ** 2
+    similarity = np.exp(-squared / (2.0 * area[:, None, None] * variances[None, None, :]))
+    both = found[:, None, :] & found[None, :, :]
+    count = both.sum(axis=2)
+    return np.where(count > 0, (similarity * both).sum(axis=2) / np.maximum(count, 1), 0.0)
+
+
+def decode(
+    heatmaps: np.ndarray, tags: np.ndarray, schema: KeypointSchema, config: DecodeConfig | None = None
+) -> list[Pose]:
+    """Group the joints in one image's maps into people. Returns poses in map pixels, best score first.
+
+    heatmaps: [K,h,w]; tags: [K,L,h,w] (a [K,h,w] array is taken as L=1).
+    """
+    config = config or DecodeConfig()
+    heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)
+    tags = np.asarray(tags, dtype=np.float32)
+    if tags.ndim == 3:
+        tags = tags[:, None]
+    num_joints, height, width = heatmaps.shape
+    if num_joints != schema.num_keypoints or tags.shape[0] != num_joints or tags.shape[2:] != (height, width):
+        raise ValueError(
+            f"maps do not match: heatmaps {heatmaps.shape}, tags {tags.shape}, schema of {schema.num_keypoints} joints"
+        )
+    tag_dim = tags.shape[1]
+
+    candidates = _find_candidates(heatmaps, tags, config)
+    person_of, num_people = _group(candidates, schema, config)
+    if num_people == 0:
+        return []
+
+    keypoints = np.zeros((num_people, num_joints, 3), dtype=np.float32)
+    x = candidates.x.astype(np.float32)
+    y = candidates.y.astype(np.float32)
+    if config.adjust:
+        dx, dy = _quarter_offsets(heatmaps, candidates.joint, candidates.x, candidates.y)
+        x, y = x + dx, y + dy
+    keypoints[person_of, candidates.joint] = np.stack([x, y, candidates.score], axis=1)
+    tag_sum = np.zeros((num_people, tag_dim), dtype=np.float64)
+    np.add.at(tag_sum, person_of, candidates.tag)
+    person_tags = (tag_sum / np.bincount(person_of, minlength=num_people)[:, None]).astype(np.float32)
+
+    # Person score as in pose-ae: mean detection score over all K joints, before refinement.
+    scores = keypoints[:, :, 2].mean(axis=1)
+    order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] >= config.min_person_score][: config.max_people]
+    keypoints, person_tags, scores = keypoints[order], person_tags[order], scores[order]
+
+    if config.refine and len(keypoints):
+        _refine(heatmaps, tags, keypoints, person_tags, config.adjust, config.refine_max_tag_distance)
+
+    if config.duplicate_oks_threshold <= 1.0 and len(keypoints) > 1:
+        oks = pairwise_oks(keypoints, schema.sigmas_array())
+        keep = np.ones(len(keypoints), dtype=bool)
+        for person in range(len(keypoints)):
+            if keep[person]:
+                later = np.arange(person + 1, len(keypoints))
+                keep[later[oks[person, later] > config.duplicate_oks_threshold]] = False
+        keypoints, person_tags, scores = keypoints[keep], person_tags[keep], scores[keep]
+
+    return [
+        Pose(keypoints=keypoints[i], score=float(scores[i]), box=Pose.box_from_keypoints(keypoints[i]), tag=person_tags[i])
+        for i in range(len(keypoints))
+    ]

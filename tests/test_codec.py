@@ -1,0 +1,241 @@
+"""The heatmap + tag codec: targets have the documented shape and values, and decoding maps
+rendered from known people gives back exactly those people."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from bench.decode import synthetic_maps, synthetic_people
+from model.codec import (
+    DecodeConfig,
+    decode,
+    joint_indices,
+    pairwise_oks,
+    peak_mask,
+    render_heatmaps,
+    render_tag_maps,
+)
+from model.schema import COCO17
+
+# Quarter-pixel adjustment leaves at most a quarter pixel of error on a clean gaussian.
+QUARTER = 0.25 + 1e-6
+
+
+def match_people(decoded_xy: np.ndarray, decoded_found: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pair decoded people with true ones by the mean distance over joints found in both."""
+    visible = truth[:, :, 2] > 0
+    distance = np.linalg.norm(decoded_xy[:, None] - truth[None, :, :, :2], axis=3)
+    both = decoded_found[:, None] & visible[None]
+    mean = np.where(both.any(axis=2), (distance * both).sum(axis=2) / np.maximum(both.sum(axis=2), 1), 1e9)
+    return linear_sum_assignment(mean)
+
+
+def assert_same_people(poses, truth: np.ndarray, person_tags: np.ndarray, tolerance: float) -> None:
+    assert len(poses) == len(truth)
+    keypoints = np.stack([pose.keypoints for pose in poses])
+    found = keypoints[:, :, 2] > 0
+    rows, cols = match_people(keypoints[:, :, :2], found, truth)
+    for row, col in zip(rows, cols):
+        visible = truth[col, :, 2] > 0
+        np.testing.assert_array_equal(found[row], visible, err_msg=f"person {col}: wrong joints found")
+        error = np.abs(keypoints[row, visible, :2] - truth[col, visible, :2]).max()
+        assert error <= tolerance, f"person {col}: keypoint error {error:.3f} px > {tolerance}"
+        assert np.linalg.norm(poses[row].tag - person_tags[col]) < 0.5
+
+
+# ------------------------------------------------------------------------------------ encode
+
+
+def test_render_heatmaps_peak_sigma_and_max_over_people():
+    keypoints = np.zeros((2, 17, 3))
+    keypoints[0, 0] = (10.0, 20.0, 1)
+    keypoints[1, 0] = (30.0, 5.0, 2)
+    keypoints[0, 1] = (40.0, 40.0, 0)  # unlabelled: not drawn
+    keypoints[1, 2] = (70.0, 3.0, 1)  # outside a 64-wide map: not drawn
+    heatmaps = render_heatmaps(keypoints, 48, 64, sigma=np.array([1.5, 3.0]))
+    assert heatmaps.shape == (17, 48, 64) and heatmaps.dtype == np.float32
+    assert heatmaps[0, 20, 10] == 1.0 and heatmaps[0, 5, 30] == 1.0
+    assert heatmaps[0, 20, 11] == pytest.approx(np.exp(-1 / (2 * 1.5**2)), rel=1e-6)
+    assert heatmaps[0, 5, 31] == pytest.approx(np.exp(-1 / (2 * 3.0**2)), rel=1e-6)
+    assert heatmaps[1].max() == 0 and heatmaps[2].max() == 0 and heatmaps[3:].max() == 0
+    assert heatmaps[0, 20, 10 + 5] == 0  # cut at 3 sigma (4.5 px for the first person)
+
+    overlapping = keypoints.copy()
+    overlapping[1, 0] = (12.0, 20.0, 1)
+    both = render_heatmaps(overlapping, 48, 64, 2.0)
+    alone = [render_heatmaps(overlapping[i:i + 1], 48, 64, 2.0) for i in range(2)]
+    np.testing.assert_array_equal(both, np.maximum(*alone))
+
+
+def test_render_heatmaps_subpixel_peak_is_at_the_rounded_location():
+    keypoints = np.zeros((1, 17, 3))
+    keypoints[0, :, :2] = (20.4, 9.6)
+    keypoints[0, :, 2] = 1
+    heatmaps = render_heatmaps(keypoints, 32, 32, 2.0)
+    assert np.unravel_index(heatmaps[5].argmax(), (32, 32)) == (10, 20)
+
+
+def test_joint_indices_flat_index_valid_flag_and_cap():
+    keypoints = np.zeros((3, 17, 3))
+    keypoints[0, 0] = (3.4, 2.6, 1)  # rounds to x=3, y=3
+    keypoints[0, 1] = (3.0, 2.0, 0)  # unlabelled
+    keypoints[1, 4] = (-0.6, 1.0, 1)  # rounds to x=-1: outside
+    keypoints[1, 5] = (15.4, 7.0, 1)  # last column of a 16-wide map
+    keypoints[2, 0] = (1.0, 1.0, 1)  # third person, dropped by max_people=2
+    indices = joint_indices(keypoints, 8, 16, max_people=2)
+    assert indices.shape == (2, 17, 2) and indices.dtype == np.int64
+    assert tuple(indices[0, 0]) == (3 * 16 + 3, 1)
+    assert indices[0, 1, 1] == 0 and indices[1, 4, 1] == 0
+    assert tuple(indices[1, 5]) == (7 * 16 + 15, 1)
+    assert indices[:, :, 1].sum() == 2
+    padded = joint_indices(keypoints[:1], 8, 16, max_people=4)
+    assert padded.shape == (4, 17, 2) and padded[1:].sum() == 0
+
+
+def test_render_tag_maps_hold_the_strongest_person_tag():
+    keypoints = np.zeros((2, 17, 3))
+    keypoints[0, 0] = (10.0, 10.0, 1)
+    keypoints[1, 0] = (14.0, 10.0, 1)
+    tags = render_tag_maps(keypoints, np.array([[1.0, 2.0], [5.0, 6.0]]), 24, 24, 2.0, background=-1.0)
+    assert tags.shape == (17, 2, 24, 24)
+    np.testing.assert_array_equal(tags[0, :, 10, 11], [1.0, 2.0])
+    np.testing.assert_array_equal(tags[0, :, 10, 13], [5.0, 6.0])
+    np.testing.assert_array_equal(tags[0, :, 0, 0], [-1.0, -1.0])
+    np.testing.assert_array_equal(tags[1], -1.0)
+
+
+# ------------------------------------------------------------------------------------ decode pieces
+
+
+def test_peak_mask_matches_torch_max_pool():
+    rng = np.random.default_rng(1)
+    heatmaps = rng.random((17, 20, 30)).astype(np.float32)
+    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(heatmaps)[None], 5, stride=1, padding=2)[0].numpy()
+    np.testing.assert_array_equal(peak_mask(heatmaps, 5), heatmaps == pooled)
+    assert peak_mask(heatmaps[:1], 3).shape == (1, 20, 30)
+
+
+def test_pairwise_oks_is_one_for_identical_people_and_small_for_far_ones():
+    keypoints = np.zeros((3, 17, 3), dtype=np.float32)
+    keypoints[0, :, :2] = np.random.default_rng(0).uniform(0, 30, (17, 2))
+    keypoints[0, :, 2] = 1
+    keypoints[1] = keypoints[0]
+    keypoints[2] = keypoints[0]
+    keypoints[2, :, 0] += 100
+    oks = pairwise_oks(keypoints, COCO17.sigmas_array())
+    assert oks[0, 1] == pytest.approx(1.0)
+    assert oks[0, 2] < 1e-3
+
+
+# ------------------------------------------------------------------------------------ decode
+
+
+@pytest.mark.parametrize("tag_dim, tag_noise", [(1, 0.3), (8, 0.12)])
+@pytest.mark.parametrize("refine", [False, True])
+def test_decode_returns_exactly_the_rendered_people(tag_dim, tag_noise, refine):
+    rng = np.random.default_rng(7 + tag_dim)
+    height, width = 72, 96
+    truth, person_tags = synthetic_people(rng, 8, height, width, tag_dim, body_height=(18, 50), missing_fraction=0.2)
+    assert (truth[:, :, 2] == 0).any(), "the scene must have missing joints"
+    heatmaps, tags = synthetic_maps(truth, person_tags, height, width, tag_noise=tag_noise, rng=rng)
+    # Refinement may only fill joints whose tag matches; the rendered people have none to fill.
+    config = DecodeConfig(refine=refine, refine_max_tag_distance=1.0)
+    poses = decode(heatmaps, tags, COCO17, config)
+    assert_same_people(poses, truth, person_tags, QUARTER)
+    scores = [pose.score for pose in poses]
+    assert scores == sorted(scores, reverse=True)
+    for pose, in zip(poses):
+        found = pose.keypoints[:, 2] > 0
+        assert pose.score == pytest.approx(pose.keypoints[:, 2].sum() / 17, rel=1e-5)
+        np.testing.assert_allclose(pose.box, [*pose.keypoints[found, :2].min(0), *pose.keypoints[found, :2].max(0)])
+        assert pose.tag.shape == (tag_dim,)
+
+
+def test_people_whose_tags_differ_by_more_than_the_threshold_are_separated():
+    rng = np.random.default_rng(3)
+    truth, _ = synthetic_people(rng, 1, 64, 64)
+    truth[:, :, 2] = 1
+    tags = np.zeros((1, 1), dtype=np.float32)
+    heatmaps, tag_maps = synthetic_maps(truth, tags, 64, 64)
+    lower_body = [11, 12, 13, 14, 15, 16]
+    tag_maps[lower_body] += 1.6  # the legs look like another person's
+    config = DecodeConfig(refine=False)
+    poses = decode(heatmaps, tag_maps, COCO17, config)
+    assert sorted(int((pose.keypoints[:, 2] > 0).sum()) for pose in poses) == [6, 11]
+    merged = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine=False, tag_threshold=2.0))
+    assert len(merged) == 1 and (merged[0].keypoints[:, 2] > 0).all()
+
+
+def test_refine_fills_a_weak_joint_that_carries_the_person_tag():
+    rng = np.random.default_rng(4)
+    truth, tags = synthetic_people(rng, 3, 64, 80, missing_fraction=0.0)
+    heatmaps, tag_maps = synthetic_maps(truth, tags, 64, 80)
+    heatmaps[9] *= 0.05  # left wrists below the detection threshold
+    plain = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine=False))
+    assert all(pose.keypoints[9, 2] == 0 for pose in plain)
+    refined = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine=True))
+    weak = truth.copy()
+    assert_same_people(refined, weak, tags, QUARTER)
+    assert all(pose.keypoints[9, 2] == pytest.approx(0.05, abs=0.01) for pose in refined)
+
+
+def test_refine_without_a_tag_limit_fills_every_joint_as_in_the_papers():
+    rng = np.random.default_rng(5)
+    truth, tags = synthetic_people(rng, 3, 64, 80, missing_fraction=0.3)
+    heatmaps, tag_maps = synthetic_maps(truth, tags, 64, 80)
+    poses = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine=True, refine_max_tag_distance=None))
+    assert len(poses) == 3
+    limited = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine=True, refine_max_tag_distance=1.0))
+    filled = sum(int((pose.keypoints[:, 2] > 0).sum()) for pose in poses)
+    assert filled > sum(int((pose.keypoints[:, 2] > 0).sum()) for pose in limited)
+
+
+def test_a_plateau_peak_does_not_make_a_duplicate_person():
+    rng = np.random.default_rng(6)
+    truth, tags = synthetic_people(rng, 1, 64, 64, missing_fraction=0.0)
+    truth[0, 0, 0] = np.floor(truth[0, 0, 0]) + 0.5  # the nose falls between two pixels: two equal peaks
+    heatmaps, tag_maps = synthetic_maps(truth, tags, 64, 64)
+    assert (peak_mask(heatmaps, 5)[0] & (heatmaps[0] > 0.1)).sum() == 2
+    kept = decode(heatmaps, tag_maps, COCO17, DecodeConfig(duplicate_oks_threshold=2.0))
+    assert len(kept) == 2
+    poses = decode(heatmaps, tag_maps, COCO17, DecodeConfig())
+    assert len(poses) == 1 and (poses[0].keypoints[:, 2] > 0).all()
+
+
+def test_cap_on_people_keeps_the_best_and_min_score_drops_weak_people():
+    rng = np.random.default_rng(8)
+    truth, tags = synthetic_people(rng, 6, 96, 96, missing_fraction=0.0)
+    heatmaps, tag_maps = synthetic_maps(truth, tags, 96, 96)
+    strength = np.linspace(1.0, 0.5, 6)
+    rendered = [synthetic_maps(truth[i:i + 1], tags[i:i + 1], 96, 96)[0] * strength[i] for i in range(6)]
+    heatmaps = np.max(np.stack(rendered), axis=0)
+    capped = decode(heatmaps, tag_maps, COCO17, DecodeConfig(max_people=3))
+    assert len(capped) == 3
+    # The three strongest people, strongest first (their tags say who is who).
+    np.testing.assert_allclose(np.stack([pose.tag for pose in capped]), tags[:3], atol=1e-5)
+    strong = decode(heatmaps, tag_maps, COCO17, DecodeConfig(min_person_score=0.75))
+    assert len(strong) == int((strength >= 0.75).sum())
+
+
+def test_quarter_pixel_adjustment_moves_toward_the_true_location():
+    truth = np.zeros((1, 17, 3))
+    truth[0, :, :2] = np.random.default_rng(9).uniform(8, 40, (17, 2))
+    truth[0, :, 2] = 1
+    heatmaps, tags = synthetic_maps(truth, np.zeros((1, 1), np.float32), 48, 48)
+    rounded = np.floor(truth[0, :, :2] + 0.5)
+    plain = decode(heatmaps, tags, COCO17, DecodeConfig(adjust=False))[0].keypoints[:, :2]
+    np.testing.assert_array_equal(plain, rounded)
+    adjusted = decode(heatmaps, tags, COCO17, DecodeConfig(adjust=True))[0].keypoints[:, :2]
+    np.testing.assert_array_equal(np.abs(adjusted - rounded), 0.25)
+    np.testing.assert_array_equal(np.sign(adjusted - rounded), np.sign(truth[0, :, :2] - rounded))
+
+
+def test_empty_maps_decode_to_no_people_and_bad_shapes_are_refused():
+    assert decode(np.zeros((17, 16, 16)), np.zeros((17, 1, 16, 16)), COCO17) == []
+    with pytest.raises(ValueError):
+        decode(np.zeros((5, 16, 16)), np.zeros((5, 1, 16, 16)), COCO17)
+    with pytest.raises(ValueError):
+        decode(np.zeros((17, 16, 16)), np.zeros((17, 1, 8, 16)), COCO17)
