@@ -1,0 +1,151 @@
+"""The two trackers ours is measured against, on the same detections.
+
+GreedyOksTracker: each person takes the id of the unclaimed person of the previous frame with the
+highest OKS, if above a threshold (the mmpose demo's tracking). SortTracker: SORT (Bewley et al. 2016),
+box IoU + Hungarian + a constant-velocity Kalman filter, frame-based, with its published settings.
+Both return `TrackedPose`s like `PoseTracker` (no smoothing) so the benchmark treats all alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from filterpy.kalman import KalmanFilter
+
+from model.pose import Pose
+from model.schema import COCO17, KeypointSchema
+from tracker.association import FORBIDDEN, assign, iou_matrix, oks_matrix
+from tracker.tracker import TrackedPose
+
+
+class GreedyOksTracker:
+    """mmpose demo tracking: greedy best OKS to the previous frame's people, else a new id."""
+
+    def __init__(self, min_score: float = 0.5, oks_threshold: float = 0.3, schema: KeypointSchema = COCO17) -> None:
+        self.min_score = min_score
+        self.oks_threshold = oks_threshold
+        self._sigmas = schema.sigmas_array().astype(np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        self._previous: list[tuple[int, Pose]] = []
+        self._first_seen: dict[int, float] = {}
+        self._next_id = 1
+
+    def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
+        current = sorted((p for p in poses if p.score >= self.min_score), key=lambda p: -p.score)
+        similarity = np.zeros((len(current), len(self._previous)))
+        if current and self._previous:
+            previous = [p for _, p in self._previous]
+            boxes = np.stack([p.box for p in previous]).astype(np.float64)
+            similarity = oks_matrix(
+                np.stack([p.keypoints[:, :2] for p in previous]).astype(np.float64),
+                np.stack([p.keypoints[:, 2] > 0 for p in previous]),
+                (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+                np.stack([p.keypoints[:, :2] for p in current]).astype(np.float64),
+                np.stack([p.keypoints[:, 2] > 0 for p in current]),
+                self._sigmas,
+            ).T
+        claimed = np.zeros(len(self._previous), dtype=bool)
+        out = []
+        for row, pose in enumerate(current):
+            candidates = np.where(claimed, -1.0, similarity[row]) if len(self._previous) else np.zeros(0)
+            best = int(np.argmax(candidates)) if candidates.size else -1
+            if best >= 0 and candidates[best] > self.oks_threshold:
+                claimed[best] = True
+                track_id = self._previous[best][0]
+            else:
+                track_id = self._next_id
+                self._next_id += 1
+                self._first_seen[track_id] = timestamp
+            out.append(TrackedPose(pose, track_id, timestamp - self._first_seen[track_id], pose.keypoints))
+        self._previous = [(t.track_id, t.pose) for t in out]
+        return out
+
+
+def _box_to_z(box: np.ndarray) -> np.ndarray:
+    w, h = max(float(box[2] - box[0]), 1.0), max(float(box[3] - box[1]), 1.0)
+    return np.array([[box[0] + w / 2], [box[1] + h / 2], [w * h], [w / h]])
+
+
+def _x_to_box(x: np.ndarray) -> np.ndarray:
+    area = max(float(x[2, 0]), 1.0)
+    w = np.sqrt(area * max(float(x[3, 0]), 1e-3))
+    h = area / w
+    return np.array([x[0, 0] - w / 2, x[1, 0] - h / 2, x[0, 0] + w / 2, x[1, 0] + h / 2])
+
+
+class _SortTrack:
+    def __init__(self, track_id: int, box: np.ndarray, timestamp: float) -> None:
+        kf = KalmanFilter(dim_x=7, dim_z=4)
+        kf.F = np.eye(7)
+        kf.F[0, 4] = kf.F[1, 5] = kf.F[2, 6] = 1.0
+        kf.H = np.eye(4, 7)
+        # SORT's published noise settings.
+        kf.R[2:, 2:] *= 10.0
+        kf.P[4:, 4:] *= 1000.0
+        kf.P *= 10.0
+        kf.Q[-1, -1] *= 0.01
+        kf.Q[4:, 4:] *= 0.01
+        kf.x[:4] = _box_to_z(box)
+        self.kf = kf
+        self.track_id = track_id
+        self.first_seen = timestamp
+        self.time_since_update = 0
+        self.hit_streak = 0
+
+    def predict(self) -> np.ndarray:
+        if self.kf.x[6, 0] + self.kf.x[2, 0] <= 0:
+            self.kf.x[6, 0] = 0.0
+        self.kf.predict()
+        if self.time_since_update > 0:
+            self.hit_streak = 0
+        self.time_since_update += 1
+        return _x_to_box(self.kf.x)
+
+
+class SortTracker:
+    """SORT: IoU + Hungarian + Kalman; tracks die after max_age missed frames, report after min_hits."""
+
+    def __init__(self, min_score: float = 0.5, max_age: int = 1, min_hits: int = 3, iou_threshold: float = 0.3) -> None:
+        self.min_score = min_score
+        self.max_age = max_age
+        self.min_hits = min_hits
+        self.iou_threshold = iou_threshold
+        self.reset()
+
+    def reset(self) -> None:
+        self._tracks: list[_SortTrack] = []
+        self._frame_count = 0
+        self._next_id = 1
+
+    def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
+        self._frame_count += 1
+        detections = [p for p in poses if p.score >= self.min_score]
+        predicted = [t.predict() for t in self._tracks]
+        pairs: list[tuple[int, int]] = []
+        if predicted and detections:
+            iou = iou_matrix(np.stack(predicted), np.stack([p.box for p in detections]).astype(np.float64))
+            cost = np.where(iou >= self.iou_threshold, -iou, FORBIDDEN)
+            pairs = assign(cost)
+        matched_detection = {}
+        for row, col in pairs:
+            track = self._tracks[row]
+            track.kf.update(_box_to_z(detections[col].box))
+            track.time_since_update = 0
+            track.hit_streak += 1
+            matched_detection[id(track)] = detections[col]
+        claimed = {col for _, col in pairs}
+        for col, pose in enumerate(detections):
+            if col not in claimed:
+                track = _SortTrack(self._next_id, pose.box, timestamp)
+                self._next_id += 1
+                self._tracks.append(track)
+                matched_detection[id(track)] = pose
+        out = []
+        for track in self._tracks:
+            reported = track.hit_streak >= self.min_hits or self._frame_count <= self.min_hits
+            if track.time_since_update < 1 and reported and id(track) in matched_detection:
+                pose = matched_detection[id(track)]
+                out.append(TrackedPose(pose, track.track_id, timestamp - track.first_seen, pose.keypoints))
+        self._tracks = [t for t in self._tracks if t.time_since_update <= self.max_age]
+        return out

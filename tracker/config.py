@@ -1,0 +1,66 @@
+"""Every weight and threshold of the pose tracker, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrackerConfig:
+    """Settings of `PoseTracker`. Times are in seconds (timestamps), never frames.
+
+    The defaults were measured on the synthetic benchmark (`main.py bench track`, see docs/tracker.md):
+    several seeds, both tag modes, tag dimensions 1 and 4.
+    """
+
+    # --- which people take part (ByteTrack's two rounds) ---
+    high_score: float = 0.5        # people at least this confident are matched first and may start tracks
+    low_score: float = 0.1         # people between low and high only extend existing tracks; below low: ignored
+    new_track_score: float = 0.55  # an unmatched confident person starts a track only above this score
+
+    # --- life cycle: tentative -> confirmed -> lost -> removed ---
+    confirm_hits: int = 3          # matches needed before a tentative track is confirmed (reported)
+    tentative_max_gap: float = 0.15  # a tentative track that misses longer than this is dropped
+    reid_time: float = 2.0         # a lost track can be re-identified for this long, then it is removed
+
+    # --- association cost: weighted sum of (1 - similarity) per cue ---
+    use_tags: bool = True          # False: geometry only, for models whose tags mean nothing across frames
+    tag_weight: float = 1.0
+    oks_weight: float = 1.0
+    iou_weight: float = 0.5
+    tag_scale: float = 0.3         # tag distance at which the tag similarity is exp(-1/2)
+    tag_momentum: float = 0.8      # running tag = momentum * running + (1 - momentum) * new tag
+    max_cost: float = 0.75         # a pair costing more (per unit of total weight) is never matched
+
+    # --- gates: each cue alone can forbid a pair, none alone can force one ---
+    tag_gate: float = 1.2          # tag distance above which a pair is refused
+    motion_gate: float = 4.0       # Mahalanobis distance of the box centre from the Kalman prediction
+    min_overlap: float = 0.05      # a pair needs OKS or IoU above this (when seen recently)
+
+    # --- re-identification of lost tracks (by tag; by motion when tags are off) ---
+    reid_tag_gate: float = 0.6     # tag distance under which a lost track may be taken back
+    reid_radius: float = 1.5       # plus reid_speed * time lost, in person sizes: how far a lost person may be
+    reid_speed: float = 2.5        # person sizes per second
+
+    # --- motion model (constant velocity Kalman filter on centre, size and aspect) ---
+    measurement_noise: float = 0.06  # std of the measured centre and size, as a fraction of the person's size
+    acceleration_noise: float = 1.0  # spectral density of the acceleration, in person sizes / s^2
+
+    # --- keypoint smoothing of the output (One-Euro filter) ---
+    smoothing: bool = True
+    smooth_min_cutoff: float = 1.5   # Hz; lower: steadier when still
+    smooth_beta: float = 0.02        # how fast the cutoff rises with speed (per person size / s)
+    smooth_d_cutoff: float = 1.0     # Hz, for the speed estimate
+
+    # --- keypoints ---
+    min_keypoint_score: float = 0.05  # a joint below this counts as not found
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low_score <= self.high_score:
+            raise ValueError(f"need 0 <= low_score <= high_score, got {self.low_score}, {self.high_score}")
+        if self.confirm_hits < 1:
+            raise ValueError("confirm_hits must be at least 1")
+        if not 0.0 <= self.tag_momentum < 1.0:
+            raise ValueError("tag_momentum must be in [0, 1)")
+        if self.reid_time < 0 or self.tentative_max_gap < 0:
+            raise ValueError("times must not be negative")

@@ -1,0 +1,348 @@
+"""PoseTracker: stable identities for the people of a video, from tags, motion and pose overlap."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.pose import Pose
+from model.schema import COCO17, KeypointSchema
+from tracker.association import (
+    FORBIDDEN,
+    PoseOffsets,
+    assign,
+    iou_matrix,
+    mahalanobis_matrix,
+    oks_from_offsets,
+    pose_offsets,
+    tag_distance_matrix,
+)
+from tracker.config import TrackerConfig
+from tracker.motion import BoxMotion, MotionStep
+from tracker.one_euro import OneEuroFilter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackedPose:
+    """A person of the current frame with its identity.
+
+    pose: the detection as it came in (unchanged); track_id: stable id (1, 2, ...);
+    age: seconds since the track was first seen; keypoints_smoothed: [K, 3] float32, the One-Euro
+    smoothed x, y with the detection's joint scores (equal to pose.keypoints when smoothing is off).
+    """
+
+    pose: Pose
+    track_id: int
+    age: float
+    keypoints_smoothed: np.ndarray
+
+
+class TrackState(enum.Enum):
+    TENTATIVE = "tentative"  # seen fewer than confirm_hits times; not reported
+    CONFIRMED = "confirmed"  # matched in the latest frame it was looked for; reported when matched
+    LOST = "lost"            # confirmed, then unmatched; kept for re-identification up to reid_time
+
+
+class Track:
+    """Everything the tracker remembers about one person."""
+
+    def __init__(self, track_id: int, pose: Pose, detections: "_Detections", index: int, timestamp: float,
+                 config: TrackerConfig) -> None:
+        self.track_id = track_id
+        self.state = TrackState.TENTATIVE
+        self.first_seen = timestamp
+        self.last_seen = timestamp
+        self.hits = 0
+        self.motion = BoxMotion(detections.boxes[index], config.measurement_noise, config.acceleration_noise)
+        num_keypoints = detections.keypoints.shape[1]
+        # Each joint's last seen offset from the filtered centre, in person sizes: the track's pose
+        # can then be predicted anywhere the motion model puts the person, even joints not seen lately.
+        self.shape = np.zeros((num_keypoints, 2))
+        self.shape_known = np.zeros(num_keypoints, dtype=bool)
+        self.tag: np.ndarray | None = None
+        self.pose = pose
+        self.smoother = (
+            OneEuroFilter(config.smooth_min_cutoff, config.smooth_beta, config.smooth_d_cutoff)
+            if config.smoothing else None
+        )
+        self.keypoints_smoothed = pose.keypoints
+        # Filled by PoseTracker._predict each frame.
+        self.predicted_box = self.motion.box()
+        self.predicted_keypoints = np.zeros((num_keypoints, 2))
+
+    def update(self, pose: Pose, detections: "_Detections", index: int, timestamp: float,
+               config: TrackerConfig, born: bool = False) -> None:
+        visible = detections.visible[index]
+        if not born:  # at birth the filter already holds this box
+            self.motion.update(self._body_box(detections.keypoints[index], visible, detections.boxes[index]))
+        centre, size = self.motion.centre, self.motion.size
+        self.shape[visible] = (detections.keypoints[index][visible] - centre) / size
+        self.shape_known |= visible
+        if detections.tags is not None:
+            tag = detections.tags[index]
+            self.tag = tag.copy() if self.tag is None else (
+                config.tag_momentum * self.tag + (1.0 - config.tag_momentum) * tag)
+        self.pose = pose
+        self.hits += 1
+        self.last_seen = timestamp
+        if self.state is TrackState.LOST or (self.state is TrackState.TENTATIVE and self.hits >= config.confirm_hits):
+            self.state = TrackState.CONFIRMED
+        if self.smoother is None:
+            self.keypoints_smoothed = pose.keypoints
+        else:
+            xy = self.smoother(pose.keypoints[:, :2], timestamp, visible, scale=size)
+            smoothed = pose.keypoints.astype(np.float32, copy=True)
+            smoothed[:, :2] = xy
+            self.keypoints_smoothed = smoothed
+
+    def _body_box(self, keypoints: np.ndarray, visible: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """The whole body's box, fitted from the joints found and the joints' known places in the body.
+
+        A person half hidden (behind someone, at the picture's edge) gives a box of half a body; fed
+        to the Kalman filter as it is, that box would drag the centre and shrink the size, and the
+        person would be lost. Least squares for centre c and size s in keypoint = c + s * shape.
+        """
+        usable = visible & self.shape_known
+        if self.hits < 2 or usable.sum() < 3:
+            return box
+        shape = self.shape[usable]
+        points = keypoints[usable]
+        shape_mean, points_mean = shape.mean(0), points.mean(0)
+        spread = ((shape - shape_mean) ** 2).sum()
+        if spread < 1e-3:
+            return box
+        size = float(((points - points_mean) * (shape - shape_mean)).sum() / spread)
+        current = self.motion.size
+        size = min(max(size, 0.5 * current), 2.0 * current)
+        body = points_mean - size * shape_mean + size * self.shape[self.shape_known]
+        return np.concatenate([body.min(0), body.max(0)])
+
+    def predict(self, step: MotionStep) -> None:
+        self.motion.predict(step)
+        self.predicted_box = self.motion.box()
+        self.predicted_keypoints = self.motion.centre + self.shape * self.motion.size
+
+
+class _Detections:
+    """The frame's poses as stacked arrays, so every cost is one vectorised expression."""
+
+    def __init__(self, poses: list[Pose], num_keypoints: int, min_keypoint_score: float) -> None:
+        count = len(poses)
+        self.scores = np.array([float(p.score) for p in poses], dtype=np.float64)
+        if count:
+            keypoints = np.stack([np.asarray(p.keypoints, dtype=np.float64) for p in poses])
+            if keypoints.shape[1:] != (num_keypoints, 3):
+                raise ValueError(f"poses must have keypoints [{num_keypoints}, 3], got {keypoints.shape[1:]}")
+            self.keypoints = keypoints[:, :, :2]
+            self.visible = keypoints[:, :, 2] > min_keypoint_score
+            self.boxes = np.stack([np.asarray(p.box, dtype=np.float64).reshape(4) for p in poses])
+            tags = [np.asarray(p.tag, dtype=np.float64).reshape(-1) for p in poses]
+            dims = {t.shape[0] for t in tags}
+            if len(dims) != 1:
+                raise ValueError(f"all poses of a frame must have the same tag length, got {sorted(dims)}")
+            self.tags = np.stack(tags) if dims != {0} else None
+        else:
+            self.keypoints = np.zeros((0, num_keypoints, 2))
+            self.visible = np.zeros((0, num_keypoints), dtype=bool)
+            self.boxes = np.zeros((0, 4))
+            self.tags = None
+        self.centres = 0.5 * (self.boxes[:, :2] + self.boxes[:, 2:])
+        wh = np.maximum(self.boxes[:, 2:] - self.boxes[:, :2], 4.0)
+        self.sizes = np.sqrt(wh[:, 0] * wh[:, 1])
+
+
+class PoseTracker:
+    """Links the people of successive frames into tracks.
+
+    `update(poses, timestamp)` returns the confirmed tracks matched in this frame, in the order of
+    `poses`. A track is tentative until matched `confirm_hits` times, confirmed while it is found,
+    lost when it is not (kept `reid_time` seconds for re-identification), then removed.
+    Per frame: predict every track's box (Kalman) to the timestamp; round 1 matches confident people
+    to all tracks on a cost of tag distance, OKS to the predicted pose and box IoU, each cue gated;
+    round 2 lets weak people extend the confirmed tracks still unmatched; round 3 re-identifies lost
+    tracks from the confident people left, by tag (by motion alone when `use_tags` is False); confident
+    people still left start tentative tracks.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, schema: KeypointSchema = COCO17) -> None:
+        self.config = config or TrackerConfig()
+        self.schema = schema
+        self._sigmas = schema.sigmas_array().astype(np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track (a new video); ids start again at 1."""
+        self.tracks: list[Track] = []
+        self._next_id = 1
+        self._last_timestamp: float | None = None
+        self._tag_dim: int | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
+        timestamp = float(timestamp)
+        if self._last_timestamp is not None and timestamp < self._last_timestamp:
+            raise ValueError(f"timestamps must not go backwards ({timestamp} after {self._last_timestamp}); "
+                             "call reset() for a new video")
+        dt = 0.0 if self._last_timestamp is None else timestamp - self._last_timestamp
+        self._last_timestamp = timestamp
+        config = self.config
+
+        detections = _Detections(poses, self.schema.num_keypoints, config.min_keypoint_score)
+        self._check_tag_dim(detections)
+        use_tags = config.use_tags and detections.tags is not None
+
+        step = MotionStep(dt)
+        for track in self.tracks:
+            track.predict(step)
+
+        high = np.flatnonzero(detections.scores >= config.high_score)
+        low = np.flatnonzero((detections.scores >= config.low_score) & (detections.scores < config.high_score))
+        matched: dict[int, Track] = {}  # detection index -> track
+
+        # Round 1: confident people against every track.
+        candidates = list(self.tracks)
+        pairs = self._match(candidates, detections, high, timestamp, use_tags)
+        self._apply(pairs, candidates, high, poses, detections, timestamp, matched)
+
+        # Round 2: weak people may only extend confirmed (or lost) tracks, never start one (ByteTrack).
+        taken = {id(t) for t in matched.values()}
+        candidates = [t for t in self.tracks if t.state is not TrackState.TENTATIVE and id(t) not in taken]
+        pairs = self._match(candidates, detections, low, timestamp, use_tags)
+        self._apply(pairs, candidates, low, poses, detections, timestamp, matched)
+
+        # Round 3: re-identify lost tracks from the people left, weak ones included, and from the people
+        # that only tentative tracks took: a person who came back too far from where the old track expected
+        # starts a tentative track, and the old track takes it back (the tentative one is dropped).
+        taken = {id(t) for t in matched.values()}
+        candidates = [t for t in self.tracks if t.state is not TrackState.TENTATIVE and id(t) not in taken]
+        rest = np.array([i for i in np.concatenate([high, low])
+                         if i not in matched or matched[i].state is TrackState.TENTATIVE], dtype=np.int64)
+        pairs = self._reidentify(candidates, detections, rest, timestamp, use_tags)
+        replaced = {id(matched[int(rest[col])]) for _, col in pairs if int(rest[col]) in matched}
+        if replaced:
+            self.tracks = [t for t in self.tracks if id(t) not in replaced]
+        self._apply(pairs, candidates, rest, poses, detections, timestamp, matched)
+
+        self._age_unmatched(set(id(t) for t in matched.values()), timestamp)
+
+        # Confident people nobody claimed start tentative tracks.
+        for index in high:
+            if index not in matched and detections.scores[index] >= config.new_track_score:
+                track = Track(self._next_id, poses[index], detections, index, timestamp, config)
+                self._next_id += 1
+                track.update(poses[index], detections, index, timestamp, config, born=True)
+                self.tracks.append(track)
+
+        return [
+            TrackedPose(pose=poses[i], track_id=t.track_id, age=timestamp - t.first_seen,
+                        keypoints_smoothed=t.keypoints_smoothed)
+            for i, t in sorted(matched.items())
+            if t.state is TrackState.CONFIRMED
+        ]
+
+    # ------------------------------------------------------------------ steps
+
+    def _check_tag_dim(self, detections: _Detections) -> None:
+        if detections.tags is None:
+            return
+        dim = detections.tags.shape[1]
+        if self._tag_dim is None:
+            self._tag_dim = dim
+        elif dim != self._tag_dim:
+            raise ValueError(f"tag length changed from {self._tag_dim} to {dim}; call reset() for a new model")
+
+    def _compare(self, tracks: list[Track], detections: _Detections, indices: np.ndarray) -> PoseOffsets:
+        offsets = pose_offsets(np.stack([t.predicted_keypoints for t in tracks]),
+                               np.stack([t.shape_known for t in tracks]),
+                               detections.keypoints[indices], detections.visible[indices])
+        # Where a pair shares no joint, fall back on the box centres and sizes.
+        none = offsets.count == 0
+        if none.any():
+            centres = np.stack([t.motion.centre for t in tracks])
+            box_shift = detections.centres[indices][None, :, :] - centres[:, None, :]
+            offsets.shift[none] = box_shift[none]
+            sizes = np.array([t.motion.size for t in tracks])
+            box_ratio = np.log(detections.sizes[indices][None, :] / sizes[:, None])
+            offsets.spread_ratio[none] = box_ratio[none]
+        return offsets
+
+    def _match(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, timestamp: float,
+               use_tags: bool) -> list[tuple[int, int]]:
+        if not tracks or len(indices) == 0:
+            return []
+        config = self.config
+        boxes = np.stack([t.predicted_box for t in tracks])
+        iou = iou_matrix(boxes, detections.boxes[indices])
+        wh = boxes[:, 2:] - boxes[:, :2]
+        offsets = self._compare(tracks, detections, indices)
+        oks = oks_from_offsets(offsets, wh[:, 0] * wh[:, 1], self._sigmas)
+        motion = mahalanobis_matrix(offsets.shift, np.stack([t.motion.centre_covariance() for t in tracks]))
+        cost = config.oks_weight * (1.0 - oks) + config.iou_weight * (1.0 - iou)
+        weight = config.oks_weight + config.iou_weight
+        gated = (motion > config.motion_gate) | (np.maximum(oks, iou) < config.min_overlap)
+        if use_tags:
+            distance = self._tag_distances(tracks, detections, indices)
+            cost += config.tag_weight * (1.0 - np.exp(-0.5 * (distance / config.tag_scale) ** 2))
+            weight += config.tag_weight
+            gated |= distance > config.tag_gate
+        cost /= weight
+        gated |= cost > config.max_cost
+        cost[gated] = FORBIDDEN
+        return assign(cost)
+
+    def _reidentify(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, timestamp: float,
+                    use_tags: bool) -> list[tuple[int, int]]:
+        if not tracks or len(indices) == 0:
+            return []
+        config = self.config
+        sizes = np.array([t.motion.size for t in tracks])
+        lost_for = np.array([timestamp - t.last_seen for t in tracks])
+        reach = (config.reid_radius + config.reid_speed * lost_for) * sizes
+        offsets = self._compare(tracks, detections, indices)
+        near = np.linalg.norm(offsets.shift, axis=-1) / reach[:, None]
+        size_ratio = np.abs(offsets.spread_ratio)
+        gated = (near > 1.0) | (size_ratio > np.log(2.0))
+        if use_tags:
+            tag = self._tag_distances(tracks, detections, indices) / config.reid_tag_gate
+            cost = tag + 0.25 * near  # the tag decides; nearness only breaks ties
+            gated |= tag > 1.0
+        else:
+            cost = near + size_ratio
+            # Without tags only a confident person is evidence enough to revive a lost track.
+            gated |= (detections.scores[indices] < config.high_score)[None, :]
+        cost[gated] = FORBIDDEN
+        return assign(cost)
+
+    def _tag_distances(self, tracks: list[Track], detections: _Detections, indices: np.ndarray) -> np.ndarray:
+        tags = np.stack([t.tag for t in tracks])
+        return tag_distance_matrix(tags, detections.tags[indices])
+
+    def _apply(self, pairs: list[tuple[int, int]], tracks: list[Track], indices: np.ndarray, poses: list[Pose],
+               detections: _Detections, timestamp: float, matched: dict[int, Track]) -> None:
+        for row, col in pairs:
+            index = int(indices[col])
+            tracks[row].update(poses[index], detections, index, timestamp, self.config)
+            matched[index] = tracks[row]
+
+    def _age_unmatched(self, matched_ids: set[int], timestamp: float) -> None:
+        config = self.config
+        kept = []
+        for track in self.tracks:
+            if id(track) not in matched_ids:
+                missing = timestamp - track.last_seen
+                if track.state is TrackState.CONFIRMED:
+                    track.state = TrackState.LOST
+                    track.motion.hold_size()
+                if track.state is TrackState.TENTATIVE and missing > config.tentative_max_gap:
+                    continue
+                if track.state is TrackState.LOST and missing > config.reid_time:
+                    log.debug("track %d removed after %.2f s lost", track.track_id, missing)
+                    continue
+            kept.append(track)
+        self.tracks = kept
