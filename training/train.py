@@ -119,8 +119,10 @@ def learning_rate_factor(config: TrainConfig, step: int) -> float:
 
 
 def parameters_sha256(model: torch.nn.Module) -> str:
+    """Checksum of the learned parameters (not BatchNorm running statistics, which DDP on CPU keeps per rank
+    between forwards and broadcasts from rank 0 at the next one)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(model.named_parameters()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -262,6 +264,9 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
         log.info("resumed %s at step %d", out_dir, step)
 
     network: torch.nn.Module = AllStacks(model)
+    if ddp.world_size > 1 and device.type == "cuda":
+        # Per-GPU batches are small: normalise with statistics over all processes (NCCL only).
+        network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
     if ddp.world_size > 1:
         network = DistributedDataParallel(network, device_ids=[ddp.local_rank] if device.type == "cuda" else None)
 

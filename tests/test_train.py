@@ -1,0 +1,163 @@
+"""The training loop: exact resume, 2-process DDP keeps ranks identical, Ctrl-C saves, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.errors import UserFacingError
+from training.config import PRESETS, TrainConfig, preset
+from training.synthetic import SceneConfig, generate_dataset
+from training.train import learning_rate_factor, parameters_sha256, train
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE = SceneConfig(width=96, height=64, max_people=2, crowd_probability=0.3, unlabelled_probability=0.3)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(folder, num_images=6, config=SCENE, seed=5)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _config(data: Path, **overrides) -> TrainConfig:
+    # 6 images, batch 2 -> 3 steps per epoch, so 7 steps cross two epoch boundaries.
+    base = preset("tiny", train_annotations=str(data / "annotations.json"), train_images=str(data / "images"),
+                  steps=7, checkpoint_every=100, log_every=1)
+    return replace(base, **overrides)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def test_resume_continues_with_identical_losses(tiny_data: Path, tmp_path: Path) -> None:
+    config = _config(tiny_data)
+    straight = train(config, tmp_path / "straight")
+    assert straight.step == 7 and len(straight.losses) == 7
+    first = train(config, tmp_path / "resumed", stop_at=4)
+    assert first.step == 4 and first.losses == straight.losses[:4]
+    state = torch.load(tmp_path / "resumed" / "last.state.pt", weights_only=True)
+    assert state["step"] == 4
+    second = train(config, tmp_path / "resumed", resume=True)
+    assert second.step == 7
+    assert second.losses == straight.losses[4:]  # bit-identical: same data order, augmentation, weights, Adam state
+    a = load_checkpoint(tmp_path / "straight" / "last.safetensors")
+    b = load_checkpoint(tmp_path / "resumed" / "last.safetensors")
+    assert parameters_sha256(a.model) == parameters_sha256(b.model)
+    assert b.metadata["step"] == 7 and b.metadata["train_config"]["preset"] == "tiny"
+    # The run folder documents itself; the CSV has one row per step across both calls.
+    assert TrainConfig.load(tmp_path / "resumed" / "config.json") == config
+    rows = (tmp_path / "resumed" / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 7 and rows[0].startswith("step,epoch,lr,total")
+    assert any((tmp_path / "resumed" / "tensorboard").iterdir())
+
+
+def test_the_loss_falls_and_checkpoints_are_written(tiny_data: Path, tmp_path: Path) -> None:
+    config = _config(tiny_data, steps=6, checkpoint_every=3, pairs=False, sigma_mode="adaptive")
+    result = train(config, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step_0000003.safetensors", "step_0000006.safetensors"]
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    with pytest.raises(UserFacingError, match="already holds a run"):
+        train(config, tmp_path / "run")
+    with pytest.raises(UserFacingError, match="nothing to resume"):
+        train(config, tmp_path / "empty", resume=True)
+
+
+def test_learning_rate_schedule_and_presets() -> None:
+    paper = PRESETS["paper"]
+    assert paper.lr == 2e-4 and paper.optimizer == "adam" and paper.model.num_stacks == 4
+    assert learning_rate_factor(paper, 0) == 1.0
+    assert learning_rate_factor(paper, paper.lr_decay_steps[0]) == pytest.approx(0.1)
+    small = preset("small", steps=1000)
+    assert small.lr_decay_steps == (750,)
+    warm = replace(small, warmup_steps=10)
+    assert learning_rate_factor(warm, 4) == pytest.approx(0.5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(small.to_dict()))) == small
+    with pytest.raises(UserFacingError, match="unknown preset"):
+        preset("huge")
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_keeps_ranks_identical(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "main.py"), "train", "--preset", "tiny", "--data", str(tiny_data / "annotations.json"),
+               "--images", str(tiny_data / "images"), "--out", str(out), "--steps", "3", "--batch-size", "1",
+               "--workers", "0"]
+    completed = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ranks = [json.loads((out / "ranks" / f"rank_{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    assert ranks[0]["parameters_sha256"] == ranks[1]["parameters_sha256"]
+    # The saved weights are the ones every rank holds, and they moved away from the initialisation.
+    saved = load_checkpoint(out / "last.safetensors").model
+    assert parameters_sha256(saved) == ranks[0]["parameters_sha256"]
+    torch.manual_seed(0)
+    from model.hourglass import HourglassNet
+
+    assert parameters_sha256(HourglassNet(saved.config)) != ranks[0]["parameters_sha256"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data",
+               str(tiny_data / "annotations.json"), "--images", str(tiny_data / "images"), "--out", str(out),
+               "--steps", "100000", "--checkpoint-every", "100000"]
+    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until a few steps are logged
+            log = out / "log.csv"
+            if log.is_file() and len(log.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "continue with --resume" in stdout
+    assert "Traceback" not in stderr
+    step = torch.load(out / "last.state.pt", weights_only=True)["step"]
+    assert step >= 5
+    assert load_checkpoint(out / "last.safetensors").metadata["step"] == step
+    resumed = subprocess.run([*command[:-4], "--steps", str(step + 2), "--resume"], cwd=REPO, env=_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"trained {step + 2} steps" in resumed.stdout
+
+
+def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data", str(broken), "--images",
+         str(tmp_path), "--out", str(tmp_path / "run")], cwd=REPO, env=_env(), capture_output=True, text=True,
+        timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: malformed JSON in ")
+    assert "broken.json" in completed.stderr and "Traceback" not in completed.stderr
