@@ -90,19 +90,25 @@ def _run_options(args: argparse.Namespace, **extra):
         max_frames=args.max_frames, **extra)
 
 
-def _stop_on_signals(pipeline) -> None:
-    """Ctrl-C / SIGTERM: stop the pipeline cleanly (outputs closed); a second Ctrl-C aborts."""
+def _run_until_done(pipeline):
+    """Run the pipeline; Ctrl-C / SIGTERM stop it cleanly (outputs closed), a second Ctrl-C aborts."""
     import signal
 
     def handle(signum, frame):
         if pipeline.stopping:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         print(f"\n{signal.Signals(signum).name}: stopping, closing outputs", file=sys.stderr)
         pipeline.stop()
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return pipeline.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        close = getattr(pipeline.engine, "close", None)
+        if close is not None:
+            close()
 
 
 def add_run_command(commands: argparse._SubParsersAction) -> None:
@@ -128,11 +134,10 @@ def _run(args: argparse.Namespace) -> int:
 
     options = _run_options(args, out=Path(args.out) if args.out else None,
                            json=Path(args.json) if args.json else None, formats=args.formats, boxes=args.boxes)
+    pipeline = build_pipeline(options)
     if options.out is None and options.json is None and not options.formats:
         print("note: no --out, --json or --format given; poses are computed but not saved", file=sys.stderr)
-    pipeline = build_pipeline(options)
-    _stop_on_signals(pipeline)
-    summary = pipeline.run()
+    summary = _run_until_done(pipeline)
     print(summary.format())
     for path in (options.out, options.json):
         if path is not None:

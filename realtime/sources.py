@@ -13,6 +13,7 @@ import glob
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -57,6 +58,21 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+@contextmanager
+def _quiet_opencv():
+    """OpenCV logs its own warnings on stderr when an open fails; we raise one clear error instead.
+    (FFmpeg's messages are quieted by OPENCV_FFMPEG_LOGLEVEL, which the CLI sets.)"""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
 class VideoFileSource:
     """A video file read with OpenCV, every frame in order."""
 
@@ -70,7 +86,8 @@ class VideoFileSource:
             raise UserFacingError(f"not a file: {self.path}")
         if not os.access(self.path, os.R_OK):
             raise UserFacingError(f"cannot read {self.path}: permission denied")
-        self._capture = cv2.VideoCapture(str(self.path))
+        with _quiet_opencv():
+            self._capture = cv2.VideoCapture(str(self.path))
         if not self._capture.isOpened():
             raise UserFacingError(f"{self.path} is not a video OpenCV can read")
         fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -173,7 +190,8 @@ class LiveSource:
         self._clock_start = time.monotonic()
 
     def _open(self) -> cv2.VideoCapture | None:
-        capture = cv2.VideoCapture(self.target)
+        with _quiet_opencv():
+            capture = cv2.VideoCapture(self.target)
         if capture.isOpened():
             return capture
         capture.release()

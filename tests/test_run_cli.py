@@ -1,0 +1,222 @@
+"""`tagtrack run` end to end: a generated video and a tiny random-weight checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+import torch
+
+import main
+from model.checkpoint import save_checkpoint
+from model.config import ModelConfig
+from model.hourglass import HourglassNet
+from realtime.sinks import JSONL_SCHEMA_PATH
+from tests.test_sources import write_video
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+TINY = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_checkpoint(path, HourglassNet(TINY))
+    return path
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TAGTRACK_CACHE=str(kwargs.pop("cache", "/tmp/tagtrack-test-cache")))
+    return subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), *args], capture_output=True, text=True,
+                          env=env, cwd=kwargs.pop("cwd", REPO_ROOT), timeout=kwargs.pop("timeout", 120), **kwargs)
+
+
+def video_frame_count(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f"{path} is not a playable video"
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+def validated_lines(path: Path) -> list[dict]:
+    validator = jsonschema.Draft202012Validator(json.loads(JSONL_SCHEMA_PATH.read_text()))
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        validator.validate(record)
+    return records
+
+
+def test_run_writes_every_frame_to_video_json_and_exports(tmp_path, tiny_weights):
+    video = write_video(tmp_path / "clip.avi", 15, size_hw=(48, 64), fps=15.0)
+    out, poses = tmp_path / "annotated.mp4", tmp_path / "poses.jsonl"
+    result = run_cli("run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+                     "--out", str(out), "--json", str(poses), "--boxes",
+                     "--format", "coco", "--format", "posetrack", "--format", "openpose",
+                     "--detection-threshold", "0.0", cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    records = validated_lines(poses)
+    assert len(records) == 15 == video_frame_count(out)
+    assert [r["frame_index"] for r in records] == list(range(15))
+    assert records[0]["image"] == {"width": 64, "height": 48}
+    assert "frames 15" in result.stdout and "FPS" in result.stdout
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0)
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 48)
+    capture.release()
+    coco = json.loads((tmp_path / "poses.coco.json").read_text())
+    people = sum(len(r["people"]) for r in records)
+    assert len(coco) == people
+    posetrack = json.loads((tmp_path / "poses.posetrack.json").read_text())
+    assert len(posetrack["images"]) == 15 and len(posetrack["annotations"]) == people
+    assert len(list((tmp_path / "poses_openpose").glob("poses_*_keypoints.json"))) == 15
+
+
+def test_max_frames_and_no_track(tmp_path, tiny_weights):
+    video = write_video(tmp_path / "clip.avi", 10)
+    poses = tmp_path / "poses.jsonl"
+    result = run_cli("run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+                     "--json", str(poses), "--no-track", "--max-frames", "4", "--detection-threshold", "0.0")
+    assert result.returncode == 0, result.stderr
+    records = validated_lines(poses)
+    assert len(records) == 4
+    assert all(p["track_id"] is None for r in records for p in r["people"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_run_leaves_valid_json_and_playable_video(tmp_path, tiny_weights, signum):
+    video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
+    out, poses = tmp_path / "annotated.mp4", tmp_path / "poses.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1", TAGTRACK_CACHE=str(tmp_path / "cache"))
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "main.py"), "run", str(video), "--weights", str(tiny_weights),
+         "--engine", "torch", "--device", "cpu", "--input-size", "128", "128", "--out", str(out), "--json", str(poses)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            if poses.exists() and len(poses.read_bytes().splitlines()) >= 20:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == main.EXIT_INTERRUPTED, stderr
+    assert "Traceback" not in stderr
+    records = validated_lines(poses)
+    assert 20 <= len(records) < 3000
+    assert [r["frame_index"] for r in records] == list(range(len(records)))
+    assert video_frame_count(out) == len(records)
+    assert "interrupted" in stdout
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+BAD_INPUTS = {
+    "missing file": (lambda d, w: ["run", str(d / "missing.mp4"), "--weights", w], "no such file"),
+    "not a video": (lambda d, w: ["run", _text(d / "notes.mp4"), "--weights", w], "not a video"),
+    "zero-frame video": (lambda d, w: ["run", str(write_video(d / "empty.avi", 0)), "--weights", w],
+                         "no frames|not a video"),
+    "empty folder": (lambda d, w: ["run", str(_folder(d)), "--weights", w], "no images"),
+    "negative camera": (lambda d, w: ["run", "-1", "--weights", w], "0 or more"),
+    "camera without a camera": (lambda d, w: ["run", "99", "--weights", w], "no camera at index 99"),
+    "bad URL scheme": (lambda d, w: ["run", "ftp://host/x", "--weights", w], "unsupported URL scheme"),
+    "URL without host": (lambda d, w: ["run", "rtsp://", "--weights", w], "no host"),
+    "unreachable stream": (lambda d, w: ["run", "http://127.0.0.1:9/s.mjpg", "--weights", w], "cannot open stream"),
+    "output in missing folder": (lambda d, w: ["run", str(write_video(d / "v.avi", 2)), "--weights", w,
+                                              "--out", str(d / "nope" / "a.mp4")], "does not exist"),
+    "json in missing folder": (lambda d, w: ["run", str(write_video(d / "v.avi", 2)), "--weights", w,
+                                            "--json", str(d / "nope" / "p.jsonl")], "does not exist"),
+    "corrupt weights": (lambda d, w: ["run", str(write_video(d / "v.avi", 2)), "--weights", _corrupt(d)], ""),
+    "missing weights": (lambda d, w: ["run", str(write_video(d / "v.avi", 2)), "--weights", str(d / "no.safetensors")],
+                        ""),
+    "bad input size": (lambda d, w: ["run", str(write_video(d / "v.avi", 2)), "--weights", w,
+                                    "--input-size", "100", "100"], "multiple"),
+}
+
+
+def _text(path: Path) -> str:
+    path.write_text("not a video at all")
+    return str(path)
+
+
+def _folder(root: Path) -> Path:
+    (root / "empty").mkdir()
+    return root / "empty"
+
+
+def _corrupt(root: Path) -> str:
+    path = root / "corrupt.safetensors"
+    path.write_bytes(b"\x00garbage" * 64)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_weights, capfd, case):
+    make_args, message = BAD_INPUTS[case]
+    code = main.main([*make_args(tmp_path, str(tiny_weights)), "--engine", "torch", "--device", "cpu"])
+    captured = capfd.readouterr()
+    assert code == main.EXIT_USER_ERROR, captured.err
+    lines = _error_lines(captured.err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err
+    if message:
+        assert __import__("re").search(message, lines[0]), lines[0]
+
+
+def test_output_in_read_only_folder(tmp_path, tiny_weights, capfd, monkeypatch):
+    video = write_video(tmp_path / "v.avi", 2)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if IS_ROOT:
+        # Root writes anywhere; make access() answer as it does for a user on a read-only folder.
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == folder else real_access(path, mode))
+    try:
+        code = main.main(["run", str(video), "--weights", str(tiny_weights), "--out", str(folder / "a.mp4")])
+    finally:
+        folder.chmod(0o755)
+    lines = _error_lines(capfd.readouterr().err)
+    assert code == 2 and len(lines) == 1 and "not writable" in lines[0]
+
+
+def test_bad_input_in_a_fresh_process_prints_only_one_line(tmp_path, tiny_weights):
+    # OpenCV and FFmpeg print their own warnings on stderr unless told not to.
+    for args in (["run", "99"], ["run", _text(tmp_path / "fake.mp4")]):
+        result = run_cli(*args, "--weights", str(tiny_weights))
+        assert result.returncode == 2
+        assert _error_lines(result.stderr) == [_error_lines(result.stderr)[0]]
+        assert result.stderr.startswith("error: ")
+
+
+def test_image_folder_run(tmp_path, tiny_weights):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), np.full((40, 50, 3), 30 * i, np.uint8))
+    poses = tmp_path / "poses.jsonl"
+    result = run_cli("run", str(folder), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+                     "--json", str(poses))
+    assert result.returncode == 0, result.stderr
+    records = validated_lines(poses)
+    assert [Path(r["source_id"]).name for r in records] == [f"{i:04d}.png" for i in range(5)]

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+
+from model.errors import UserFacingError
+from model.pose import Pose
+from model.schema import COCO17
+from realtime.pipeline import FrameResult
+from realtime.sinks import (
+    JSONL_SCHEMA_PATH,
+    AnnotatedVideoSink,
+    CocoResultsSink,
+    JsonLinesSink,
+    OpenPoseSink,
+    PoseTrackSink,
+    check_output_path,
+    export_sinks,
+    openpose_body25,
+)
+from realtime.sources import Frame
+from tracker import TrackedPose
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def make_pose(center_x: float, center_y: float, score: float = 0.8, missing: tuple[int, ...] = ()) -> Pose:
+    rng = np.random.default_rng(int(center_x))
+    keypoints = np.zeros((17, 3), np.float32)
+    keypoints[:, 0] = center_x + rng.uniform(-10, 10, 17)
+    keypoints[:, 1] = center_y + np.linspace(-30, 30, 17)
+    keypoints[:, 2] = score
+    keypoints[list(missing), :] = 0
+    return Pose(keypoints=keypoints, score=score, box=Pose.box_from_keypoints(keypoints),
+                tag=np.array([0.5, -0.25], np.float32))
+
+
+def make_result(index: int, people: list[tuple[Pose, int | None]], size_hw=(96, 128)) -> FrameResult:
+    image = np.full((*size_hw, 3), 40, np.uint8)
+    frame = Frame(image=image, index=index, timestamp=index / 25.0, source_id="clip.mp4")
+    tracked = [TrackedPose(pose=pose, track_id=track_id, age=0.0, keypoints_smoothed=pose.keypoints)
+               for pose, track_id in people]
+    return FrameResult(frame=frame, tracked=tracked, heatmaps=None, timings={"infer": 0.01}, dropped=0)
+
+
+def results(frames: int = 4) -> list[FrameResult]:
+    return [make_result(i, [(make_pose(40 + i, 50), 1), (make_pose(90, 45, 0.6, missing=(3, 4)), 2)] if i % 2 == 0
+                        else [(make_pose(40 + i, 50), None)]) for i in range(frames)]
+
+
+def jsonl_validator():
+    schema = json.loads(JSONL_SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_json_lines_one_valid_line_per_frame_flushed_as_written(tmp_path):
+    path = tmp_path / "poses.jsonl"
+    sink = JsonLinesSink(path)
+    validator = jsonl_validator()
+    for count, result in enumerate(results(4), start=1):
+        sink.write(result)
+        # Flushed per frame: readable before close.
+        assert len(path.read_text().splitlines()) == count
+    sink.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        validator.validate(record)
+    first = records[0]
+    assert first["schema_version"] == 1 and first["frame_index"] == 0
+    assert first["image"] == {"width": 128, "height": 96}
+    assert [p["track_id"] for p in first["people"]] == [1, 2]
+    assert records[1]["people"][0]["track_id"] is None
+    assert list(first["people"][0]["keypoints"]) == list(COCO17.keypoint_names)
+    nose = first["people"][0]["keypoints"]["nose"]
+    expected = results(1)[0].tracked[0].pose.keypoints[0]
+    assert (nose["x"], nose["y"], nose["score"]) == pytest.approx(tuple(expected), abs=0.01)
+    assert first["people"][1]["keypoints"]["left_ear"]["score"] == 0
+    assert records[3]["timestamp"] == pytest.approx(3 / 25.0)
+
+
+def test_json_schema_rejects_broken_records():
+    validator = jsonl_validator()
+    sink_record = json.loads(json.dumps(__import__("realtime.sinks", fromlist=["frame_record"]).frame_record(
+        results(1)[0], COCO17)))
+    validator.validate(sink_record)
+    broken = json.loads(json.dumps(sink_record))
+    del broken["people"][0]["keypoints"]["nose"]
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(broken)
+    wrong_version = dict(sink_record, schema_version=2)
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(wrong_version)
+
+
+def count_video_frames(path: Path) -> tuple[int, tuple[int, int], float]:
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f"{path} does not open"
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    return frames, size, fps
+
+
+def test_annotated_video_keeps_size_fps_and_every_frame(tmp_path):
+    path = tmp_path / "annotated.mp4"
+    sink = AnnotatedVideoSink(path, fps=25.0, draw_boxes=True)
+    frames = results(5)
+    # A frame of another size (an image folder with mixed sizes) is resized, not skipped.
+    frames.append(make_result(5, [(make_pose(40, 50), 3)], size_hw=(60, 80)))
+    for result in frames:
+        sink.write(result)
+    sink.close()
+    count, size, fps = count_video_frames(path)
+    assert count == 6 and size == (128, 96) and fps == pytest.approx(25.0)
+    # Skeletons were drawn: the first frame differs from the plain grey input.
+    capture = cv2.VideoCapture(str(path))
+    ok, image = capture.read()
+    capture.release()
+    assert ok and np.abs(image.astype(int) - 40).max() > 60
+
+
+def test_output_checks_fail_early_with_one_line(tmp_path):
+    with pytest.raises(UserFacingError, match="does not exist"):
+        AnnotatedVideoSink(tmp_path / "missing" / "out.mp4", fps=30)
+    with pytest.raises(UserFacingError, match="does not exist"):
+        JsonLinesSink(tmp_path / "missing" / "poses.jsonl")
+    with pytest.raises(UserFacingError, match="is a folder"):
+        check_output_path(tmp_path, "--out")
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root writes into read-only folders")
+def test_read_only_folder_is_refused(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(UserFacingError, match="not writable"):
+            JsonLinesSink(folder / "poses.jsonl")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_read_only_folder_message(tmp_path, monkeypatch):
+    # As root the kernel lets every write through; check the refusal path with access() saying no.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(UserFacingError, match="folder .* is not writable"):
+        AnnotatedVideoSink(tmp_path / "out.mp4", fps=30)
+
+
+def test_coco_results_load_in_pycocotools(tmp_path):
+    from pycocotools.coco import COCO
+
+    path = tmp_path / "results.coco.json"
+    sink = CocoResultsSink(path)
+    for result in results(3):
+        sink.write(result)
+    assert not path.exists()  # a single document, written at close
+    sink.close()
+    detections = json.loads(path.read_text())
+    assert len(detections) == 2 + 1 + 2
+    assert all(len(d["keypoints"]) == 51 and d["category_id"] == 1 for d in detections)
+    ground_truth = COCO()
+    ground_truth.dataset = {
+        "images": [{"id": i, "width": 128, "height": 96} for i in range(3)],
+        "annotations": [], "categories": [{"id": 1, "name": "person"}],
+    }
+    ground_truth.createIndex()
+    loaded = ground_truth.loadRes(str(path))
+    assert len(loaded.getAnnIds()) == 5
+
+
+def test_posetrack_export_has_images_tracks_and_categories(tmp_path):
+    path = tmp_path / "run.posetrack.json"
+    sink = PoseTrackSink(path)
+    for result in results(3):
+        sink.write(result)
+    sink.close()
+    document = json.loads(path.read_text())
+    assert [image["frame_id"] for image in document["images"]] == [0, 1, 2]
+    assert [a["track_id"] for a in document["annotations"]] == [1, 2, -1, 1, 2]
+    assert document["categories"][0]["keypoints"] == list(COCO17.keypoint_names)
+    assert all(len(a["keypoints"]) == 51 and len(a["scores"]) == 17 for a in document["annotations"])
+
+
+def test_openpose_files_per_frame_in_body25(tmp_path):
+    folder = tmp_path / "run_openpose"
+    sink = OpenPoseSink(folder, name="run")
+    for result in results(2):
+        sink.write(result)
+    sink.close()
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["run_000000000000_keypoints.json", "run_000000000001_keypoints.json"]
+    people = json.loads((folder / files[0]).read_text())["people"]
+    assert [p["person_id"] for p in people] == [[1], [2]]
+    assert all(len(p["pose_keypoints_2d"]) == 75 for p in people)
+
+
+def test_openpose_body25_mapping():
+    pose = make_pose(50, 50)
+    body = np.array(openpose_body25(pose.keypoints)).reshape(25, 3)
+    keypoints = pose.keypoints
+    assert body[0, :2] == pytest.approx(keypoints[0, :2], abs=0.01)  # nose
+    assert body[1, :2] == pytest.approx(keypoints[[5, 6], :2].mean(0), abs=0.01)  # neck
+    assert body[2, :2] == pytest.approx(keypoints[6, :2], abs=0.01)  # right shoulder
+    assert body[8, :2] == pytest.approx(keypoints[[11, 12], :2].mean(0), abs=0.01)  # mid hip
+    assert (body[19:] == 0).all()  # feet: not in COCO-17
+    missing = make_pose(50, 50, missing=(5,))
+    assert np.array(openpose_body25(missing.keypoints)).reshape(25, 3)[1].tolist() == [0, 0, 0]
+
+
+def test_export_sinks_names(tmp_path):
+    sinks = export_sinks(["coco", "posetrack", "openpose", "coco"], tmp_path / "clip")
+    assert [type(s) for s in sinks] == [CocoResultsSink, PoseTrackSink, OpenPoseSink]
+    assert (tmp_path / "clip_openpose").is_dir()
+    with pytest.raises(UserFacingError, match="unknown export format"):
+        export_sinks(["csv"], tmp_path / "clip")
