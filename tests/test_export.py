@@ -45,6 +45,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, HourglassN
     return path, model
 
 
+@pytest.mark.slow  # a real export takes several seconds
 def test_onnx_runtime_matches_torch(exported: tuple[Path, HourglassNet]) -> None:
     path, model = exported
     images = torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(3))
@@ -57,6 +58,7 @@ def test_onnx_runtime_matches_torch(exported: tuple[Path, HourglassNet]) -> None
     np.testing.assert_allclose(tags, expected_tags.numpy(), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow  # a real export takes several seconds
 def test_graph_has_named_static_inputs_and_outputs(exported: tuple[Path, HourglassNet]) -> None:
     path, _ = exported
     graph = onnx.load(str(path))
@@ -75,6 +77,7 @@ def test_graph_has_named_static_inputs_and_outputs(exported: tuple[Path, Hourgla
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer)
 
 
+@pytest.mark.slow  # a real export takes several seconds
 def test_export_from_a_checkpoint_at_another_size_with_single_tag(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     config = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64)
