@@ -278,11 +278,129 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def add_eval_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("eval: being built")
+    p = commands.add_parser("eval", help="COCO keypoint AP/AR (pycocotools) of a checkpoint or a teacher model")
+    p.add_argument("--weights", default=None, help="checkpoint (.safetensors); default: bundled weights")
+    p.add_argument("--teacher", default=None,
+                   help="score a MoveNet-MultiPose-format ONNX teacher instead of a checkpoint")
+    p.add_argument("--data", required=True, help="COCO-format keypoint annotation JSON")
+    p.add_argument("--images", required=True, help="folder holding the annotation file's images")
+    p.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image")
+    p.add_argument("--scales", type=float, nargs="+", default=None,
+                   help="checkpoint: test scales relative to the input size (e.g. 1 1.5); "
+                        "teacher: input long sides in px (e.g. 256 384 512)")
+    p.add_argument("--tiles", action="store_true", help="teacher only: also run on overlapping tiles")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="network input height and width at scale 1, multiples of 64 (default: the checkpoint's)")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (by id)")
+    p.add_argument("--json-out", default=None, help="write the COCO keypoint results file here")
+    p.add_argument("--detection-threshold", type=float, default=None, help="min joint heatmap score")
+    p.add_argument("--tag-threshold", type=float, default=None, help="max tag distance to join a person")
+    p.add_argument("--grouping", action="store_true",
+                   help="also group ground-truth joint locations by the network's tags, and report the group margin")
+    p.add_argument("--temporal", action="store_true",
+                   help="also report the temporal group margin on pairs of frames with track ids (labelled clips)")
+    p.add_argument("--device", default="cpu", help="torch device for the checkpoint (cpu, cuda, cuda:1)")
+    p.set_defaults(handler=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from training.evaluate import (
+        evaluate_checkpoint,
+        evaluate_grouping_with_gt_locations,
+        evaluate_teacher,
+        evaluate_temporal_margin,
+        format_metrics,
+    )
+
+    if args.max_images is not None and args.max_images < 1:
+        raise UserFacingError("--max-images must be at least 1")
+    if args.teacher:
+        if args.weights or args.grouping or args.temporal:
+            raise UserFacingError("--teacher scores the teacher alone: drop --weights, --grouping and --temporal")
+        from training.teacher import TeacherConfig
+
+        config = TeacherConfig(scales=tuple(int(s) for s in (args.scales or (256,))), flip=args.flip,
+                               tiles=args.tiles)
+        metrics = evaluate_teacher(args.teacher, args.data, args.images, config, args.max_images, args.json_out)
+        print(f"teacher {args.teacher} (long sides {list(config.scales)}, flip {args.flip}, tiles {args.tiles})")
+        print(format_metrics(metrics))
+        return 0
+    if args.tiles:
+        raise UserFacingError("--tiles applies to --teacher only")
+    from model.checkpoint import resolve_weights
+    from model.predict import PredictConfig
+
+    weights = resolve_weights(args.weights)
+    config = PredictConfig(flip=args.flip, scales=tuple(args.scales or (1.0,)))
+    if min(config.scales) <= 0:
+        raise UserFacingError("--scales must be positive")
+    if args.detection_threshold is not None:
+        config.decode.detection_threshold = args.detection_threshold
+    if args.tag_threshold is not None:
+        config.decode.tag_threshold = args.tag_threshold
+    input_hw = tuple(args.input_size) if args.input_size else None
+    if input_hw and (input_hw[0] % 64 or input_hw[1] % 64 or min(input_hw) <= 0):
+        raise UserFacingError(f"--input-size {input_hw[0]} {input_hw[1]}: both must be positive multiples of 64")
+    metrics = evaluate_checkpoint(weights, args.data, args.images, config, input_hw, args.max_images,
+                                  args.json_out, device=args.device)
+    print(f"checkpoint {weights} (scales {list(config.scales)}, flip {args.flip})")
+    print(format_metrics(metrics))
+    if args.json_out:
+        print(f"wrote results to {args.json_out}")
+    if args.grouping:
+        result = evaluate_grouping_with_gt_locations(weights, args.data, args.images, input_hw, args.max_images,
+                                                     config.decode, device=args.device)
+        margin = result["group_margin"]
+        print(f"grouping, single scale: AP {result['predicted']['AP']:.3f} with detected joints, "
+              f"{result['gt_locations']['AP']:.3f} with ground-truth joint locations")
+        print(f"group margin (min distance between people's reference tags - tag threshold) over "
+              f"{margin['count']} images: mean {margin['mean']:.3f}, min {margin['min']:.3f}, "
+              f"positive in {margin['fraction_positive']:.0%}")
+    if args.temporal:
+        summary = evaluate_temporal_margin(weights, args.data, args.images, input_hw, device=args.device)
+        print(f"temporal group margin over {summary['pairs']} pairs: same person {summary['same_mean']:.3f} "
+              f"(max {summary['same_max']:.3f}), different people {summary['different_mean']:.3f} "
+              f"(min {summary['different_min']:.3f}), margin {summary['margin']:.3f}, "
+              f"nearest-tag match {summary['match_accuracy']:.0%}")
+    return 0
 
 
 def add_label_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("label: being built")
+    p = commands.add_parser("label", help="pseudo-label videos / image folders with a teacher into a COCO set")
+    p.add_argument("--teacher", required=True, help="MoveNet-MultiPose-format ONNX model")
+    p.add_argument("--input", required=True, nargs="+", help="video files, image folders or images")
+    p.add_argument("--out", required=True, help="output folder: images/ and annotations.json")
+    p.add_argument("--every", type=int, default=1, help="label every Nth frame (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="at most this many labelled frames per input")
+    p.add_argument("--scales", type=int, nargs="+", default=[256],
+                   help="teacher input long sides in px, multiples of 32 (default 256; try 256 384 512)")
+    p.add_argument("--flip", action="store_true", help="also run the teacher on the mirrored frame")
+    p.add_argument("--tiles", action="store_true", help="also run on overlapping 2x2 tiles of large frames")
+    p.add_argument("--person-threshold", type=float, default=0.3, help="min teacher score of a labelled person")
+    p.add_argument("--joint-threshold", type=float, default=0.3, help="min score of a labelled joint")
+    p.add_argument("--min-joints", type=int, default=4, help="fewer confident joints: an ignore region")
+    p.add_argument("--ignore-threshold", type=float, default=0.1,
+                   help="people scoring between this and --person-threshold become ignore regions")
+    p.add_argument("--sequence", action="store_true", help="treat image folders as frame sequences (track ids)")
+    p.set_defaults(handler=_label)
+
+
+def _label(args: argparse.Namespace) -> int:
+    _quiet_opencv(args.verbose)
+    from training.label import LabelConfig, label_inputs
+    from training.teacher import TeacherConfig
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserFacingError("--max-frames must be at least 1")
+    teacher = TeacherConfig(scales=tuple(args.scales), flip=args.flip, tiles=args.tiles)
+    config = LabelConfig(teacher=teacher, every=args.every, max_frames=args.max_frames,
+                         person_threshold=args.person_threshold, joint_threshold=args.joint_threshold,
+                         min_joints=args.min_joints, ignore_threshold=args.ignore_threshold,
+                         folder_is_sequence=args.sequence)
+    summary = label_inputs(args.teacher, args.input, args.out, config)
+    print(f"wrote {summary.annotations_path}: {summary.images} images, {summary.people} people with keypoints, "
+          f"{summary.ignore_regions} ignore regions, {summary.tracks} tracks from {summary.sources} input(s)")
+    return 0
 
 
 def add_bench_train_command(commands: argparse._SubParsersAction) -> None:

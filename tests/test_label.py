@@ -370,3 +370,23 @@ def test_real_teacher_labels_shared_video(shared_data, tmp_path):
     # Consecutive frames at 10 fps: most people keep their identity from frame to frame.
     shared_ids = tracks_per_image[1] & tracks_per_image[2]
     assert len(shared_ids) >= 2
+
+
+def test_label_output_trains_as_pairs_of_views(fake_teacher, tmp_path):
+    """The training dataset reads the labels: pairs of frames share the walker's identity, and the
+    doubtful people are masked out of the loss."""
+    from training.config import AugmentConfig
+    from training.dataset import CocoKeypointDataset, TargetConfig
+
+    frames = [_scene(128, 128, {"red": (30 + 4 * i, 50, 12), "green": (100, 10, 12)}) for i in range(4)]
+    video = _write_video(tmp_path / "clip.avi", frames)
+    summary = label_inputs(fake_teacher, [video], tmp_path / "out", progress=False)
+    dataset = CocoKeypointDataset(summary.annotations_path, tmp_path / "out" / "images",
+                                  TargetConfig(input_height=128, input_width=128), AugmentConfig.off(), views=2)
+    item = dataset[0]
+    ids = item["ids"].numpy()
+    assert ids.shape[0] == 2
+    shared = set(ids[0][ids[0] >= 0]) & set(ids[1][ids[1] >= 0])
+    assert len(shared) == 1  # the red walker, by track id, in both views
+    masks = item["masks"].numpy()  # [2, 32, 32] at stride 4: 0 inside the green square's ignore box
+    assert masks[0, 2:7, 25:31].max() == 0.0 and masks[0, 16, 16] == 1.0

@@ -105,6 +105,17 @@ def _source_kind(path: Path) -> str:
     raise UserFacingError(f"input not found: {path}")
 
 
+def _probe_video(path: Path) -> float | None:
+    """The video's frame rate; UserFacingError naming the file when it cannot be opened."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise UserFacingError(f"video {path} could not be opened (unreadable or not a video)")
+        return float(capture.get(cv2.CAP_PROP_FPS)) or None
+    finally:
+        capture.release()
+
+
 def _iter_video(path: Path, every: int, max_frames: int | None) -> Iterator[_SourceFrame]:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -323,6 +334,7 @@ def label_inputs(
     if not paths:
         raise UserFacingError("no input given to label")
     kinds = [_source_kind(p) for p in paths]  # every input checked before the teacher is loaded
+    frame_rates = [_probe_video(p) if kind == "video" else None for p, kind in zip(paths, kinds)]
     teacher = MoveNetTeacher(teacher_path, schema)
     out_dir = Path(out_dir)
     try:
@@ -334,15 +346,10 @@ def label_inputs(
     used_stems: set[str] = set()
     next_track = 1
     try:
-        for video_id, (path, kind) in enumerate(zip(paths, kinds), start=1):
+        for video_id, (path, kind, fps) in enumerate(zip(paths, kinds, frame_rates), start=1):
             stem = _unique_stem(path, used_stems)
             linked = kind == "video" or (kind == "folder" and config.folder_is_sequence)
             linker = TrackLinker(schema, config.link_threshold, config.max_gap, next_track) if linked else None
-            fps = None
-            if kind == "video":
-                capture = cv2.VideoCapture(str(path))
-                fps = float(capture.get(cv2.CAP_PROP_FPS)) or None
-                capture.release()
             dataset["videos"].append({"id": video_id, "name": stem, "path": str(path), "kind": kind,
                                       "fps": fps, "every": config.every, "linked": linked})
             frames = _iter_source(path, kind, config)
