@@ -82,6 +82,8 @@ class ViewerSink(QObject):
         self.rate = FrameRateMeter()
 
     def write(self, result: FrameResult) -> None:
+        # The pipeline keeps adding to result.timings after the sinks ran; keep the viewer's copy fixed.
+        result = dataclasses.replace(result, timings=dict(result.timings))
         with self._lock:
             self._latest = result
             self.received += 1
@@ -424,7 +426,7 @@ class ViewerWindow(QMainWindow):
         image = render_result(result, self.schema, self.options)
         stats = ViewStats(
             fps=self.sink.fps() if self.sink is not None else 0.0,
-            latency_ms=processing_latency_ms(result),
+            latency_ms=processing_latency_ms(result.timings),
             dropped=result.dropped,
             frame_index=result.frame.index,
             paused=self.paused,

@@ -10,7 +10,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,9 +19,7 @@ from model.errors import UserFacingError
 from model.schema import KeypointSchema
 from model.transforms import Letterbox
 from realtime.draw import color_for_id, draw_poses
-
-if TYPE_CHECKING:
-    from realtime.pipeline import FrameResult
+from realtime.pipeline import STAGES, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +48,12 @@ class ViewStats:
     recording: bool = False
 
 
-def processing_latency_ms(result: FrameResult) -> float:
-    """Time the frame spent in the pipeline's stages (capture, infer, decode, track, sinks); queue waits excluded."""
-    return 1000.0 * float(sum(result.timings.values()))
+def processing_latency_ms(timings: dict[str, float]) -> float:
+    """Milliseconds from capture start to sinks done when the pipeline measured it ("latency"), else the
+    sum of the stages measured so far (queue waits excluded)."""
+    if "latency" in timings:
+        return 1000.0 * float(timings["latency"])
+    return 1000.0 * float(sum(seconds for stage, seconds in timings.items() if stage in STAGES))
 
 
 def render_result(result: FrameResult, schema: KeypointSchema, options: ViewOptions) -> np.ndarray:
@@ -80,7 +80,7 @@ def draw_boxes_and_ids(
     for index, pose in enumerate(poses):
         track_id = None if track_ids is None else track_ids[index]
         x1, y1, x2, y2 = (int(round(float(v))) for v in pose.box)
-        color = color_for_id(track_id if track_id is not None else 0)
+        color = color_for_id(track_id if track_id is not None else index)  # as draw_poses does
         if draw_boxes:
             cv2.rectangle(image, (x1, y1), (x2, y2), color, 2, cv2.LINE_AA)
         if draw_ids and track_id is not None:
