@@ -30,6 +30,8 @@ class TrackerConfig:
     iou_weight: float = 0.5
     tag_scale: float = 0.3         # tag distance at which the tag similarity is exp(-1/2)
     tag_momentum: float = 0.8      # running tag = momentum * running + (1 - momentum) * new tag
+    tag_trust_samples: int = 20    # unambiguous matches seen before tags are trusted at all
+    tag_trust_ratio: float = 0.6   # own-tag / other-tag distance at which trust is 0 (full trust at half this)
     max_cost: float = 0.75         # a pair costing more (per unit of total weight) is never matched
 
     # --- gates: each cue alone can forbid a pair, none alone can force one ---

@@ -181,6 +181,23 @@ class PoseTracker:
         self._next_id = 1
         self._last_timestamp: float | None = None
         self._tag_dim: int | None = None
+        # Evidence on whether tags mean anything across frames (see _learn_tag_trust).
+        self._tag_same = 0.0   # running mean tag distance of a track to its own, unambiguous next detection
+        self._tag_other = 0.0  # running mean tag distance of a track to the other people of that frame
+        self._tag_samples = 0
+
+    @property
+    def tag_trust(self) -> float:
+        """0..1: how far the tags separate the same person from others across frames, as measured so far.
+
+        1: a track's tag lies much nearer its own next detection than the other people's; 0: no nearer
+        (random tags, or a model trained without the cross-view loss), and the tracker runs on geometry
+        alone. 0 until `tag_trust_samples` unambiguous matches have been seen.
+        """
+        if self._tag_samples < self.config.tag_trust_samples or self._tag_other <= 0.0:
+            return 0.0
+        ratio = self._tag_same / self._tag_other
+        return float(np.clip((self.config.tag_trust_ratio - ratio) / (0.5 * self.config.tag_trust_ratio), 0.0, 1.0))
 
     # ------------------------------------------------------------------ public
 
@@ -195,7 +212,8 @@ class PoseTracker:
 
         detections = _Detections(poses, self.schema.num_keypoints, config.min_keypoint_score)
         self._check_tag_dim(detections)
-        use_tags = config.use_tags and detections.tags is not None
+        have_tags = config.use_tags and detections.tags is not None
+        trust = self.tag_trust if have_tags else 0.0
 
         step = MotionStep(dt)
         for track in self.tracks:
@@ -207,13 +225,13 @@ class PoseTracker:
 
         # Round 1: confident people against every track.
         candidates = list(self.tracks)
-        pairs = self._match(candidates, detections, high, timestamp, use_tags)
+        pairs = self._match(candidates, detections, high, have_tags, trust, learn=True)
         self._apply(pairs, candidates, high, poses, detections, timestamp, matched)
 
         # Round 2: weak people may only extend confirmed (or lost) tracks, never start one (ByteTrack).
         taken = {id(t) for t in matched.values()}
         candidates = [t for t in self.tracks if t.state is not TrackState.TENTATIVE and id(t) not in taken]
-        pairs = self._match(candidates, detections, low, timestamp, use_tags)
+        pairs = self._match(candidates, detections, low, have_tags, trust)
         self._apply(pairs, candidates, low, poses, detections, timestamp, matched)
 
         # Round 3: re-identify lost tracks from the people left, weak ones included, and from the people
@@ -223,7 +241,7 @@ class PoseTracker:
         candidates = [t for t in self.tracks if t.state is not TrackState.TENTATIVE and id(t) not in taken]
         rest = np.array([i for i in np.concatenate([high, low])
                          if i not in matched or matched[i].state is TrackState.TENTATIVE], dtype=np.int64)
-        pairs = self._reidentify(candidates, detections, rest, timestamp, use_tags)
+        pairs = self._reidentify(candidates, detections, rest, timestamp, trust >= 0.5)
         replaced = {id(matched[int(rest[col])]) for _, col in pairs if int(rest[col]) in matched}
         if replaced:
             self.tracks = [t for t in self.tracks if id(t) not in replaced]
@@ -272,8 +290,8 @@ class PoseTracker:
             offsets.spread_ratio[none] = box_ratio[none]
         return offsets
 
-    def _match(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, timestamp: float,
-               use_tags: bool) -> list[tuple[int, int]]:
+    def _match(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, have_tags: bool,
+               trust: float, learn: bool = False) -> list[tuple[int, int]]:
         if not tracks or len(indices) == 0:
             return []
         config = self.config
@@ -286,18 +304,22 @@ class PoseTracker:
         cost = config.oks_weight * (1.0 - oks) + config.iou_weight * (1.0 - iou)
         weight = config.oks_weight + config.iou_weight
         gated = (motion > config.motion_gate) | (np.maximum(oks, iou) < config.min_overlap)
-        if use_tags:
+        if have_tags:
             distance = self._tag_distances(tracks, detections, indices)
-            cost += config.tag_weight * (1.0 - np.exp(-0.5 * (distance / config.tag_scale) ** 2))
-            weight += config.tag_weight
-            gated |= distance > config.tag_gate
+            if learn:
+                self._learn_tag_trust(oks, distance)
+            if trust > 0.0:
+                cost += trust * config.tag_weight * (1.0 - np.exp(-0.5 * (distance / config.tag_scale) ** 2))
+                weight += trust * config.tag_weight
+            if trust >= 0.5:
+                gated |= distance > config.tag_gate
         cost /= weight
         gated |= cost > config.max_cost
         cost[gated] = FORBIDDEN
         return assign(cost)
 
     def _reidentify(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, timestamp: float,
-                    use_tags: bool) -> list[tuple[int, int]]:
+                    by_tag: bool) -> list[tuple[int, int]]:
         if not tracks or len(indices) == 0:
             return []
         config = self.config
@@ -308,7 +330,7 @@ class PoseTracker:
         near = np.linalg.norm(offsets.shift, axis=-1) / reach[:, None]
         size_ratio = np.abs(offsets.spread_ratio)
         gated = (near > 1.0) | (size_ratio > np.log(2.0))
-        if use_tags:
+        if by_tag:
             tag = self._tag_distances(tracks, detections, indices) / config.reid_tag_gate
             cost = tag + 0.25 * near  # the tag decides; nearness only breaks ties
             gated |= tag > 1.0
@@ -318,6 +340,26 @@ class PoseTracker:
             gated |= (detections.scores[indices] < config.high_score)[None, :]
         cost[gated] = FORBIDDEN
         return assign(cost)
+
+    def _learn_tag_trust(self, oks: np.ndarray, distance: np.ndarray) -> None:
+        """Compare tag distances of unambiguous pairs (geometry alone says who is who) with the rest."""
+        rows, cols = oks.shape
+        if rows < 2 or cols < 2:
+            return
+        order = np.sort(oks, axis=1)
+        clear_rows = (order[:, -1] > 0.6) & (order[:, -2] < 0.2)
+        column_best = oks.argmax(0)
+        column_order = np.sort(oks, axis=0)
+        clear_cols = column_order[-2] < 0.2
+        rate = 0.05
+        for row in np.flatnonzero(clear_rows):
+            col = int(oks[row].argmax())
+            if not clear_cols[col] or column_best[col] != row:
+                continue
+            others = (distance[row].sum() - distance[row, col]) / (cols - 1)
+            self._tag_same += rate * (distance[row, col] - self._tag_same) if self._tag_samples else distance[row, col]
+            self._tag_other += rate * (others - self._tag_other) if self._tag_samples else others
+            self._tag_samples += 1
 
     def _tag_distances(self, tracks: list[Track], detections: _Detections, indices: np.ndarray) -> np.ndarray:
         tags = np.stack([t.tag for t in tracks])
