@@ -33,17 +33,20 @@ def match_people(decoded_xy: np.ndarray, decoded_found: np.ndarray, truth: np.nd
     return linear_sum_assignment(mean)
 
 
-def assert_same_people(poses, truth: np.ndarray, person_tags: np.ndarray, tolerance: float) -> None:
+def assert_same_people(
+    poses, truth: np.ndarray, person_tags: np.ndarray, tolerance: float, min_score: float = 0.0
+) -> None:
+    """Exactly the true people: same joints found (score > min_score), within tolerance, same tags."""
     assert len(poses) == len(truth)
     keypoints = np.stack([pose.keypoints for pose in poses])
-    found = keypoints[:, :, 2] > 0
+    found = keypoints[:, :, 2] > min_score
     rows, cols = match_people(keypoints[:, :, :2], found, truth)
     for row, col in zip(rows, cols):
         visible = truth[col, :, 2] > 0
         np.testing.assert_array_equal(found[row], visible, err_msg=f"person {col}: wrong joints found")
         error = np.abs(keypoints[row, visible, :2] - truth[col, visible, :2]).max()
         assert error <= tolerance, f"person {col}: keypoint error {error:.3f} px > {tolerance}"
-        assert np.linalg.norm(poses[row].tag - person_tags[col]) < 0.5
+        assert np.linalg.norm(poses[row].tag[: person_tags.shape[1]] - person_tags[col]) < 0.5
 
 
 # ------------------------------------------------------------------------------------ encode
