@@ -21,7 +21,81 @@ EXIT_INTERRUPTED = 130
 
 
 def add_predict_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("predict: being built")
+    p = commands.add_parser("predict", help="find the people in one image: JSON records and a drawn image")
+    p.add_argument("image", help="image file (jpg, png, ...)")
+    p.add_argument("--weights", default=None, help="checkpoint (.safetensors); default: the installed default model")
+    p.add_argument("--json", default=None, metavar="OUT_JSON", help="write one record per person to this file")
+    p.add_argument("--draw", default=None, metavar="OUTDIR", help="write the image with the poses drawn into OUTDIR")
+    p.add_argument("--flip", action="store_true", help="flip test: also run the mirrored image and average")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
+                   help="test scales, e.g. 1.0 0.5 (default 1.0)")
+    p.add_argument("--detection-threshold", type=float, default=None, help="joint peak threshold (default 0.1)")
+    p.add_argument("--tag-threshold", type=float, default=None, help="tag distance threshold (default 1.0)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="network input height and width, multiples of 64 (default: the checkpoint's)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    import cv2
+
+    from model.checkpoint import load_checkpoint, resolve_weights
+    from model.codec import DecodeConfig
+    from model.predict import PredictConfig, pose_records, predict_image, read_image, torch_infer_fn
+    from model.schema import COCO17
+    from realtime.draw import draw_poses
+
+    if args.input_size and any(side <= 0 or side % 64 for side in args.input_size):
+        raise UserFacingError(f"--input-size {args.input_size[0]} {args.input_size[1]}: both must be positive multiples of 64")
+    if min(args.scales) <= 0:
+        raise UserFacingError("--scales must be positive")
+    image = read_image(args.image)
+    loaded = load_checkpoint(resolve_weights(args.weights), device=args.device, expected_schema=COCO17)
+    input_hw = tuple(args.input_size) if args.input_size else (loaded.config.input_height, loaded.config.input_width)
+    decode = DecodeConfig()
+    if args.detection_threshold is not None:
+        decode = dataclasses.replace(decode, detection_threshold=args.detection_threshold)
+    if args.tag_threshold is not None:
+        decode = dataclasses.replace(decode, tag_threshold=args.tag_threshold)
+    config = PredictConfig(decode=decode, flip=args.flip, scales=tuple(args.scales))
+
+    start = time.perf_counter()
+    poses = predict_image(torch_infer_fn(loaded.model, args.device), image, input_hw, loaded.schema, config)
+    elapsed = time.perf_counter() - start
+
+    written = []
+    if args.json:
+        record = {
+            "image": str(args.image),
+            "image_size": {"width": image.shape[1], "height": image.shape[0]},
+            "people": pose_records(poses, loaded.schema),
+        }
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        partial.write_text(json.dumps(record, indent=1))
+        os.replace(partial, out)  # a complete file or none
+        written.append(str(out))
+    if args.draw:
+        out_dir = Path(args.draw)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        drawn_path = out_dir / f"{Path(args.image).stem}_poses.png"
+        if not cv2.imwrite(str(drawn_path), draw_poses(image.copy(), poses, loaded.schema, draw_boxes=False)):
+            raise UserFacingError(f"cannot write {drawn_path}")
+        written.append(str(drawn_path))
+    scores = ", ".join(f"{pose.score:.2f}" for pose in poses[:10]) + (" ..." if len(poses) > 10 else "")
+    print(f"{len(poses)} people in {args.image} ({image.shape[1]}x{image.shape[0]}, input {input_hw[0]}x{input_hw[1]}, "
+          f"{elapsed * 1e3:.0f} ms){': scores ' + scores if poses else ''}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
 
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
@@ -424,7 +498,22 @@ def _bench_train(args: argparse.Namespace) -> int:
 
 
 def add_bench_decode_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("bench decode: being built")
+    p = commands.add_parser("decode", help="decoder time per frame on synthetic maps with 1..30 people")
+    p.add_argument("--people", type=int, nargs="+", default=[1, 5, 10, 20, 30], help="people per frame")
+    p.add_argument("--tag-dims", type=int, nargs="+", default=[1, 8], help="tag dimensions L")
+    p.add_argument("--size", type=int, default=128, help="map height and width (default 128)")
+    p.add_argument("--repeats", type=int, default=200, help="timed runs per case (default 200)")
+    p.set_defaults(handler=_bench_decode)
+
+
+def _bench_decode(args: argparse.Namespace) -> int:
+    from bench.decode import format_table, run_decode_benchmark
+
+    if min(args.people) < 0 or min(args.tag_dims) < 1 or args.size < 16 or args.repeats < 1:
+        raise UserFacingError("--people >= 0, --tag-dims >= 1, --size >= 16 and --repeats >= 1")
+    timings = run_decode_benchmark(tuple(args.people), tuple(args.tag_dims), args.size, args.repeats)
+    print(format_table(timings, args.size))
+    return 0
 
 
 def add_bench_track_command(commands: argparse._SubParsersAction) -> None:
