@@ -169,6 +169,9 @@ class OnnxRuntimeEngine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = num_threads or _cpu_cores()
         options.inter_op_num_threads = 1  # the graph is one chain of convolutions; no parallel branches worth it
+        # Idle ORT threads spin by default; in the pipeline they would steal the cores that capture,
+        # decode and tracking run on (and on a loaded 2-core machine spinning doubled the latency).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for bad files
@@ -411,14 +414,8 @@ def cached_onnx(model: torch.nn.Module, checkpoint_sha256: str, input_hw: tuple[
     if path.exists():
         log.info("ONNX cache hit: %s", path)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
-    try:
-        log.info("exporting ONNX %dx%d (batch %d) to %s", height, width, batch_size, path)
-        export_onnx(model, temporary, height, width, batch_size=batch_size)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    log.info("exporting ONNX %dx%d (batch %d) to %s", height, width, batch_size, path)
+    export_onnx(model, path, height, width, batch_size=batch_size)  # writes a temporary file and renames it
     return path
 
 
