@@ -32,6 +32,7 @@ from training.evaluate import (
     summarize_margins,
     summarize_temporal_margins,
     temporal_group_margin,
+    pseudo_label_quality,
     write_results,
 )
 from training.synthetic import SceneConfig, generate_clips, generate_dataset
@@ -264,3 +265,59 @@ def test_missing_images_and_checkpoint_name_the_file(generated, tmp_path, tiny_c
         evaluate_checkpoint(tmp_path / "nothere.safetensors", generated, generated.parent / "images", progress=False)
     with pytest.raises(UserFacingError, match="no_folder"):
         evaluate_checkpoint(tiny_checkpoint, generated, tmp_path / "no_folder", progress=False)
+
+
+# ---------------------------------------------------------------- pseudo-labels against ground truth
+
+
+def test_pseudo_label_quality_counts():
+    sigmas_area = 2000.0
+
+    def person(x: float, y: float) -> list[float]:
+        points = np.c_[x + np.arange(17) * 2.0, y + np.arange(17) * 5.0, np.full(17, 2)]
+        return points.reshape(-1).tolist()
+
+    categories = [{"id": 1, "name": "person", "keypoints": list(COCO17.keypoint_names)}]
+    truth = {
+        "images": [{"id": 5, "file_name": "a.jpg", "width": 640, "height": 480}],
+        "categories": categories,
+        "annotations": [
+            {"id": i + 1, "image_id": 5, "category_id": 1, "iscrowd": 0, "num_keypoints": 17, "area": sigmas_area,
+             "bbox": [x, y, 32, 80], "keypoints": person(x, y)}
+            for i, (x, y) in enumerate([(10, 10), (200, 10), (400, 10)])],
+    }
+    labels = {
+        "images": [{"id": 1, "file_name": "src_000000.jpg", "source_file": "/data/a.jpg", "width": 640, "height": 480}],
+        "categories": categories,
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 17, "score": 0.8,
+             "bbox": [10, 10, 32, 80], "keypoints": person(10, 10)},                        # person 1
+            {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 0, "score": 0.2,
+             "bbox": [190, 0, 60, 110], "keypoints": [0] * 51},                              # covers person 2
+            {"id": 3, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 17, "score": 0.5,
+             "bbox": [500, 300, 32, 80], "keypoints": person(500, 300)},                     # nobody there
+        ],
+    }
+    quality = pseudo_label_quality(labels, truth)
+    assert (quality["truth_people"], quality["labelled"], quality["ignored"], quality["missed"]) == (3, 1, 1, 1)
+    assert quality["labels"] == 2 and quality["false_labels"] == 1 and quality["ignore_regions"] == 1
+    assert 0.0 < quality["AP"] < 1.0  # one of three found, ranked above the false label
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_main_eval_prints_the_table_and_fails_cleanly(tiny_checkpoint, generated, tmp_path, capsys):
+    import main
+
+    out = tmp_path / "results.json"
+    code = main.main(["eval", "--weights", str(tiny_checkpoint), "--data", str(generated),
+                      "--images", str(generated.parent / "images"), "--max-images", "2", "--json-out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "Average Precision  (AP) @[ IoU=0.50:0.95" in printed and out.is_file()
+    code = main.main(["eval", "--weights", str(tiny_checkpoint), "--data", str(tmp_path / "none.json"),
+                      "--images", str(tmp_path)])
+    assert code == 2 and "none.json" in capsys.readouterr().err
+    code = main.main(["eval", "--weights", str(tiny_checkpoint), "--data", str(generated),
+                      "--images", str(generated.parent / "images"), "--input-size", "100", "64"])
+    assert code == 2 and "multiples of 64" in capsys.readouterr().err

@@ -390,3 +390,20 @@ def test_label_output_trains_as_pairs_of_views(fake_teacher, tmp_path):
     assert len(shared) == 1  # the red walker, by track id, in both views
     masks = item["masks"].numpy()  # [2, 32, 32] at stride 4: 0 inside the green square's ignore box
     assert masks[0, 2:7, 25:31].max() == 0.0 and masks[0, 16, 16] == 1.0
+
+
+def test_main_label_command(fake_teacher, tmp_path, capsys):
+    import main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"f{i}.jpg"), _scene(128, 160, {"red": (40 + 10 * i, 50, 14)}))
+    code = main.main(["label", "--teacher", str(fake_teacher), "--input", str(folder), "--out", str(tmp_path / "o"),
+                      "--scales", "128", "256", "--flip", "--sequence"])
+    assert code == 0 and "2 images, 2 people with keypoints" in capsys.readouterr().out
+    data = json.loads((tmp_path / "o" / "annotations.json").read_text())
+    assert data["images"][0]["source_file"].endswith("f0.jpg")
+    code = main.main(["label", "--teacher", str(tmp_path / "absent.onnx"), "--input", str(folder),
+                      "--out", str(tmp_path / "o2")])
+    assert code == 2 and "absent.onnx" in capsys.readouterr().err

@@ -615,3 +615,79 @@ def evaluate_temporal_margin(
         tags_b, joints_b, ids_b = view(b)
         margins.append(temporal_group_margin(tags_a, joints_a, ids_a, tags_b, joints_b, ids_b))
     return summarize_temporal_margins(margins)
+
+
+# ---------------------------------------------------------------- pseudo-labels against ground truth
+
+
+def _oks_against_truth(truth: dict, keypoints: np.ndarray, sigmas: np.ndarray) -> float:
+    """COCO's OKS of labelled keypoints [K,3] (v > 0 = labelled) against one ground-truth person."""
+    gt = np.asarray(truth["keypoints"], dtype=np.float64).reshape(-1, 3)
+    visible = gt[:, 2] > 0
+    if not visible.any():
+        return 0.0
+    labelled = keypoints[:, 2] > 0
+    squared = ((gt[:, :2] - keypoints[:, :2]) ** 2).sum(axis=1)
+    squared = np.where(labelled, squared, np.inf)  # an unlabelled joint matches nothing
+    area = max(float(truth.get("area") or 0.0), 1.0)
+    similarity = np.exp(-squared / ((2 * sigmas) ** 2) / area / 2)
+    return float(similarity[visible].mean())
+
+
+def _inside_box(point: np.ndarray, bbox: Sequence[float]) -> bool:
+    x, y, w, h = bbox
+    return bool(x <= point[0] <= x + w and y <= point[1] <= y + h)
+
+
+def pseudo_label_quality(labels_json, truth_json, oks_threshold: float = 0.5,
+                         schema: KeypointSchema = COCO17) -> dict:
+    """How pseudo-labels (`main.py label` output over annotated images) compare with the ground truth.
+
+    Images are matched by file name (the label file's `source_file`, else `file_name`). Every ground-truth
+    person with keypoints is 'labelled' (a pseudo-labelled person has OKS >= oks_threshold with them),
+    'ignored' (else the centre of their box lies in an ignore region: no harm done), or 'missed' (taught
+    as background: the harm pseudo-labels can do). Pseudo-labelled people matching no ground-truth person
+    count as 'false_labels'. Also the COCO AP of the labelled people scored by the teacher's score.
+    """
+    labels = load_coco_annotations(labels_json)
+    truth = load_coco_annotations(truth_json)
+    truth_by_name = {Path(im["file_name"]).name: im["id"] for im in truth.dataset["images"]}
+    sigmas = schema.sigmas_array().astype(np.float64)
+    counts = {"truth_people": 0, "labelled": 0, "ignored": 0, "missed": 0, "labels": 0, "false_labels": 0,
+              "ignore_regions": 0}
+    results, image_ids = [], []
+    for image in labels.dataset["images"]:
+        name = Path(image.get("source_file") or image["file_name"]).name
+        if name not in truth_by_name:
+            continue
+        truth_id = truth_by_name[name]
+        image_ids.append(truth_id)
+        annotations = labels.imgToAnns.get(image["id"], [])
+        labelled = [a for a in annotations if a.get("num_keypoints", 0) > 0]
+        ignore = [a for a in annotations if a.get("num_keypoints", 0) == 0]
+        counts["labels"] += len(labelled)
+        counts["ignore_regions"] += len(ignore)
+        people = [a for a in truth.imgToAnns.get(truth_id, [])
+                  if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+        label_keypoints = [np.asarray(a["keypoints"], np.float64).reshape(-1, 3) for a in labelled]
+        oks = np.array([[_oks_against_truth(p, k, sigmas) for k in label_keypoints] for p in people]).reshape(
+            len(people), len(labelled))
+        for i, person in enumerate(people):
+            counts["truth_people"] += 1
+            x, y, w, h = person["bbox"]
+            centre = np.array([x + w / 2, y + h / 2])
+            if labelled and oks[i].max() >= oks_threshold:
+                counts["labelled"] += 1
+            elif any(_inside_box(centre, a["bbox"]) for a in ignore):
+                counts["ignored"] += 1
+            else:
+                counts["missed"] += 1
+        counts["false_labels"] += int(sum(1 for j in range(len(labelled))
+                                          if not len(people) or oks[:, j].max() < oks_threshold))
+        for annotation in labelled:
+            results.append({"image_id": truth_id, "category_id": person_category_id(truth),
+                            "keypoints": annotation["keypoints"], "score": float(annotation.get("score", 1.0))})
+    if not image_ids:
+        raise UserFacingError("no image of the pseudo-labels is in the ground-truth file (matched by file name)")
+    metrics = evaluate_results(results, truth, image_ids=image_ids)
+    return {**counts, "AP": metrics["AP"], "AP50": metrics["AP50"], "AR": metrics["AR"], "images": len(image_ids)}

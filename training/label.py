@@ -391,6 +391,9 @@ def _label_frame(teacher: MoveNetTeacher, frame: _SourceFrame, frame_number: int
         else:
             summary.ignore_regions += 1
     # frame_id counts sampled frames (what training.dataset pairs by); source_frame is the video's own number.
-    dataset["images"].append({"id": image_id, "file_name": name, "width": width, "height": height,
-                              "video_id": video_id, "frame_id": frame_number, "source_frame": frame.index})
+    entry = {"id": image_id, "file_name": name, "width": width, "height": height,
+             "video_id": video_id, "frame_id": frame_number, "source_frame": frame.index}
+    if frame.original is not None:
+        entry["source_file"] = str(frame.original)
+    dataset["images"].append(entry)
     summary.images += 1
