@@ -186,6 +186,9 @@ class OnnxRuntimeEngine:
         self.batch_size = int(shape[0])
         self.input_hw = (int(shape[2]), int(shape[3]))
         self.providers = self.session.get_providers()
+        if self.device == "cuda" and self.providers[0] != "CUDAExecutionProvider":
+            # ORT silently drops a provider whose libraries (CUDA, cuDNN) fail to load.
+            raise UserFacingError("ONNX Runtime could not start its CUDA provider (CUDA/cuDNN libraries missing?)")
         self.name = f"onnxruntime ({self.providers[0]})"
 
     def _run(self, batch: np.ndarray) -> Maps:
