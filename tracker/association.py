@@ -27,36 +27,40 @@ class PoseOffsets:
     """How each detection sits against each track's predicted pose, on the joints both have.
 
     common [A, B, K]: joint found in the detection and known to the track; count [A, B];
-    squared [A, B, K]: squared joint distances; shift [A, B, 2]: mean displacement of the common
-    joints (the detection's centre relative to the track's, immune to half-hidden people);
-    spread_ratio [A, B]: log of the detection's spread of the common joints over the track's (a size ratio).
+    diff [A, B, K, 2]: detection joint minus predicted joint; squared [A, B, K]: its squared length;
+    shift [A, B, 2]: mean displacement over the common joints (the detection's position relative to
+    the track's prediction, unaffected by which part of the person is hidden).
     """
 
     common: np.ndarray
     count: np.ndarray
+    diff: np.ndarray
     squared: np.ndarray
     shift: np.ndarray
-    spread_ratio: np.ndarray
 
 
 def pose_offsets(keypoints_a: np.ndarray, known_a: np.ndarray, keypoints_b: np.ndarray,
                  visible_b: np.ndarray) -> PoseOffsets:
     """Joint-wise comparison of predicted poses [A, K, 2] (known_a [A, K]) with detections [B, K, 2] (visible_b)."""
     common = known_a[:, None, :] & visible_b[None, :, :]
-    weight = common.astype(np.float64)
-    count = weight.sum(-1)
-    safe = np.maximum(count, 1.0)[..., None]
-    a = np.broadcast_to(keypoints_a[:, None, :, :], common.shape + (2,))
-    b = np.broadcast_to(keypoints_b[None, :, :, :], common.shape + (2,))
-    mean_a = (a * weight[..., None]).sum(2) / safe
-    mean_b = (b * weight[..., None]).sum(2) / safe
-    diff = b - a
+    count = common.sum(-1).astype(np.float64)
+    diff = keypoints_b[None, :, :, :] - keypoints_a[:, None, :, :]
     squared = (diff * diff).sum(-1)
-    shift = mean_b - mean_a
-    spread_a = ((((a - mean_a[:, :, None, :]) ** 2).sum(-1)) * weight).sum(-1)
-    spread_b = ((((b - mean_b[:, :, None, :]) ** 2).sum(-1)) * weight).sum(-1)
-    spread_ratio = 0.5 * np.log((spread_b + 1.0) / (spread_a + 1.0))
-    return PoseOffsets(common=common, count=count, squared=squared, shift=shift, spread_ratio=spread_ratio)
+    shift = (diff * common[..., None]).sum(2) / np.maximum(count, 1.0)[..., None]
+    return PoseOffsets(common=common, count=count, diff=diff, squared=squared, shift=shift)
+
+
+def spread_ratio(offsets: PoseOffsets, keypoints_a: np.ndarray, keypoints_b: np.ndarray) -> np.ndarray:
+    """[A, B] log of B's size over A's, from the spread of their common joints about their means."""
+    weight = offsets.common.astype(np.float64)
+    safe = np.maximum(offsets.count, 1.0)
+    a = keypoints_a[:, None, :, :]
+    b = keypoints_b[None, :, :, :]
+    mean_a = (a * weight[..., None]).sum(2) / safe[..., None]
+    mean_b = (b * weight[..., None]).sum(2) / safe[..., None]
+    spread_a = (((a - mean_a[:, :, None, :]) ** 2).sum(-1) * weight).sum(-1)
+    spread_b = (((b - mean_b[:, :, None, :]) ** 2).sum(-1) * weight).sum(-1)
+    return 0.5 * np.log((spread_b + 1.0) / (spread_a + 1.0))
 
 
 def oks_from_offsets(offsets: PoseOffsets, areas_a: np.ndarray, sigmas: np.ndarray) -> np.ndarray:

@@ -18,11 +18,12 @@ from tracker.association import (
     mahalanobis_matrix,
     oks_from_offsets,
     pose_offsets,
+    spread_ratio,
     tag_distance_matrix,
 )
 from tracker.config import TrackerConfig
 from tracker.motion import BoxMotion, MotionStep
-from tracker.one_euro import OneEuroFilter
+from tracker.one_euro import OneEuroParams, OneEuroState, one_euro_step
 
 log = logging.getLogger(__name__)
 
@@ -51,40 +52,33 @@ class TrackState(enum.Enum):
 class Track:
     """Everything the tracker remembers about one person."""
 
-    def __init__(self, track_id: int, pose: Pose, detections: "_Detections", index: int, timestamp: float,
-                 config: TrackerConfig) -> None:
+    def __init__(self, track_id: int, pose: Pose, box: np.ndarray, timestamp: float, config: TrackerConfig) -> None:
         self.track_id = track_id
         self.state = TrackState.TENTATIVE
         self.first_seen = timestamp
         self.last_seen = timestamp
         self.hits = 0
-        self.motion = BoxMotion(detections.boxes[index], config.measurement_noise, config.acceleration_noise)
-        num_keypoints = detections.keypoints.shape[1]
+        self.motion = BoxMotion(box, config.measurement_noise, config.acceleration_noise)
+        num_keypoints = pose.keypoints.shape[0]
         # Each joint's last seen offset from the filtered centre, in person sizes: the track's pose
         # can then be predicted anywhere the motion model puts the person, even joints not seen lately.
         self.shape = np.zeros((num_keypoints, 2))
         self.shape_known = np.zeros(num_keypoints, dtype=bool)
         self.tag: np.ndarray | None = None
         self.pose = pose
-        self.smoother = (
-            OneEuroFilter(config.smooth_min_cutoff, config.smooth_beta, config.smooth_d_cutoff)
-            if config.smoothing else None
-        )
+        self.smoothing: OneEuroState | None = None
         self.keypoints_smoothed = pose.keypoints
-        # Filled by PoseTracker._predict each frame.
+        # Filled by predict() each frame.
         self.predicted_box = self.motion.box()
         self.predicted_keypoints = np.zeros((num_keypoints, 2))
 
-    def update(self, pose: Pose, detections: "_Detections", index: int, timestamp: float,
-               config: TrackerConfig, born: bool = False) -> None:
-        visible = detections.visible[index]
-        if not born:  # at birth the filter already holds this box
-            self.motion.update(self._body_box(detections.keypoints[index], visible, detections.boxes[index]))
-        centre, size = self.motion.centre, self.motion.size
-        self.shape[visible] = (detections.keypoints[index][visible] - centre) / size
-        self.shape_known |= visible
-        if detections.tags is not None:
-            tag = detections.tags[index]
+    def observe(self, pose: Pose, body_box: np.ndarray | None, tag: np.ndarray | None, timestamp: float,
+                config: TrackerConfig) -> None:
+        """Take this frame's detection: motion (body_box None at birth: the filter holds it), tag, life cycle.
+        The pose shape and the smoothed keypoints follow for all tracks at once (PoseTracker._finish_frame)."""
+        if body_box is not None:
+            self.motion.update(body_box)
+        if tag is not None:
             self.tag = tag.copy() if self.tag is None else (
                 config.tag_momentum * self.tag + (1.0 - config.tag_momentum) * tag)
         self.pose = pose
@@ -92,40 +86,41 @@ class Track:
         self.last_seen = timestamp
         if self.state is TrackState.LOST or (self.state is TrackState.TENTATIVE and self.hits >= config.confirm_hits):
             self.state = TrackState.CONFIRMED
-        if self.smoother is None:
-            self.keypoints_smoothed = pose.keypoints
-        else:
-            xy = self.smoother(pose.keypoints[:, :2], timestamp, visible, scale=size)
-            smoothed = pose.keypoints.astype(np.float32, copy=True)
-            smoothed[:, :2] = xy
-            self.keypoints_smoothed = smoothed
-
-    def _body_box(self, keypoints: np.ndarray, visible: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """The whole body's box, fitted from the joints found and the joints' known places in the body.
-
-        A person half hidden (behind someone, at the picture's edge) gives a box of half a body; fed
-        to the Kalman filter as it is, that box would drag the centre and shrink the size, and the
-        person would be lost. Least squares for centre c and size s in keypoint = c + s * shape.
-        """
-        usable = visible & self.shape_known
-        if self.hits < 2 or usable.sum() < 3:
-            return box
-        shape = self.shape[usable]
-        points = keypoints[usable]
-        shape_mean, points_mean = shape.mean(0), points.mean(0)
-        spread = ((shape - shape_mean) ** 2).sum()
-        if spread < 1e-3:
-            return box
-        size = float(((points - points_mean) * (shape - shape_mean)).sum() / spread)
-        current = self.motion.size
-        size = min(max(size, 0.5 * current), 2.0 * current)
-        body = points_mean - size * shape_mean + size * self.shape[self.shape_known]
-        return np.concatenate([body.min(0), body.max(0)])
 
     def predict(self, step: MotionStep) -> None:
         self.motion.predict(step)
         self.predicted_box = self.motion.box()
         self.predicted_keypoints = self.motion.centre + self.shape * self.motion.size
+
+
+def body_boxes(shape: np.ndarray, known: np.ndarray, keypoints: np.ndarray, visible: np.ndarray,
+               sizes: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The whole bodies' boxes [M, 4], fitted from the joints found and the joints' known places in the body.
+
+    A person half hidden (behind someone, at the picture's edge) gives a box of half a body; fed to
+    the Kalman filter as it is, that box would drag the centre and shrink the size, and the person
+    would be lost. Least squares for centre c and size s in keypoint = c + s * shape, over the joints
+    both found and known (shape [M, K, 2], known [M, K]); the detection's own box where nothing known
+    is hidden or fewer than 3 joints are shared. sizes [M]: the tracks' current sizes (bounds the fit).
+    """
+    usable = (visible & known).astype(np.float64)
+    count = usable.sum(1)
+    fit = (count >= 3) & (known & ~visible).any(1)
+    if not fit.any():
+        return boxes
+    weight = usable[..., None]
+    safe = np.maximum(count, 1.0)[:, None]
+    shape_mean = (shape * weight).sum(1) / safe
+    points_mean = (keypoints * weight).sum(1) / safe
+    centred_shape = (shape - shape_mean[:, None, :]) * weight
+    spread = (centred_shape * centred_shape).sum((1, 2))
+    fit &= spread > 1e-3
+    size = ((keypoints - points_mean[:, None, :]) * centred_shape).sum((1, 2)) / np.maximum(spread, 1e-3)
+    size = np.clip(size, 0.5 * sizes, 2.0 * sizes)
+    body = (points_mean - size[:, None] * shape_mean)[:, None, :] + size[:, None, None] * shape
+    inf = np.where(known[..., None], 0.0, np.inf)
+    fitted = np.concatenate([(body + inf).min(1), (body - inf).max(1)], axis=1)
+    return np.where(fit[:, None], fitted, boxes)
 
 
 class _Detections:
@@ -173,6 +168,8 @@ class PoseTracker:
         self.config = config or TrackerConfig()
         self.schema = schema
         self._sigmas = schema.sigmas_array().astype(np.float64)
+        self._smoothing = OneEuroParams(self.config.smooth_min_cutoff, self.config.smooth_beta,
+                                        self.config.smooth_d_cutoff)
         self.reset()
 
     def reset(self) -> None:
@@ -250,12 +247,16 @@ class PoseTracker:
         self._age_unmatched(set(id(t) for t in matched.values()), timestamp)
 
         # Confident people nobody claimed start tentative tracks.
+        born: dict[int, Track] = {}
         for index in high:
             if index not in matched and detections.scores[index] >= config.new_track_score:
-                track = Track(self._next_id, poses[index], detections, index, timestamp, config)
+                track = Track(self._next_id, poses[index], detections.boxes[index], timestamp, config)
                 self._next_id += 1
-                track.update(poses[index], detections, index, timestamp, config, born=True)
+                tag = None if detections.tags is None else detections.tags[index]
+                track.observe(poses[index], None, tag, timestamp, config)
                 self.tracks.append(track)
+                born[int(index)] = track
+        self._finish_frame({**matched, **born}, detections, timestamp)
 
         return [
             TrackedPose(pose=poses[i], track_id=t.track_id, age=timestamp - t.first_seen,
@@ -275,20 +276,24 @@ class PoseTracker:
         elif dim != self._tag_dim:
             raise ValueError(f"tag length changed from {self._tag_dim} to {dim}; call reset() for a new model")
 
-    def _compare(self, tracks: list[Track], detections: _Detections, indices: np.ndarray) -> PoseOffsets:
-        offsets = pose_offsets(np.stack([t.predicted_keypoints for t in tracks]),
-                               np.stack([t.shape_known for t in tracks]),
-                               detections.keypoints[indices], detections.visible[indices])
+    def _compare(self, tracks: list[Track], detections: _Detections, indices: np.ndarray,
+                 with_sizes: bool = False) -> tuple[PoseOffsets, np.ndarray | None]:
+        """Joint-wise offsets of detections from the tracks' predicted poses (and size ratios if asked)."""
+        predicted = np.stack([t.predicted_keypoints for t in tracks])
+        keypoints = detections.keypoints[indices]
+        offsets = pose_offsets(predicted, np.stack([t.shape_known for t in tracks]),
+                               keypoints, detections.visible[indices])
+        sizes = spread_ratio(offsets, predicted, keypoints) if with_sizes else None
         # Where a pair shares no joint, fall back on the box centres and sizes.
         none = offsets.count == 0
         if none.any():
             centres = np.stack([t.motion.centre for t in tracks])
             box_shift = detections.centres[indices][None, :, :] - centres[:, None, :]
             offsets.shift[none] = box_shift[none]
-            sizes = np.array([t.motion.size for t in tracks])
-            box_ratio = np.log(detections.sizes[indices][None, :] / sizes[:, None])
-            offsets.spread_ratio[none] = box_ratio[none]
-        return offsets
+            if sizes is not None:
+                track_sizes = np.array([t.motion.size for t in tracks])
+                sizes[none] = np.log(detections.sizes[indices][None, :] / track_sizes[:, None])[none]
+        return offsets, sizes
 
     def _match(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, have_tags: bool,
                trust: float, learn: bool = False) -> list[tuple[int, int]]:
@@ -298,7 +303,7 @@ class PoseTracker:
         boxes = np.stack([t.predicted_box for t in tracks])
         iou = iou_matrix(boxes, detections.boxes[indices])
         wh = boxes[:, 2:] - boxes[:, :2]
-        offsets = self._compare(tracks, detections, indices)
+        offsets, _ = self._compare(tracks, detections, indices)
         oks = oks_from_offsets(offsets, wh[:, 0] * wh[:, 1], self._sigmas)
         motion = mahalanobis_matrix(offsets.shift, np.stack([t.motion.centre_covariance() for t in tracks]))
         cost = config.oks_weight * (1.0 - oks) + config.iou_weight * (1.0 - iou)
@@ -326,9 +331,9 @@ class PoseTracker:
         sizes = np.array([t.motion.size for t in tracks])
         lost_for = np.array([timestamp - t.last_seen for t in tracks])
         reach = (config.reid_radius + config.reid_speed * lost_for) * sizes
-        offsets = self._compare(tracks, detections, indices)
+        offsets, sizes = self._compare(tracks, detections, indices, with_sizes=True)
         near = np.linalg.norm(offsets.shift, axis=-1) / reach[:, None]
-        size_ratio = np.abs(offsets.spread_ratio)
+        size_ratio = np.abs(sizes)
         gated = (near > 1.0) | (size_ratio > np.log(2.0))
         if by_tag:
             tag = self._tag_distances(tracks, detections, indices) / config.reid_tag_gate
@@ -367,10 +372,45 @@ class PoseTracker:
 
     def _apply(self, pairs: list[tuple[int, int]], tracks: list[Track], indices: np.ndarray, poses: list[Pose],
                detections: _Detections, timestamp: float, matched: dict[int, Track]) -> None:
-        for row, col in pairs:
-            index = int(indices[col])
-            tracks[row].update(poses[index], detections, index, timestamp, self.config)
-            matched[index] = tracks[row]
+        if not pairs:
+            return
+        chosen = [tracks[row] for row, _ in pairs]
+        index = np.array([int(indices[col]) for _, col in pairs])
+        boxes = body_boxes(
+            np.stack([t.shape for t in chosen]), np.stack([t.shape_known for t in chosen]),
+            detections.keypoints[index], detections.visible[index],
+            np.array([t.motion.size for t in chosen]), detections.boxes[index],
+        )
+        for m, (track, i) in enumerate(zip(chosen, index)):
+            tag = None if detections.tags is None else detections.tags[i]
+            track.observe(poses[i], boxes[m], tag, timestamp, self.config)
+            matched[int(i)] = track
+
+    def _finish_frame(self, matched: dict[int, Track], detections: _Detections, timestamp: float) -> None:
+        """Update the matched tracks' pose shapes and smoothed keypoints, all in one go."""
+        if not matched:
+            return
+        index = np.fromiter(matched.keys(), dtype=np.int64, count=len(matched))
+        tracks = list(matched.values())
+        keypoints = detections.keypoints[index]
+        visible = detections.visible[index]
+        centres = np.stack([t.motion.centre for t in tracks])
+        sizes = np.array([t.motion.size for t in tracks])
+        old_shapes = np.stack([t.shape for t in tracks])
+        shapes = np.where(visible[..., None], (keypoints - centres[:, None, :]) / sizes[:, None, None], old_shapes)
+        if self.config.smoothing:
+            smoothed_xy, states = one_euro_step([t.smoothing for t in tracks], keypoints, visible, timestamp,
+                                                sizes, self._smoothing)
+        for m, track in enumerate(tracks):
+            track.shape = shapes[m]
+            track.shape_known = track.shape_known | visible[m]
+            if self.config.smoothing:
+                track.smoothing = states[m]
+                smoothed = track.pose.keypoints.astype(np.float32, copy=True)
+                smoothed[:, :2] = smoothed_xy[m]
+                track.keypoints_smoothed = smoothed
+            else:
+                track.keypoints_smoothed = track.pose.keypoints
 
     def _age_unmatched(self, matched_ids: set[int], timestamp: float) -> None:
         config = self.config
