@@ -10,6 +10,7 @@ from filterpy.kalman import KalmanFilter
 
 MIN_BOX_SIDE = 4.0  # pixels; a box from one or two joints is thin, not empty
 _H = np.eye(4, 7)
+_R_ASPECT = np.diag([0.0, 0.0, 0.0, 0.1])  # measurement noise of the log aspect; the rest set per update
 
 
 def box_to_measurement(box: np.ndarray) -> np.ndarray:
@@ -26,6 +27,19 @@ def measurement_to_box(z: np.ndarray) -> np.ndarray:
     return np.array([z[0] - half_w, z[1] - half_h, z[0] + half_w, z[1] + half_h])
 
 
+def _unit_noise() -> tuple[np.ndarray, np.ndarray]:
+    block = Q_continuous_white_noise(dim=2, dt=1.0, spectral_density=1.0)
+    q = np.zeros((7, 7))
+    powers = np.zeros((7, 7), dtype=np.int64)
+    for position, velocity in ((0, 4), (1, 5), (2, 6)):
+        q[np.ix_((position, velocity), (position, velocity))] = block
+        powers[np.ix_((position, velocity), (position, velocity))] = [[3, 2], [2, 1]]
+    return q, powers
+
+
+_Q_ONE_SECOND, _Q_POWERS = _unit_noise()
+
+
 class MotionStep:
     """Transition and unit process noise for one time step, shared by every track of a frame."""
 
@@ -35,10 +49,8 @@ class MotionStep:
         self.F[0, 4] = self.F[1, 5] = self.F[2, 6] = dt
         # Continuous white-noise acceleration: predicting over dt1 then dt2 equals predicting over
         # dt1 + dt2, so irregular frame spacing and gaps give the same answer as steady frames.
-        block = Q_continuous_white_noise(dim=2, dt=dt, spectral_density=1.0)
-        self.Q_unit = np.zeros((7, 7))
-        for position, velocity in ((0, 4), (1, 5), (2, 6)):
-            self.Q_unit[np.ix_((position, velocity), (position, velocity))] = block
+        # Each entry of that noise is a power of dt (dt^3/3, dt^2/2, dt): scale filterpy's dt = 1 matrix.
+        self.Q_unit = _Q_ONE_SECOND * np.array([1.0, dt, dt * dt, dt * dt * dt])[_Q_POWERS]
         self.aspect_var = 0.05 * dt  # the log aspect is a slow random walk (arms and legs swing)
 
 
@@ -87,9 +99,14 @@ class BoxMotion:
     def update(self, box: np.ndarray) -> None:
         z = box_to_measurement(box)
         sd = self.measurement_noise * max(self.size, z[2])
-        self.kf.update(z, R=np.diag([sd * sd, sd * sd, sd * sd, 0.1]))
+        R = _R_ASPECT.copy()
+        R[0, 0] = R[1, 1] = R[2, 2] = sd * sd
+        self.kf.update(z, R=R)
 
     def centre_covariance(self) -> np.ndarray:
         """Covariance of the predicted centre measurement (P + R on x, y): for the motion gate."""
         sd = self.measurement_noise * self.size
-        return self.kf.P[:2, :2] + np.eye(2) * (sd * sd)
+        covariance = self.kf.P[:2, :2].copy()
+        covariance[0, 0] += sd * sd
+        covariance[1, 1] += sd * sd
+        return covariance

@@ -43,9 +43,9 @@ def one_euro_step(states: list[OneEuroState | None], x: np.ndarray, valid: np.nd
     if count == 0:
         return x.copy(), []
     started = np.array([s is not None for s in states])
-    previous = np.stack([s.x if s is not None else x[i] for i, s in enumerate(states)])
-    previous_dx = np.stack([s.dx if s is not None else np.zeros_like(x[i]) for i, s in enumerate(states)])
-    known = np.stack([s.known if s is not None else np.zeros_like(valid[i]) for i, s in enumerate(states)])
+    previous = np.array([s.x if s is not None else x[i] for i, s in enumerate(states)])
+    previous_dx = np.array([s.dx if s is not None else np.zeros_like(x[i]) for i, s in enumerate(states)])
+    known = np.array([s.known if s is not None else np.zeros_like(valid[i]) for i, s in enumerate(states)])
     dt = np.array([timestamp - s.timestamp if s is not None else 0.0 for s in states])
     moving = dt > 0.0
     safe_dt = np.where(moving, dt, 1.0)[:, None, None]

@@ -130,12 +130,12 @@ class _Detections:
         count = len(poses)
         self.scores = np.array([float(p.score) for p in poses], dtype=np.float64)
         if count:
-            keypoints = np.stack([np.asarray(p.keypoints, dtype=np.float64) for p in poses])
+            keypoints = np.array([p.keypoints for p in poses], dtype=np.float64)
             if keypoints.shape[1:] != (num_keypoints, 3):
                 raise ValueError(f"poses must have keypoints [{num_keypoints}, 3], got {keypoints.shape[1:]}")
             self.keypoints = keypoints[:, :, :2]
             self.visible = keypoints[:, :, 2] > min_keypoint_score
-            self.boxes = np.stack([np.asarray(p.box, dtype=np.float64).reshape(4) for p in poses])
+            self.boxes = np.array([p.box for p in poses], dtype=np.float64).reshape(count, 4)
             tags = [np.asarray(p.tag, dtype=np.float64).reshape(-1) for p in poses]
             dims = {t.shape[0] for t in tags}
             if len(dims) != 1:
@@ -279,15 +279,15 @@ class PoseTracker:
     def _compare(self, tracks: list[Track], detections: _Detections, indices: np.ndarray,
                  with_sizes: bool = False) -> tuple[PoseOffsets, np.ndarray | None]:
         """Joint-wise offsets of detections from the tracks' predicted poses (and size ratios if asked)."""
-        predicted = np.stack([t.predicted_keypoints for t in tracks])
+        predicted = np.array([t.predicted_keypoints for t in tracks])
         keypoints = detections.keypoints[indices]
-        offsets = pose_offsets(predicted, np.stack([t.shape_known for t in tracks]),
+        offsets = pose_offsets(predicted, np.array([t.shape_known for t in tracks]),
                                keypoints, detections.visible[indices])
         sizes = spread_ratio(offsets, predicted, keypoints) if with_sizes else None
         # Where a pair shares no joint, fall back on the box centres and sizes.
         none = offsets.count == 0
         if none.any():
-            centres = np.stack([t.motion.centre for t in tracks])
+            centres = np.array([t.motion.centre for t in tracks])
             box_shift = detections.centres[indices][None, :, :] - centres[:, None, :]
             offsets.shift[none] = box_shift[none]
             if sizes is not None:
@@ -300,12 +300,12 @@ class PoseTracker:
         if not tracks or len(indices) == 0:
             return []
         config = self.config
-        boxes = np.stack([t.predicted_box for t in tracks])
+        boxes = np.array([t.predicted_box for t in tracks])
         iou = iou_matrix(boxes, detections.boxes[indices])
         wh = boxes[:, 2:] - boxes[:, :2]
         offsets, _ = self._compare(tracks, detections, indices)
         oks = oks_from_offsets(offsets, wh[:, 0] * wh[:, 1], self._sigmas)
-        motion = mahalanobis_matrix(offsets.shift, np.stack([t.motion.centre_covariance() for t in tracks]))
+        motion = mahalanobis_matrix(offsets.shift, np.array([t.motion.centre_covariance() for t in tracks]))
         cost = config.oks_weight * (1.0 - oks) + config.iou_weight * (1.0 - iou)
         weight = config.oks_weight + config.iou_weight
         gated = (motion > config.motion_gate) | (np.maximum(oks, iou) < config.min_overlap)
@@ -367,7 +367,7 @@ class PoseTracker:
             self._tag_samples += 1
 
     def _tag_distances(self, tracks: list[Track], detections: _Detections, indices: np.ndarray) -> np.ndarray:
-        tags = np.stack([t.tag for t in tracks])
+        tags = np.array([t.tag for t in tracks])
         return tag_distance_matrix(tags, detections.tags[indices])
 
     def _apply(self, pairs: list[tuple[int, int]], tracks: list[Track], indices: np.ndarray, poses: list[Pose],
@@ -377,7 +377,7 @@ class PoseTracker:
         chosen = [tracks[row] for row, _ in pairs]
         index = np.array([int(indices[col]) for _, col in pairs])
         boxes = body_boxes(
-            np.stack([t.shape for t in chosen]), np.stack([t.shape_known for t in chosen]),
+            np.array([t.shape for t in chosen]), np.array([t.shape_known for t in chosen]),
             detections.keypoints[index], detections.visible[index],
             np.array([t.motion.size for t in chosen]), detections.boxes[index],
         )
@@ -394,9 +394,9 @@ class PoseTracker:
         tracks = list(matched.values())
         keypoints = detections.keypoints[index]
         visible = detections.visible[index]
-        centres = np.stack([t.motion.centre for t in tracks])
+        centres = np.array([t.motion.centre for t in tracks])
         sizes = np.array([t.motion.size for t in tracks])
-        old_shapes = np.stack([t.shape for t in tracks])
+        old_shapes = np.array([t.shape for t in tracks])
         shapes = np.where(visible[..., None], (keypoints - centres[:, None, :]) / sizes[:, None, None], old_shapes)
         if self.config.smoothing:
             smoothed_xy, states = one_euro_step([t.smoothing for t in tracks], keypoints, visible, timestamp,
