@@ -127,8 +127,10 @@ def render_tag_maps(
     inputs for the decoder's tests and benchmark.
     """
     keypoints = _as_keypoints(keypoints)
-    person_tags = np.asarray(person_tags, dtype=np.float32).reshape(keypoints.shape[0], -1)
+    person_tags = np.asarray(person_tags, dtype=np.float32)
     num_people, num_joints = keypoints.shape[:2]
+    if person_tags.ndim != 2 or person_tags.shape[0] != num_people:
+        raise ValueError(f"person_tags must be [N={num_people}, L], got {person_tags.shape}")
     tag_dim = person_tags.shape[1]
     sigmas = _person_sigmas(sigma, num_people)
     _, _, valid = _valid_joints(keypoints, height, width)

@@ -242,3 +242,14 @@ def test_empty_maps_decode_to_no_people_and_bad_shapes_are_refused():
         decode(np.zeros((5, 16, 16)), np.zeros((5, 1, 16, 16)), COCO17)
     with pytest.raises(ValueError):
         decode(np.zeros((17, 16, 16)), np.zeros((17, 1, 8, 16)), COCO17)
+
+
+def test_bench_decode_command_prints_a_table(capsys):
+    import main
+
+    assert main.main(["bench", "decode", "--people", "0", "3", "--tag-dims", "2", "--size", "64", "--repeats", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "64x64" in lines[0]
+    rows = [line.split() for line in lines[2:]]
+    assert [(row[0], row[1], row[2]) for row in rows] == [("2", "0", "0"), ("2", "3", "3")]
+    assert all(float(row[3]) > 0 for row in rows)
