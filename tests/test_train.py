@@ -161,3 +161,27 @@ def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines()[-1].startswith("error: malformed JSON in ")
     assert "broken.json" in completed.stderr and "Traceback" not in completed.stderr
+
+
+@pytest.mark.slow
+def test_overfit_tiny_synthetic_dataset_reaches_high_coco_ap(tmp_path: Path) -> None:
+    """Done-means of the training issue: a small model overfits 4 generated images in a few hundred CPU steps."""
+    evaluate = pytest.importorskip("training.evaluate")
+    from model.config import ModelConfig
+    from training.config import AugmentConfig
+    from training.synthetic import OVERFIT_SCENE
+
+    annotations = generate_dataset(tmp_path / "data", num_images=4, config=OVERFIT_SCENE, seed=0)
+    steps = 200  # about 150 already reach AP 1.0; one thread (autouse fixture) avoids OpenMP spinning under load
+    config = replace(
+        preset("tiny", train_annotations=str(annotations), train_images=str(tmp_path / "data" / "images")),
+        model=ModelConfig(num_stacks=1, width=32, tag_dim=1, input_height=128, input_width=128),
+        augment=AugmentConfig.off(), pairs=False, batch_size=4, lr=3e-3, steps=steps,
+        lr_decay_steps=(int(steps * 0.8),), sigma=2.0, clip_grad_norm=0.0, checkpoint_every=steps, log_every=50,
+    )
+    result = train(config, tmp_path / "run")
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < first / 10, (first, last)
+    metrics = evaluate.evaluate_checkpoint(tmp_path / "run" / "last.safetensors", str(annotations),
+                                           tmp_path / "data" / "images", progress=False)
+    assert metrics["AP"] >= 0.9, metrics
