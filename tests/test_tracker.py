@@ -1,0 +1,290 @@
+"""PoseTracker behaviour on small hand-made scenes (skeletons from tracker.synthetic)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from model.pose import Pose
+from tracker import PoseTracker, TrackerConfig, TrackState
+from tracker.motion import BoxMotion, MotionStep
+from tracker.synthetic import skeleton
+
+FPS = 30.0
+
+
+def make_pose(x: float, feet_y: float = 600.0, height: float = 250.0, tag=(0.0,), score: float = 0.9,
+              noise: float = 0.0, rng: np.random.Generator | None = None, phase: float = 0.0,
+              hidden: tuple[int, ...] = ()) -> Pose:
+    joints = skeleton(x, feet_y, height, phase, facing_right=True)
+    if noise and rng is not None:
+        joints = joints + rng.normal(0.0, noise, joints.shape)
+    keypoints = np.zeros((17, 3), dtype=np.float32)
+    keypoints[:, :2] = joints
+    keypoints[:, 2] = score
+    keypoints[list(hidden), :] = 0.0
+    return Pose(keypoints=keypoints, score=score, box=Pose.box_from_keypoints(keypoints),
+                tag=np.asarray(tag, dtype=np.float32))
+
+
+def ids_by_tag(tracked) -> dict[float, int]:
+    return {round(float(t.pose.tag[0]), 3): t.track_id for t in tracked}
+
+
+def test_crossing_with_distinct_tags_keeps_ids():
+    tracker = PoseTracker(TrackerConfig())
+    first_ids = None
+    for frame in range(90):  # they walk through each other at the middle, on the same line
+        t = frame / FPS
+        a = make_pose(300 + 8 * frame, tag=(-1.0,))
+        b = make_pose(1020 - 8 * frame, tag=(1.0,))
+        out = tracker.update([a, b], t)
+        if frame >= 5:
+            assert len(out) == 2
+            ids = ids_by_tag(out)
+            first_ids = first_ids or ids
+            assert ids == first_ids
+    assert first_ids[-1.0] != first_ids[1.0]
+
+
+def test_people_who_meet_and_turn_back_keep_ids_by_tag():
+    # Constant velocity says they cross; the tags say each turned back. The tags must win.
+    tracker = PoseTracker(TrackerConfig())
+    first_ids = None
+    for frame in range(100):
+        t = frame / FPS
+        offset = 6 * min(frame, 100 - frame)  # approach for 50 frames, then retreat
+        a = make_pose(340 + offset, tag=(-1.0, 0.5))
+        b = make_pose(980 - offset, tag=(1.0, -0.5))
+        out = tracker.update([b, a], t)
+        if frame >= 5:
+            ids = ids_by_tag(out)
+            assert len(ids) == 2
+            first_ids = first_ids or ids
+            assert ids == first_ids
+
+
+def test_swapped_positions_follow_the_tags():
+    # Two people standing close; in one frame the detections come out with positions swapped
+    # (they stepped past each other between frames): with distinct tags each keeps its id.
+    tracker = PoseTracker(TrackerConfig())
+    for frame in range(40):
+        out = tracker.update([make_pose(600, tag=(-1.0,)), make_pose(680, tag=(1.0,))], frame / FPS)
+    before = ids_by_tag(out)
+    out = tracker.update([make_pose(680, tag=(-1.0,)), make_pose(600, tag=(1.0,))], 40 / FPS)
+    assert ids_by_tag(out) == before
+
+
+def walk(tracker: PoseTracker, frames, x0=200.0, speed=150.0, tag=(0.5,), visible=lambda f: True):
+    """One person walking right at `speed` px/s; returns (timestamp, ids) per frame."""
+    result = []
+    for frame in frames:
+        t = frame / FPS
+        poses = [make_pose(x0 + speed * t, tag=tag)] if visible(frame) else []
+        result.append((t, [p.track_id for p in tracker.update(poses, t)]))
+    return result
+
+
+def test_hidden_shorter_than_reid_time_gets_old_id_back():
+    config = TrackerConfig(reid_time=2.0)
+    tracker = PoseTracker(config)
+    history = walk(tracker, range(120), visible=lambda f: not 40 <= f < 70)  # hidden 1 s
+    ids = {i for _, frame_ids in history for i in frame_ids}
+    assert ids == {1}
+    assert history[75][1] == [1]
+
+
+def test_hidden_and_back_elsewhere_is_reidentified_by_tag():
+    tracker = PoseTracker(TrackerConfig())
+    for frame in range(30):
+        tracker.update([make_pose(400.0, tag=(0.3, -0.7))], frame / FPS)
+    # 0.5 s later the person is found 150 px away (not where constant velocity says): the tag decides.
+    out = tracker.update([make_pose(550.0, tag=(0.32, -0.68))], 30 / FPS + 0.5)
+    assert [t.track_id for t in out] == [1]
+
+
+def test_hidden_longer_than_reid_time_gets_a_new_id():
+    tracker = PoseTracker(TrackerConfig(reid_time=0.5))
+    history = walk(tracker, range(100), visible=lambda f: not 30 <= f < 60)  # hidden 1 s
+    assert {i for _, ids in history[:30] for i in ids} == {1}
+    later = {i for _, ids in history[70:] for i in ids}
+    assert later and 1 not in later
+    assert len(tracker.tracks) == 1
+
+
+def test_one_frame_detection_never_becomes_a_confirmed_track():
+    rng = np.random.default_rng(0)
+    tracker = PoseTracker(TrackerConfig())
+    for frame in range(200):
+        poses = [make_pose(300 + 2 * frame, tag=(0.0,))]
+        if frame % 6 == 3:  # a confident false person, seen in this one frame, somewhere (even on the real one)
+            poses.append(make_pose(rng.uniform(250, 1200), feet_y=rng.uniform(300, 700), tag=(rng.normal(),),
+                                   score=0.95))
+        out = tracker.update(poses, frame / FPS)
+        assert {t.track_id for t in out} <= {1}
+    assert not any(t.state is TrackState.CONFIRMED and t.track_id != 1 for t in tracker.tracks)
+
+
+def test_track_is_confirmed_after_confirm_hits_and_ages_in_seconds():
+    tracker = PoseTracker(TrackerConfig(confirm_hits=3))
+    assert tracker.update([make_pose(300)], 10.0) == []
+    assert tracker.update([make_pose(303)], 10.1) == []
+    out = tracker.update([make_pose(306)], 10.25)
+    assert [t.track_id for t in out] == [1]
+    assert out[0].age == pytest.approx(0.25)
+    out = tracker.update([make_pose(309)], 12.0)  # a gap within reid_time
+    assert out[0].age == pytest.approx(2.0)
+
+
+def test_irregular_timestamps_and_gaps():
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.uniform(0.01, 0.09, 80))
+    times[40:] += 0.6  # a gap of more than half a second
+    speed = 120.0
+    tracker = PoseTracker(TrackerConfig())
+    seen = set()
+    for t in times:
+        poses = [make_pose(200 + speed * t, tag=(0.2,)), make_pose(1100 - speed * t, feet_y=450, height=180, tag=(-0.9,))]
+        out = tracker.update(poses, float(t))
+        seen |= {(round(float(p.pose.tag[0]), 1), p.track_id) for p in out}
+    assert seen == {(0.2, 1), (-0.9, 2)}
+    # The motion model moved the box with the person across the gap, in seconds, not frames.
+    track = next(t for t in tracker.tracks if t.track_id == 1)
+    assert track.motion.kf.x[4, 0] == pytest.approx(speed, rel=0.15)
+
+
+def test_repeated_timestamp_is_fine_and_backwards_is_refused():
+    tracker = PoseTracker(TrackerConfig())
+    for frame in range(5):
+        tracker.update([make_pose(300 + 3 * frame)], frame / FPS)
+    out = tracker.update([make_pose(312)], 4 / FPS)  # the same instant again
+    assert [t.track_id for t in out] == [1]
+    with pytest.raises(ValueError, match="backwards"):
+        tracker.update([make_pose(315)], 1 / FPS)
+
+
+def test_kalman_prediction_does_not_depend_on_how_time_is_cut():
+    box = np.array([100.0, 100.0, 160.0, 300.0])
+    one, two = BoxMotion(box, 0.06, 1.0), BoxMotion(box, 0.06, 1.0)
+    for motion in (one, two):
+        motion.kf.x[4, 0] = 50.0
+    one.predict(MotionStep(0.3))
+    two.predict(MotionStep(0.1))
+    two.predict(MotionStep(0.2))
+    np.testing.assert_allclose(one.kf.x, two.kf.x)
+    np.testing.assert_allclose(one.kf.P, two.kf.P, rtol=1e-9)
+
+
+def test_empty_frames_and_no_people():
+    tracker = PoseTracker(TrackerConfig())
+    assert tracker.update([], 0.0) == []
+    for frame in range(1, 10):
+        tracker.update([make_pose(300 + 3 * frame)], frame / FPS)
+    assert tracker.update([], 10 / FPS) == []  # the person's track survives an empty frame
+    out = tracker.update([make_pose(333)], 11 / FPS)
+    assert [t.track_id for t in out] == [1]
+    assert tracker.update([], 100.0) == []
+    assert tracker.tracks == []  # all removed after reid_time
+    tracker.reset()
+    assert tracker.update([], 0.0) == []
+
+
+def test_poses_without_tags_are_tracked_by_geometry():
+    tracker = PoseTracker(TrackerConfig())
+    ids = set()
+    for frame in range(40):
+        out = tracker.update([make_pose(300 + 4 * frame, tag=()), make_pose(900 - 1 * frame, tag=())], frame / FPS)
+        ids |= {t.track_id for t in out}
+    assert ids == {1, 2}
+
+
+@pytest.mark.parametrize("tag_dim", [1, 3, 16])
+def test_any_tag_dimension(tag_dim):
+    rng = np.random.default_rng(tag_dim)
+    tags = rng.normal(size=(3, tag_dim))
+    tracker = PoseTracker(TrackerConfig())
+    ids = set()
+    for frame in range(60):
+        poses = [make_pose(200 + 300 * i + 2 * frame, tag=tags[i] + rng.normal(0, 0.05, tag_dim)) for i in range(3)]
+        ids |= {t.track_id for t in tracker.update(poses, frame / FPS)}
+    assert ids == {1, 2, 3}
+    with pytest.raises(ValueError, match="tag length"):
+        tracker.update([make_pose(200, tag=np.zeros(tag_dim + 1))], 3.0)
+
+
+def test_geometry_only_keeps_ids_on_a_simple_scene():
+    # Three people in lanes, random (meaningless) tags, noisy joints, a few missed frames.
+    rng = np.random.default_rng(7)
+    tracker = PoseTracker(TrackerConfig(use_tags=False))
+    lanes = [(250.0, 500.0, 160.0), (700.0, 600.0, 220.0), (1000.0, 700.0, 280.0)]
+    ids = set()
+    for frame in range(150):
+        t = frame / FPS
+        poses = [make_pose(x + 40 * np.sin(t + i), feet_y=y, height=h, tag=rng.normal(size=4), noise=3.0, rng=rng)
+                 for i, (x, y, h) in enumerate(lanes) if rng.random() > 0.1]
+        ids |= {p.track_id for p in tracker.update(poses, t)}
+    assert ids == {1, 2, 3}
+    assert tracker.tag_trust == 0.0
+
+
+def test_tag_trust_follows_the_tags_meaning():
+    rng = np.random.default_rng(1)
+    consistent, random = PoseTracker(TrackerConfig()), PoseTracker(TrackerConfig())
+    tags = rng.normal(size=(3, 4))
+    for frame in range(60):
+        t = frame / FPS
+        xs = [250.0 + 3 * frame, 650.0, 1050.0 - 3 * frame]
+        consistent.update([make_pose(x, tag=tags[i] + rng.normal(0, 0.05, 4)) for i, x in enumerate(xs)], t)
+        random.update([make_pose(x, tag=rng.normal(size=4)) for x in xs], t)
+    assert consistent.tag_trust > 0.9
+    assert random.tag_trust == 0.0
+
+
+def test_weak_people_extend_tracks_but_never_start_them():
+    config = TrackerConfig()
+    tracker = PoseTracker(config)
+    weak = config.low_score + 0.5 * (config.high_score - config.low_score)
+    for frame in range(30):
+        out = tracker.update([make_pose(900, score=weak, tag=(1.0,))], frame / FPS)
+        assert out == []
+    assert tracker.tracks == []
+    for frame in range(30, 60):
+        score = 0.9 if frame < 40 else weak  # confident at first, then weak (partly hidden, say)
+        out = tracker.update([make_pose(300 + 2 * frame, score=score, tag=(0.0,))], frame / FPS)
+        if frame >= 35:
+            assert [t.track_id for t in out] == [1]
+
+
+def test_smoothing_steadies_a_still_person_and_can_be_switched_off():
+    rng = np.random.default_rng(2)
+    smooth, raw = PoseTracker(TrackerConfig()), PoseTracker(TrackerConfig(smoothing=False))
+    truth = make_pose(600).keypoints[:, :2]
+    errors_smooth, errors_raw = [], []
+    for frame in range(90):
+        pose = make_pose(600, noise=4.0, rng=rng)
+        a, b = smooth.update([pose], frame / FPS), raw.update([pose], frame / FPS)
+        if frame >= 30:
+            errors_smooth.append(np.abs(a[0].keypoints_smoothed[:, :2] - truth).mean())
+            errors_raw.append(np.abs(b[0].keypoints_smoothed[:, :2] - truth).mean())
+            np.testing.assert_array_equal(b[0].keypoints_smoothed, pose.keypoints)
+            np.testing.assert_array_equal(a[0].keypoints_smoothed[:, 2], pose.keypoints[:, 2])
+    assert np.mean(errors_smooth) < 0.6 * np.mean(errors_raw)
+
+
+def test_smoothing_does_not_drag_a_joint_that_reappears():
+    tracker = PoseTracker(TrackerConfig())
+    for frame in range(20):
+        tracker.update([make_pose(300 + 5 * frame)], frame / FPS)
+    tracker.update([make_pose(400, hidden=(9,))], 20 / FPS)
+    out = tracker.update([make_pose(405)], 21 / FPS)
+    np.testing.assert_allclose(out[0].keypoints_smoothed[9, :2], out[0].pose.keypoints[9, :2])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        TrackerConfig(low_score=0.6, high_score=0.5)
+    with pytest.raises(ValueError):
+        TrackerConfig(tag_momentum=1.0)
+    assert dataclasses.replace(TrackerConfig(), use_tags=False).use_tags is False
