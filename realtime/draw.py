@@ -33,7 +33,7 @@ def draw_poses(
     image: np.ndarray,
     poses: Sequence[Pose],
     schema: KeypointSchema,
-    track_ids: Sequence[int] | None = None,
+    track_ids: Sequence[int | None] | None = None,
     draw_boxes: bool = False,
     draw_ids: bool = True,
     min_score: float = DEFAULT_MIN_SCORE,
@@ -41,12 +41,12 @@ def draw_poses(
     """Draw the poses onto the BGR uint8 image in place (and return it).
 
     Each person gets one colour: ``color_for_id`` of its track id, or of its index when no ids are
-    given. Joints scoring below ``min_score`` and the limbs touching them are left out.
+    given (or its id is None). Joints scoring below ``min_score`` and the limbs touching them are left out.
     """
     if track_ids is not None and len(track_ids) != len(poses):
         raise ValueError(f"{len(poses)} poses but {len(track_ids)} track ids")
     for index, pose in enumerate(poses):
-        track_id = None if track_ids is None else int(track_ids[index])
+        track_id = None if track_ids is None or track_ids[index] is None else int(track_ids[index])
         color = color_for_id(index if track_id is None else track_id)
         keypoints = np.asarray(pose.keypoints, dtype=np.float64)
         visible = (keypoints[:, 2] >= min_score) & (keypoints[:, 2] > 0) & np.isfinite(keypoints[:, :2]).all(axis=1)

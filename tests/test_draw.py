@@ -68,3 +68,11 @@ def test_thickness_grows_with_person_size():
 
     # Ten times the size: with a fixed line width about ten times the ink; thicker lines give far more.
     assert ink(600) > 20 * ink(60)
+
+
+def test_a_pose_without_a_track_id_gets_its_index_colour_and_no_label():
+    image = np.zeros((400, 600, 3), dtype=np.uint8)
+    first, second = standing_pose(150, 200, 300), standing_pose(450, 200, 300)
+    draw_poses(image, [first, second], COCO17, track_ids=[5, None])
+    shoulders = np.round((second.keypoints[5, :2] + second.keypoints[6, :2]) / 2).astype(int)
+    assert tuple(int(v) for v in image[shoulders[1], shoulders[0]]) == color_for_id(1)
