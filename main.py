@@ -517,7 +517,27 @@ def _bench_decode(args: argparse.Namespace) -> int:
 
 
 def add_bench_track_command(commands: argparse._SubParsersAction) -> None:
-    raise NotImplementedError("bench track: being built")
+    p = commands.add_parser("track", help="tracker vs greedy-OKS and SORT on synthetic scenes; time per frame")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="scene seeds, scored together")
+    p.add_argument("--tag-dims", type=int, nargs="+", default=[1, 4], help="tag dimensions L")
+    p.add_argument("--duration", type=float, default=12.0, help="seconds per scene (default 12)")
+    p.add_argument("--people", type=int, nargs="+", default=[1, 10, 30], help="people in view for the timing")
+    p.add_argument("--timing-only", action="store_true", help="skip the scores")
+    p.set_defaults(handler=_bench_track)
+
+
+def _bench_track(args: argparse.Namespace) -> int:
+    from bench.track import format_scores, format_timing, run_scores, run_timing
+    from tracker.synthetic import SceneConfig
+
+    if min(args.tag_dims) < 1 or args.duration <= 0 or min(args.people) < 1 or not args.seeds:
+        raise UserFacingError("--tag-dims >= 1, --duration > 0, --people >= 1 and at least one seed")
+    if not args.timing_only:
+        rows = run_scores(list(args.seeds), list(args.tag_dims), scene=SceneConfig(duration=args.duration))
+        print(format_scores(rows, list(args.seeds)))
+        print()
+    print(format_timing(run_timing(list(args.people))))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

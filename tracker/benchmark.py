@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -49,10 +50,14 @@ def score(make_tracker: Callable[[], Tracker], sequences: list[SyntheticSequence
     """MOTA, IDF1 and ID switches of a tracker over several sequences together."""
     accumulators = [accumulate(make_tracker(), sequence) for sequence in sequences]
     metrics = motmetrics.metrics.create()
-    summary = metrics.compute_many(
-        accumulators, metrics=["mota", "idf1", "num_switches", "num_false_positives", "num_misses", "num_frames"],
-        names=[str(i) for i in range(len(accumulators))], generate_overall=True,
-    )
+    logging.disable(logging.INFO)  # motmetrics logs its own timings at INFO on the root logger
+    try:
+        summary = metrics.compute_many(
+            accumulators, metrics=["mota", "idf1", "num_switches", "num_false_positives", "num_misses", "num_frames"],
+            names=[str(i) for i in range(len(accumulators))], generate_overall=True,
+        )
+    finally:
+        logging.disable(logging.NOTSET)
     overall = summary.loc["OVERALL"]
     return TrackScores(
         mota=float(overall["mota"]), idf1=float(overall["idf1"]), id_switches=int(overall["num_switches"]),
