@@ -49,16 +49,23 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def cache_dir(tmp_path) -> Path:
+    """An empty cache, for tests about caching."""
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache for the tests that only need an ONNX file: each export costs seconds."""
+    return tmp_path_factory.mktemp("shared") / "cache"
 
 
 def random_batch(count: int, height: int = TINY.input_height, width: int = TINY.input_width) -> np.ndarray:
     return np.random.default_rng(7).random((count, 3, height, width), dtype=np.float32)
 
 
-def test_torch_and_onnxruntime_give_the_same_maps(tiny_weights, cache_dir):
-    torch_engine = create_engine("torch", tiny_weights, device="cpu", cache_dir=cache_dir)
-    ort_engine = create_engine("ort", tiny_weights, device="cpu", cache_dir=cache_dir)
+def test_torch_and_onnxruntime_give_the_same_maps(tiny_weights, shared_cache):
+    torch_engine = create_engine("torch", tiny_weights, device="cpu", cache_dir=shared_cache)
+    ort_engine = create_engine("ort", tiny_weights, device="cpu", cache_dir=shared_cache)
     assert isinstance(torch_engine, TorchEngine) and isinstance(ort_engine, OnnxRuntimeEngine)
     assert torch_engine.input_hw == ort_engine.input_hw == (TINY.input_height, TINY.input_width)
     batch = random_batch(1)
@@ -77,10 +84,10 @@ def test_torch_and_onnxruntime_give_the_same_maps(tiny_weights, cache_dir):
     ort_engine.close()
 
 
-def test_static_batch_engine_accepts_any_batch(tiny_weights, cache_dir):
+def test_static_batch_engine_accepts_any_batch(tiny_weights, shared_cache):
     """The ONNX export has batch 1; a batch of 3 is run in chunks and matches torch image by image."""
-    ort_engine = create_engine("ort", tiny_weights, device="cpu", cache_dir=cache_dir)
-    torch_engine = create_engine("torch", tiny_weights, device="cpu", cache_dir=cache_dir)
+    ort_engine = create_engine("ort", tiny_weights, device="cpu", cache_dir=shared_cache)
+    torch_engine = create_engine("torch", tiny_weights, device="cpu", cache_dir=shared_cache)
     assert ort_engine.batch_size == 1
     batch = random_batch(3)
     heatmaps, tags = ort_engine.infer(batch)
@@ -108,8 +115,8 @@ def test_fixed_batch_chunks_and_pads():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so auto may pick TensorRT")
-def test_auto_picks_onnxruntime_without_gpu(tiny_weights, cache_dir):
-    engine = create_engine("auto", tiny_weights, cache_dir=cache_dir)
+def test_auto_picks_onnxruntime_without_gpu(tiny_weights, shared_cache):
+    engine = create_engine("auto", tiny_weights, cache_dir=shared_cache)
     assert isinstance(engine, OnnxRuntimeEngine)
     assert engine.name == "onnxruntime (CPUExecutionProvider)"
 
@@ -192,13 +199,13 @@ def test_bad_kind_and_device_are_user_errors(tiny_weights, cache_dir):
             create_engine("torch", tiny_weights, device="cuda", cache_dir=cache_dir)
 
 
-def test_onnxruntime_on_cuda_needs_the_gpu_package(tiny_weights, cache_dir, monkeypatch):
+def test_onnxruntime_on_cuda_needs_the_gpu_package(tiny_weights, shared_cache, monkeypatch):
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed here")
-    create_engine("ort", tiny_weights, device="cpu", cache_dir=cache_dir).close()  # fills the ONNX cache
-    onnx_file = next((cache_dir / "onnx").glob("*.onnx"))
+    create_engine("ort", tiny_weights, device="cpu", cache_dir=shared_cache).close()  # fills the ONNX cache
+    onnx_file = next((shared_cache / "onnx").glob("*.onnx"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # pretend a GPU, keep the CPU-only ORT
     with pytest.raises(UserFacingError, match="onnxruntime-gpu"):
         OnnxRuntimeEngine(onnx_file, "cuda")
