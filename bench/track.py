@@ -61,7 +61,7 @@ def run_timing(people: list[int], config: TrackerConfig | None = None, frames: i
 
 
 def format_scores(rows: list[TableRow], seeds: list[int]) -> str:
-    lines = [f"tracking on synthetic scenes, seeds {seeds} together (IoU >= 0.5 to count as found)",
+    lines = [f"tracking on synthetic scenes, seeds {seeds} together (a pose counts as found from OKS 0.5)",
              f"{'tags':<11} {'L':>2}  {'tracker':<22} {'IDF1':>6} {'MOTA':>6} {'ID sw':>6} {'FP':>5} {'miss':>5}"]
     for row in rows:
         s = row.scores

@@ -11,12 +11,13 @@ import motmetrics
 import numpy as np
 
 from model.pose import Pose
-from tracker.association import iou_matrix
+from model.schema import COCO17, KeypointSchema
+from tracker.association import oks_matrix
 from tracker.config import TrackerConfig
 from tracker.synthetic import SceneConfig, SyntheticSequence, generate_sequence
 from tracker.tracker import PoseTracker, TrackedPose
 
-MATCH_IOU = 0.5  # a tracker's box counts as a ground-truth person's when their IoU is at least this
+MATCH_OKS = 0.5  # a tracker's pose counts as a true person's when their OKS is at least this
 
 
 class Tracker(Protocol):
@@ -33,15 +34,26 @@ class TrackScores:
     frames: int
 
 
-def accumulate(tracker: Tracker, sequence: SyntheticSequence) -> motmetrics.MOTAccumulator:
-    """Run a fresh tracker over a sequence; match its output to the truth by box IoU."""
+def accumulate(tracker: Tracker, sequence: SyntheticSequence, schema: KeypointSchema = COCO17) -> motmetrics.MOTAccumulator:
+    """Run a fresh tracker over a sequence; match its output to the truth by keypoint similarity.
+
+    OKS (COCO) between each true person's joints (those the detection found, at their noise-free
+    places; scale: the whole body's box) and the tracker's pose; a pair counts from OKS 0.5 up.
+    Box IoU would miss people seen by a few joints, whose small boxes the keypoint noise dominates.
+    """
+    sigmas = schema.sigmas_array().astype(np.float64)
     accumulator = motmetrics.MOTAccumulator(auto_id=True)
     for frame in sequence.frames:
         tracked = tracker.update(frame.poses, frame.timestamp)
-        hypothesis_boxes = np.array([t.pose.box for t in tracked], dtype=np.float64).reshape(-1, 4)
-        # motmetrics.distances.iou_matrix uses np.asfarray, gone in NumPy 2: same distance computed here.
-        distances = 1.0 - iou_matrix(np.asarray(frame.gt_boxes, dtype=np.float64), hypothesis_boxes)
-        distances[distances > 1.0 - MATCH_IOU] = np.nan
+        truth = np.asarray(frame.gt_keypoints, dtype=np.float64)
+        found = np.array([t.pose.keypoints for t in tracked], dtype=np.float64).reshape(-1, schema.num_keypoints, 3)
+        similarity = np.zeros((len(truth), len(found)))
+        if len(truth) and len(found):
+            span = truth[:, :, :2].max(1) - truth[:, :, :2].min(1)
+            similarity = oks_matrix(truth[:, :, :2], truth[:, :, 2] > 0, span[:, 0] * span[:, 1],
+                                    found[:, :, :2], found[:, :, 2] > 0, sigmas)
+        distances = 1.0 - similarity
+        distances[similarity < MATCH_OKS] = np.nan
         accumulator.update(frame.gt_ids, [t.track_id for t in tracked], distances)
     return accumulator
 
