@@ -407,3 +407,18 @@ def test_main_label_command(fake_teacher, tmp_path, capsys):
     code = main.main(["label", "--teacher", str(tmp_path / "absent.onnx"), "--input", str(folder),
                       "--out", str(tmp_path / "o2")])
     assert code == 2 and "absent.onnx" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_teacher_scores_on_shared_coco(shared_data):
+    """The wrapper reads MoveNet's (y, x) order and normalisation right: its COCO AP is far above zero
+    (about 0.2-0.3 on the whole mini set; a swapped axis or a wrong scale scores about 0)."""
+    from training.evaluate import evaluate_teacher
+
+    teacher = shared_data / "teachers" / "movenet_multipose" / "movenet_multipose_lightning_fp32.onnx"
+    annotations = shared_data / "annotations" / "coco_mini" / "person_keypoints_train2017.json"
+    images = shared_data / "images" / "coco_mini" / "train2017"
+    if not teacher.is_file() or not annotations.is_file():
+        pytest.skip("MoveNet teacher or COCO mini not in shared data")
+    metrics = evaluate_teacher(teacher, annotations, images, TeacherConfig(scales=(384,)), max_images=20)
+    assert metrics["num_images"] == 20 and metrics["AP"] > 0.1
