@@ -27,6 +27,7 @@ import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -78,7 +79,8 @@ def setup_distributed() -> Distributed:
         return Distributed()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        # Rank 0 may evaluate on the validation set while the others wait: allow a long collective timeout.
+        dist.init_process_group(backend=backend, timeout=timedelta(hours=1))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -181,7 +183,7 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _build_dataset(config: TrainConfig, rank: int) -> CocoKeypointDataset:
+def _build_dataset(config: TrainConfig) -> CocoKeypointDataset:
     if not config.train_annotations or not config.train_images:
         raise UserFacingError("training data missing: give the annotation JSON (--data) and image folder (--images)")
     targets = TargetConfig(config.model.input_height, config.model.input_width, config.sigma, config.sigma_mode,
@@ -230,7 +232,7 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
         (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
 
-    dataset = _build_dataset(config, ddp.rank)
+    dataset = _build_dataset(config)
     sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
     steps_per_epoch = len(sampler) // config.batch_size
@@ -295,6 +297,8 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only rank 0 needs it
 
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step if resume else None)
+        if resume:
+            _drop_log_rows_after(out_dir / "log.csv", step)
         new_csv = not (out_dir / "log.csv").is_file()
         csv_file = open(out_dir / "log.csv", "a", newline="")
         csv_writer = csv.writer(csv_file)
@@ -385,6 +389,18 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
     if result.interrupted:
         log.warning("stopped at step %d; continue with --resume", step)
     return result
+
+
+def _drop_log_rows_after(path: Path, step: int) -> None:
+    """Rows logged after the checkpoint a run resumes from are repeated by the resumed run: drop them."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= step]
+    if len(kept) != len(rows):
+        with open(path, "w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
 
 
 def _agreed_stop(requested: bool, ddp: Distributed, device: torch.device) -> bool:
