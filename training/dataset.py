@@ -305,7 +305,8 @@ class CocoKeypointDataset(Dataset):
                 keypoints[n] = keypoints[n, list(self.schema.flip_index)]
             # Tracks keep their identity across frames; untracked people are unique per annotation.
             # Even/odd keeps the two id spaces apart.
-            ids[n] = 2 * int(annotation["track_id"]) if "track_id" in annotation else 2 * int(annotation["id"]) + 1
+            track = annotation.get("track_id")
+            ids[n] = 2 * int(track) if track is not None else 2 * int(annotation["id"]) + 1
             area = float(annotation.get("area") or annotation["bbox"][2] * annotation["bbox"][3])
             sizes[n] = math.sqrt(max(area, 1.0)) * map_scale
         return keypoints, ids, sizes
