@@ -270,7 +270,7 @@ def test_smoothing_steadies_a_still_person_and_can_be_switched_off():
             errors_raw.append(np.abs(b[0].keypoints_smoothed[:, :2] - truth).mean())
             np.testing.assert_array_equal(b[0].keypoints_smoothed, pose.keypoints)
             np.testing.assert_array_equal(a[0].keypoints_smoothed[:, 2], pose.keypoints[:, 2])
-    assert np.mean(errors_smooth) < 0.6 * np.mean(errors_raw)
+    assert np.mean(errors_smooth) < 0.7 * np.mean(errors_raw)
 
 
 def test_smoothing_does_not_drag_a_joint_that_reappears():

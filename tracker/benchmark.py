@@ -99,3 +99,28 @@ def time_per_frame(num_people: int, config: TrackerConfig | None = None, frames:
             tracker.update(frame.poses, frame.timestamp)
         best = min(best, (time.process_time() - start) / len(sequence.frames))
     return best
+
+
+@dataclass
+class SmoothingError:
+    raw: float       # mean distance of the detected joints from the truth, in pixels
+    smoothed: float  # the same for the tracker's smoothed joints
+
+
+def smoothing_error(config: TrackerConfig, sequences: list[SyntheticSequence]) -> SmoothingError:
+    """How far the output joints lie from the true ones, with and without the One-Euro smoothing."""
+    raw, smoothed = [], []
+    for sequence in sequences:
+        tracker = PoseTracker(config)
+        for frame in sequence.frames:
+            truth_of = dict(zip(frame.gt_ids, frame.gt_keypoints))
+            person_of = {id(pose): person for pose, person in zip(frame.poses, frame.truth_ids)}
+            for tracked in tracker.update(frame.poses, frame.timestamp):
+                person = person_of[id(tracked.pose)]
+                if person < 0:
+                    continue
+                found = tracked.pose.keypoints[:, 2] > 0
+                truth = truth_of[person][found, :2]
+                raw.append(np.linalg.norm(tracked.pose.keypoints[found, :2] - truth, axis=1))
+                smoothed.append(np.linalg.norm(tracked.keypoints_smoothed[found, :2] - truth, axis=1))
+    return SmoothingError(raw=float(np.concatenate(raw).mean()), smoothed=float(np.concatenate(smoothed).mean()))

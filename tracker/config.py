@@ -50,8 +50,8 @@ class TrackerConfig:
 
     # --- keypoint smoothing of the output (One-Euro filter) ---
     smoothing: bool = True
-    smooth_min_cutoff: float = 1.5   # Hz; lower: steadier when still
-    smooth_beta: float = 0.02        # how fast the cutoff rises with speed (per person size / s)
+    smooth_min_cutoff: float = 1.0   # Hz; lower: steadier when still
+    smooth_beta: float = 10.0        # Hz of cutoff added per person size / s of joint speed
     smooth_d_cutoff: float = 1.0     # Hz, for the speed estimate
 
     # --- keypoints ---
