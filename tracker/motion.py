@@ -102,11 +102,3 @@ class BoxMotion:
         R = _R_ASPECT.copy()
         R[0, 0] = R[1, 1] = R[2, 2] = sd * sd
         self.kf.update(z, R=R)
-
-    def centre_covariance(self) -> np.ndarray:
-        """Covariance of the predicted centre measurement (P + R on x, y): for the motion gate."""
-        sd = self.measurement_noise * self.size
-        covariance = self.kf.P[:2, :2].copy()
-        covariance[0, 0] += sd * sd
-        covariance[1, 1] += sd * sd
-        return covariance

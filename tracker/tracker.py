@@ -74,13 +74,12 @@ class Track:
 
     def observe(self, pose: Pose, body_box: np.ndarray | None, tag: np.ndarray | None, timestamp: float,
                 config: TrackerConfig) -> None:
-        """Take this frame's detection: motion (body_box None at birth: the filter holds it), tag, life cycle.
+        """Take this frame's detection: motion (body_box None at birth: the filter holds it), running tag, life cycle.
         The pose shape and the smoothed keypoints follow for all tracks at once (PoseTracker._finish_frame)."""
         if body_box is not None:
             self.motion.update(body_box)
-        if tag is not None:
-            self.tag = tag.copy() if self.tag is None else (
-                config.tag_momentum * self.tag + (1.0 - config.tag_momentum) * tag)
+        if tag is not None:  # the running tag, already blended by the caller when the track had one
+            self.tag = tag
         self.pose = pose
         self.hits += 1
         self.last_seen = timestamp
@@ -305,7 +304,12 @@ class PoseTracker:
         wh = boxes[:, 2:] - boxes[:, :2]
         offsets, _ = self._compare(tracks, detections, indices)
         oks = oks_from_offsets(offsets, wh[:, 0] * wh[:, 1], self._sigmas)
-        motion = mahalanobis_matrix(offsets.shift, np.array([t.motion.centre_covariance() for t in tracks]))
+        # Uncertainty of the predicted centre (P) plus that of a measured one (R), for the motion gate.
+        covariance = np.array([t.motion.kf.P[:2, :2] for t in tracks])
+        measured = (config.measurement_noise * np.array([t.motion.size for t in tracks])) ** 2
+        covariance[:, 0, 0] += measured
+        covariance[:, 1, 1] += measured
+        motion = mahalanobis_matrix(offsets.shift, covariance)
         cost = config.oks_weight * (1.0 - oks) + config.iou_weight * (1.0 - iou)
         weight = config.oks_weight + config.iou_weight
         gated = (motion > config.motion_gate) | (np.maximum(oks, iou) < config.min_overlap)
@@ -351,20 +355,25 @@ class PoseTracker:
         rows, cols = oks.shape
         if rows < 2 or cols < 2:
             return
-        order = np.sort(oks, axis=1)
-        clear_rows = (order[:, -1] > 0.6) & (order[:, -2] < 0.2)
-        column_best = oks.argmax(0)
-        column_order = np.sort(oks, axis=0)
-        clear_cols = column_order[-2] < 0.2
-        rate = 0.05
-        for row in np.flatnonzero(clear_rows):
-            col = int(oks[row].argmax())
-            if not clear_cols[col] or column_best[col] != row:
-                continue
-            others = (distance[row].sum() - distance[row, col]) / (cols - 1)
-            self._tag_same += rate * (distance[row, col] - self._tag_same) if self._tag_samples else distance[row, col]
-            self._tag_other += rate * (others - self._tag_other) if self._tag_samples else others
-            self._tag_samples += 1
+        best_col = oks.argmax(1)
+        best_row = oks.argmax(0)
+        by_row = np.sort(oks, axis=1)
+        by_col = np.sort(oks, axis=0)
+        clear = ((by_row[:, -1] > 0.6) & (by_row[:, -2] < 0.2) & (by_col[-2, best_col] < 0.2)
+                 & (best_row[best_col] == np.arange(rows)))
+        if not clear.any():
+            return
+        r = np.flatnonzero(clear)
+        c = best_col[r]
+        same = distance[r, c]
+        others = (distance[r].sum(1) - same) / (cols - 1)
+        if self._tag_samples == 0:
+            self._tag_same, self._tag_other = float(same.mean()), float(others.mean())
+        else:
+            rate = 1.0 - 0.95 ** len(r)  # a running mean over about the last 20 pairs
+            self._tag_same += rate * (float(same.mean()) - self._tag_same)
+            self._tag_other += rate * (float(others.mean()) - self._tag_other)
+        self._tag_samples += len(r)
 
     def _tag_distances(self, tracks: list[Track], detections: _Detections, indices: np.ndarray) -> np.ndarray:
         tags = np.array([t.tag for t in tracks])
@@ -381,9 +390,15 @@ class PoseTracker:
             detections.keypoints[index], detections.visible[index],
             np.array([t.motion.size for t in chosen]), detections.boxes[index],
         )
+        tags: list[np.ndarray | None] = [None] * len(chosen)
+        if detections.tags is not None:
+            new_tags = detections.tags[index]
+            if all(t.tag is not None for t in chosen):  # running tags, all at once
+                momentum = self.config.tag_momentum
+                new_tags = momentum * np.array([t.tag for t in chosen]) + (1.0 - momentum) * new_tags
+            tags = list(new_tags)
         for m, (track, i) in enumerate(zip(chosen, index)):
-            tag = None if detections.tags is None else detections.tags[i]
-            track.observe(poses[i], boxes[m], tag, timestamp, self.config)
+            track.observe(poses[i], boxes[m], tags[m], timestamp, self.config)
             matched[int(i)] = track
 
     def _finish_frame(self, matched: dict[int, Track], detections: _Detections, timestamp: float) -> None:
