@@ -185,3 +185,13 @@ def test_overfit_tiny_synthetic_dataset_reaches_high_coco_ap(tmp_path: Path) -> 
     metrics = evaluate.evaluate_checkpoint(tmp_path / "run" / "last.safetensors", str(annotations),
                                            tmp_path / "data" / "images", progress=False)
     assert metrics["AP"] >= 0.9, metrics
+
+
+def test_training_benchmark_measures_steps() -> None:
+    from bench.train import benchmark_training
+
+    result = benchmark_training("tiny", steps=2, batch_size=2, threads=1, warmup=1)
+    assert len(result.seconds_per_step) == 2 and all(t > 0 for t in result.seconds_per_step)
+    assert result.batch_images == 4  # 2 images x 2 views
+    assert result.images_per_second >= result.median_images_per_second > 0
+    assert "images/s" in result.summary() and "64x64" in result.summary()
