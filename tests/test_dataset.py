@@ -121,6 +121,10 @@ def test_crowds_and_people_without_keypoints_are_ignored(tmp_path: Path) -> None
         {"keypoints": [0] * 51, "num_keypoints": 0, "bbox": [80, 80, 32, 32], "area": 1024},  # box only
     ]
     path = _write_coco(tmp_path, [("scene.png", image)], annotations)
+    data = json.loads(path.read_text())
+    for entry in data["images"]:  # regions are decoded at the real image size even without width/height
+        del entry["width"], entry["height"]
+    path.write_text(json.dumps(data))
     dataset = CocoKeypointDataset(path, tmp_path / "images", TargetConfig(128, 128), AugmentConfig.off())
     mask = dataset[0]["masks"][0].numpy()  # 32x32, map pixel = 4 image pixels
     assert mask[3:9, 17:29].max() == 0.0  # crowd

@@ -73,8 +73,13 @@ def test_resume_continues_with_identical_losses(tiny_data: Path, tmp_path: Path)
 
 
 def test_the_loss_falls_and_checkpoints_are_written(tiny_data: Path, tmp_path: Path) -> None:
-    config = _config(tiny_data, steps=6, checkpoint_every=3, pairs=False, sigma_mode="adaptive")
+    config = _config(tiny_data, steps=6, checkpoint_every=3, pairs=False, sigma_mode="adaptive",
+                     val_annotations=str(tiny_data / "annotations.json"), val_images=str(tiny_data / "images"))
     result = train(config, tmp_path / "run")
+    # Validation AP at each checkpoint keeps the best weights.
+    assert result.best_metric is not None and 0.0 <= result.best_metric <= 1.0
+    best = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert best.metadata["AP"] == result.best_metric and best.metadata["step"] in (3, 6)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "step_0000003.safetensors", "step_0000006.safetensors"]
     assert all(torch.isfinite(torch.tensor(result.losses)))

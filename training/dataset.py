@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
@@ -93,16 +94,28 @@ def _has_keypoints(annotation: dict) -> bool:
     return not annotation.get("iscrowd", 0) and annotation.get("num_keypoints", 0) > 0
 
 
-def ignore_mask(coco: COCO, annotations: list[dict], height: int, width: int) -> np.ndarray:
-    """uint8 [H,W], 1 where the loss is ignored: crowd regions and people annotated without keypoints."""
+def ignore_mask(annotations: list[dict], height: int, width: int) -> np.ndarray:
+    """uint8 [H,W], 1 where the loss is ignored: crowd regions and people annotated without keypoints.
+
+    Regions are decoded at the image's real size (the JSON's width/height entries may be absent).
+    """
     mask = np.zeros((height, width), dtype=np.uint8)
     for annotation in annotations:
         if _has_keypoints(annotation):
             continue
-        if annotation.get("segmentation"):
-            region = coco.annToMask(annotation)
-            mask |= region[:height, :width].astype(np.uint8)
-        elif annotation.get("bbox"):
+        segmentation = annotation.get("segmentation")
+        if segmentation:
+            if isinstance(segmentation, list):  # polygons
+                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+            elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+                rle = mask_utils.frPyObjects(segmentation, height, width)
+            else:
+                rle = segmentation
+            region = mask_utils.decode(rle)
+            if region.shape[:2] == (height, width):
+                mask |= region.astype(np.uint8)
+                continue
+        if annotation.get("bbox"):
             x, y, w, h = annotation["bbox"]
             mask[max(0, int(y)):int(math.ceil(y + h)), max(0, int(x)):int(math.ceil(x + w))] = 1
     return mask
@@ -264,7 +277,7 @@ class CocoKeypointDataset(Dataset):
         rgb = cv2.cvtColor(warped, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
         rgb = colour_jitter(rng, rgb, self.augment.colour_jitter).astype(np.float32)
 
-        ignore = ignore_mask(self.coco, annotations, image_h, image_w).astype(np.float32)
+        ignore = ignore_mask(annotations, image_h, image_w).astype(np.float32)
         ignore_map = cv2.warpAffine(ignore, to_map[:2], (out_w, out_h), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         mask = (ignore_map < 0.5).astype(np.float32)

@@ -201,7 +201,7 @@ def _make_loader(dataset: CocoKeypointDataset, sampler: Sampler[int], config: Tr
                       persistent_workers=False)
 
 
-def _evaluate(weights: Path, config: TrainConfig) -> float | None:
+def _evaluate(weights: Path, config: TrainConfig, device: torch.device) -> float | None:
     """COCO AP on the validation set through the evaluation module, or None without validation data."""
     if not config.val_annotations:
         return None
@@ -210,7 +210,9 @@ def _evaluate(weights: Path, config: TrainConfig) -> float | None:
     except ImportError:
         log.warning("training.evaluate is not available; best-by-metric checkpoints are off")
         return None
-    return float(evaluate_checkpoint(weights, config.val_annotations, config.val_images)["AP"])
+    metrics = evaluate_checkpoint(weights, config.val_annotations, config.val_images, device=str(device),
+                                  progress=False)
+    return float(metrics["AP"])
 
 
 def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_at: int | None = None) -> TrainResult:
@@ -355,7 +357,7 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
 
                     if step % config.checkpoint_every == 0 or step == end:
                         result.last_checkpoint = save("interval" if step < end else "end")
-                        metric = _evaluate(last_path, config) if ddp.is_main else None
+                        metric = _evaluate(last_path, config, device) if ddp.is_main else None
                         if metric is not None:
                             writer.add_scalar("val/AP", metric, step)
                             if best_metric is None or metric > best_metric:
