@@ -230,11 +230,10 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
         raise UserFacingError(f"nothing to resume in {out_dir} (no {state_path.name})")
     if not resume and state_path.is_file():
         raise UserFacingError(f"{out_dir} already holds a run; use --resume to continue it or choose another folder")
+    dataset = _build_dataset(config)  # checks the data before anything is written
     if ddp.is_main:
         (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
-
-    dataset = _build_dataset(config)
     sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
     steps_per_epoch = len(sampler) // config.batch_size
