@@ -261,7 +261,8 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
             raise UserFacingError(f"cannot read training state {state_path}: {error}") from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the run so far had AMP off (e.g. began on a CPU)
+            scaler.load_state_dict(state["scaler"])
         step, best_metric = int(state["step"]), state.get("best_metric")
         _set_rng_state(state["rng"])
         log.info("resumed %s at step %d", out_dir, step)
