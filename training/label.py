@@ -104,15 +104,30 @@ def _source_kind(path: Path) -> str:
     raise UserFacingError(f"input not found: {path}")
 
 
-def _probe_video(path: Path) -> float | None:
-    """The video's frame rate; UserFacingError naming the file when it cannot be opened."""
+def _probe_video(path: Path) -> tuple[float | None, int]:
+    """The video's frame rate and frame count (0 if unknown); UserFacingError naming the file when it
+    cannot be opened."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             raise UserFacingError(f"video {path} could not be opened (unreadable or not a video)")
-        return float(capture.get(cv2.CAP_PROP_FPS)) or None
+        return float(capture.get(cv2.CAP_PROP_FPS)) or None, max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
     finally:
         capture.release()
+
+
+def _expected_frames(path: Path, kind: str, frame_count: int, config: LabelConfig) -> int | None:
+    """How many frames the source will give (for the progress bar); None when unknown."""
+    if kind == "image":
+        return 1
+    if kind == "folder":
+        count = sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        count = frame_count
+    if not count:
+        return None
+    count = -(-count // config.every)
+    return min(count, config.max_frames) if config.max_frames is not None else count
 
 
 def _iter_video(path: Path, every: int, max_frames: int | None) -> Iterator[_SourceFrame]:
@@ -333,7 +348,7 @@ def label_inputs(
     if not paths:
         raise UserFacingError("no input given to label")
     kinds = [_source_kind(p) for p in paths]  # every input checked before the teacher is loaded
-    frame_rates = [_probe_video(p) if kind == "video" else None for p, kind in zip(paths, kinds)]
+    probes = [_probe_video(p) if kind == "video" else (None, 0) for p, kind in zip(paths, kinds)]
     teacher = MoveNetTeacher(teacher_path, schema)
     out_dir = Path(out_dir)
     try:
@@ -345,14 +360,16 @@ def label_inputs(
     used_stems: set[str] = set()
     next_track = 1
     try:
-        for video_id, (path, kind, fps) in enumerate(zip(paths, kinds, frame_rates), start=1):
+        for video_id, (path, kind, (fps, frame_count)) in enumerate(zip(paths, kinds, probes), start=1):
             stem = _unique_stem(path, used_stems)
             linked = kind == "video" or (kind == "folder" and config.folder_is_sequence)
             linker = TrackLinker(schema, config.link_threshold, config.max_gap, next_track) if linked else None
             dataset["videos"].append({"id": video_id, "name": stem, "path": str(path), "kind": kind,
                                       "fps": fps, "every": config.every, "linked": linked})
             frames = _iter_source(path, kind, config)
-            for number, frame in enumerate(tqdm(frames, desc=f"label {path.name}", unit="frame", disable=not progress)):
+            total = _expected_frames(path, kind, frame_count, config)
+            bar = tqdm(frames, desc=f"label {path.name}", unit="frame", total=total, disable=not progress)
+            for number, frame in enumerate(bar):
                 _label_frame(teacher, frame, number, video_id, stem, kind, linker, writer, config, summary)
             if linker is not None:
                 next_track = linker.next_id
