@@ -131,14 +131,10 @@ class AnnotatedVideoSink:
     def write(self, result: FrameResult) -> None:
         from realtime.draw import draw_poses
 
-        image = result.frame.image.copy()
-        poses = [tracked.pose for tracked in result.tracked]
-        track_ids = [tracked.track_id for tracked in result.tracked] if self.draw_ids else None
-        if track_ids is not None and all(track_id is None for track_id in track_ids):
-            track_ids = None
-        drawn = draw_poses(image, poses, self.schema, track_ids=track_ids, draw_boxes=self.draw_boxes)
-        if drawn is not None:
-            image = drawn
+        # A copy: other sinks (the viewer) get the same frame and must see it undrawn.
+        image = draw_poses(result.frame.image.copy(), [tracked.pose for tracked in result.tracked], self.schema,
+                           track_ids=[tracked.track_id for tracked in result.tracked],
+                           draw_boxes=self.draw_boxes, draw_ids=self.draw_ids)
         height, width = image.shape[:2]
         if self._writer is None:
             self._open(width, height)
