@@ -37,8 +37,9 @@ _PERSON_SCORES = np.array([0.9, 0.2, 0.8])
 _JOINT_SCORES = np.stack([np.full(17, 0.9), np.full(17, 0.6), np.r_[0.9, 0.9, np.full(15, 0.05)]])
 
 
-def build_fake_teacher(path: Path) -> Path:
-    """A tiny ONNX graph with MoveNet MultiPose's I/O: uint8 [1,H,W,3] RGB -> float [1,6,56]."""
+def build_fake_teacher(path: Path, input_hw: tuple[int, int] | None = None) -> Path:
+    """A tiny ONNX graph with MoveNet MultiPose's I/O: uint8 [1,H,W,3] RGB -> float [1,6,56]
+    (H, W symbolic, or fixed to input_hw)."""
     f = TensorProto.FLOAT
 
     def const(name, values, dtype=np.float32):
@@ -106,9 +107,12 @@ def build_fake_teacher(path: Path) -> Path:
         helper.make_node("Concat", ["people", "pad"], ["output"], axis=1),   # [1,6,56]
     ]
     nodes.insert(0, const("shape_kp_axis", [3], np.int64))
+    if input_hw:  # fixed size: pixel grids as constants (ONNX Runtime refuses Range over folded shapes)
+        nodes = [n for n in nodes if n.op_type != "Range"]
+        nodes = [const("ys0", np.arange(input_hw[0])), const("xs0", np.arange(input_hw[1]))] + nodes
     graph = helper.make_graph(
         nodes, "fake_movenet",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, "H", "W", 3])],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, *(input_hw or ("H", "W")), 3])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 6, 56])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -155,6 +159,16 @@ def test_fake_teacher_finds_red_blob_in_rgb_order(fake_teacher):
     nose = people[0].keypoints[0]
     # Nose: blob centre (110, 90) shifted up by 2 sides (40 px); the stretched 256-input keeps pixels.
     assert nose[0] == pytest.approx(110, abs=2) and nose[1] == pytest.approx(50, abs=2)
+
+
+def test_fixed_size_teacher_gets_its_size_and_outputs_map_back(tmp_path):
+    teacher = MoveNetTeacher(build_fake_teacher(tmp_path / "fixed.onnx", (192, 192)))
+    assert teacher.input_hw((240, 320), 512) == (192, 192)
+    image = _scene(240, 320, {"red": (100, 80, 20)})
+    people = predict_teacher(teacher, image, TeacherConfig(scales=(512,)))
+    assert len(people) == 1
+    # The frame is stretched to 192x192; normalised outputs put the blob centre back at (110, 90).
+    assert people[0].keypoints[[11, 12], 0].mean() == pytest.approx(110, abs=2)
 
 
 def test_flip_run_swaps_left_and_right_back(fake_teacher):
