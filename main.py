@@ -427,9 +427,12 @@ def _eval(args: argparse.Namespace) -> int:
         margin = result["group_margin"]
         print(f"grouping, single scale: AP {result['predicted']['AP']:.3f} with detected joints, "
               f"{result['gt_locations']['AP']:.3f} with ground-truth joint locations")
-        print(f"group margin (min distance between people's reference tags - tag threshold) over "
-              f"{margin['count']} images: mean {margin['mean']:.3f}, min {margin['min']:.3f}, "
-              f"positive in {margin['fraction_positive']:.0%}")
+        if margin["count"]:
+            print(f"group margin (min distance between people's reference tags - tag threshold) over "
+                  f"{margin['count']} images: mean {margin['mean']:.3f}, min {margin['min']:.3f}, "
+                  f"positive in {margin['fraction_positive']:.0%}")
+        else:
+            print("group margin: no image has two or more annotated people")
     if args.temporal:
         summary = evaluate_temporal_margin(weights, args.data, args.images, input_hw, device=args.device)
         print(f"temporal group margin over {summary['pairs']} pairs: same person {summary['same_mean']:.3f} "
