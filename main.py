@@ -204,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     _quiet_opencv(args.verbose)
-    from realtime.run import build_pipeline
+    from realtime.run import build_pipeline, output_paths
 
     options = _run_options(args, out=Path(args.out) if args.out else None,
                            json=Path(args.json) if args.json else None, formats=args.formats, boxes=args.boxes)
@@ -213,9 +213,8 @@ def _run(args: argparse.Namespace) -> int:
         print("note: no --out, --json or --format given; poses are computed but not saved", file=sys.stderr)
     summary = _run_until_done(pipeline)
     print(summary.format())
-    for path in (options.out, options.json):
-        if path is not None:
-            print(f"wrote {path}")
+    for path in output_paths(options):
+        print(f"wrote {path}")
     return EXIT_INTERRUPTED if summary.interrupted and pipeline.stopping else 0
 
 

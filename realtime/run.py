@@ -52,6 +52,15 @@ def export_base(options: RunOptions) -> Path:
     return Path(name if name.replace("_", "").isalnum() else "poses")
 
 
+def output_paths(options: RunOptions) -> list[Path]:
+    """Every file or folder a run writes, for the closing message."""
+    paths = [path for path in (options.out, options.json) if path is not None]
+    base = export_base(options)
+    names = {"coco": base.name + ".coco.json", "posetrack": base.name + ".posetrack.json", "openpose": base.name + "_openpose"}
+    paths.extend(base.with_name(names[name]) for name in dict.fromkeys(options.formats) if name in names)
+    return paths
+
+
 def check_options(options: RunOptions) -> None:
     """Every argument error before anything is opened or loaded."""
     for name in options.formats:

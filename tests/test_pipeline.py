@@ -269,3 +269,25 @@ def test_summary_format_and_ratio():
     text = summary.format()
     assert "frames 100" in text and "tracks 3" in text and "infer 16.0 ms" in text
 
+
+
+def test_bench_reports_model_and_pipeline_throughput():
+    from bench.pipeline import bench_pipeline
+    from realtime.run import RunOptions
+
+    report = bench_pipeline(RunOptions(source=None, track=False), frames=30, frame_hw=(48, 64),
+                            engine=ScriptedEngine(delay=0.002))
+    assert report.summary.frames == 30 and not report.summary.interrupted
+    assert 0 < report.model_fps < 1 / 0.002
+    assert 0 < report.summary.slowest_stage_ratio() <= 1.05
+    assert "pipeline / slowest thread" in report.format()
+
+
+def test_soak_counts_lines_and_samples_memory():
+    from bench.pipeline import soak
+    from realtime.run import RunOptions
+
+    report = soak(RunOptions(source=None), 60, (48, 64), engine=ScriptedEngine())
+    assert report.summary.frames == 60 and report.json_lines == 60
+    assert sorted(report.rss_mb) == [6, 30, 59] and all(mb > 0 for mb in report.rss_mb.values())
+    assert report.summary.tracks >= 1
