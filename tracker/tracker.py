@@ -154,13 +154,23 @@ class PoseTracker:
     """Links the people of successive frames into tracks.
 
     `update(poses, timestamp)` returns the confirmed tracks matched in this frame, in the order of
-    `poses`. A track is tentative until matched `confirm_hits` times, confirmed while it is found,
-    lost when it is not (kept `reid_time` seconds for re-identification), then removed.
-    Per frame: predict every track's box (Kalman) to the timestamp; round 1 matches confident people
-    to all tracks on a cost of tag distance, OKS to the predicted pose and box IoU, each cue gated;
-    round 2 lets weak people extend the confirmed tracks still unmatched; round 3 re-identifies lost
-    tracks from the confident people left, by tag (by motion alone when `use_tags` is False); confident
-    people still left start tentative tracks.
+    `poses` (tentative tracks are never reported). A track is tentative until matched `confirm_hits`
+    times, confirmed while it is found, lost when it is not (kept `reid_time` seconds for
+    re-identification), then removed. Per frame:
+
+    1. predict every track's box (Kalman, constant velocity) and pose to the frame's timestamp;
+    2. round 1: confident people (score >= high_score) against every track, on a cost of tag distance
+       to the track's running tag, OKS against the predicted pose and box IoU; each cue can forbid a
+       pair (tag gate, motion gate, overlap gate, cost ceiling), none can force one;
+    3. round 2: weak people (low_score <= score < high_score) may extend confirmed or lost tracks
+       left over, never start one;
+    4. round 3: lost tracks are re-identified by tag among the people left (weak ones too) and the
+       people only tentative tracks took (the tentative track is then dropped); by nearness alone when
+       the tags are off or not trusted;
+    5. confident people nobody took (score >= new_track_score) start tentative tracks.
+
+    Tags count as far as they have been seen to separate people across frames (`tag_trust`), so a
+    model whose tags mean nothing over time degrades to geometry alone; `use_tags=False` forces that.
     """
 
     def __init__(self, config: TrackerConfig | None = None, schema: KeypointSchema = COCO17) -> None:
