@@ -160,7 +160,8 @@ def test_live_source_keeps_freshest_frame_and_counts_drops():
     assert summary.dropped > 0
     # Every produced frame was either processed or counted as dropped.
     assert summary.frames + summary.dropped == source.produced == 60
-    assert sink.results[-1].dropped == summary.dropped or indices[-1] == 59
+    # The newest frame is never the one dropped: the last frame captured is the last one processed.
+    assert indices[-1] == 59 and sink.results[-1].dropped == summary.dropped
     assert source.closed and sink.closed
 
 
