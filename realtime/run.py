@@ -148,6 +148,7 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
     check_options(options)
     settings = PipelineSettings(decode=decode_config(options))
     source: Source = open_source(options.source)
+    sinks: list[Sink] = []
     try:
         if options.max_frames is not None:
             source = LimitedSource(source, options.max_frames)
@@ -157,11 +158,14 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
             engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw)
         schema = getattr(engine, "schema", None) or COCO17
         tracker = make_tracker(options.track)
-        sinks = output_sinks(options, source, schema)
+        # Outputs are opened (existing files replaced) only once everything else has loaded.
+        sinks.extend(output_sinks(options, source, schema))
         if options.progress and not source.is_live:
             sinks.append(ProgressBarSink(getattr(source, "frame_count", None)))
         sinks.extend(extra_sinks or [])
     except BaseException:
+        for sink in sinks:
+            sink.close()
         source.close()
         raise
     return Pipeline(source, engine, schema, settings, tracker, sinks, queue_size=options.queue_size)

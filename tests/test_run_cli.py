@@ -225,3 +225,12 @@ def test_image_folder_run(tmp_path, tiny_weights):
     assert result.returncode == 0, result.stderr
     records = validated_lines(poses)
     assert [Path(r["source_id"]).name for r in records] == [f"{i:04d}.png" for i in range(5)]
+
+
+def test_failed_start_leaves_existing_outputs_untouched(tmp_path, capfd):
+    video = write_video(tmp_path / "v.avi", 2)
+    poses = tmp_path / "poses.jsonl"
+    poses.write_text("a previous run's lines\n")
+    code = main.main(["run", str(video), "--weights", _corrupt(tmp_path), "--json", str(poses)])
+    assert code == 2 and "error:" in capfd.readouterr().err
+    assert poses.read_text() == "a previous run's lines\n"
