@@ -198,6 +198,11 @@ def test_poses_without_tags_are_tracked_by_geometry():
         out = tracker.update([make_pose(300 + 4 * frame, tag=()), make_pose(900 - 1 * frame, tag=())], frame / FPS)
         ids |= {t.track_id for t in out}
     assert ids == {1, 2}
+    # Tags appearing later (a model switched on mid-stream) join in without trouble.
+    for frame in range(40, 80):
+        out = tracker.update([make_pose(300 + 4 * frame, tag=(0.5,)), make_pose(900 - 1 * frame, tag=(-0.5,))],
+                             frame / FPS)
+        assert sorted(t.track_id for t in out) == [1, 2]
 
 
 @pytest.mark.parametrize("tag_dim", [1, 3, 16])

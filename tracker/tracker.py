@@ -325,6 +325,10 @@ class PoseTracker:
         gated = (motion > config.motion_gate) | (np.maximum(oks, iou) < config.min_overlap)
         if have_tags:
             distance = self._tag_distances(tracks, detections, indices)
+            unknown = np.isnan(distance)
+            if unknown.any():  # no tag evidence for that track: neither cost nor gate
+                distance = np.where(unknown, 0.0, distance)
+                learn = False
             if learn:
                 self._learn_tag_trust(oks, distance)
             if trust > 0.0:
@@ -351,6 +355,7 @@ class PoseTracker:
         gated = (near > 1.0) | (size_ratio > np.log(2.0))
         if by_tag:
             tag = self._tag_distances(tracks, detections, indices) / config.reid_tag_gate
+            tag[np.isnan(tag)] = np.inf  # a track without a tag cannot be re-identified by one
             cost = tag + 0.25 * near  # the tag decides; nearness only breaks ties
             gated |= tag > 1.0
         else:
@@ -386,8 +391,14 @@ class PoseTracker:
         self._tag_samples += len(r)
 
     def _tag_distances(self, tracks: list[Track], detections: _Detections, indices: np.ndarray) -> np.ndarray:
-        tags = np.array([t.tag for t in tracks])
-        return tag_distance_matrix(tags, detections.tags[indices])
+        """[tracks, detections] tag distances; NaN for a track that has no tag yet (born in tagless frames)."""
+        new = detections.tags[indices]
+        if all(t.tag is not None for t in tracks):
+            return tag_distance_matrix(np.array([t.tag for t in tracks]), new)
+        zero = np.zeros(new.shape[1])
+        distance = tag_distance_matrix(np.array([zero if t.tag is None else t.tag for t in tracks]), new)
+        distance[[t.tag is None for t in tracks]] = np.nan
+        return distance
 
     def _apply(self, pairs: list[tuple[int, int]], tracks: list[Track], indices: np.ndarray, poses: list[Pose],
                detections: _Detections, timestamp: float, matched: dict[int, Track]) -> None:
