@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from model.pose import Pose
+from model.schema import COCO17
 from tracker import PoseTracker, TrackerConfig, TrackState
 from tracker.motion import BoxMotion, MotionStep
 from tracker.synthetic import skeleton
@@ -146,7 +147,8 @@ def test_irregular_timestamps_and_gaps():
     tracker = PoseTracker(TrackerConfig())
     seen = set()
     for t in times:
-        poses = [make_pose(200 + speed * t, tag=(0.2,)), make_pose(1100 - speed * t, feet_y=450, height=180, tag=(-0.9,))]
+        poses = [make_pose(200 + speed * t, tag=(0.2,)),
+                 make_pose(1100 - speed * t, feet_y=450, height=180, tag=(-0.9,))]
         out = tracker.update(poses, float(t))
         seen |= {(round(float(p.pose.tag[0]), 1), p.track_id) for p in out}
     assert seen == {(0.2, 1), (-0.9, 2)}
@@ -293,3 +295,30 @@ def test_config_validation():
     with pytest.raises(ValueError):
         TrackerConfig(tag_momentum=1.0)
     assert dataclasses.replace(TrackerConfig(), use_tags=False).use_tags is False
+
+
+def test_similarity_matrices():
+    from tracker.association import FORBIDDEN, assign, iou_matrix, mahalanobis_matrix, oks_matrix
+
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    iou = iou_matrix(boxes, boxes)
+    np.testing.assert_allclose(np.diag(iou), 1.0)
+    assert iou[0, 1] == pytest.approx(50.0 / 150.0) and iou[0, 2] == 0.0
+
+    pose = make_pose(400).keypoints
+    shifted = pose.copy()
+    shifted[:, 0] += 30.0
+    visible = np.ones((1, 17), dtype=bool)
+    sigmas = COCO17.sigmas_array().astype(np.float64)
+    area = np.array([250.0 * 80.0])
+    same = oks_matrix(pose[None, :, :2], visible, area, pose[None, :, :2], visible, sigmas)
+    moved = oks_matrix(pose[None, :, :2], visible, area, shifted[None, :, :2], visible, sigmas)
+    none = oks_matrix(pose[None, :, :2], visible, area, shifted[None, :, :2], ~visible, sigmas)
+    assert same[0, 0] == pytest.approx(1.0) and 0.0 < moved[0, 0] < 0.9 and none[0, 0] == 0.0
+
+    shifts = np.array([[[3.0, 0.0], [0.0, 8.0]]])
+    covariance = np.array([[[9.0, 0.0], [0.0, 16.0]]])
+    np.testing.assert_allclose(mahalanobis_matrix(shifts, covariance), [[1.0, 2.0]])
+
+    cost = np.array([[0.1, FORBIDDEN], [FORBIDDEN, FORBIDDEN]])
+    assert assign(cost) == [(0, 0)]

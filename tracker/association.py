@@ -84,13 +84,7 @@ def oks_matrix(
     keypoints_a [A, K, 2] with visible_a [A, K] and areas_a [A] (the scale of A); keypoints_b [B, K, 2],
     visible_b [B, K]. Returns [A, B]; 0 where the two share no joint.
     """
-    d2 = ((keypoints_a[:, None, :, :] - keypoints_b[None, :, :, :]) ** 2).sum(-1)  # [A, B, K]
-    variances = (2.0 * sigmas) ** 2
-    e = d2 / (2.0 * variances[None, None, :] * (areas_a[:, None, None] + 1e-9))
-    both = visible_a[:, None, :] & visible_b[None, :, :]
-    count = both.sum(-1)
-    total = (np.exp(-e) * both).sum(-1)
-    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    return oks_from_offsets(pose_offsets(keypoints_a, visible_a, keypoints_b, visible_b), areas_a, sigmas)
 
 
 def tag_distance_matrix(tags_a: np.ndarray, tags_b: np.ndarray) -> np.ndarray:

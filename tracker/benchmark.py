@@ -34,7 +34,8 @@ class TrackScores:
     frames: int
 
 
-def accumulate(tracker: Tracker, sequence: SyntheticSequence, schema: KeypointSchema = COCO17) -> motmetrics.MOTAccumulator:
+def accumulate(tracker: Tracker, sequence: SyntheticSequence,
+               schema: KeypointSchema = COCO17) -> motmetrics.MOTAccumulator:
     """Run a fresh tracker over a sequence; match its output to the truth by keypoint similarity.
 
     OKS (COCO) between each true person's joints (those the detection found, at their noise-free
