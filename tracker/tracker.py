@@ -346,12 +346,12 @@ class PoseTracker:
         if not tracks or len(indices) == 0:
             return []
         config = self.config
-        sizes = np.array([t.motion.size for t in tracks])
+        track_sizes = np.array([t.motion.size for t in tracks])
         lost_for = np.array([timestamp - t.last_seen for t in tracks])
-        reach = (config.reid_radius + config.reid_speed * lost_for) * sizes
-        offsets, sizes = self._compare(tracks, detections, indices, with_sizes=True)
+        reach = (config.reid_radius + config.reid_speed * lost_for) * track_sizes
+        offsets, log_size_ratio = self._compare(tracks, detections, indices, with_sizes=True)
         near = np.linalg.norm(offsets.shift, axis=-1) / reach[:, None]
-        size_ratio = np.abs(sizes)
+        size_ratio = np.abs(log_size_ratio)
         gated = (near > 1.0) | (size_ratio > np.log(2.0))
         if by_tag:
             tag = self._tag_distances(tracks, detections, indices) / config.reid_tag_gate
