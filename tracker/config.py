@@ -37,7 +37,7 @@ class TrackerConfig:
     # --- gates: each cue alone can forbid a pair, none alone can force one ---
     tag_gate: float = 1.2          # tag distance above which a pair is refused
     motion_gate: float = 4.0       # Mahalanobis length of the joints' mean shift from the predicted pose
-    min_overlap: float = 0.05      # a pair needs OKS or IoU above this (when seen recently)
+    min_overlap: float = 0.05      # a pair needs OKS (or IoU, when iou_weight > 0) above this
 
     # --- re-identification of lost tracks (by tag; by motion when tags are off) ---
     reid_tag_gate: float = 0.4     # tag distance under which a lost track may be taken back

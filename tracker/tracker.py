@@ -310,10 +310,11 @@ class PoseTracker:
             return []
         config = self.config
         boxes = np.array([t.predicted_box for t in tracks])
-        iou = iou_matrix(boxes, detections.boxes[indices])
         wh = boxes[:, 2:] - boxes[:, :2]
         offsets, _ = self._compare(tracks, detections, indices)
         oks = oks_from_offsets(offsets, wh[:, 0] * wh[:, 1], self._sigmas)
+        # IoU only when it is weighted (it is not by default); then it can also open the overlap gate.
+        iou = iou_matrix(boxes, detections.boxes[indices]) if config.iou_weight > 0.0 else oks
         # Uncertainty of the predicted centre (P) plus that of a measured one (R), for the motion gate.
         covariance = np.array([t.motion.kf.P[:2, :2] for t in tracks])
         measured = (config.measurement_noise * np.array([t.motion.size for t in tracks])) ** 2
@@ -406,11 +407,12 @@ class PoseTracker:
             return
         chosen = [tracks[row] for row, _ in pairs]
         index = np.array([int(indices[col]) for _, col in pairs])
-        boxes = body_boxes(
-            np.array([t.shape for t in chosen]), np.array([t.shape_known for t in chosen]),
-            detections.keypoints[index], detections.visible[index],
-            np.array([t.motion.size for t in chosen]), detections.boxes[index],
-        )
+        known = np.array([t.shape_known for t in chosen])
+        visible = detections.visible[index]
+        boxes = detections.boxes[index]
+        if (known & ~visible).any():  # someone is partly hidden: fit their whole bodies
+            boxes = body_boxes(np.array([t.shape for t in chosen]), known, detections.keypoints[index], visible,
+                               np.array([t.motion.size for t in chosen]), boxes)
         tags: list[np.ndarray | None] = [None] * len(chosen)
         if detections.tags is not None:
             new_tags = detections.tags[index]
