@@ -549,18 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="print measured speed numbers").add_subparsers(
         dest="bench", required=True, metavar="WHAT"
     )
-    for add_command in (add_predict_command, add_export_command, add_run_command, add_view_command,
-                        add_train_command, add_eval_command, add_label_command):
-        try:
-            add_command(commands)
-        except NotImplementedError:
-            pass
-    for add_command in (add_bench_decode_command, add_bench_track_command, add_bench_run_command,
-                        add_bench_train_command):
-        try:
-            add_command(bench)
-        except NotImplementedError:
-            pass
+    add_predict_command(commands)
+    add_run_command(commands)
+    add_view_command(commands)
+    add_train_command(commands)
+    add_eval_command(commands)
+    add_label_command(commands)
+    add_export_command(commands)
+    add_bench_decode_command(bench)
+    add_bench_track_command(bench)
+    add_bench_run_command(bench)
+    add_bench_train_command(bench)
     return parser
 
 
