@@ -103,8 +103,9 @@ def _os_error_in(error: BaseException) -> OSError | None:
 @contextlib.contextmanager
 def _quiet_exporter():
     """The exporter logs progress and warns about optional packages (torchvision); keep the CLI readable."""
-    # onnxscript warns that it converts to opset 17 through the onnx C API; that path is tested.
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    # onnxscript warns that it converts to opset 17 through the onnx C API (that path is tested), and
+    # onnx_ir logs every initializer it de-duplicates.
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
     previous = [each.level for each in loggers]
     for each in loggers:
         each.setLevel(logging.ERROR)
