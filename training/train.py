@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.errors import UserFacingError
-from model.hourglass import HourglassNet
+from model.hourglass import AllStacks, HourglassNet
 from model.schema import COCO17
 from training.config import TrainConfig
 from training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
@@ -86,17 +86,6 @@ def setup_distributed() -> Distributed:
         torch.cuda.set_device(local_rank)
     log.info("rank %d of %d (%s)", dist.get_rank(), world_size, backend)
     return Distributed(rank=dist.get_rank(), world_size=world_size, local_rank=local_rank)
-
-
-class AllStacks(torch.nn.Module):
-    """The network with every stack's output as `forward`: DDP synchronises gradients only through forward."""
-
-    def __init__(self, model: HourglassNet) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self.model.forward_stacks(images)
 
 
 class SkipSampler(Sampler[int]):
