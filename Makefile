@@ -9,7 +9,11 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= dev
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test vtest clean
+
+# The OpenCV sample street scene (PETS 2009), shipped by Debian/Ubuntu's opencv-doc package:
+# downloaded as a .deb (no root needed) and only vtest.avi unpacked. `tagtrack demo` looks here.
+VTEST = $(or $(TAGTRACK_CACHE),$(HOME)/.cache/tagtrack)/vtest.avi
 
 setup: $(VENV)/.installed
 
@@ -21,6 +25,14 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/tagtrack demo
+
+vtest: $(VTEST)
+
+$(VTEST):
+	mkdir -p $(dir $@)
+	cd $(dir $@) && apt-get download opencv-doc && \
+	  dpkg-deb --fsys-tarfile opencv-doc_*.deb | tar -xO ./usr/share/doc/opencv-doc/examples/data/vtest.avi > $@.part && \
+	  mv $@.part $@; rm -f $(dir $@)opencv-doc_*.deb
 
 test: setup
 	$(BIN)/python -m pytest

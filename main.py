@@ -218,6 +218,49 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if summary.interrupted and pipeline.stopping else 0
 
 
+def add_demo_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "demo", help="the main job on a built-in default: tracked skeletons on a sample video",
+        description="Run the default model on the OpenCV sample street scene (vtest.avi) and write an annotated "
+                    "video and JSON Lines. While no model for real footage is installed, run the synthetic demo "
+                    "model on a generated clip instead.")
+    p.add_argument("--video", default=None, help="use this video instead of vtest.avi")
+    p.add_argument("--weights", default=None, help="use this checkpoint instead of the default model")
+    p.add_argument("--out-dir", default="out", help="where demo.mp4 and demo.jsonl go (default: out/)")
+    p.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    _quiet_opencv(args.verbose)
+    from realtime.demo import plan_demo
+    from realtime.run import RunOptions, build_pipeline, output_paths
+
+    out_dir = Path(args.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserFacingError(f"cannot create output folder {out_dir}: {error.strerror}") from None
+    plan = plan_demo(Path(args.video) if args.video else None, Path(args.weights) if args.weights else None)
+    video = plan.video
+    if plan.synthetic:
+        from training.synthetic_demo import write_demo_video
+
+        print("note: no model for real footage is installed yet (model/weights/default.safetensors); running the "
+              "synthetic demo model on a generated clip of stick figures. Use --weights W --video V for your own.")
+        video = write_demo_video(out_dir / "synthetic_clip.mp4")
+    print(f"demo: {video} with {plan.weights}")
+    options = RunOptions(source=str(video), weights=plan.weights, out=out_dir / "demo.mp4",
+                         json=out_dir / "demo.jsonl", boxes=False)
+    pipeline = build_pipeline(options)
+    summary = _run_until_done(pipeline)
+    print(summary.format())
+    for path in output_paths(options):
+        print(f"wrote {path}")
+    return EXIT_INTERRUPTED if summary.interrupted and pipeline.stopping else 0
+
+
 def add_view_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "view", help="show live poses and tracks in a window",
@@ -551,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_predict_command(commands)
     add_run_command(commands)
+    add_demo_command(commands)
     add_view_command(commands)
     add_train_command(commands)
     add_eval_command(commands)
