@@ -204,13 +204,21 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     _quiet_opencv(args.verbose)
-    from realtime.run import build_pipeline, output_paths
-
     options = _run_options(args, out=Path(args.out) if args.out else None,
                            json=Path(args.json) if args.json else None, formats=args.formats, boxes=args.boxes)
+    nothing_saved = options.out is None and options.json is None and not options.formats
+    return _run_and_report(
+        options, note="no --out, --json or --format given; poses are computed but not saved" if nothing_saved else None)
+
+
+def _run_and_report(options, note: str | None = None) -> int:
+    """Build the pipeline for `options` (checking every input first), run it to the end or a stop, then
+    print the summary and the files written. `note` goes to stderr once the inputs are known to be good."""
+    from realtime.run import build_pipeline, output_paths
+
     pipeline = build_pipeline(options)
-    if options.out is None and options.json is None and not options.formats:
-        print("note: no --out, --json or --format given; poses are computed but not saved", file=sys.stderr)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     summary = _run_until_done(pipeline)
     print(summary.format())
     for path in output_paths(options):
@@ -235,7 +243,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     _quiet_opencv(args.verbose)
     from realtime.demo import plan_demo
-    from realtime.run import RunOptions, build_pipeline, output_paths
+    from realtime.run import RunOptions
 
     out_dir = Path(args.out_dir)
     try:
@@ -251,14 +259,8 @@ def _demo(args: argparse.Namespace) -> int:
               "synthetic demo model on a generated clip of stick figures. Use --weights W --video V for your own.")
         video = write_demo_video(out_dir / "synthetic_clip.mp4")
     print(f"demo: {video} with {plan.weights}")
-    options = RunOptions(source=str(video), weights=plan.weights, out=out_dir / "demo.mp4",
-                         json=out_dir / "demo.jsonl", boxes=False)
-    pipeline = build_pipeline(options)
-    summary = _run_until_done(pipeline)
-    print(summary.format())
-    for path in output_paths(options):
-        print(f"wrote {path}")
-    return EXIT_INTERRUPTED if summary.interrupted and pipeline.stopping else 0
+    return _run_and_report(RunOptions(source=str(video), weights=plan.weights, out=out_dir / "demo.mp4",
+                                      json=out_dir / "demo.jsonl"))
 
 
 def add_view_command(commands: argparse._SubParsersAction) -> None:
