@@ -1,0 +1,317 @@
+"""Recipe for the default model (`model/weights/default.safetensors`): data, training, measurements.
+
+Steps (each one a subcommand; see training/recipes/default_model.md for the whole sequence):
+
+  data     pseudo-label the shared videos with the MoveNet MultiPose teacher (`main.py label`), split
+           every source into a training part and a held-out part, and merge the training parts with
+           60 of the 80 real COCO mini images into one COCO keypoint file (unique ids, images linked
+           into one folder). Labelling outputs that already exist are reused.
+  train    write the training config and start `main.py train` (or `--resume` an existing run).
+  export   copy a run checkpoint with the inference input size set (the network is fully convolutional;
+           the size stored in the checkpoint is what `main.py run` uses by default).
+  recall   on held-out video frames: the share of the teacher's confident people the model finds
+           (OKS >= 0.5), and the model's people that match no teacher label or ignore region.
+
+All work data lives under --root (default /work/campaign), never in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+TEACHER = SHARED / "teachers" / "movenet_multipose" / "movenet_multipose_lightning_fp32.onnx"
+COCO_JSON = SHARED / "annotations" / "coco_mini" / "person_keypoints_train2017.json"
+COCO_IMAGES = SHARED / "images" / "coco_mini" / "train2017"
+
+# Inference size of the default model: vtest.avi (768x576) letterboxes into it at scale 2/3 exactly.
+INFERENCE_HW = (384, 512)
+
+log = logging.getLogger("default_model")
+
+
+# ---------------------------------------------------------------- data
+
+# name -> (input, `main.py label` options, held-out rule). The rule takes an image record of the
+# label output and says whether it is held out. PETS walkers are small (40-110 px in 576 rows): the
+# teacher sees them better at long sides 768 and 1024 (8 sampled frames: 47 labelled people at
+# 384/512/768/1024 + flip against 28 at 256/384/512 + flip).
+VIDEO_SOURCES = {
+    "vtest": (SHARED / "videos" / "opencv_vtest_pets2009.avi",
+              ["--every", "2", "--scales", "384", "512", "768", "1024", "--flip"],
+              lambda image: image["source_frame"] >= 600),
+    "cam01": (SHARED / "videos" / "pose2sim_multiperson" / "cam01.mp4",
+              ["--every", "2", "--scales", "256", "384", "512", "--flip"],
+              lambda image: False),
+    "cam02": (SHARED / "videos" / "pose2sim_multiperson" / "cam02.mp4",
+              ["--every", "2", "--scales", "256", "384", "512", "--flip"],
+              lambda image: True),
+    "sports2d": (SHARED / "videos" / "sports2d_demo.mp4",
+                 ["--every", "3", "--scales", "256", "384", "512", "--flip"],
+                 lambda image: image["source_frame"] >= 153),  # 230 frames: first 2/3 train
+    # Unannotated real COCO val images (about a third with people): more scenes, no held-out part.
+    "coco_val_unannotated": (SHARED / "images" / "coco_mini" / "val2017_unannotated",
+                             ["--scales", "256", "384", "512", "--flip"],
+                             lambda image: False),
+}
+
+
+def coco_heldout(image_id: int, rank: int) -> bool:
+    """Every 4th real COCO image (by sorted id) is held out: 20 of 80."""
+    return rank % 4 == 3
+
+
+def label_sources(root: Path) -> None:
+    for name, (source, options, _) in VIDEO_SOURCES.items():
+        out = root / "labels" / name
+        if (out / "annotations.json").is_file():
+            log.info("reusing %s", out)
+            continue
+        command = [sys.executable, str(REPO / "main.py"), "label", "--teacher", str(TEACHER), "--input", str(source),
+                   "--out", str(out), *options]
+        log.info("running %s", " ".join(command))
+        subprocess.run(command, check=True, cwd=REPO)
+
+
+class Merger:
+    """Builds one COCO keypoint file from several, with fresh unique image/annotation/track/video ids."""
+
+    def __init__(self, categories: list[dict]) -> None:
+        self.data = {"info": {"description": "tagtrack default-model data"}, "licenses": [], "videos": [],
+                     "images": [], "annotations": [], "categories": categories}
+        self.next_image = self.next_annotation = self.next_track = self.next_video = 1
+
+    def add(self, data: dict, prefix: str, keep_image) -> None:
+        track_map: dict[int, int] = {}
+        video_map: dict[int, int] = {}
+        image_map: dict[int, int] = {}
+        for image in data["images"]:
+            if not keep_image(image):
+                continue
+            new = dict(image, id=self.next_image, file_name=f"{prefix}/{image['file_name']}")
+            if "video_id" in image:
+                if image["video_id"] not in video_map:
+                    video_map[image["video_id"]] = self.next_video
+                    self.data["videos"].append({"id": self.next_video, "name": f"{prefix}/{image['video_id']}"})
+                    self.next_video += 1
+                new["video_id"] = video_map[image["video_id"]]
+            image_map[image["id"]] = self.next_image
+            self.data["images"].append(new)
+            self.next_image += 1
+        for annotation in data["annotations"]:
+            if annotation["image_id"] not in image_map:
+                continue
+            new = dict(annotation, id=self.next_annotation, image_id=image_map[annotation["image_id"]])
+            if "track_id" in annotation:
+                if annotation["track_id"] not in track_map:
+                    track_map[annotation["track_id"]] = self.next_track
+                    self.next_track += 1
+                new["track_id"] = track_map[annotation["track_id"]]
+            self.data["annotations"].append(new)
+            self.next_annotation += 1
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.data))
+        people = sum(1 for a in self.data["annotations"] if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd"))
+        log.info("wrote %s: %d images, %d people with keypoints, %d annotations", path, len(self.data["images"]),
+                 people, len(self.data["annotations"]))
+
+
+def build_data(root: Path) -> None:
+    label_sources(root)
+    data_dir = root / "data"
+    images = data_dir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    coco = json.loads(COCO_JSON.read_text())
+    rank = {image_id: r for r, image_id in enumerate(sorted(image["id"] for image in coco["images"]))}
+
+    train, heldout_video = Merger(coco["categories"]), Merger(coco["categories"])
+    for name, (_, _, is_heldout) in VIDEO_SOURCES.items():
+        link = images / name
+        if not link.exists():
+            link.symlink_to(root / "labels" / name / "images")
+        labels = json.loads((root / "labels" / name / "annotations.json").read_text())
+        train.add(labels, name, lambda image, h=is_heldout: not h(image))
+        heldout_video.add(labels, name, is_heldout)
+    if not (images / "coco").exists():
+        (images / "coco").symlink_to(COCO_IMAGES)
+    train.add(coco, "coco", lambda image: not coco_heldout(image["id"], rank[image["id"]]))
+    train.write(data_dir / "train.json")
+    heldout_video.write(data_dir / "heldout_video.json")
+
+    # Held-out COCO keeps its original ids and file names, so `main.py eval` reads COCO_IMAGES directly.
+    held = {image["id"] for image in coco["images"] if coco_heldout(image["id"], rank[image["id"]])}
+    heldout_coco = dict(coco, images=[i for i in coco["images"] if i["id"] in held],
+                        annotations=[a for a in coco["annotations"] if a["image_id"] in held])
+    (data_dir / "heldout_coco.json").write_text(json.dumps(heldout_coco))
+    log.info("wrote %s: %d images", data_dir / "heldout_coco.json", len(held))
+
+
+# ---------------------------------------------------------------- training
+
+
+def training_config(root: Path):
+    from model.config import ModelConfig
+    from training.config import AugmentConfig, preset
+    from training.losses import LossWeights
+
+    # One stack, width 64 (+32 per level), L = 4 tags: 2.8 GFLOPs at 384x512. Trained on 192x192
+    # views (the 2-core CPU trains about 1 image/s at 256x256 when shared); zoom up to 3x so that the
+    # small PETS walkers (shrunk 4x by fitting 768x576 into 192) are also seen at the size they have
+    # at inference (2/3 of the frame).
+    model = ModelConfig(num_stacks=1, width=64, increase=32, tag_dim=4, input_height=192, input_width=192)
+    return preset(
+        "small", model=model,
+        train_annotations=str(root / "data" / "train.json"), train_images=str(root / "data" / "images"),
+        val_annotations=str(root / "data" / "heldout_coco.json"), val_images=str(COCO_IMAGES),
+        augment=AugmentConfig(scale_min=0.75, scale_max=3.0, rotation_degrees=20.0, translate=0.4),
+        batch_size=4, steps=30_000, lr_decay_steps=(24_000,), lr=1e-3, warmup_steps=50,
+        loss=LossWeights(scale=1e-3), workers=1, checkpoint_every=100, log_every=10, max_frame_gap=3,
+    )
+
+
+def start_training(root: Path, resume: bool) -> int:
+    run = root / "runs" / "default"
+    command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
+    if resume:
+        command.append("--resume")
+    else:
+        config_path = root / "default_train_config.json"
+        training_config(root).save(config_path)
+        command += ["--config", str(config_path)]
+    log.info("running %s", " ".join(command))
+    return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))).returncode
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_default(weights: Path, out: Path) -> None:
+    """Same weights, with the inference input size recorded (the checkpoint's size is the app's default)."""
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.hourglass import HourglassNet
+
+    loaded = load_checkpoint(weights)
+    config = replace(loaded.config, input_height=INFERENCE_HW[0], input_width=INFERENCE_HW[1])
+    net = HourglassNet(config)
+    net.load_state_dict(loaded.model.state_dict())
+    metadata = dict(loaded.metadata, source_checkpoint=str(weights.name),
+                    note="tagtrack default model; see model/weights/MODEL_CARD.md")
+    save_checkpoint(out, net, loaded.schema, metadata)
+    log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+
+
+# ---------------------------------------------------------------- recall against the teacher
+
+
+def oks(teacher: dict, keypoints: np.ndarray, sigmas: np.ndarray) -> float:
+    """COCO OKS of found joints (score > 0) against the teacher's confident joints (v > 0), box area as scale."""
+    truth = np.asarray(teacher["keypoints"], dtype=np.float64).reshape(-1, 3)
+    labelled = truth[:, 2] > 0
+    if not labelled.any():
+        return 0.0
+    found = keypoints[:, 2] > 0
+    squared = np.where(found, ((truth[:, :2] - keypoints[:, :2]) ** 2).sum(axis=1), np.inf)
+    area = max(teacher["bbox"][2] * teacher["bbox"][3], 1.0)
+    return float(np.exp(-squared / ((2 * sigmas) ** 2) / area / 2)[labelled].mean())
+
+
+def in_any_box(point: np.ndarray, boxes: list[list[float]]) -> bool:
+    return any(x <= point[0] <= x + w and y <= point[1] <= y + h for x, y, w, h in boxes)
+
+
+def teacher_recall(weights: Path, annotations: Path, images: Path, confident_score: float = 0.5,
+                   person_score: float = 0.2, input_hw: tuple[int, int] | None = None, every: int = 1) -> dict:
+    """Per source: teacher-confident people (label score >= confident_score) found by the model at OKS >= 0.5
+    (one-to-one, greedy by OKS), and model people (score >= person_score) matching no teacher label at
+    OKS >= 0.5 and whose box centre lies in no ignore region ('extra': people the teacher may miss, or
+    false alarms; look at the frames)."""
+    from model.checkpoint import load_checkpoint
+    from model.predict import predict_image, read_image, torch_infer_fn
+
+    loaded = load_checkpoint(weights)
+    infer = torch_infer_fn(loaded.model)
+    hw = input_hw or (loaded.config.input_height, loaded.config.input_width)
+    sigmas = loaded.schema.sigmas_array()
+    data = json.loads(annotations.read_text())
+    by_image: dict[int, list[dict]] = {}
+    for annotation in data["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    stats: dict[str, dict[str, int]] = {}
+    for index, image in enumerate(data["images"]):
+        if index % every:
+            continue
+        source = image["file_name"].split("/")[0]
+        s = stats.setdefault(source, {"frames": 0, "confident": 0, "found": 0, "model_people": 0, "extra": 0})
+        poses = [p for p in predict_image(infer, read_image(images / image["file_name"]), hw, loaded.schema)
+                 if p.score >= person_score]
+        people = [a for a in by_image.get(image["id"], []) if a.get("num_keypoints", 0) > 0]
+        ignores = [a["bbox"] for a in by_image.get(image["id"], []) if a.get("num_keypoints", 0) == 0]
+        matrix = np.array([[oks(t, p.keypoints, sigmas) for p in poses] for t in people]).reshape(len(people), len(poses))
+        matched_people, matched_poses = set(), set()
+        for t, p in sorted(np.argwhere(matrix >= 0.5).tolist(), key=lambda tp: -matrix[tp[0], tp[1]]):
+            if t not in matched_people and p not in matched_poses:
+                matched_people.add(t)
+                matched_poses.add(p)
+        s["frames"] += 1
+        confident = [t for t, a in enumerate(people) if a.get("score", 1.0) >= confident_score]
+        s["confident"] += len(confident)
+        s["found"] += sum(1 for t in confident if t in matched_people)
+        s["model_people"] += len(poses)
+        for p, pose in enumerate(poses):
+            centre = (pose.box[:2] + pose.box[2:]) / 2
+            if p not in matched_poses and not (matrix[:, p] >= 0.5).any() and not in_any_box(centre, ignores):
+                s["extra"] += 1
+    return stats
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("/work/campaign"), help="work data folder (not in git)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("data", help="label, split and merge the training and held-out sets")
+    p = commands.add_parser("train", help="start (or --resume) the training run ROOT/runs/default")
+    p.add_argument("--resume", action="store_true")
+    p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
+    p.add_argument("weights", type=Path)
+    p.add_argument("--out", type=Path, default=REPO / "model" / "weights" / "default.safetensors")
+    p = commands.add_parser("recall", help="teacher-confident people found on held-out video frames")
+    p.add_argument("weights", type=Path)
+    p.add_argument("--confident-score", type=float, default=0.5)
+    p.add_argument("--person-score", type=float, default=0.2)
+    p.add_argument("--every", type=int, default=1, help="use every Nth held-out frame")
+    args = parser.parse_args()
+
+    if args.command == "data":
+        build_data(args.root)
+    elif args.command == "train":
+        return start_training(args.root, args.resume)
+    elif args.command == "export":
+        export_default(args.weights, args.out)
+    elif args.command == "recall":
+        stats = teacher_recall(args.weights, args.root / "data" / "heldout_video.json", args.root / "data" / "images",
+                               args.confident_score, args.person_score, every=args.every)
+        total = {key: sum(s[key] for s in stats.values()) for key in next(iter(stats.values()))}
+        for name, s in [*stats.items(), ("all", total)]:
+            share = s["found"] / max(s["confident"], 1)
+            print(f"{name:22s} frames {s['frames']:4d}  teacher-confident {s['confident']:4d}  found {s['found']:4d} "
+                  f"({share:.1%})  model people {s['model_people']:4d}  extra {s['extra']:4d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
