@@ -190,7 +190,10 @@ def start_training(root: Path, resume: bool) -> int:
         training_config(root).save(config_path)
         command += ["--config", str(config_path)]
     log.info("running %s", " ".join(command))
-    return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))).returncode
+    # One thread: on the shared 2-core machine, 2 OpenMP threads fell from 30 to 1 image/s whenever
+    # another process took a core (threads wait for a descheduled partner); 1 thread kept about 22.
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=threads)).returncode
 
 
 # ---------------------------------------------------------------- export
