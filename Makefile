@@ -24,6 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	@# The real default model runs on vtest.avi; fetch it once (a failure is reported by the demo itself).
+	@if [ -f model/weights/default.safetensors ]; then $(MAKE) --no-print-directory vtest || true; fi
 	$(BIN)/tagtrack demo
 
 vtest: $(VTEST)
