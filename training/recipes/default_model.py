@@ -160,7 +160,15 @@ def build_data(root: Path) -> None:
 # ---------------------------------------------------------------- training
 
 
-def training_config(root: Path):
+# Phase 1 ran the preset's tag weights (pull/push/cross-view 1e-3). By step 1806 the heatmaps put joints
+# on the walkers, but the tags had collapsed (push loss ~0.7-1.0: every person's reference tag the same,
+# where the push gradient vanishes), so the decoder joined joints of different people. Phase 2 continues
+# the same run with tag weights 1e-2. `train` runs phase 1 to its end, then (called again, or with
+# --resume) switches the run's config.json to phase 2 and resumes.
+PHASE1_STEPS = 1806
+
+
+def training_config(root: Path, phase: int = 1):
     from model.config import ModelConfig
     from training.config import AugmentConfig, preset
     from training.losses import LossWeights
@@ -170,24 +178,33 @@ def training_config(root: Path):
     # small PETS walkers (shrunk 4x by fitting 768x576 into 192) are also seen at the size they have
     # at inference (2/3 of the frame).
     model = ModelConfig(num_stacks=1, width=64, increase=32, tag_dim=4, input_height=192, input_width=192)
+    tag = 1e-3 if phase == 1 else 1e-2
     return preset(
         "small", model=model,
         train_annotations=str(root / "data" / "train.json"), train_images=str(root / "data" / "images"),
         val_annotations=str(root / "data" / "heldout_coco.json"), val_images=str(COCO_IMAGES),
         augment=AugmentConfig(scale_min=0.75, scale_max=3.0, rotation_degrees=20.0, translate=0.4),
-        batch_size=4, steps=30_000, lr_decay_steps=(24_000,), lr=1e-3, warmup_steps=50,
-        loss=LossWeights(scale=1e-3), workers=1, checkpoint_every=100, log_every=10, max_frame_gap=3,
+        batch_size=4, steps=PHASE1_STEPS if phase == 1 else 30_000, lr_decay_steps=(24_000,), lr=1e-3,
+        warmup_steps=50, loss=LossWeights(pull=tag, push=tag, cross_pull=tag, cross_push=tag, scale=1e-3),
+        workers=1, checkpoint_every=100, log_every=10, max_frame_gap=3,
     )
 
 
-def start_training(root: Path, resume: bool) -> int:
+def start_training(root: Path) -> int:
+    from training.config import TrainConfig
+
     run = root / "runs" / "default"
     command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
-    if resume:
+    if (run / "last.state.pt").is_file():
+        config = TrainConfig.load(run / "config.json")
+        if config.loss.push < 1e-2:
+            # Phase 1 is over (the run stops at PHASE1_STEPS): continue the same run with phase 2's weights.
+            log.info("switching %s to phase 2 (tag weights 1e-2)", run)
+            training_config(root, phase=2).save(run / "config.json")
         command.append("--resume")
     else:
         config_path = root / "default_train_config.json"
-        training_config(root).save(config_path)
+        training_config(root, phase=1).save(config_path)
         command += ["--config", str(config_path)]
     log.info("running %s", " ".join(command))
     # One thread: on the shared 2-core machine, 2 OpenMP threads fell from 30 to 1 image/s whenever
@@ -287,8 +304,7 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=Path("/work/campaign"), help="work data folder (not in git)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("data", help="label, split and merge the training and held-out sets")
-    p = commands.add_parser("train", help="start (or --resume) the training run ROOT/runs/default")
-    p.add_argument("--resume", action="store_true")
+    commands.add_parser("train", help="start the run ROOT/runs/default (phase 1), or continue it (phase 2)")
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
     p.add_argument("--out", type=Path, default=REPO / "model" / "weights" / "default.safetensors")
@@ -302,7 +318,7 @@ def main() -> int:
     if args.command == "data":
         build_data(args.root)
     elif args.command == "train":
-        return start_training(args.root, args.resume)
+        return start_training(args.root)
     elif args.command == "export":
         export_default(args.weights, args.out)
     elif args.command == "recall":
