@@ -127,8 +127,8 @@ def _export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- run, view (realtime/)
 
 
-def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments shared by `run` and `bench run`: the model, the engine and decoding."""
+def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `run`, `view` and `bench run`: the model and the engine that runs it."""
     p.add_argument("--weights", default=None, help="checkpoint (.safetensors); default: bundled weights")
     p.add_argument("--engine", choices=("auto", "torch", "ort", "trt"), default="auto",
                    help="inference backend (auto: TensorRT on an NVIDIA GPU, else ONNX Runtime, else torch)")
@@ -136,6 +136,11 @@ def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA, TensorRT)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input height and width, multiples of 64 (default: the checkpoint's)")
+
+
+def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `run` and `bench run`: the model, the engine, tracking and decoding."""
+    _add_engine_arguments(p)
     p.add_argument("--no-track", action="store_true", help="no tracking: poses without IDs")
     p.add_argument("--detection-threshold", type=float, default=None, help="min joint heatmap score")
     p.add_argument("--tag-threshold", type=float, default=None, help="max tag distance to join a person")
@@ -270,13 +275,7 @@ def add_view_command(commands: argparse._SubParsersAction) -> None:
                     "N/Right step, K skeleton, I IDs, B boxes, H heatmap, R record, O open file, C camera/URL, "
                     "Q/Esc quit.")
     p.add_argument("source", metavar="SOURCE", help="camera index (0), video file, image folder or glob, or URL")
-    p.add_argument("--weights", default=None, help="checkpoint (default: the bundled weights)")
-    p.add_argument("--engine", choices=("auto", "trt", "ort", "torch"), default="auto",
-                   help="inference backend (auto: TensorRT on an NVIDIA GPU, else ONNX Runtime, else torch)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA, TensorRT)")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="network input size, multiples of 64 (default: the checkpoint's)")
+    _add_engine_arguments(p)
     p.add_argument("--record-dir", default=".", help="where the Record button writes mp4 files (default: here)")
     p.set_defaults(handler=_view)
 
