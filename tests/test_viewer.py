@@ -130,7 +130,7 @@ def step_to_first_tracked_frame(qtbot, window: ViewerWindow) -> None:
     for index in (0, 1):
         window.step()
         qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.frame.index == index,
-                        timeout=5000)
+                        timeout=15000)
     assert len(window.last_result.tracked) == 1
 
 
@@ -153,16 +153,16 @@ def test_pause_blocks_frames_and_step_advances_exactly_one(qtbot, open_window):
     qtbot.wait(500)
     assert window.sink.received == 0 and window.frames_shown == 0
     window.step()
-    qtbot.waitUntil(lambda: window.sink.received == 1, timeout=5000)
+    qtbot.waitUntil(lambda: window.sink.received == 1, timeout=15000)
     qtbot.wait(400)
     assert window.sink.received == 1
-    qtbot.waitUntil(lambda: window.frames_shown == 1, timeout=5000)
+    qtbot.waitUntil(lambda: window.frames_shown == 1, timeout=15000)
     assert window.last_result.frame.index == 0
     window.step()
-    qtbot.waitUntil(lambda: window.sink.received == 2, timeout=5000)
+    qtbot.waitUntil(lambda: window.sink.received == 2, timeout=15000)
     qtbot.wait(400)
     assert window.sink.received == 2
-    qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.frame.index == 1, timeout=5000)
+    qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.frame.index == 1, timeout=15000)
 
     # Running, then paused mid-stream: frames already in the queues land, then nothing more until a step.
     window.set_paused(False)
@@ -171,7 +171,7 @@ def test_pause_blocks_frames_and_step_advances_exactly_one(qtbot, open_window):
     settled = wait_until_settled(qtbot, window)
     assert settled < 60
     window.step()
-    qtbot.waitUntil(lambda: window.sink.received == settled + 1, timeout=5000)
+    qtbot.waitUntil(lambda: window.sink.received == settled + 1, timeout=15000)
     qtbot.wait(400)
     assert window.sink.received == settled + 1
 
@@ -181,12 +181,12 @@ def test_keyboard_shortcuts_pause_step_and_toggle(qtbot, open_window):
     with qtbot.waitActive(window):  # shortcuts go to the active window
         window.activateWindow()
     qtbot.keyClick(window, Qt.Key.Key_N)
-    qtbot.waitUntil(lambda: window.sink.received == 1, timeout=5000)
+    qtbot.waitUntil(lambda: window.sink.received == 1, timeout=15000)
     qtbot.keyClick(window, Qt.Key.Key_Right)
-    qtbot.waitUntil(lambda: window.sink.received == 2, timeout=5000)
+    qtbot.waitUntil(lambda: window.sink.received == 2, timeout=15000)
     qtbot.keyClick(window, Qt.Key.Key_Space)
     assert not window.paused
-    qtbot.waitUntil(lambda: window.sink.received > 3, timeout=5000)
+    qtbot.waitUntil(lambda: window.sink.received > 3, timeout=15000)
     qtbot.keyClick(window, Qt.Key.Key_Space)
     assert window.paused and window.pipeline.paused
     for key, action in ((Qt.Key.Key_B, window.boxes_action), (Qt.Key.Key_I, window.ids_action),
@@ -196,7 +196,7 @@ def test_keyboard_shortcuts_pause_step_and_toggle(qtbot, open_window):
         assert action.isChecked() != before
     assert window.settings.keep_heatmaps  # H switched the heatmap on
     qtbot.keyClick(window, Qt.Key.Key_Q)
-    qtbot.waitUntil(lambda: not window.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=15000)
     assert not pipeline_threads()
 
 
@@ -214,12 +214,12 @@ def test_sliders_change_decoding_live(qtbot, open_window):
     window.detection_slider.slider.setValue(95)
     assert window.settings.decode.detection_threshold == pytest.approx(0.95)
     window.step()
-    qtbot.waitUntil(lambda: window.last_result.frame.index == 2, timeout=5000)
+    qtbot.waitUntil(lambda: window.last_result.frame.index == 2, timeout=15000)
     assert window.last_result.tracked == []
 
     window.detection_slider.slider.setValue(10)
     window.step()
-    qtbot.waitUntil(lambda: window.last_result.frame.index == 3, timeout=5000)
+    qtbot.waitUntil(lambda: window.last_result.frame.index == 3, timeout=15000)
     assert len(window.last_result.tracked) == 1
 
 
@@ -241,7 +241,7 @@ def test_toggles_change_what_is_drawn(qtbot, open_window):
     window.heatmap_action.setChecked(True)
     assert window.settings.keep_heatmaps
     window.step()
-    qtbot.waitUntil(lambda: window.last_result.heatmaps is not None, timeout=5000)
+    qtbot.waitUntil(lambda: window.last_result.heatmaps is not None, timeout=15000)
     with_heatmap = pixmap_bytes(window)
     window.heatmap_action.setChecked(False)
     assert pixmap_bytes(window) != with_heatmap
@@ -324,7 +324,7 @@ def test_open_another_source_restarts_and_bad_source_keeps_running(qtbot, open_w
     assert window.open_source_spec(str(video_path))
     assert window.pipeline is not old_pipeline and not old_pipeline.running
     window.step()
-    qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.frame.index == 0, timeout=5000)
+    qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.frame.index == 0, timeout=15000)
     assert len(pipeline_threads()) == 3
 
 
