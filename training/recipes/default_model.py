@@ -166,6 +166,9 @@ def build_data(root: Path) -> None:
 # the same run with tag weights 1e-2. `train` runs phase 1 to its end, then (called again, or with
 # --resume) switches the run's config.json to phase 2 and resumes.
 PHASE1_STEPS = 1806
+# Phase 2's learning rate drops x0.1 here (chosen when the run reached this step on 22 Nov 2026, to spend
+# the last ~20 minutes of the CPU session at the low rate); the schedule before it is unchanged.
+LR_DECAY_STEP = 7390
 
 
 def training_config(root: Path, phase: int = 1):
@@ -184,7 +187,7 @@ def training_config(root: Path, phase: int = 1):
         train_annotations=str(root / "data" / "train.json"), train_images=str(root / "data" / "images"),
         val_annotations=str(root / "data" / "heldout_coco.json"), val_images=str(COCO_IMAGES),
         augment=AugmentConfig(scale_min=0.75, scale_max=3.0, rotation_degrees=20.0, translate=0.4),
-        batch_size=4, steps=PHASE1_STEPS if phase == 1 else 30_000, lr_decay_steps=(24_000,), lr=1e-3,
+        batch_size=4, steps=PHASE1_STEPS if phase == 1 else 30_000, lr_decay_steps=(24_000,) if phase == 1 else (LR_DECAY_STEP,), lr=1e-3,
         warmup_steps=50, loss=LossWeights(pull=tag, push=tag, cross_pull=tag, cross_push=tag, scale=1e-3),
         workers=1, checkpoint_every=100, log_every=10, max_frame_gap=3,
     )
@@ -196,11 +199,11 @@ def start_training(root: Path) -> int:
     run = root / "runs" / "default"
     command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
-        config = TrainConfig.load(run / "config.json")
-        if config.loss.push < 1e-2:
-            # Phase 1 is over (the run stops at PHASE1_STEPS): continue the same run with phase 2's weights.
-            log.info("switching %s to phase 2 (tag weights 1e-2)", run)
-            training_config(root, phase=2).save(run / "config.json")
+        phase2 = training_config(root, phase=2)
+        if TrainConfig.load(run / "config.json") != phase2:
+            # Phase 1 is over (the run stops at PHASE1_STEPS): continue the same run with phase 2's config.
+            log.info("switching %s to phase 2 (tag weights 1e-2, lr x0.1 at %d)", run, LR_DECAY_STEP)
+            phase2.save(run / "config.json")
         command.append("--resume")
     else:
         config_path = root / "default_train_config.json"
