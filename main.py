@@ -354,6 +354,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--sigma-mode", choices=("fixed", "adaptive"), help="heatmap gaussian sigma")
     p.add_argument("--no-pairs", action="store_true", help="single views, no cross-view temporal loss")
+    p.add_argument("--init", metavar="WEIGHTS",
+                   help="fine-tune: start from this checkpoint's weights and network (e.g. the default model)")
     p.add_argument("--seed", type=int)
     p.set_defaults(handler=_train)
 
@@ -385,6 +387,8 @@ def _train(args: argparse.Namespace) -> int:
         config = replace(TrainConfig.load(args.config), **overrides)
     else:
         config = preset(args.preset, **overrides)
+    if args.init and not args.resume:
+        config = _with_initial_weights(config, args.init)
     result = train(config, out, resume=args.resume)
     if result.interrupted:
         print(f"stopped at step {result.step}; checkpoint {result.last_checkpoint}; continue with --resume")
@@ -392,6 +396,17 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained {result.step} steps; last loss {result.losses[-1]:.5g}; weights {result.last_checkpoint}"
           + (f"; best AP {result.best_metric:.4f}" if result.best_metric is not None else ""))
     return 0
+
+
+def _with_initial_weights(config: "TrainConfig", weights: str) -> "TrainConfig":
+    """The run trains the checkpoint's network (at the run's own training input size) from its weights."""
+    from dataclasses import replace
+
+    from model.checkpoint import load_checkpoint
+
+    network = load_checkpoint(weights).config
+    model = replace(network, input_height=config.model.input_height, input_width=config.model.input_width)
+    return replace(config, model=model, init_weights=weights)
 
 
 def add_eval_command(commands: argparse._SubParsersAction) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 OUTPUT_STRIDE = 4  # the hourglass stem down-samples by 4; heatmaps and tags are at 1/4 input size
 
@@ -37,6 +37,14 @@ class ModelConfig:
     @property
     def output_width(self) -> int:
         return self.input_width // OUTPUT_STRIDE
+
+    def same_network(self, other: "ModelConfig") -> bool:
+        """Whether both describe the same weights (the input size is free: the network is fully convolutional)."""
+        return replace(self, input_height=other.input_height, input_width=other.input_width) == other
+
+    def describe(self) -> str:
+        return (f"{self.num_stacks}-stack, width {self.width}+{self.increase}, L={self.tag_dim}, "
+                f"{self.num_keypoints}-keypoint")
 
     def to_dict(self) -> dict:
         return asdict(self)

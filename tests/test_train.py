@@ -216,3 +216,39 @@ def test_pairs_of_clip_frames_feed_the_cross_view_loss(tmp_path: Path) -> None:
     assert len(rows) == 2
     # Two people per frame: the same person across frames is pulled, the other one pushed.
     assert all(float(row["cross_pull"]) > 0 and float(row["cross_push"]) > 0 for row in rows)
+
+
+def test_fine_tuning_starts_from_the_given_weights(tiny_data: Path, tmp_path: Path) -> None:
+    config = _config(tiny_data, steps=3, pairs=False)
+    base = train(config, tmp_path / "base")
+    tuned_config = replace(config, init_weights=str(base.last_checkpoint), lr=0.0, warmup_steps=0)
+    train(tuned_config, tmp_path / "tuned")  # lr 0: the weights must come out as they went in
+    before = load_checkpoint(base.last_checkpoint)
+    after = load_checkpoint(tmp_path / "tuned" / "last.safetensors")
+    # BatchNorm running statistics move even at lr 0, so compare the trained parameters only.
+    for (name, a), (_, b) in zip(before.model.named_parameters(), after.model.named_parameters()):
+        assert torch.equal(a, b), name
+    fresh = train(replace(config, lr=0.0, warmup_steps=0), tmp_path / "fresh")
+    assert parameters_sha256(load_checkpoint(fresh.last_checkpoint).model) != parameters_sha256(before.model)
+    other = replace(config, init_weights=str(base.last_checkpoint), model=replace(config.model, width=16))
+    with pytest.raises(UserFacingError, match="network, but this run trains"):
+        train(other, tmp_path / "other")
+
+
+def test_cli_init_takes_the_network_from_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    base = train(_config(tiny_data, steps=1, pairs=False, model=replace(PRESETS["tiny"].model, tag_dim=2)),
+                 tmp_path / "base")
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data",
+         str(tiny_data / "annotations.json"), "--images", str(tiny_data / "images"), "--out", str(tmp_path / "run"),
+         "--steps", "1", "--workers", "0", "--no-pairs", "--init", str(base.last_checkpoint)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    saved = TrainConfig.load(tmp_path / "run" / "config.json")
+    assert saved.model.tag_dim == 2 and saved.init_weights == str(base.last_checkpoint)
+    missing = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data",
+         str(tiny_data / "annotations.json"), "--images", str(tiny_data / "images"), "--out", str(tmp_path / "r2"),
+         "--init", str(tmp_path / "nope.safetensors")], cwd=REPO, env=_env(), capture_output=True, text=True,
+        timeout=300)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: checkpoint not found")

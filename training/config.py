@@ -52,6 +52,7 @@ class TrainConfig:
     augment: AugmentConfig = AugmentConfig()
     pairs: bool = True  # two views per sample with the cross-view temporal loss
     max_frame_gap: int = 3  # for clips: the second view is a frame up to this far away
+    init_weights: str = ""  # start from this checkpoint's weights (fine-tuning); same architecture
     # optimisation
     batch_size: int = 8  # per process
     steps: int = 100_000

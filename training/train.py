@@ -204,6 +204,18 @@ def _evaluate(weights: Path, config: TrainConfig, device: torch.device) -> float
     return float(metrics["AP"])
 
 
+def _load_initial_weights(model: HourglassNet, config: TrainConfig) -> None:
+    """Copy a checkpoint's weights into the new model; its architecture must be the run's."""
+    initial = load_checkpoint(config.init_weights, expected_schema=COCO17)
+    if not initial.config.same_network(config.model):
+        raise UserFacingError(
+            f"{config.init_weights} is a {initial.config.describe()} network, but this run trains a "
+            f"{config.model.describe()} one"
+        )
+    model.load_state_dict(initial.model.state_dict())
+    log.info("initialised from %s", config.init_weights)
+
+
 def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_at: int | None = None) -> TrainResult:
     """Train for config.steps steps (or until `stop_at`, for tests of resume), checkpointing into out_dir."""
     out_dir = Path(out_dir)
@@ -242,6 +254,8 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     step, best_metric = 0, None
+    if config.init_weights and not resume:
+        _load_initial_weights(model, config)
     if resume:
         model.load_state_dict(load_checkpoint(last_path).model.state_dict())
         try:
