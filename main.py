@@ -538,6 +538,45 @@ def _label(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bench_teacher_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "teacher", help="our model next to MoveNet MultiPose on the same frames: speed and people found")
+    p.add_argument("source", metavar="SOURCE", help="video file or image folder")
+    p.add_argument("--teacher", required=True, help="MoveNet-MultiPose-format ONNX model")
+    p.add_argument("--long-side", type=int, default=384, help="teacher input long side in px (default 384)")
+    p.add_argument("--person-score", type=float, default=0.3, help="count people scoring at least this (both)")
+    p.add_argument("--threads", type=int, default=None, help="teacher ONNX Runtime threads (default: all cores)")
+    p.add_argument("--every", type=int, default=1, help="use every Nth frame")
+    p.add_argument("--max-frames", type=int, default=None, help="compare on at most this many frames")
+    _add_engine_arguments(p)
+    p.set_defaults(handler=_bench_teacher)
+
+
+def _bench_teacher(args: argparse.Namespace) -> int:
+    _quiet_opencv(args.verbose)
+    from pathlib import Path
+
+    from bench.teacher import compare_with_teacher
+    from realtime.engines import create_engine
+    from realtime.sources import open_source
+    from training.teacher import MoveNetTeacher
+
+    if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise UserFacingError("--every and --max-frames must be at least 1")
+    teacher = MoveNetTeacher(args.teacher, threads=args.threads)
+    source = open_source(args.source)
+    engine = create_engine(args.engine, Path(args.weights) if args.weights else None, args.device, args.fp16,
+                           tuple(args.input_size) if args.input_size else None)
+    try:
+        comparison = compare_with_teacher(engine, teacher, source, args.max_frames, args.every, args.long_side,
+                                          args.person_score)
+    finally:
+        engine.close()
+        source.close()
+    print(comparison.format())
+    return 0
+
+
 def add_bench_train_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="training images/s of a preset on this machine (synthetic data)")
     p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small")
@@ -620,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_track_command(bench)
     add_bench_run_command(bench)
     add_bench_train_command(bench)
+    add_bench_teacher_command(bench)
     return parser
 
 

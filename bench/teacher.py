@@ -1,0 +1,121 @@
+"""`tagtrack bench teacher`: our model next to a MoveNet-MultiPose-format model on the same frames.
+
+The alternative a user would pick for real-time multi-person pose on a CPU is MoveNet MultiPose, so
+the question is "as fast, finding as many people?". Both models see the same frames in one run on
+one machine, one after the other:
+
+- speed: each model's own image -> people call per frame (ours: letterbox, network, decode; the
+  teacher: resize, network, output parsing), plus our network alone (model-only);
+- people: per frame, people scoring at least `person_score` for each model, and how many of the
+  teacher's people one of ours matches at OKS >= 0.5 (one-to-one, best first).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from model.pose import Pose
+from model.predict import PredictConfig, predict_image
+from model.schema import COCO17, KeypointSchema
+from training.teacher import MoveNetTeacher, TeacherPerson, keypoint_similarity
+
+MATCH_OKS = 0.5
+
+
+@dataclass
+class TeacherComparison:
+    frames: int
+    ours_seconds: float  # image -> people, summed over frames
+    ours_network_seconds: float  # the network call alone
+    teacher_seconds: float
+    ours_people: int
+    teacher_people: int
+    matched: int  # teacher people that one of ours matches at OKS >= MATCH_OKS
+    long_side: int
+    ours_input_hw: tuple[int, int]
+
+    def format(self) -> str:
+        def per_frame(count: int) -> float:
+            return count / max(self.frames, 1)
+
+        ours_fps = self.frames / max(self.ours_seconds, 1e-9)
+        teacher_fps = self.frames / max(self.teacher_seconds, 1e-9)
+        return "\n".join([
+            f"{self.frames} frames; ours at {self.ours_input_hw[0]}x{self.ours_input_hw[1]}, "
+            f"teacher at long side {self.long_side}",
+            f"ours     {ours_fps:6.1f} FPS image->people ({self.frames / max(self.ours_network_seconds, 1e-9):.1f} "
+            f"model only), {per_frame(self.ours_people):.2f} people/frame",
+            f"teacher  {teacher_fps:6.1f} FPS image->people, {per_frame(self.teacher_people):.2f} people/frame",
+            f"ratio ours/teacher: speed {ours_fps / max(teacher_fps, 1e-9):.2f}, "
+            f"people {self.ours_people / max(self.teacher_people, 1):.2f}",
+            f"teacher's people that ours also finds (OKS >= {MATCH_OKS}): {self.matched}/{self.teacher_people}",
+        ])
+
+
+def as_teacher_person(pose: Pose) -> TeacherPerson:
+    return TeacherPerson(keypoints=pose.keypoints, score=pose.score, box=pose.box)
+
+
+def count_matches(teacher_people: list[TeacherPerson], ours: list[Pose], sigmas: np.ndarray) -> int:
+    """Teacher people matched one-to-one by our people at OKS >= MATCH_OKS, best pairs first."""
+    candidates = [as_teacher_person(pose) for pose in ours]
+    pairs = sorted(
+        ((keypoint_similarity(t, o, sigmas), ti, oi) for ti, t in enumerate(teacher_people)
+         for oi, o in enumerate(candidates)), reverse=True)
+    used_teacher, used_ours = set(), set()
+    for similarity, ti, oi in pairs:
+        if similarity < MATCH_OKS:
+            break
+        if ti not in used_teacher and oi not in used_ours:
+            used_teacher.add(ti)
+            used_ours.add(oi)
+    return len(used_teacher)
+
+
+def compare_with_teacher(engine, teacher: MoveNetTeacher, source, max_frames: int | None = None, every: int = 1,
+                         long_side: int = 384, person_score: float = 0.3,
+                         schema: KeypointSchema = COCO17, progress: bool = True) -> TeacherComparison:
+    """Run both models on every `every`-th frame of `source` (up to max_frames of them)."""
+    network_seconds = 0.0
+
+    def timed_infer(batch: np.ndarray):
+        nonlocal network_seconds
+        started = time.perf_counter()
+        maps = engine.infer(batch)
+        network_seconds += time.perf_counter() - started
+        return maps
+
+    sigmas = schema.sigmas_array()
+    result = TeacherComparison(0, 0.0, 0.0, 0.0, 0, 0, 0, long_side, tuple(engine.input_hw))
+    # Warm-up outside the timings: the first calls pick kernels and allocate.
+    first = source.read()
+    if first is None:
+        return result
+    for _ in range(3):
+        predict_image(engine.infer, first.image, tuple(engine.input_hw), schema, PredictConfig())
+        teacher.run(first.image[:, :, ::-1].copy(), long_side)
+    bar = tqdm(total=max_frames, desc="compare", unit="frame", disable=not progress)
+    frame = first
+    while frame is not None and (max_frames is None or result.frames < max_frames):
+        if frame.index % every == 0:
+            started = time.perf_counter()
+            ours = [p for p in predict_image(timed_infer, frame.image, tuple(engine.input_hw), schema, PredictConfig())
+                    if p.score >= person_score]
+            result.ours_seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            rgb = np.ascontiguousarray(frame.image[:, :, ::-1])
+            theirs = [p for p in teacher.run(rgb, long_side) if p.score >= person_score]
+            result.teacher_seconds += time.perf_counter() - started
+            result.frames += 1
+            result.ours_people += len(ours)
+            result.teacher_people += len(theirs)
+            result.matched += count_matches(theirs, ours, sigmas)
+            bar.update(1)
+        frame = source.read()
+    bar.close()
+    result.ours_network_seconds = network_seconds
+    return result
