@@ -172,6 +172,46 @@ def test_people_whose_tags_differ_by_more_than_the_threshold_are_separated():
     assert len(merged) == 1 and (merged[0].keypoints[:, 2] > 0).all()
 
 
+def _two_walkers_with_alternating_strength() -> tuple[np.ndarray, np.ndarray]:
+    """Two people side by side; which one has the stronger peak alternates from joint type to joint type."""
+    rng = np.random.default_rng(11)
+    truth, _ = synthetic_people(rng, 1, 48, 40, body_height=(30, 30), missing_fraction=0.0)
+    truth = np.concatenate([truth, truth])
+    truth[1, :, 0] += 48  # the second person stands 48 map pixels to the right
+    strength = np.where(np.arange(17) % 2 == 0, 1.0, 0.6)
+    heatmaps = np.maximum(render_heatmaps(truth[:1], 48, 96) * strength[:, None, None],
+                          render_heatmaps(truth[1:], 48, 96) * (1.6 - strength)[:, None, None])
+    return truth, heatmaps
+
+
+def test_people_with_equally_close_tags_are_grouped_by_position():
+    # Weakly trained tags: both people carry almost the same tag (one rounding step), so pose-ae's cost
+    # ties and the detection score decides; the spatial term gives each joint to the nearer person.
+    truth, heatmaps = _two_walkers_with_alternating_strength()
+    tag_maps = render_tag_maps(truth, np.array([[0.0], [0.2]], np.float32), 48, 96)
+    config = DecodeConfig(refine=False)
+    poses = decode(heatmaps, tag_maps, COCO17, config)
+    assert_same_people(poses, truth, np.array([[0.0], [0.2]]), QUARTER, min_score=0.0)
+    mixed = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine=False, spatial_weight=0.0))
+    spans = [np.ptp(pose.keypoints[pose.keypoints[:, 2] > 0, 0]) for pose in mixed]
+    assert max(spans) > 40, "without the spatial term the tie is broken by score and the people mix"
+
+
+def test_tags_outweigh_position():
+    # Each person's right-side joints (odd indices) sit nearer the other person but carry their own
+    # person's tag, two rounding steps away: the tags decide.
+    truth, _ = _two_walkers_with_alternating_strength()
+    crossed = truth.copy()
+    right_side = np.arange(1, 17, 2)
+    crossed[0, right_side, 0] += 20
+    crossed[1, right_side, 0] -= 20
+    heatmaps = np.maximum(render_heatmaps(crossed[:1], 48, 96), render_heatmaps(crossed[1:], 48, 96))
+    person_tags = np.array([[0.0], [2.0]], np.float32)
+    tag_maps = render_tag_maps(crossed, person_tags, 48, 96)
+    poses = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine=False))
+    assert_same_people(poses, crossed, person_tags, QUARTER)
+
+
 def test_refine_fills_a_weak_joint_that_carries_the_person_tag():
     rng = np.random.default_rng(4)
     truth, tags = synthetic_people(rng, 3, 64, 80, missing_fraction=0.0)
