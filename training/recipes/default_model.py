@@ -171,6 +171,13 @@ PHASE1_STEPS = 1806
 LR_DECAY_STEP = 7390
 
 
+# Phase 3 fine-tunes phase 2's weights (the default model committed before it) with a stronger push: after
+# phase 2 the decoder still joined walkers side by side (push loss ~0.2 at the end), so the tags of
+# different people were not far enough apart. Its own run folder, a fresh optimiser, a short warm-up.
+PHASE3_STEPS = 17000
+PHASE3_LR_DECAY_STEP = 13000
+
+
 def training_config(root: Path, phase: int = 1):
     from model.config import ModelConfig
     from training.config import AugmentConfig, preset
@@ -181,6 +188,11 @@ def training_config(root: Path, phase: int = 1):
     # small PETS walkers (shrunk 4x by fitting 768x576 into 192) are also seen at the size they have
     # at inference (2/3 of the frame).
     model = ModelConfig(num_stacks=1, width=64, increase=32, tag_dim=4, input_height=192, input_width=192)
+    if phase == 3:
+        return replace(
+            training_config(root, phase=2), steps=PHASE3_STEPS, lr_decay_steps=(PHASE3_LR_DECAY_STEP,),
+            warmup_steps=100, checkpoint_every=500,
+            loss=LossWeights(pull=1e-2, push=3e-2, cross_pull=1e-2, cross_push=3e-2, scale=1e-3))
     tag = 1e-3 if phase == 1 else 1e-2
     return preset(
         "small", model=model,
@@ -212,6 +224,21 @@ def start_training(root: Path) -> int:
     log.info("running %s", " ".join(command))
     # One thread: on the shared 2-core machine, 2 OpenMP threads fell from 30 to 1 image/s whenever
     # another process took a core (threads wait for a descheduled partner); 1 thread kept about 22.
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=threads)).returncode
+
+
+def start_fine_tuning(root: Path, init: Path) -> int:
+    """Phase 3 in ROOT/runs/phase3: start from INIT (phase 2's weights), or continue the run if it exists."""
+    run = root / "runs" / "phase3"
+    command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
+    if (run / "last.state.pt").is_file():
+        command.append("--resume")
+    else:
+        config_path = root / "phase3_train_config.json"
+        training_config(root, phase=3).save(config_path)
+        command += ["--config", str(config_path), "--init", str(init)]
+    log.info("running %s", " ".join(command))
     threads = os.environ.get("OMP_NUM_THREADS", "1")
     return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=threads)).returncode
 
@@ -308,6 +335,8 @@ def main() -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("data", help="label, split and merge the training and held-out sets")
     commands.add_parser("train", help="start the run ROOT/runs/default (phase 1), or continue it (phase 2)")
+    p = commands.add_parser("finetune", help="phase 3: fine-tune phase 2's weights in ROOT/runs/phase3 (or continue)")
+    p.add_argument("init", type=Path, help="phase 2's weights (ROOT/runs/default/last.safetensors)")
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
     p.add_argument("--out", type=Path, default=REPO / "model" / "weights" / "default.safetensors")
@@ -322,6 +351,8 @@ def main() -> int:
         build_data(args.root)
     elif args.command == "train":
         return start_training(args.root)
+    elif args.command == "finetune":
+        return start_fine_tuning(args.root, args.init)
     elif args.command == "export":
         export_default(args.weights, args.out)
     elif args.command == "recall":
