@@ -170,6 +170,10 @@ class DecodeConfig:
         rounded tag distance to the person's mean tag.
     refine_max_tag_distance: when set, refinement fills a joint only where its tag is closer than
         this to the person's mean tag; None (the papers) fills the best location whatever its tag.
+    refine_reach: when set, refinement looks for a missing joint only inside the box of the person's
+        found joints grown on every side by refine_reach x its longer side (at least 5 % of the map's
+        longer side); None (the papers) searches the whole map, where with weak tags the best location
+        is often another person's joint across the image.
     min_person_score: people scoring below this are dropped (the papers keep all: 0).
     duplicate_oks_threshold: of two people whose OKS exceeds this, the lower-scoring one is
         dropped (set above 1 to keep duplicates).
@@ -188,6 +192,7 @@ class DecodeConfig:
     adjust: bool = True
     refine: bool = True
     refine_max_tag_distance: float | None = None
+    refine_reach: float | None = 1.0
     min_person_score: float = 0.0
     duplicate_oks_threshold: float = 0.9
 
@@ -315,8 +320,10 @@ def _refine(
     person_tags: np.ndarray,
     adjust: bool,
     max_tag_distance: float | None,
+    reach: float | None = None,
 ) -> None:
-    """Fill missing joints (score 0) in place: argmax of heatmap - round(|tag - person tag|) over the whole map.
+    """Fill missing joints (score 0) in place: argmax of heatmap - round(|tag - person tag|) over the whole map,
+    or with ``reach`` over the person's window (see ``DecodeConfig.refine_reach``).
 
     Done joint type by joint type for all people missing it at once. The squared tag distance is
     expanded as |t|^2 - 2 t.m + |m|^2, so the L-dimensional part is one matrix product, and every
@@ -329,6 +336,8 @@ def _refine(
     missing = keypoints[:, :, 2] <= 0
     buffer = np.empty((keypoints.shape[0], height * width), dtype=np.float32)
     tag_norms = np.empty(height * width, dtype=np.float32)
+    if reach is not None:
+        outside_rows, outside_columns = _outside_reach(keypoints, reach, height, width)
     for joint in np.nonzero(missing.any(axis=0))[0]:
         people = np.nonzero(missing[:, joint])[0]
         means = person_tags[people].astype(np.float32)
@@ -350,6 +359,10 @@ def _refine(
             np.sqrt(objective, out=objective)
         np.rint(objective, out=objective)
         np.subtract(flat_heatmaps[joint], objective, out=objective)
+        if reach is not None:
+            window = objective.reshape(people.size, height, width)
+            window -= outside_rows[people, :, None]
+            window -= outside_columns[people, None, :]
         best = objective.argmax(axis=1)
         score = flat_heatmaps[joint, best]
         found = score > 0
@@ -365,6 +378,24 @@ def _refine(
         keypoints[people, joint, 0] = xf
         keypoints[people, joint, 1] = yf
         keypoints[people, joint, 2] = score
+
+
+def _outside_reach(keypoints: np.ndarray, reach: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per person, [P,h] and [P,w] penalties: 0 for rows/columns inside the grown box of found joints, else large.
+
+    Every person reaching refinement has at least one found joint (people are made of candidates).
+    """
+    found = keypoints[:, :, 2] > 0
+    x = np.where(found, keypoints[:, :, 0], np.nan)
+    y = np.where(found, keypoints[:, :, 1], np.nan)
+    x0, x1, y0, y1 = np.nanmin(x, 1), np.nanmax(x, 1), np.nanmin(y, 1), np.nanmax(y, 1)
+    grow = reach * np.maximum(np.maximum(x1 - x0, y1 - y0), 0.05 * max(height, width))
+    # The penalty (1e4) beats any heatmap value and tag step: outside pixels win only if nothing is inside.
+    rows = np.arange(height, dtype=np.float32)
+    columns = np.arange(width, dtype=np.float32)
+    outside_rows = ((rows < (y0 - grow)[:, None]) | (rows > (y1 + grow)[:, None])).astype(np.float32) * 1e4
+    outside_columns = ((columns < (x0 - grow)[:, None]) | (columns > (x1 + grow)[:, None])).astype(np.float32) * 1e4
+    return outside_rows, outside_columns
 
 
 def pairwise_oks(keypoints: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
@@ -426,7 +457,8 @@ def decode(
     keypoints, person_tags, scores = keypoints[order], person_tags[order], scores[order]
 
     if config.refine and len(keypoints):
-        _refine(heatmaps, tags, keypoints, person_tags, config.adjust, config.refine_max_tag_distance)
+        _refine(heatmaps, tags, keypoints, person_tags, config.adjust, config.refine_max_tag_distance,
+                config.refine_reach)
 
     if config.duplicate_oks_threshold <= 1.0 and len(keypoints) > 1:
         oks = pairwise_oks(keypoints, schema.sigmas_array())

@@ -236,15 +236,38 @@ def test_refine_without_a_tag_limit_fills_every_joint_as_in_the_papers():
     assert filled > sum(int((pose.keypoints[:, 2] > 0).sum()) for pose in limited)
 
 
+def test_refinement_within_reach_does_not_take_a_joint_from_across_the_map():
+    # Two people far apart with tags in one rounding step (a weakly trained tag space); the left
+    # person's wrist peak is too weak to be a candidate. The whole-map search takes the right person's
+    # wrist; within reach it takes the left person's own weak wrist.
+    truth, _ = _two_walkers_with_alternating_strength()
+    truth[1, :, 0] += 40  # 88 map pixels apart on a 136-wide map
+    heatmaps = np.maximum(render_heatmaps(truth[:1], 48, 136), render_heatmaps(truth[1:], 48, 136))
+    left_wrist = 9
+    heatmaps[left_wrist] = np.maximum(render_heatmaps(truth[:1], 48, 136)[left_wrist] * 0.05,
+                                      render_heatmaps(truth[1:], 48, 136)[left_wrist])
+    tag_maps = render_tag_maps(truth, np.array([[0.0], [0.2]], np.float32), 48, 136)
+    whole_map = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine_reach=None))
+    within_reach = decode(heatmaps, tag_maps, COCO17, DecodeConfig())
+    for poses in (whole_map, within_reach):
+        assert len(poses) == 2
+    left = lambda poses: min(poses, key=lambda pose: pose.keypoints[0, 0])  # noqa: E731
+    np.testing.assert_allclose(left(whole_map).keypoints[left_wrist, :2], truth[1, left_wrist, :2], atol=QUARTER)
+    np.testing.assert_allclose(left(within_reach).keypoints[left_wrist, :2], truth[0, left_wrist, :2], atol=QUARTER)
+    assert left(within_reach).keypoints[left_wrist, 2] == pytest.approx(0.05, abs=0.01)
+
+
 def test_a_plateau_peak_does_not_make_a_duplicate_person():
     rng = np.random.default_rng(6)
     truth, tags = synthetic_people(rng, 1, 64, 64, missing_fraction=0.0)
     truth[0, 0, 0] = np.floor(truth[0, 0, 0]) + 0.5  # the nose falls between two pixels: two equal peaks
     heatmaps, tag_maps = synthetic_maps(truth, tags, 64, 64)
     assert (peak_mask(heatmaps, 5)[0] & (heatmaps[0] > 0.1)).sum() == 2
-    kept = decode(heatmaps, tag_maps, COCO17, DecodeConfig(duplicate_oks_threshold=2.0))
+    # With the papers' whole-map refinement the one-nose fragment is completed into a copy of the
+    # person, which the OKS de-duplication removes.
+    kept = decode(heatmaps, tag_maps, COCO17, DecodeConfig(duplicate_oks_threshold=2.0, refine_reach=None))
     assert len(kept) == 2
-    poses = decode(heatmaps, tag_maps, COCO17, DecodeConfig())
+    poses = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine_reach=None))
     assert len(poses) == 1 and (poses[0].keypoints[:, 2] > 0).all()
 
 
