@@ -106,6 +106,30 @@ def test_hidden_and_back_elsewhere_is_reidentified_by_tag():
     assert [t.track_id for t in out] == [1]
 
 
+@pytest.mark.parametrize("tag_shift, score, same_id", [
+    (0.8, 0.9, True),    # beyond the strict re-identification gate, within the matching gate, confident
+    (0.8, 0.4, False),   # the same tag on a weak detection is not evidence enough
+    (2.0, 0.9, False),   # a tag beyond the matching gate: someone else
+])
+def test_confident_person_back_within_reach_with_a_drifted_tag(tag_shift, score, same_id):
+    # Two people far apart build up trust in the tags; one is hidden for 0.5 s and comes back 150 px
+    # from where it was (within reach, not where constant velocity says) with its tag moved: on real
+    # video a tag after a gap often drifts this far.
+    tracker = PoseTracker(TrackerConfig())
+    for frame in range(40):
+        out = tracker.update([make_pose(300.0, tag=(-2.0,)), make_pose(1000.0, tag=(2.0,))], frame / FPS)
+    assert tracker.tag_trust >= 0.5
+    before = {t.track_id for t in out if t.pose.tag[0] > 0}
+    for frame in range(40, 55):
+        tracker.update([make_pose(300.0, tag=(-2.0,))], frame / FPS)
+    back = None
+    for frame in range(55, 59):
+        out = tracker.update([make_pose(300.0, tag=(-2.0,)), make_pose(1150.0, tag=(2.0 + tag_shift,), score=score)],
+                             frame / FPS)
+        back = {t.track_id for t in out if t.pose.tag[0] > 0}
+    assert (back == before) == same_id
+
+
 def test_hidden_longer_than_reid_time_gets_a_new_id():
     tracker = PoseTracker(TrackerConfig(reid_time=0.5))
     history = walk(tracker, range(100), visible=lambda f: not 30 <= f < 60)  # hidden 1 s

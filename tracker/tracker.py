@@ -355,10 +355,15 @@ class PoseTracker:
         size_ratio = np.abs(log_size_ratio)
         gated = (near > 1.0) | (size_ratio > np.log(2.0))
         if by_tag:
-            tag = self._tag_distances(tracks, detections, indices) / config.reid_tag_gate
-            tag[np.isnan(tag)] = np.inf  # a track without a tag cannot be re-identified by one
+            distance = self._tag_distances(tracks, detections, indices)
+            distance[np.isnan(distance)] = np.inf  # a track without a tag cannot be re-identified by one
+            tag = distance / config.reid_tag_gate
             cost = tag + 0.25 * near  # the tag decides; nearness only breaks ties
-            gated |= tag > 1.0
+            # A close tag takes anyone back; a confident person within reach also comes back on a looser
+            # tag (the matching gate), as without tags: on real video a person's tag after a gap is often
+            # further from the track's running tag than the strict gate allows.
+            confident = (detections.scores[indices] >= config.high_score)[None, :]
+            gated |= (tag > 1.0) & ~(confident & (distance <= config.tag_gate))
         else:
             cost = near + size_ratio
             # Without tags only a confident person is evidence enough to revive a lost track.
