@@ -191,7 +191,7 @@ def test_people_with_equally_close_tags_are_grouped_by_position():
     tag_maps = render_tag_maps(truth, np.array([[0.0], [0.2]], np.float32), 48, 96)
     config = DecodeConfig(refine=False)
     poses = decode(heatmaps, tag_maps, COCO17, config)
-    assert_same_people(poses, truth, np.array([[0.0], [0.2]]), QUARTER, min_score=0.0)
+    assert_same_people(poses, truth, np.array([[0.0], [0.2]]), QUARTER)
     mixed = decode(heatmaps, tag_maps, COCO17, DecodeConfig(refine=False, spatial_weight=0.0))
     spans = [np.ptp(pose.keypoints[pose.keypoints[:, 2] > 0, 0]) for pose in mixed]
     assert max(spans) > 40, "without the spatial term the tie is broken by score and the people mix"
@@ -251,10 +251,11 @@ def test_refinement_within_reach_does_not_take_a_joint_from_across_the_map():
     within_reach = decode(heatmaps, tag_maps, COCO17, DecodeConfig())
     for poses in (whole_map, within_reach):
         assert len(poses) == 2
-    left = lambda poses: min(poses, key=lambda pose: pose.keypoints[0, 0])  # noqa: E731
-    np.testing.assert_allclose(left(whole_map).keypoints[left_wrist, :2], truth[1, left_wrist, :2], atol=QUARTER)
-    np.testing.assert_allclose(left(within_reach).keypoints[left_wrist, :2], truth[0, left_wrist, :2], atol=QUARTER)
-    assert left(within_reach).keypoints[left_wrist, 2] == pytest.approx(0.05, abs=0.01)
+    left_person = min(whole_map, key=lambda pose: pose.keypoints[0, 0])
+    np.testing.assert_allclose(left_person.keypoints[left_wrist, :2], truth[1, left_wrist, :2], atol=QUARTER)
+    left_person = min(within_reach, key=lambda pose: pose.keypoints[0, 0])
+    np.testing.assert_allclose(left_person.keypoints[left_wrist, :2], truth[0, left_wrist, :2], atol=QUARTER)
+    assert left_person.keypoints[left_wrist, 2] == pytest.approx(0.05, abs=0.01)
 
 
 def test_a_plateau_peak_does_not_make_a_duplicate_person():

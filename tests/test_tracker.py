@@ -122,7 +122,6 @@ def test_confident_person_back_within_reach_with_a_drifted_tag(tag_shift, score,
     before = {t.track_id for t in out if t.pose.tag[0] > 0}
     for frame in range(40, 55):
         tracker.update([make_pose(300.0, tag=(-2.0,))], frame / FPS)
-    back = None
     for frame in range(55, 59):
         out = tracker.update([make_pose(300.0, tag=(-2.0,)), make_pose(1150.0, tag=(2.0 + tag_shift,), score=score)],
                              frame / FPS)

@@ -478,8 +478,8 @@ def group_ground_truth_joints(heatmaps_shape: tuple[int, int, int], tags: np.nda
     # spatial_weight 0: the tags alone decide, as in Newell et al.'s experiment; this measures the tag
     # space, not the decoder's tie-break by position.
     config = DecodeConfig(detection_threshold=0.5, tag_threshold=tag_threshold, nms_kernel=1, adjust=False,
-                          refine=False, spatial_weight=0.0, top_k=max(30, len(joints_map)), max_people=max(30, len(joints_map)),
-                          duplicate_oks_threshold=2.0)
+                          refine=False, spatial_weight=0.0, top_k=max(30, len(joints_map)),
+                          max_people=max(30, len(joints_map)), duplicate_oks_threshold=2.0)
     poses = decode(heatmaps, tags, schema, config)
     for pose in poses:
         for k in range(num_joints):

@@ -187,16 +187,16 @@ def training_config(root: Path, phase: int = 1):
     from training.config import AugmentConfig, preset
     from training.losses import LossWeights
 
-    # One stack, width 64 (+32 per level), L = 4 tags: 2.8 GFLOPs at 384x512. Trained on 192x192
-    # views (the 2-core CPU trains about 1 image/s at 256x256 when shared); zoom up to 3x so that the
-    # small PETS walkers (shrunk 4x by fitting 768x576 into 192) are also seen at the size they have
-    # at inference (2/3 of the frame).
-    model = ModelConfig(num_stacks=1, width=64, increase=32, tag_dim=4, input_height=192, input_width=192)
     if phase == 3:
         return replace(
             training_config(root, phase=2), steps=PHASE3_STEPS, lr_decay_steps=(PHASE3_LR_DECAY_STEP,),
             warmup_steps=100, checkpoint_every=500,
             loss=LossWeights(pull=1e-2, push=3e-2, cross_pull=1e-2, cross_push=3e-2, scale=1e-3))
+    # One stack, width 64 (+32 per level), L = 4 tags: 1.4 GFLOPs at 256x384. Trained on 192x192
+    # views (the 2-core CPU trains about 1 image/s at 256x256 when shared); zoom up to 3x so that the
+    # small PETS walkers (shrunk 4x by fitting 768x576 into 192) are also seen at the size they have
+    # at inference (4/9 of the frame at 256x384).
+    model = ModelConfig(num_stacks=1, width=64, increase=32, tag_dim=4, input_height=192, input_width=192)
     tag = 1e-3 if phase == 1 else 1e-2
     return preset(
         "small", model=model,
@@ -225,6 +225,10 @@ def start_training(root: Path) -> int:
         config_path = root / "default_train_config.json"
         training_config(root, phase=1).save(config_path)
         command += ["--config", str(config_path)]
+    return run_training(command)
+
+
+def run_training(command: list[str]) -> int:
     log.info("running %s", " ".join(command))
     # One thread: on the shared 2-core machine, 2 OpenMP threads fell from 30 to 1 image/s whenever
     # another process took a core (threads wait for a descheduled partner); 1 thread kept about 22.
@@ -242,9 +246,7 @@ def start_fine_tuning(root: Path, init: Path) -> int:
         config_path = root / "phase3_train_config.json"
         training_config(root, phase=3).save(config_path)
         command += ["--config", str(config_path), "--init", str(init)]
-    log.info("running %s", " ".join(command))
-    threads = os.environ.get("OMP_NUM_THREADS", "1")
-    return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=threads)).returncode
+    return run_training(command)
 
 
 # ---------------------------------------------------------------- export
