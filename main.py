@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from model.errors import UserFacingError
+from tagtrack.model.errors import UserFacingError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -46,11 +46,11 @@ def _predict(args: argparse.Namespace) -> int:
 
     import cv2
 
-    from model.checkpoint import load_checkpoint, resolve_weights
-    from model.codec import DecodeConfig
-    from model.predict import PredictConfig, pose_records, predict_image, read_image, torch_infer_fn
-    from model.schema import COCO17
-    from realtime.draw import draw_poses
+    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
+    from tagtrack.model.codec import DecodeConfig
+    from tagtrack.model.predict import PredictConfig, pose_records, predict_image, read_image, torch_infer_fn
+    from tagtrack.model.schema import COCO17
+    from tagtrack.realtime.draw import draw_poses
 
     if args.input_size and any(side <= 0 or side % 64 for side in args.input_size):
         raise UserFacingError(f"--input-size {args.input_size[0]} {args.input_size[1]}: both must be positive multiples of 64")
@@ -113,7 +113,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from realtime.engines import export_checkpoint
+    from tagtrack.realtime.engines import export_checkpoint
 
     result = export_checkpoint(Path(args.weights) if args.weights else None, Path(args.onnx), args.input_size,
                                args.batch, Path(args.trt) if args.trt else None, args.fp16)
@@ -159,7 +159,7 @@ def _quiet_opencv(verbose: bool) -> None:
 def _run_options(args: argparse.Namespace, **extra):
     from pathlib import Path
 
-    from realtime.run import RunOptions
+    from tagtrack.realtime.run import RunOptions
 
     return RunOptions(
         source=args.source, weights=Path(args.weights) if args.weights else None, engine=args.engine,
@@ -219,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_and_report(options, note: str | None = None) -> int:
     """Build the pipeline for `options` (checking every input first), run it to the end or a stop, then
     print the summary and the files written. `note` goes to stderr once the inputs are known to be good."""
-    from realtime.run import build_pipeline, output_paths
+    from tagtrack.realtime.run import build_pipeline, output_paths
 
     pipeline = build_pipeline(options)
     if note:
@@ -247,8 +247,8 @@ def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     _quiet_opencv(args.verbose)
-    from realtime.demo import plan_demo
-    from realtime.run import RunOptions
+    from tagtrack.realtime.demo import plan_demo
+    from tagtrack.realtime.run import RunOptions
 
     out_dir = Path(args.out_dir)
     try:
@@ -258,7 +258,7 @@ def _demo(args: argparse.Namespace) -> int:
     plan = plan_demo(Path(args.video) if args.video else None, Path(args.weights) if args.weights else None)
     video = plan.video
     if plan.synthetic:
-        from training.synthetic_demo import write_demo_video
+        from tagtrack.training.synthetic_demo import write_demo_video
 
         print("note: no model for real footage is installed yet (model/weights/default.safetensors); running the "
               "synthetic demo model on a generated clip of stick figures. Use --weights W --video V for your own.")
@@ -283,9 +283,9 @@ def add_view_command(commands: argparse._SubParsersAction) -> None:
 def _view(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from realtime.engines import create_engine
-    from realtime.sources import open_source
-    from realtime.viewer import check_display, run_viewer
+    from tagtrack.realtime.engines import create_engine
+    from tagtrack.realtime.sources import open_source
+    from tagtrack.realtime.viewer import check_display, run_viewer
 
     record_dir = Path(args.record_dir)
     if not record_dir.is_dir():
@@ -320,7 +320,7 @@ def add_bench_run_command(commands: argparse._SubParsersAction) -> None:
 
 def _bench_run(args: argparse.Namespace) -> int:
     _quiet_opencv(args.verbose)
-    from bench.pipeline import bench_pipeline, soak
+    from tagtrack.bench.pipeline import bench_pipeline, soak
 
     options = _run_options(args, progress=False)
     if args.soak is not None:
@@ -363,8 +363,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from training.config import TrainConfig, preset
-    from training.train import train
+    from tagtrack.training.config import TrainConfig, preset
+    from tagtrack.training.train import train
 
     out = Path(args.out)
     overrides = {
@@ -402,7 +402,7 @@ def _with_initial_weights(config: "TrainConfig", weights: str) -> "TrainConfig":
     """The run trains the checkpoint's network (at the run's own training input size) from its weights."""
     from dataclasses import replace
 
-    from model.checkpoint import load_checkpoint
+    from tagtrack.model.checkpoint import load_checkpoint
 
     network = load_checkpoint(weights).config
     model = replace(network, input_height=config.model.input_height, input_width=config.model.input_width)
@@ -436,7 +436,7 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from training.evaluate import (
+    from tagtrack.training.evaluate import (
         evaluate_checkpoint,
         evaluate_grouping_with_gt_locations,
         evaluate_teacher,
@@ -449,7 +449,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.teacher:
         if args.weights or args.grouping or args.temporal:
             raise UserFacingError("--teacher scores the teacher alone: drop --weights, --grouping and --temporal")
-        from training.teacher import TeacherConfig
+        from tagtrack.training.teacher import TeacherConfig
 
         config = TeacherConfig(scales=tuple(int(s) for s in (args.scales or (256,))), flip=args.flip,
                                tiles=args.tiles)
@@ -459,8 +459,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     if args.tiles:
         raise UserFacingError("--tiles applies to --teacher only")
-    from model.checkpoint import resolve_weights
-    from model.predict import PredictConfig
+    from tagtrack.model.checkpoint import resolve_weights
+    from tagtrack.model.predict import PredictConfig
 
     weights = resolve_weights(args.weights)
     config = PredictConfig(flip=args.flip, scales=tuple(args.scales or (1.0,)))
@@ -522,8 +522,8 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
 
 def _label(args: argparse.Namespace) -> int:
     _quiet_opencv(args.verbose)
-    from training.label import LabelConfig, label_inputs
-    from training.teacher import TeacherConfig
+    from tagtrack.training.label import LabelConfig, label_inputs
+    from tagtrack.training.teacher import TeacherConfig
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UserFacingError("--max-frames must be at least 1")
@@ -556,10 +556,10 @@ def _bench_teacher(args: argparse.Namespace) -> int:
     _quiet_opencv(args.verbose)
     from pathlib import Path
 
-    from bench.teacher import compare_with_teacher
-    from realtime.engines import create_engine
-    from realtime.sources import open_source
-    from training.teacher import MoveNetTeacher
+    from tagtrack.bench.teacher import compare_with_teacher
+    from tagtrack.realtime.engines import create_engine
+    from tagtrack.realtime.sources import open_source
+    from tagtrack.training.teacher import MoveNetTeacher
 
     if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise UserFacingError("--every and --max-frames must be at least 1")
@@ -587,7 +587,7 @@ def add_bench_train_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from bench.train import benchmark_training
+    from tagtrack.bench.train import benchmark_training
 
     result = benchmark_training(args.preset, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
     print(result.summary())
@@ -607,7 +607,7 @@ def add_bench_decode_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _bench_decode(args: argparse.Namespace) -> int:
-    from bench.decode import format_table, run_decode_benchmark
+    from tagtrack.bench.decode import format_table, run_decode_benchmark
 
     if min(args.people) < 0 or min(args.tag_dims) < 1 or args.size < 16 or args.repeats < 1:
         raise UserFacingError("--people >= 0, --tag-dims >= 1, --size >= 16 and --repeats >= 1")
@@ -627,8 +627,8 @@ def add_bench_track_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _bench_track(args: argparse.Namespace) -> int:
-    from bench.track import format_scores, format_timing, run_scores, run_timing
-    from tracker.synthetic import SceneConfig
+    from tagtrack.bench.track import format_scores, format_timing, run_scores, run_timing
+    from tagtrack.tracker.synthetic import SceneConfig
 
     if min(args.tag_dims) < 1 or args.duration <= 0 or min(args.people) < 1 or not args.seeds:
         raise UserFacingError("--tag-dims >= 1, --duration > 0, --people >= 1 and at least one seed")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.codec import DecodeConfig, decode, render_heatmaps, render_tag_maps
-from model.schema import COCO17, KeypointSchema
+from tagtrack.model.codec import DecodeConfig, decode, render_heatmaps, render_tag_maps
+from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realtime.pipeline import FrameResult, RunSummary
-from realtime.sources import Frame
+from tagtrack.realtime.pipeline import FrameResult, RunSummary
+from tagtrack.realtime.sources import Frame
 
 
 class GeneratedSource:
@@ -68,7 +68,7 @@ class GeneratedSource:
 def model_only_fps(engine, iterations: int = 50, warmup_seconds: float = 1.0) -> float:
     """Frames per second of engine.infer alone on one batch of 1, after at least 10 calls and
     `warmup_seconds` of warm-up (oneDNN / cuDNN pick their kernels on the first calls)."""
-    from model.transforms import Letterbox, to_network_input
+    from tagtrack.model.transforms import Letterbox, to_network_input
 
     height, width = engine.input_hw
     image = GeneratedSource(1, (480, 640)).read().image
@@ -121,18 +121,18 @@ class BenchReport:
 
 
 def _engine_for(options):
-    from realtime.engines import create_engine
+    from tagtrack.realtime.engines import create_engine
 
     return create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw)
 
 
 def _run_pipeline(options, source, engine, extra_sinks=(), tracker=None) -> RunSummary:
-    from realtime.pipeline import Pipeline, PipelineSettings
-    from realtime.run import decode_config, make_tracker, output_sinks
+    from tagtrack.realtime.pipeline import Pipeline, PipelineSettings
+    from tagtrack.realtime.run import decode_config, make_tracker, output_sinks
 
     schema = getattr(engine, "schema", None)
     if schema is None:
-        from model.schema import COCO17 as schema
+        from tagtrack.model.schema import COCO17 as schema
     sinks = output_sinks(options, source, schema) + list(extra_sinks)
     pipeline = Pipeline(source, engine, schema, PipelineSettings(decode=decode_config(options)),
                         tracker if tracker is not None else make_tracker(options.track), sinks,
@@ -142,8 +142,8 @@ def _run_pipeline(options, source, engine, extra_sinks=(), tracker=None) -> RunS
 
 def bench_pipeline(options, frames: int = 200, frame_hw: tuple[int, int] = (480, 640), engine=None) -> BenchReport:
     """Model-only FPS, then one end-to-end run of `options.source` (or `frames` generated frames)."""
-    from realtime.run import check_options
-    from realtime.sources import open_source
+    from tagtrack.realtime.run import check_options
+    from tagtrack.realtime.sources import open_source
 
     check_options(options)
     engine = engine or _engine_for(options)
@@ -151,7 +151,7 @@ def bench_pipeline(options, frames: int = 200, frame_hw: tuple[int, int] = (480,
     if options.source:
         source = open_source(options.source)
         if options.max_frames is not None:
-            from realtime.run import LimitedSource
+            from tagtrack.realtime.run import LimitedSource
 
             source = LimitedSource(source, options.max_frames)
     else:
@@ -216,7 +216,7 @@ def _accept_everything_tracker():
     """A tracker that turns every decoded person into a track, however weak: with random or
     untrained weights the decoded people score far below the normal thresholds, and the soak must
     still create, match and retire tracks all the time to show that none of it accumulates."""
-    from tracker import PoseTracker, TrackerConfig
+    from tagtrack.tracker import PoseTracker, TrackerConfig
 
     return PoseTracker(TrackerConfig(high_score=0.0, low_score=0.0, new_track_score=0.0, confirm_hits=1))
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from model.pose import Pose
-from model.predict import PredictConfig, predict_image
-from model.schema import COCO17, KeypointSchema
-from training.teacher import MoveNetTeacher, TeacherPerson, keypoint_similarity
+from tagtrack.model.pose import Pose
+from tagtrack.model.predict import PredictConfig, predict_image
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.training.teacher import MoveNetTeacher, TeacherPerson, keypoint_similarity
 
 MATCH_OKS = 0.5
 

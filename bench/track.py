@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from tracker.baselines import GreedyOksTracker, SortTracker
-from tracker.benchmark import TrackScores, make_sequences, score, time_per_frame
-from tracker.config import TrackerConfig
-from tracker.synthetic import SceneConfig
-from tracker.tracker import PoseTracker
+from tagtrack.tracker.baselines import GreedyOksTracker, SortTracker
+from tagtrack.tracker.benchmark import TrackScores, make_sequences, score, time_per_frame
+from tagtrack.tracker.config import TrackerConfig
+from tagtrack.tracker.synthetic import SceneConfig
+from tagtrack.tracker.tracker import PoseTracker
 
 TAG_MODES = ("consistent", "random")
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.data import DataLoader
 
-from model.hourglass import HourglassNet
-from training.config import preset
-from training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
-from training.losses import total_loss
-from training.synthetic import SceneConfig, generate_dataset
+from tagtrack.model.hourglass import HourglassNet
+from tagtrack.training.config import preset
+from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
+from tagtrack.training.losses import total_loss
+from tagtrack.training.synthetic import SceneConfig, generate_dataset
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from model.config import ModelConfig
-from model.errors import UserFacingError
-from model.hourglass import AllStacks, HourglassNet
-from model.schema import COCO17, KeypointSchema
+from tagtrack.model.config import ModelConfig
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.hourglass import AllStacks, HourglassNet
+from tagtrack.model.schema import COCO17, KeypointSchema
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from model.pose import Pose
-from model.schema import KeypointSchema
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import KeypointSchema
 
 GAUSSIAN_TRUNCATE = 3.0  # gaussians are cut at 3 sigma so the background is exactly 0
 _MATMUL_COLUMNS = 2048  # see _refine

@@ -15,8 +15,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from model.errors import UserFacingError
-from model.hourglass import INPUT_MULTIPLE, HourglassNet
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.hourglass import INPUT_MULTIPLE, HourglassNet
 
 logger = logging.getLogger(__name__)
 

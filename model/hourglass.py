@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.config import OUTPUT_STRIDE, ModelConfig
+from tagtrack.model.config import OUTPUT_STRIDE, ModelConfig
 
 # ImageNet statistics; the network normalises its [0,1] RGB input itself so that every engine
 # (torch, ONNX Runtime, TensorRT) is fed the same plain tensor.

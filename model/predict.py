@@ -15,10 +15,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from model.codec import DecodeConfig, decode
-from model.pose import Pose
-from model.schema import KeypointSchema
-from model.transforms import Letterbox, to_network_input
+from tagtrack.model.codec import DecodeConfig, decode
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import KeypointSchema
+from tagtrack.model.transforms import Letterbox, to_network_input
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def read_image(path) -> np.ndarray:
     """Read an image file as BGR uint8, or raise UserFacingError with one clear line."""
     from pathlib import Path
 
-    from model.errors import UserFacingError
+    from tagtrack.model.errors import UserFacingError
 
     path = Path(path)
     if not path.exists():

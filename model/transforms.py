@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from model.config import OUTPUT_STRIDE
+from tagtrack.model.config import OUTPUT_STRIDE
 
 PAD_VALUE = 0  # black padding; the network sees the same in training
 

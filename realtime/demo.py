@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.checkpoint import DEFAULT_WEIGHTS
-from model.errors import UserFacingError
-from realtime.engines import default_cache_dir
+from tagtrack.model.checkpoint import DEFAULT_WEIGHTS
+from tagtrack.model.errors import UserFacingError
+from tagtrack.realtime.engines import default_cache_dir
 
 SYNTHETIC_DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights" / "synthetic_demo.safetensors"
 VTEST_NAME = "vtest.avi"

@@ -8,8 +8,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from model.pose import Pose
-from model.schema import KeypointSchema
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import KeypointSchema
 
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895  # hue steps that keep consecutive ids far apart on the wheel
 DEFAULT_MIN_SCORE = 0.1  # joints below this (the decoder's detection threshold) are not drawn

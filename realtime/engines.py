@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from model.errors import UserFacingError
+from tagtrack.model.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +410,7 @@ class TensorRTEngine:
 def cached_onnx(model: torch.nn.Module, checkpoint_sha256: str, input_hw: tuple[int, int], batch_size: int,
                 cache_dir: Path) -> Path:
     """The model's ONNX export for this input shape, exported once into `cache_dir/onnx/`."""
-    from model.export import export_onnx
+    from tagtrack.model.export import export_onnx
 
     height, width = input_hw
     path = Path(cache_dir) / "onnx" / f"{checkpoint_sha256[:16]}-b{batch_size}-{height}x{width}.onnx"
@@ -433,7 +433,7 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
                   input_hw: tuple[int, int] | None = None, cache_dir: Path | None = None,
                   batch_size: int = 1) -> Engine:
     """Load a checkpoint and wrap it in the requested backend (see the module docstring for `auto`)."""
-    from model.checkpoint import checkpoint_sha256, load_checkpoint, resolve_weights
+    from tagtrack.model.checkpoint import checkpoint_sha256, load_checkpoint, resolve_weights
 
     if kind not in ENGINE_KINDS:
         raise UserFacingError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
@@ -522,8 +522,8 @@ def _run_onnx_once(onnx_path: Path) -> tuple[list[int], dict[str, list[int]]]:
 def export_checkpoint(weights: Path | None, onnx_out: Path, input_hw: tuple[int, int] | None = None,
                       batch_size: int = 1, engine_out: Path | None = None, fp16: bool = False) -> ExportResult:
     """Write the checkpoint as ONNX (checked by running it once in ONNX Runtime) and optionally a TensorRT engine."""
-    from model.checkpoint import load_checkpoint, resolve_weights
-    from model.export import export_onnx
+    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
+    from tagtrack.model.export import export_onnx
 
     if batch_size < 1:
         raise UserFacingError(f"--batch must be at least 1, got {batch_size}")

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from model.predict import poses_from_maps
-from model.schema import KeypointSchema
-from model.transforms import Letterbox, to_network_input
-from realtime.sources import Frame, Source
+from tagtrack.model.predict import poses_from_maps
+from tagtrack.model.schema import KeypointSchema
+from tagtrack.model.transforms import Letterbox, to_network_input
+from tagtrack.realtime.sources import Frame, Source
 
 if TYPE_CHECKING:
-    from model.codec import DecodeConfig
-    from tracker import PoseTracker, TrackedPose
+    from tagtrack.model.codec import DecodeConfig
+    from tagtrack.tracker import PoseTracker, TrackedPose
 
 log = logging.getLogger(__name__)
 
@@ -446,6 +446,6 @@ class Pipeline:
 
 def _untracked(pose) -> TrackedPose:
     """A pose without tracking: no ID, age 0, keypoints as detected."""
-    from tracker import TrackedPose
+    from tagtrack.tracker import TrackedPose
 
     return TrackedPose(pose=pose, track_id=None, age=0, keypoints_smoothed=pose.keypoints)

@@ -7,9 +7,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.errors import UserFacingError
-from realtime.pipeline import Pipeline, PipelineSettings, Sink
-from realtime.sinks import (
+from tagtrack.model.errors import UserFacingError
+from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink
+from tagtrack.realtime.sinks import (
     EXPORT_FORMATS,
     AnnotatedVideoSink,
     JsonLinesSink,
@@ -17,7 +17,7 @@ from realtime.sinks import (
     check_output_path,
     export_sinks,
 )
-from realtime.sources import Source, open_source
+from tagtrack.realtime.sources import Source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class LimitedSource:
 def decode_config(options: RunOptions):
     from dataclasses import replace
 
-    from model.codec import DecodeConfig
+    from tagtrack.model.codec import DecodeConfig
 
     config = DecodeConfig()
     if options.detection_threshold is not None:
@@ -120,7 +120,7 @@ def decode_config(options: RunOptions):
 def make_tracker(enabled: bool):
     if not enabled:
         return None
-    from tracker import PoseTracker, TrackerConfig
+    from tagtrack.tracker import PoseTracker, TrackerConfig
 
     return PoseTracker(TrackerConfig())
 
@@ -143,7 +143,7 @@ def output_sinks(options: RunOptions, source: Source, schema) -> list[Sink]:
 
 def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | None = None) -> Pipeline:
     """Check the options, open the source, create the engine (unless given), tracker and sinks."""
-    from model.schema import COCO17
+    from tagtrack.model.schema import COCO17
 
     check_options(options)
     settings = PipelineSettings(decode=decode_config(options))
@@ -153,7 +153,7 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
         if options.max_frames is not None:
             source = LimitedSource(source, options.max_frames)
         if engine is None:
-            from realtime.engines import create_engine
+            from tagtrack.realtime.engines import create_engine
 
             engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw)
         schema = getattr(engine, "schema", None) or COCO17

@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.errors import UserFacingError
-from model.schema import COCO17, KeypointSchema
-from realtime.pipeline import FrameResult
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.realtime.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class AnnotatedVideoSink:
         self._size = (width, height)
 
     def write(self, result: FrameResult) -> None:
-        from realtime.draw import draw_poses
+        from tagtrack.realtime.draw import draw_poses
 
         # A copy: other sinks (the viewer) get the same frame and must see it undrawn.
         image = draw_poses(result.frame.image.copy(), [tracked.pose for tracked in result.tracked], self.schema,

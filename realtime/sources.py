@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from model.errors import UserFacingError
+from tagtrack.model.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from model.codec import DecodeConfig
-from model.errors import UserFacingError
-from model.schema import COCO17, KeypointSchema
-from realtime.pipeline import FrameResult, Pipeline, PipelineSettings
-from realtime.sources import Source, open_source
-from realtime.viewer_render import (
+from tagtrack.model.codec import DecodeConfig
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.realtime.pipeline import FrameResult, Pipeline, PipelineSettings
+from tagtrack.realtime.sources import Source, open_source
+from tagtrack.realtime.viewer_render import (
     FrameRateMeter,
     VideoRecorder,
     ViewOptions,
@@ -51,7 +51,7 @@ from realtime.viewer_render import (
     processing_latency_ms,
     render_result,
 )
-from tracker import PoseTracker, TrackerConfig
+from tagtrack.tracker import PoseTracker, TrackerConfig
 
 log = logging.getLogger(__name__)
 

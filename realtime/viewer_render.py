@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.config import OUTPUT_STRIDE
-from model.errors import UserFacingError
-from model.schema import KeypointSchema
-from model.transforms import Letterbox
-from realtime.draw import color_for_id, draw_poses
-from realtime.pipeline import STAGES, FrameResult
+from tagtrack.model.config import OUTPUT_STRIDE
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import KeypointSchema
+from tagtrack.model.transforms import Letterbox
+from tagtrack.realtime.draw import color_for_id, draw_poses
+from tagtrack.realtime.pipeline import STAGES, FrameResult
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import main
-from bench.teacher import compare_with_teacher, count_matches
-from model.pose import Pose
-from model.schema import COCO17
-from realtime.sources import Frame
+from tagtrack import main
+from tagtrack.bench.teacher import compare_with_teacher, count_matches
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17
+from tagtrack.realtime.sources import Frame
 from tests.test_predict import INPUT_HW, IdealNetwork, scene
-from training.teacher import TeacherPerson
+from tagtrack.training.teacher import TeacherPerson
 
 
 def _person(keypoints: np.ndarray, score: float = 0.9) -> TeacherPerson:

@@ -10,18 +10,18 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from model import checkpoint as checkpoint_module
-from model.checkpoint import (
+from tagtrack.model import checkpoint as checkpoint_module
+from tagtrack.model.checkpoint import (
     DEFAULT_WEIGHTS,
     checkpoint_sha256,
     load_checkpoint,
     resolve_weights,
     save_checkpoint,
 )
-from model.config import ModelConfig
-from model.errors import UserFacingError
-from model.hourglass import AllStacks, HourglassNet
-from model.schema import COCO17
+from tagtrack.model.config import ModelConfig
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.hourglass import AllStacks, HourglassNet
+from tagtrack.model.schema import COCO17
 
 CONFIG = ModelConfig(num_stacks=1, width=16, tag_dim=2, input_height=64, input_width=128)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from bench.decode import synthetic_maps, synthetic_people
-from model.codec import (
+from tagtrack.bench.decode import synthetic_maps, synthetic_people
+from tagtrack.model.codec import (
     DecodeConfig,
     decode,
     joint_indices,
@@ -18,7 +18,7 @@ from model.codec import (
     render_heatmaps,
     render_tag_maps,
 )
-from model.schema import COCO17
+from tagtrack.model.schema import COCO17
 
 # Quarter-pixel adjustment leaves at most a quarter pixel of error on a clean gaussian.
 QUARTER = 0.25 + 1e-6
@@ -309,7 +309,7 @@ def test_empty_maps_decode_to_no_people_and_bad_shapes_are_refused():
 
 
 def test_bench_decode_command_prints_a_table(capsys):
-    import main
+    from tagtrack import main
 
     assert main.main(["bench", "decode", "--people", "0", "3", "--tag-dims", "2", "--size", "64", "--repeats", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from model.errors import UserFacingError
-from model.schema import COCO17
-from training.config import AugmentConfig
-from training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
-from training.synthetic import generate_clips
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import COCO17
+from tagtrack.training.config import AugmentConfig
+from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
+from tagtrack.training.synthetic import generate_clips
 
 NOSE, LEFT_EYE, RIGHT_EYE = 0, 1, 2
 

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
-from model.predict import PredictConfig, predict_image, torch_infer_fn
-from model.schema import COCO17
-from realtime.demo import find_vtest
+from tagtrack.model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+from tagtrack.model.predict import PredictConfig, predict_image, torch_infer_fn
+from tagtrack.model.schema import COCO17
+from tagtrack.realtime.demo import find_vtest
 
 HELD_OUT_FRAME = 650  # frames 600-794 of vtest.avi were held out from the default model's training
 

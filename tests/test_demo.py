@@ -8,12 +8,12 @@ from pathlib import Path
 import cv2
 import pytest
 
-import main
-import realtime.demo as demo
-from model.errors import UserFacingError
-from model.hourglass import HourglassNet
-from model.checkpoint import save_checkpoint
-from model.config import TINY
+from tagtrack import main
+import tagtrack.realtime.demo as demo
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.hourglass import HourglassNet
+from tagtrack.model.checkpoint import save_checkpoint
+from tagtrack.model.config import TINY
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_demo_cli_errors_are_one_line(no_default_model, tmp_path: Path, capsys) 
 
 def test_demo_with_a_checkpoint_runs_on_the_given_video(tmp_path: Path, capsys) -> None:
     weights = save_checkpoint(tmp_path / "tiny.safetensors", HourglassNet(TINY)) or tmp_path / "tiny.safetensors"
-    from training.synthetic_demo import write_demo_video
+    from tagtrack.training.synthetic_demo import write_demo_video
 
     video = write_demo_video(tmp_path / "clip.mp4", frames=6)
     assert main.main(["demo", "--video", str(video), "--weights", str(weights), "--out-dir", str(tmp_path / "out")]) == 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.decode import BODY_TEMPLATE
-from model.pose import Pose
-from model.schema import COCO17
-from realtime.draw import color_for_id, draw_poses
+from tagtrack.bench.decode import BODY_TEMPLATE
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17
+from tagtrack.realtime.draw import color_for_id, draw_poses
 
 
 def standing_pose(centre_x: float, centre_y: float, height: float, score: float = 0.9) -> Pose:

@@ -10,13 +10,13 @@ import onnx
 import pytest
 import torch
 
-import main
-from model.checkpoint import save_checkpoint
-from model.config import TINY
-from model.errors import UserFacingError
-from model.hourglass import HourglassNet
-from realtime import engines
-from realtime.engines import (
+from tagtrack import main
+from tagtrack.model.checkpoint import save_checkpoint
+from tagtrack.model.config import TINY
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.hourglass import HourglassNet
+from tagtrack.realtime import engines
+from tagtrack.realtime.engines import (
     OnnxRuntimeEngine,
     TensorRTEngine,
     TorchEngine,
@@ -122,29 +122,29 @@ def test_auto_picks_onnxruntime_without_gpu(tiny_weights, shared_cache):
 
 
 def test_auto_falls_back_to_torch_when_onnx_export_fails(tiny_weights, cache_dir, monkeypatch, caplog):
-    import model.export
+    from tagtrack.model import export as model_export
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("exporter crashed")
 
-    monkeypatch.setattr(model.export, "export_onnx", broken_export)
-    with caplog.at_level(logging.WARNING, logger="realtime.engines"):
+    monkeypatch.setattr(model_export, "export_onnx", broken_export)
+    with caplog.at_level(logging.WARNING, logger="tagtrack.realtime.engines"):
         engine = create_engine("auto", tiny_weights, device="cpu", cache_dir=cache_dir)
     assert isinstance(engine, TorchEngine)
     assert "exporter crashed" in caplog.text
 
 
 def test_onnx_export_is_cached(tiny_weights, cache_dir, monkeypatch):
-    import model.export
+    from tagtrack.model import export as model_export
 
     calls = []
-    real_export = model.export.export_onnx
+    real_export = model_export.export_onnx
 
     def counting_export(*args, **kwargs):
         calls.append(args[2:4])
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(model.export, "export_onnx", counting_export)
+    monkeypatch.setattr(model_export, "export_onnx", counting_export)
     first = create_engine("ort", tiny_weights, device="cpu", cache_dir=cache_dir)
     files = list((cache_dir / "onnx").glob("*.onnx"))
     assert len(files) == 1 and calls == [(64, 64)]
@@ -212,10 +212,10 @@ def test_onnxruntime_on_cuda_needs_the_gpu_package(tiny_weights, shared_cache, m
 
 
 def test_torch_fp16_on_cpu_falls_back_to_fp32(tiny_weights, caplog):
-    from model.checkpoint import load_checkpoint
+    from tagtrack.model.checkpoint import load_checkpoint
 
     model = load_checkpoint(tiny_weights).model
-    with caplog.at_level(logging.WARNING, logger="realtime.engines"):
+    with caplog.at_level(logging.WARNING, logger="tagtrack.realtime.engines"):
         engine = TorchEngine(model, device="cpu", fp16=True)
     assert "fp16 needs CUDA" in caplog.text
     assert not engine.fp16 and engine.name == "torch (cpu, fp32)"
@@ -293,7 +293,7 @@ def test_tensorrt_engine_builds_caches_and_matches_torch(fp16, tiny_weights, cac
         assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
     mtime = engine_files[0].stat().st_mtime_ns
     engine.close()
-    with caplog.at_level(logging.INFO, logger="realtime.engines"):
+    with caplog.at_level(logging.INFO, logger="tagtrack.realtime.engines"):
         again = create_engine("trt", tiny_weights, device="cuda", fp16=fp16, cache_dir=cache_dir)
     assert "TensorRT engine cache hit" in caplog.text
     assert engine_files[0].stat().st_mtime_ns == mtime

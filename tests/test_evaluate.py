@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import save_checkpoint
-from model.codec import render_tag_maps
-from model.config import TINY
-from model.errors import UserFacingError
-from model.hourglass import HourglassNet
-from model.predict import PredictConfig
-from model.schema import COCO17
-from training.evaluate import (
+from tagtrack.model.checkpoint import save_checkpoint
+from tagtrack.model.codec import render_tag_maps
+from tagtrack.model.config import TINY
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.hourglass import HourglassNet
+from tagtrack.model.predict import PredictConfig
+from tagtrack.model.schema import COCO17
+from tagtrack.training.evaluate import (
     COCO_KEYPOINT_METRICS,
     evaluate_checkpoint,
     evaluate_grouping_with_gt_locations,
@@ -35,7 +35,7 @@ from training.evaluate import (
     pseudo_label_quality,
     write_results,
 )
-from training.synthetic import SceneConfig, generate_clips, generate_dataset
+from tagtrack.training.synthetic import SceneConfig, generate_clips, generate_dataset
 
 SCENE = SceneConfig(width=128, height=128, min_people=2, max_people=3)
 
@@ -308,7 +308,7 @@ def test_pseudo_label_quality_counts():
 
 
 def test_main_eval_prints_the_table_and_fails_cleanly(tiny_checkpoint, generated, tmp_path, capsys):
-    import main
+    from tagtrack import main
 
     out = tmp_path / "results.json"
     code = main.main(["eval", "--weights", str(tiny_checkpoint), "--data", str(generated),

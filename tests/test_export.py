@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.config import ModelConfig
-from model.errors import UserFacingError
-from model.export import export_onnx
-from model.hourglass import HourglassNet
+from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
+from tagtrack.model.config import ModelConfig
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.export import export_onnx
+from tagtrack.model.hourglass import HourglassNet
 
 CONFIG = ModelConfig(num_stacks=2, width=16, increase=8, tag_dim=3, input_height=64, input_width=128)
 

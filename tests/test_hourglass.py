@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.config import SMALL, TINY, ModelConfig
-from model.hourglass import AllStacks, HourglassNet, count_flops
+from tagtrack.model.config import SMALL, TINY, ModelConfig
+from tagtrack.model.hourglass import AllStacks, HourglassNet, count_flops
 
 
 @pytest.fixture(autouse=True)

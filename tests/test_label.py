@@ -12,11 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from model.errors import UserFacingError
-from model.schema import COCO17
-from training.evaluate import load_coco_annotations
-from training.label import LabelConfig, TrackLinker, label_inputs, person_annotation
-from training.teacher import (
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import COCO17
+from tagtrack.training.evaluate import load_coco_annotations
+from tagtrack.training.label import LabelConfig, TrackLinker, label_inputs, person_annotation
+from tagtrack.training.teacher import (
     MoveNetTeacher,
     TeacherConfig,
     TeacherPerson,
@@ -389,8 +389,8 @@ def test_real_teacher_labels_shared_video(shared_data, tmp_path):
 def test_label_output_trains_as_pairs_of_views(fake_teacher, tmp_path):
     """The training dataset reads the labels: pairs of frames share the walker's identity, and the
     doubtful people are masked out of the loss."""
-    from training.config import AugmentConfig
-    from training.dataset import CocoKeypointDataset, TargetConfig
+    from tagtrack.training.config import AugmentConfig
+    from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig
 
     frames = [_scene(128, 128, {"red": (30 + 4 * i, 50, 12), "green": (100, 10, 12)}) for i in range(4)]
     video = _write_video(tmp_path / "clip.avi", frames)
@@ -407,7 +407,7 @@ def test_label_output_trains_as_pairs_of_views(fake_teacher, tmp_path):
 
 
 def test_main_label_command(fake_teacher, tmp_path, capsys):
-    import main
+    from tagtrack import main
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -427,7 +427,7 @@ def test_main_label_command(fake_teacher, tmp_path, capsys):
 def test_real_teacher_scores_on_shared_coco(shared_data):
     """The wrapper reads MoveNet's (y, x) order and normalisation right: its COCO AP is far above zero
     (about 0.2-0.3 on the whole mini set; a swapped axis or a wrong scale scores about 0)."""
-    from training.evaluate import evaluate_teacher
+    from tagtrack.training.evaluate import evaluate_teacher
 
     teacher = shared_data / "teachers" / "movenet_multipose" / "movenet_multipose_lightning_fp32.onnx"
     annotations = shared_data / "annotations" / "coco_mini" / "person_keypoints_train2017.json"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.losses import (
+from tagtrack.training.losses import (
     LossWeights,
     cross_view_loss,
     heatmap_loss,
@@ -120,7 +120,7 @@ def test_ideal_tag_maps_from_codec_give_zero_pull() -> None:
     """Indices from model.codec.joint_indices read back the tags an ideal network outputs."""
     import numpy as np
 
-    from model.codec import joint_indices, render_tag_maps
+    from tagtrack.model.codec import joint_indices, render_tag_maps
 
     rng = np.random.default_rng(0)
     keypoints = np.concatenate([rng.uniform(2, 14, size=(2, 17, 2)), np.full((2, 17, 1), 2.0)], axis=2)

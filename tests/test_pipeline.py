@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from model.codec import DecodeConfig
-from model.config import ModelConfig
-from model.errors import UserFacingError
-from model.hourglass import HourglassNet
-from model.schema import COCO17
-from realtime.engines import TorchEngine
-from realtime.pipeline import FrameResult, Pipeline, PipelineSettings, RunSummary
-from realtime.sources import Frame, open_source
+from tagtrack.model.codec import DecodeConfig
+from tagtrack.model.config import ModelConfig
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.hourglass import HourglassNet
+from tagtrack.model.schema import COCO17
+from tagtrack.realtime.engines import TorchEngine
+from tagtrack.realtime.pipeline import FrameResult, Pipeline, PipelineSettings, RunSummary
+from tagtrack.realtime.sources import Frame, open_source
 from tests.test_sources import write_video
 
 TINY = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64)
@@ -127,7 +127,7 @@ def test_decoded_people_are_in_image_pixels_and_untracked_without_tracker(tmp_pa
 
 
 def test_tracker_gives_stable_ids(tmp_path):
-    from tracker import PoseTracker, TrackerConfig
+    from tagtrack.tracker import PoseTracker, TrackerConfig
 
     video = write_video(tmp_path / "clip.avi", 6, size_hw=(64, 64))
     sink = RecordingSink()
@@ -273,8 +273,8 @@ def test_summary_format_and_ratio():
 
 
 def test_bench_reports_model_and_pipeline_throughput():
-    from bench.pipeline import bench_pipeline
-    from realtime.run import RunOptions
+    from tagtrack.bench.pipeline import bench_pipeline
+    from tagtrack.realtime.run import RunOptions
 
     report = bench_pipeline(RunOptions(source=None, track=False), frames=30, frame_hw=(48, 64),
                             engine=ScriptedEngine(delay=0.002))
@@ -285,8 +285,8 @@ def test_bench_reports_model_and_pipeline_throughput():
 
 
 def test_soak_counts_lines_and_samples_memory():
-    from bench.pipeline import soak
-    from realtime.run import RunOptions
+    from tagtrack.bench.pipeline import soak
+    from tagtrack.realtime.run import RunOptions
 
     report = soak(RunOptions(source=None), 60, (48, 64), engine=ScriptedEngine())
     assert report.summary.frames == 60 and report.json_lines == 60

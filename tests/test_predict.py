@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import main
-from bench.decode import synthetic_people
-from model.codec import DecodeConfig, render_heatmaps, render_tag_maps
-from model.config import OUTPUT_STRIDE, ModelConfig
-from model.predict import PredictConfig, poses_from_maps, predict_image, scaled_input_hw, torch_infer_fn
-from model.schema import COCO17, KeypointSchema
-from model.transforms import Letterbox, to_network_input
+from tagtrack import main
+from tagtrack.bench.decode import synthetic_people
+from tagtrack.model.codec import DecodeConfig, render_heatmaps, render_tag_maps
+from tagtrack.model.config import OUTPUT_STRIDE, ModelConfig
+from tagtrack.model.predict import PredictConfig, poses_from_maps, predict_image, scaled_input_hw, torch_infer_fn
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.model.transforms import Letterbox, to_network_input
 from tests.test_codec import assert_same_people
 
 INPUT_HW = (256, 384)
@@ -138,7 +138,7 @@ def test_scaled_input_sizes_are_multiples_of_64():
 
 
 def test_a_tiny_random_network_runs_through_torch():
-    from model.hourglass import HourglassNet
+    from tagtrack.model.hourglass import HourglassNet
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -157,8 +157,8 @@ def test_a_tiny_random_network_runs_through_torch():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from model.checkpoint import save_checkpoint
-    from model.hourglass import HourglassNet
+    from tagtrack.model.checkpoint import save_checkpoint
+    from tagtrack.model.hourglass import HourglassNet
 
     torch.manual_seed(0)
     model = HourglassNet(ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64))
@@ -223,8 +223,8 @@ def test_corrupt_checkpoint(photo, tmp_path, capsys):
 
 
 def test_checkpoint_of_another_schema(photo, tmp_path, capsys):
-    from model.checkpoint import save_checkpoint
-    from model.hourglass import HourglassNet
+    from tagtrack.model.checkpoint import save_checkpoint
+    from tagtrack.model.hourglass import HourglassNet
 
     other = KeypointSchema(
         name="three-points", keypoint_names=("a", "b", "c"), flip_index=(0, 2, 1), skeleton=((0, 1),),
@@ -237,9 +237,9 @@ def test_checkpoint_of_another_schema(photo, tmp_path, capsys):
 
 
 def test_no_weights_and_no_default_model(photo, tmp_path, capsys, monkeypatch):
-    import model.checkpoint
+    from tagtrack.model import checkpoint as model_checkpoint
 
-    monkeypatch.setattr(model.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    monkeypatch.setattr(model_checkpoint, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
     line = one_line_error(*run_cli(capsys, str(photo))[::2])
     assert "no default model" in line
 

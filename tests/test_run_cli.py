@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-import main
-from model.checkpoint import save_checkpoint
-from model.config import ModelConfig
-from model.hourglass import HourglassNet
-from realtime.sinks import JSONL_SCHEMA_PATH
+from tagtrack import main
+from tagtrack.model.checkpoint import save_checkpoint
+from tagtrack.model.config import ModelConfig
+from tagtrack.model.hourglass import HourglassNet
+from tagtrack.realtime.sinks import JSONL_SCHEMA_PATH
 from tests.test_sources import write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

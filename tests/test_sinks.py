@@ -9,11 +9,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from model.errors import UserFacingError
-from model.pose import Pose
-from model.schema import COCO17
-from realtime.pipeline import FrameResult
-from realtime.sinks import (
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17
+from tagtrack.realtime.pipeline import FrameResult
+from tagtrack.realtime.sinks import (
     JSONL_SCHEMA_PATH,
     AnnotatedVideoSink,
     CocoResultsSink,
@@ -24,8 +24,8 @@ from realtime.sinks import (
     export_sinks,
     openpose_body25,
 )
-from realtime.sources import Frame
-from tracker import TrackedPose
+from tagtrack.realtime.sources import Frame
+from tagtrack.tracker import TrackedPose
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -87,7 +87,7 @@ def test_json_lines_one_valid_line_per_frame_flushed_as_written(tmp_path):
 
 def test_json_schema_rejects_broken_records():
     validator = jsonl_validator()
-    sink_record = json.loads(json.dumps(__import__("realtime.sinks", fromlist=["frame_record"]).frame_record(
+    sink_record = json.loads(json.dumps(__import__("tagtrack.realtime.sinks", fromlist=["frame_record"]).frame_record(
         results(1)[0], COCO17)))
     validator.validate(sink_record)
     broken = json.loads(json.dumps(sink_record))

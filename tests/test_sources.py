@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from model.errors import UserFacingError
-from realtime.sources import ImageFolderSource, LiveSource, VideoFileSource, open_source
+from tagtrack.model.errors import UserFacingError
+from tagtrack.realtime.sources import ImageFolderSource, LiveSource, VideoFileSource, open_source
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -147,7 +147,7 @@ def test_live_source_reconnects_then_gives_up_with_visible_status(tmp_path, capl
     assert [f.index for f in frames] == [0, 1, 2, 3, 4]
     assert all(b.timestamp >= a.timestamp for a, b in zip(frames, frames[1:]))
     path.unlink()
-    caplog.set_level(logging.WARNING, logger="realtime.sources")
+    caplog.set_level(logging.WARNING, logger="tagtrack.realtime.sources")
     source.read()  # the last buffered frame of the open capture
     with pytest.raises(UserFacingError, match="stopped delivering frames; gave up after 2 retries"):
         source.read()

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
-from model.schema import COCO17
-from training.synthetic import OVERFIT_SCENE, SceneConfig, StickPose, generate_clips, generate_dataset
+from tagtrack.model.schema import COCO17
+from tagtrack.training.synthetic import OVERFIT_SCENE, SceneConfig, StickPose, generate_clips, generate_dataset
 
 
 def test_dataset_is_valid_coco_and_seeded(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from model.pose import Pose
-from model.schema import COCO17
-from tracker import PoseTracker, TrackerConfig, TrackState
-from tracker.motion import BoxMotion, MotionStep
-from tracker.synthetic import skeleton
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17
+from tagtrack.tracker import PoseTracker, TrackerConfig, TrackState
+from tagtrack.tracker.motion import BoxMotion, MotionStep
+from tagtrack.tracker.synthetic import skeleton
 
 FPS = 30.0
 
@@ -321,7 +321,7 @@ def test_config_validation():
 
 
 def test_similarity_matrices():
-    from tracker.association import FORBIDDEN, assign, iou_matrix, mahalanobis_matrix, oks_matrix
+    from tagtrack.tracker.association import FORBIDDEN, assign, iou_matrix, mahalanobis_matrix, oks_matrix
 
     boxes = np.array([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
     iou = iou_matrix(boxes, boxes)

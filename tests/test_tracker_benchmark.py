@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from main import main
-from tracker import PoseTracker, TrackerConfig
-from tracker.baselines import GreedyOksTracker, SortTracker
-from tracker.benchmark import make_sequences, score
-from tracker.synthetic import SceneConfig, generate_sequence
+from tagtrack.main import main
+from tagtrack.tracker import PoseTracker, TrackerConfig
+from tagtrack.tracker.baselines import GreedyOksTracker, SortTracker
+from tagtrack.tracker.benchmark import make_sequences, score
+from tagtrack.tracker.synthetic import SceneConfig, generate_sequence
 
 SEEDS = [100, 101, 102]  # not the seeds the defaults were measured on
 
@@ -61,7 +61,7 @@ def test_perfect_tracker_scores_one():
 
     class Oracle:
         def update(self, poses, timestamp):
-            from tracker.tracker import TrackedPose
+            from tagtrack.tracker.tracker import TrackedPose
             frame = next(f for f in sequence.frames if f.timestamp == timestamp)
             return [TrackedPose(p, i + 1, 0.0, p.keypoints) for p, i in zip(frame.poses, frame.truth_ids) if i >= 0]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint
-from model.errors import UserFacingError
-from training.config import PRESETS, TrainConfig, preset
-from training.synthetic import SceneConfig, generate_dataset
-from training.train import learning_rate_factor, parameters_sha256, train
+from tagtrack.model.checkpoint import load_checkpoint
+from tagtrack.model.errors import UserFacingError
+from tagtrack.training.config import PRESETS, TrainConfig, preset
+from tagtrack.training.synthetic import SceneConfig, generate_dataset
+from tagtrack.training.train import learning_rate_factor, parameters_sha256, train
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE = SceneConfig(width=96, height=64, max_people=2, crowd_probability=0.3, unlabelled_probability=0.3)
@@ -119,7 +119,7 @@ def test_two_process_torchrun_keeps_ranks_identical(tiny_data: Path, tmp_path: P
     saved = load_checkpoint(out / "last.safetensors").model
     assert parameters_sha256(saved) == ranks[0]["parameters_sha256"]
     torch.manual_seed(0)
-    from model.hourglass import HourglassNet
+    from tagtrack.model.hourglass import HourglassNet
 
     assert parameters_sha256(HourglassNet(saved.config)) != ranks[0]["parameters_sha256"]
 
@@ -171,10 +171,10 @@ def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_overfit_tiny_synthetic_dataset_reaches_high_coco_ap(tmp_path: Path) -> None:
     """Done-means of the training issue: a small model overfits 4 generated images in a few hundred CPU steps."""
-    evaluate = pytest.importorskip("training.evaluate")
-    from model.config import ModelConfig
-    from training.config import AugmentConfig
-    from training.synthetic import OVERFIT_SCENE
+    evaluate = pytest.importorskip("tagtrack.training.evaluate")
+    from tagtrack.model.config import ModelConfig
+    from tagtrack.training.config import AugmentConfig
+    from tagtrack.training.synthetic import OVERFIT_SCENE
 
     annotations = generate_dataset(tmp_path / "data", num_images=4, config=OVERFIT_SCENE, seed=0)
     steps = 200  # about 150 already reach AP 1.0; one thread (autouse fixture) avoids OpenMP spinning under load
@@ -193,7 +193,7 @@ def test_overfit_tiny_synthetic_dataset_reaches_high_coco_ap(tmp_path: Path) -> 
 
 
 def test_training_benchmark_measures_steps() -> None:
-    from bench.train import benchmark_training
+    from tagtrack.bench.train import benchmark_training
 
     result = benchmark_training("tiny", steps=2, batch_size=2, threads=1, warmup=1)
     assert len(result.seconds_per_step) == 2 and all(t > 0 for t in result.seconds_per_step)
@@ -203,7 +203,7 @@ def test_training_benchmark_measures_steps() -> None:
 
 
 def test_pairs_of_clip_frames_feed_the_cross_view_loss(tmp_path: Path) -> None:
-    from training.synthetic import generate_clips
+    from tagtrack.training.synthetic import generate_clips
 
     annotations = generate_clips(tmp_path / "clips", num_clips=2, frames_per_clip=3,
                                  config=SceneConfig(width=64, height=64, min_people=2, max_people=2), seed=1)

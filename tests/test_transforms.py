@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.config import OUTPUT_STRIDE
-from model.transforms import Letterbox, input_to_map, map_to_input, to_network_input
+from tagtrack.model.config import OUTPUT_STRIDE
+from tagtrack.model.transforms import Letterbox, input_to_map, map_to_input, to_network_input
 
 CASES = [
     ((480, 641), (256, 384)),  # height limits: small pads left/right

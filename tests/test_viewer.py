@@ -20,15 +20,15 @@ pytest.importorskip("pytestqt")
 from PyQt6.QtCore import Qt  # noqa: E402
 from PyQt6.QtWidgets import QMessageBox  # noqa: E402
 
-import main  # noqa: E402
-from model.codec import DecodeConfig  # noqa: E402
-from model.config import OUTPUT_STRIDE  # noqa: E402
-from model.schema import COCO17  # noqa: E402
-from realtime.pipeline import PipelineSettings  # noqa: E402
-from realtime.sources import open_source  # noqa: E402
-from realtime.viewer import ViewerWindow, check_display  # noqa: E402
-from realtime.viewer_render import FrameRateMeter, ViewOptions, blend_heatmap, render_result  # noqa: E402
-from tracker import PoseTracker, TrackerConfig  # noqa: E402
+from tagtrack import main  # noqa: E402
+from tagtrack.model.codec import DecodeConfig  # noqa: E402
+from tagtrack.model.config import OUTPUT_STRIDE  # noqa: E402
+from tagtrack.model.schema import COCO17  # noqa: E402
+from tagtrack.realtime.pipeline import PipelineSettings  # noqa: E402
+from tagtrack.realtime.sources import open_source  # noqa: E402
+from tagtrack.realtime.viewer import ViewerWindow, check_display  # noqa: E402
+from tagtrack.realtime.viewer_render import FrameRateMeter, ViewOptions, blend_heatmap, render_result  # noqa: E402
+from tagtrack.tracker import PoseTracker, TrackerConfig  # noqa: E402
 
 INPUT_HW = (64, 64)
 FRAME_HW = (128, 128)
@@ -249,10 +249,10 @@ def test_toggles_change_what_is_drawn(qtbot, open_window):
 
 def test_render_without_skeleton_still_draws_boxes(video_path):
     # Pure rendering check with a real decoded frame from the pipeline-independent path.
-    from model.pose import Pose
-    from realtime.pipeline import FrameResult
-    from realtime.sources import Frame
-    from tracker import TrackedPose
+    from tagtrack.model.pose import Pose
+    from tagtrack.realtime.pipeline import FrameResult
+    from tagtrack.realtime.sources import Frame
+    from tagtrack.tracker import TrackedPose
 
     image = np.full((*FRAME_HW, 3), 60, dtype=np.uint8)
     keypoints = np.zeros((COCO17.num_keypoints, 3), dtype=np.float32)
@@ -271,7 +271,7 @@ def test_render_without_skeleton_still_draws_boxes(video_path):
 
 
 def test_heatmap_overlay_lands_where_the_peak_is():
-    from model.transforms import Letterbox
+    from tagtrack.model.transforms import Letterbox
 
     image = np.zeros((96, 192, 3), dtype=np.uint8)  # wider than the 64x64 input: letterboxed with padding
     letterbox = Letterbox.fit(image.shape[:2], INPUT_HW)
@@ -338,10 +338,10 @@ def test_close_stops_every_pipeline_thread(qtbot, open_window):
 
 
 def test_frames_appear_with_a_real_tiny_model(qtbot, open_window, tmp_path):
-    from model.checkpoint import save_checkpoint
-    from model.config import TINY
-    from model.hourglass import HourglassNet
-    from realtime.engines import create_engine
+    from tagtrack.model.checkpoint import save_checkpoint
+    from tagtrack.model.config import TINY
+    from tagtrack.model.hourglass import HourglassNet
+    from tagtrack.realtime.engines import create_engine
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 from filterpy.kalman import KalmanFilter
 
-from model.pose import Pose
-from model.schema import COCO17, KeypointSchema
-from tracker.association import FORBIDDEN, assign, iou_matrix, oks_matrix
-from tracker.tracker import TrackedPose
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.tracker.association import FORBIDDEN, assign, iou_matrix, oks_matrix
+from tagtrack.tracker.tracker import TrackedPose
 
 
 class GreedyOksTracker:

@@ -10,12 +10,12 @@ from typing import Callable, Protocol
 import motmetrics
 import numpy as np
 
-from model.pose import Pose
-from model.schema import COCO17, KeypointSchema
-from tracker.association import oks_matrix
-from tracker.config import TrackerConfig
-from tracker.synthetic import SceneConfig, SyntheticSequence, generate_sequence
-from tracker.tracker import PoseTracker, TrackedPose
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.tracker.association import oks_matrix
+from tagtrack.tracker.config import TrackerConfig
+from tagtrack.tracker.synthetic import SceneConfig, SyntheticSequence, generate_sequence
+from tagtrack.tracker.tracker import PoseTracker, TrackedPose
 
 MATCH_OKS = 0.5  # a tracker's pose counts as a true person's when their OKS is at least this
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.pose import Pose
+from tagtrack.model.pose import Pose
 
 # COCO-17 standing pose, facing the camera, in person heights, relative to the mid-hip point
 # (x to the image right, y down). The person's left is on the image right.

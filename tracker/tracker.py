@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.pose import Pose
-from model.schema import COCO17, KeypointSchema
-from tracker.association import (
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.tracker.association import (
     FORBIDDEN,
     PoseOffsets,
     assign,
@@ -21,9 +21,9 @@ from tracker.association import (
     spread_ratio,
     tag_distance_matrix,
 )
-from tracker.config import TrackerConfig
-from tracker.motion import BoxMotion, MotionStep
-from tracker.one_euro import OneEuroParams, OneEuroState, one_euro_step
+from tagtrack.tracker.config import TrackerConfig
+from tagtrack.tracker.motion import BoxMotion, MotionStep
+from tagtrack.tracker.one_euro import OneEuroParams, OneEuroState, one_euro_step
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from model.config import PAPER, SMALL, TINY, ModelConfig
-from model.errors import UserFacingError
-from training.losses import LossWeights
+from tagtrack.model.config import PAPER, SMALL, TINY, ModelConfig
+from tagtrack.model.errors import UserFacingError
+from tagtrack.training.losses import LossWeights
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from model.codec import joint_indices, render_heatmaps
-from model.config import OUTPUT_STRIDE
-from model.errors import UserFacingError
-from model.schema import COCO17, KeypointSchema
-from training.config import AugmentConfig
+from tagtrack.model.codec import joint_indices, render_heatmaps
+from tagtrack.model.config import OUTPUT_STRIDE
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.training.config import AugmentConfig
 
 log = logging.getLogger(__name__)
 

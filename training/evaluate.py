@@ -22,9 +22,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from model.errors import UserFacingError
-from model.pose import Pose
-from model.schema import COCO17, KeypointSchema
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def evaluate_teacher(
     `training.teacher.TeacherConfig` says) on an annotated image folder."""
     from tqdm import tqdm
 
-    from training.teacher import MoveNetTeacher, TeacherConfig, predict_teacher
+    from tagtrack.training.teacher import MoveNetTeacher, TeacherConfig, predict_teacher
 
     teacher_config = teacher_config or TeacherConfig()
     coco = load_coco_annotations(annotations_json)
@@ -393,8 +393,8 @@ def evaluate_teacher(
 
 
 def _load_network(weights: str | Path, device: str):
-    from model.checkpoint import load_checkpoint
-    from model.predict import torch_infer_fn
+    from tagtrack.model.checkpoint import load_checkpoint
+    from tagtrack.model.predict import torch_infer_fn
 
     loaded = load_checkpoint(weights, device=device)
     return loaded, torch_infer_fn(loaded.model, device)
@@ -419,7 +419,7 @@ def evaluate_checkpoint(
     """
     from tqdm import tqdm
 
-    from model.predict import PredictConfig, predict_image
+    from tagtrack.model.predict import PredictConfig, predict_image
 
     coco = load_coco_annotations(annotations_json)
     images = annotated_images(coco, images_dir, max_images)
@@ -463,7 +463,7 @@ def group_ground_truth_joints(heatmaps_shape: tuple[int, int, int], tags: np.nda
     peak suppression, no refinement), so it groups exactly the true joints by their tags. Each grouped
     joint is then put back at its exact image location. joints_map / joints_image: [N,K,3] (x, y, v).
     """
-    from model.codec import DecodeConfig, decode
+    from tagtrack.model.codec import DecodeConfig, decode
 
     num_joints, height, width = heatmaps_shape
     heatmaps = np.zeros((num_joints, height, width), dtype=np.float32)
@@ -510,9 +510,9 @@ def evaluate_grouping_with_gt_locations(
     """
     from tqdm import tqdm
 
-    from model.codec import DecodeConfig
-    from model.predict import poses_from_maps
-    from model.transforms import Letterbox, to_network_input
+    from tagtrack.model.codec import DecodeConfig
+    from tagtrack.model.predict import poses_from_maps
+    from tagtrack.model.transforms import Letterbox, to_network_input
 
     decode_config = decode_config or DecodeConfig()
     coco = load_coco_annotations(annotations_json)
@@ -581,7 +581,7 @@ def evaluate_temporal_margin(
     clip: images with video_id/frame_id, annotations with track_id). See `summarize_temporal_margins`."""
     from tqdm import tqdm
 
-    from model.transforms import Letterbox, to_network_input
+    from tagtrack.model.transforms import Letterbox, to_network_input
 
     coco = load_coco_annotations(annotations_json)
     pairs = track_pairs(coco, max_gap)

@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from model.errors import UserFacingError
-from model.schema import COCO17, KeypointSchema
-from training.teacher import (
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.training.teacher import (
     MoveNetTeacher,
     TeacherConfig,
     TeacherPerson,

@@ -23,7 +23,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from model.schema import COCO17
+from tagtrack.model.schema import COCO17
 
 log = logging.getLogger(__name__)
 

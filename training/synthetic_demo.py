@@ -4,7 +4,7 @@
 generated clip when no model for real footage is installed. It has never seen a real person.
 
 Reproduce the committed weights (about 12 minutes on 2 CPU cores, run with OMP_NUM_THREADS=1):
-    python -m training.synthetic_demo --out model/weights/synthetic_demo.safetensors
+    python -m tagtrack.training.synthetic_demo --out model/weights/synthetic_demo.safetensors
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import cv2
 
-from model.config import ModelConfig
-from training.config import AugmentConfig, preset
-from training.synthetic import SceneConfig, generate_clips
+from tagtrack.model.config import ModelConfig
+from tagtrack.training.config import AugmentConfig, preset
+from tagtrack.training.synthetic import SceneConfig, generate_clips
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ DEMO_MODEL = ModelConfig(num_stacks=2, width=32, tag_dim=2, input_height=192, in
 
 def train_synthetic_demo_model(out: Path, work_dir: Path, steps: int = 1500, seed: int = 0) -> Path:
     """Generate clips of walking stick figures and train DEMO_MODEL on pairs of their frames."""
-    from training.train import train
+    from tagtrack.training.train import train
 
     annotations = generate_clips(work_dir / "clips", num_clips=48, frames_per_clip=8, config=DEMO_SCENE, seed=seed)
     config = preset(

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.errors import UserFacingError
-from model.schema import COCO17, KeypointSchema
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
 

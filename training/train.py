@@ -39,13 +39,13 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.errors import UserFacingError
-from model.hourglass import AllStacks, HourglassNet
-from model.schema import COCO17
-from training.config import TrainConfig
-from training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
-from training.losses import total_loss
+from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.hourglass import AllStacks, HourglassNet
+from tagtrack.model.schema import COCO17
+from tagtrack.training.config import TrainConfig
+from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
+from tagtrack.training.losses import total_loss
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _evaluate(weights: Path, config: TrainConfig, device: torch.device) -> float
     if not config.val_annotations:
         return None
     try:
-        from training.evaluate import evaluate_checkpoint
+        from tagtrack.training.evaluate import evaluate_checkpoint
     except ImportError:
         log.warning("training.evaluate is not available; best-by-metric checkpoints are off")
         return None

@@ -183,9 +183,9 @@ PHASE3_LR_DECAY_STEP = 13000
 
 
 def training_config(root: Path, phase: int = 1):
-    from model.config import ModelConfig
-    from training.config import AugmentConfig, preset
-    from training.losses import LossWeights
+    from tagtrack.model.config import ModelConfig
+    from tagtrack.training.config import AugmentConfig, preset
+    from tagtrack.training.losses import LossWeights
 
     if phase == 3:
         return replace(
@@ -210,7 +210,7 @@ def training_config(root: Path, phase: int = 1):
 
 
 def start_training(root: Path) -> int:
-    from training.config import TrainConfig
+    from tagtrack.training.config import TrainConfig
 
     run = root / "runs" / "default"
     command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
@@ -254,8 +254,8 @@ def start_fine_tuning(root: Path, init: Path) -> int:
 
 def export_default(weights: Path, out: Path) -> None:
     """Same weights, with the inference input size recorded (the checkpoint's size is the app's default)."""
-    from model.checkpoint import load_checkpoint, save_checkpoint
-    from model.hourglass import HourglassNet
+    from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
+    from tagtrack.model.hourglass import HourglassNet
 
     loaded = load_checkpoint(weights)
     config = replace(loaded.config, input_height=INFERENCE_HW[0], input_width=INFERENCE_HW[1])
@@ -292,8 +292,8 @@ def teacher_recall(weights: Path, annotations: Path, images: Path, confident_sco
     (one-to-one, greedy by OKS), and model people (score >= person_score) matching no teacher label at
     OKS >= 0.5 and whose box centre lies in no ignore region ('extra': people the teacher may miss, or
     false alarms; look at the frames)."""
-    from model.checkpoint import load_checkpoint
-    from model.predict import predict_image, read_image, torch_infer_fn
+    from tagtrack.model.checkpoint import load_checkpoint
+    from tagtrack.model.predict import predict_image, read_image, torch_infer_fn
 
     loaded = load_checkpoint(weights)
     infer = torch_infer_fn(loaded.model)
