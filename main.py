@@ -538,6 +538,32 @@ def _label(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_import_lsp_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("import-lsp", help="LSP / LSP Extended / MPII-style 14-joint labels -> a COCO keypoint set")
+    p.add_argument("--joints", required=True, help="the label file (joints.mat: 14 x 3 x N or N x 14 x 3)")
+    p.add_argument("--images", required=True, help="the image folder")
+    p.add_argument("--out", required=True, help="COCO keypoint JSON to write")
+    p.add_argument("--list", default=None, help="file naming the images to import, one per line (default: every "
+                   "image of the folder named like im00001.jpg)")
+    p.add_argument("--teacher", default=None, help="MoveNet-MultiPose-format ONNX model: other people, face points, "
+                   "left/right check (default: none, labels only)")
+    p.add_argument("--maps", default=None, help="also write the teacher's dense maps here (for distillation)")
+    p.set_defaults(handler=_import_lsp)
+
+
+def _import_lsp(args: argparse.Namespace) -> int:
+    from tagtrack.training.lsp import import_lsp
+
+    summary = import_lsp(args.joints, args.images, args.out, image_list=args.list, teacher_path=args.teacher,
+                         maps_dir=args.maps)
+    print(f"wrote {summary.annotations_path}: {summary.images} images, {summary.labelled_people} labelled people "
+          f"({summary.teacher_matched} matched by the teacher, {summary.face_points_filled} face points filled, "
+          f"left/right fixed: {summary.arm_swaps_fixed} arms, {summary.leg_swaps_fixed} legs), "
+          f"{summary.other_people} other people and {summary.ignore_regions} ignore regions from the teacher"
+          + (f", {summary.maps_written} teacher maps" if args.maps else ""))
+    return 0
+
+
 def add_bench_teacher_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "teacher", help="our model next to MoveNet MultiPose on the same frames: speed and people found")
@@ -654,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_eval_command(commands)
     add_label_command(commands)
+    add_import_lsp_command(commands)
     add_export_command(commands)
     add_bench_decode_command(bench)
     add_bench_track_command(bench)

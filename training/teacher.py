@@ -74,10 +74,21 @@ class _Run:
     inner_edges: tuple[bool, bool, bool, bool] = (False, False, False, False)  # left, top, right, bottom
 
 
-class MoveNetTeacher:
-    """An ONNX Runtime session over a MoveNet-MultiPose-format model; checks the format on load."""
+# MoveNet's graph computes dense maps before it picks people: the keypoint heatmaps (sigmoid, [1,K,H/4,W/4],
+# the same stride and layout as ours) and the person-centre heatmap ([1,1,H/4,W/4]). These node outputs are
+# exposed as extra graph outputs for dense distillation (training.distill).
+TEACHER_HEATMAP_OUTPUT = "Sigmoid_1"
+TEACHER_CENTRE_OUTPUT = "Sigmoid"
 
-    def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, threads: int | None = None) -> None:
+
+class MoveNetTeacher:
+    """An ONNX Runtime session over a MoveNet-MultiPose-format model; checks the format on load.
+
+    With `dense_maps`, the session also returns the teacher's keypoint and centre heatmaps (`run_dense`).
+    """
+
+    def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, threads: int | None = None,
+                 dense_maps: bool = False) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -89,7 +100,10 @@ class MoveNetTeacher:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            model = _with_dense_outputs(self.path) if dense_maps else str(self.path)
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except UserFacingError:
+            raise
         except Exception as error:  # onnxruntime raises its own types for corrupt or unsupported files
             raise UserFacingError(f"teacher {self.path} could not be loaded by ONNX Runtime: {error}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -120,14 +134,31 @@ class MoveNetTeacher:
 
         return round_to_stride(height * scale), round_to_stride(width * scale)
 
-    def run(self, image_rgb: np.ndarray, long_side: int) -> list[TeacherPerson]:
-        """All candidates of one teacher call on image_rgb (uint8 [h,w,3]), in its pixels."""
+    def _resized(self, image_rgb: np.ndarray, long_side: int) -> np.ndarray:
         height, width = image_rgb.shape[:2]
         input_h, input_w = self.input_hw((height, width), long_side)
         shrinking = input_h * input_w < height * width
-        resized = cv2.resize(image_rgb, (input_w, input_h),
-                             interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        output = self.session.run([self.output_name], {self.input_name: resized[None]})[0]
+        return cv2.resize(image_rgb, (input_w, input_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+    def run(self, image_rgb: np.ndarray, long_side: int) -> list[TeacherPerson]:
+        """All candidates of one teacher call on image_rgb (uint8 [h,w,3]), in its pixels."""
+        output = self.session.run([self.output_name], {self.input_name: self._resized(image_rgb, long_side)[None]})[0]
+        return self._people(output, image_rgb.shape[:2])
+
+    def run_dense(self, image_rgb: np.ndarray, long_side: int) -> tuple[list[TeacherPerson], np.ndarray]:
+        """One teacher call: its candidates (image pixels) and its dense maps float32 [K+1,h,w] (K keypoint
+        heatmaps, then the person-centre heatmap). The maps cover the whole image, stretched: map pixel j
+        has its centre at image x = (j + 0.5) * width / w - 0.5 (likewise y)."""
+        names = [self.output_name, TEACHER_HEATMAP_OUTPUT, TEACHER_CENTRE_OUTPUT]
+        try:
+            output, heatmaps, centre = self.session.run(names, {self.input_name: self._resized(image_rgb, long_side)[None]})
+        except Exception as error:  # the session was made without dense outputs, or the graph lacks them
+            raise UserFacingError(f"teacher {self.path} gives no dense maps ({error})") from None
+        maps = np.concatenate([np.asarray(heatmaps)[0], np.asarray(centre)[0]], axis=0).astype(np.float32)
+        return self._people(output, image_rgb.shape[:2]), maps
+
+    def _people(self, output: np.ndarray, image_hw: tuple[int, int]) -> list[TeacherPerson]:
+        height, width = image_hw
         output = np.asarray(output, dtype=np.float32).reshape(-1, output.shape[-1])
         num_keypoints = self.schema.num_keypoints
         people = []
@@ -138,6 +169,26 @@ class MoveNetTeacher:
             box = np.array([xmin * width, ymin * height, xmax * width, ymax * height], dtype=np.float32)
             people.append(TeacherPerson(keypoints.astype(np.float32), float(row[-1]), box))
         return people
+
+
+def _with_dense_outputs(path: Path) -> bytes:
+    """The teacher's ONNX graph with its keypoint and centre heatmaps added as graph outputs."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # onnx raises DecodeError and others for a corrupt file
+        raise UserFacingError(f"teacher {path} is not a readable ONNX model: {error}") from None
+    produced = {name for node in model.graph.node for name in node.output}
+    missing = [name for name in (TEACHER_HEATMAP_OUTPUT, TEACHER_CENTRE_OUTPUT) if name not in produced]
+    if missing:
+        raise UserFacingError(f"teacher {path} has no node output {missing[0]!r}: it is not MoveNet MultiPose, "
+                              "whose heatmaps dense distillation needs")
+    existing = {output.name for output in model.graph.output}
+    for name in (TEACHER_HEATMAP_OUTPUT, TEACHER_CENTRE_OUTPUT):
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return model.SerializeToString()
 
 
 def tile_regions(height: int, width: int, grid: int, overlap: float) -> list[tuple[int, int, int, int]]:
