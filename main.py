@@ -564,6 +564,25 @@ def _import_lsp(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_teacher_maps_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("teacher-maps", help="store a teacher's dense heatmaps for every image of a COCO set "
+                            "(dense distillation: train with train_teacher_maps)")
+    p.add_argument("--teacher", required=True, help="MoveNet-MultiPose-format ONNX model")
+    p.add_argument("--data", required=True, help="COCO keypoint JSON")
+    p.add_argument("--images", required=True, help="its image folder")
+    p.add_argument("--out", required=True, help="maps folder (image file_name + .npy); existing maps are kept")
+    p.add_argument("--long-side", type=int, default=384, help="teacher input long side in px (default 384)")
+    p.set_defaults(handler=_teacher_maps)
+
+
+def _teacher_maps(args: argparse.Namespace) -> int:
+    from tagtrack.training.distill import write_teacher_maps
+
+    written = write_teacher_maps(args.teacher, args.data, args.images, args.out, args.long_side)
+    print(f"wrote {written} teacher map files into {args.out}")
+    return 0
+
+
 def add_bench_teacher_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "teacher", help="our model next to MoveNet MultiPose on the same frames: speed and people found")
@@ -681,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(commands)
     add_label_command(commands)
     add_import_lsp_command(commands)
+    add_teacher_maps_command(commands)
     add_export_command(commands)
     add_bench_decode_command(bench)
     add_bench_track_command(bench)

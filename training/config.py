@@ -28,6 +28,13 @@ class AugmentConfig:
     translate: float = 0.1  # fraction of the input size
     flip_probability: float = 0.5
     colour_jitter: float = 0.2  # brightness/contrast/saturation +- this fraction
+    # Close-up views: with this probability a view is framed on one labelled person so that it fills
+    # closeup_min..closeup_max of the view's height (a webcam or phone framing); of those, upper_body_probability
+    # frame only head to hips (a desk webcam). 0 keeps the plain zoom above.
+    closeup_probability: float = 0.0
+    closeup_min: float = 0.4
+    closeup_max: float = 1.0
+    upper_body_probability: float = 0.0
 
     @classmethod
     def off(cls) -> "AugmentConfig":
@@ -53,6 +60,7 @@ class TrainConfig:
     pairs: bool = True  # two views per sample with the cross-view temporal loss
     max_frame_gap: int = 3  # for clips: the second view is a frame up to this far away
     init_weights: str = ""  # start from this checkpoint's weights (fine-tuning); same architecture
+    train_teacher_maps: str = ""  # dense distillation: the teacher's stored heatmaps (training.distill)
     # optimisation
     batch_size: int = 8  # per process
     steps: int = 100_000

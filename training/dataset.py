@@ -37,6 +37,7 @@ from tagtrack.model.config import OUTPUT_STRIDE
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.training.config import AugmentConfig
+from tagtrack.training.distill import dense_targets, load_teacher_maps, maps_path, warp_teacher_maps
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,31 @@ def random_affine(
     angle = math.radians(rng.uniform(-augment.rotation_degrees, augment.rotation_degrees))
     shift = rng.uniform(-augment.translate, augment.translate, size=2) * (input_w, input_h)
     flip = bool(rng.random() < augment.flip_probability)
+    source_centre = np.array([(image_w - 1) / 2, (image_h - 1) / 2])
+    return _affine(scale, angle, source_centre, shift, flip, input_hw), flip
+
+
+def closeup_affine(
+    rng: np.random.Generator, region: tuple[float, float, float, float], input_hw: tuple[int, int],
+    augment: AugmentConfig
+) -> tuple[np.ndarray, bool]:
+    """Like random_affine, but framed on region (x, y, w, h in image pixels: a person, or their upper body):
+    its height fills closeup_min..closeup_max of the input height, its centre near the input's centre."""
+    x, y, w, h = region
+    input_h, input_w = input_hw
+    scale = rng.uniform(augment.closeup_min, augment.closeup_max) * input_h / max(h, 1.0)
+    angle = math.radians(rng.uniform(-augment.rotation_degrees, augment.rotation_degrees))
+    shift = rng.uniform(-0.15, 0.15, size=2) * (input_w, input_h)
+    flip = bool(rng.random() < augment.flip_probability)
+    return _affine(scale, angle, np.array([x + w / 2, y + h / 2]), shift, flip, input_hw), flip
+
+
+def _affine(scale: float, angle: float, source_centre: np.ndarray, shift: np.ndarray, flip: bool,
+            input_hw: tuple[int, int]) -> np.ndarray:
+    """Image -> input: source_centre to the input centre + shift, scaled and rotated about it, mirrored last."""
+    input_h, input_w = input_hw
     cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
     linear = np.array([[cos, -sin], [sin, cos]])
-    source_centre = np.array([(image_w - 1) / 2, (image_h - 1) / 2])
     target_centre = np.array([(input_w - 1) / 2, (input_h - 1) / 2]) + shift
     matrix = np.eye(3)
     matrix[:2, :2] = linear
@@ -146,7 +169,23 @@ def random_affine(
     if flip:
         mirror = np.array([[-1.0, 0.0, input_w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         matrix = mirror @ matrix
-    return matrix, flip
+    return matrix
+
+
+def upper_body(annotation: dict, num_keypoints: int, schema: KeypointSchema) -> tuple[float, float, float, float] | None:
+    """Head to hips of a labelled person (x, y, w, h), or None without labelled hips and shoulders."""
+    keypoints = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(num_keypoints, 3)
+    names = schema.keypoint_names
+    hips = [names.index(n) for n in ("left_hip", "right_hip") if n in names]
+    shoulders = [names.index(n) for n in ("left_shoulder", "right_shoulder") if n in names]
+    hips = [k for k in hips if keypoints[k, 2] > 0]
+    if not hips or not any(keypoints[k, 2] > 0 for k in shoulders):
+        return None
+    x, y, w, _ = annotation["bbox"]
+    bottom = float(keypoints[hips, 1].mean())
+    if bottom <= y:
+        return None
+    return float(x), float(y), float(w), bottom - float(y)
 
 
 def input_to_map_matrix(stride: int = OUTPUT_STRIDE) -> np.ndarray:
@@ -194,6 +233,7 @@ class CocoKeypointDataset(Dataset):
         max_frame_gap: int = 3,
         schema: KeypointSchema = COCO17,
         seed: int = 0,
+        teacher_maps: Path | str | None = None,
     ) -> None:
         if views not in (1, 2):
             raise ValueError("views must be 1 or 2")
@@ -207,11 +247,17 @@ class CocoKeypointDataset(Dataset):
         self.schema = schema
         self.seed = seed
         self.epoch = 0
+        self.teacher_maps = Path(teacher_maps) if teacher_maps else None
+        if self.teacher_maps is not None and not self.teacher_maps.is_dir():
+            raise UserFacingError(f"teacher maps folder not found: {self.teacher_maps}")
         # Images with at least one person with keypoints; the rest carry no training signal for grouping.
-        self.image_ids = sorted(
-            image_id for image_id in self.coco.getImgIds()
+        # An image's optional "repeat" (a whole number, default 1) samples it that many times per epoch,
+        # which balances domains of very different sizes.
+        self.image_ids = [
+            image_id for image_id in sorted(self.coco.getImgIds())
             if any(_has_keypoints(a) for a in self.coco.imgToAnns.get(image_id, []))
-        )
+            for _ in range(max(1, int(self.coco.imgs[image_id].get("repeat", 1))))
+        ]
         self._clips = self._index_clips()
 
     def _index_clips(self) -> dict[int, list[tuple[int, int]]]:
@@ -269,7 +315,7 @@ class CocoKeypointDataset(Dataset):
         annotations = self.coco.imgToAnns.get(image_id, [])
         input_hw = (self.targets.input_height, self.targets.input_width)
         out_h, out_w = self.targets.output_hw
-        to_input, flip = random_affine(rng, (image_h, image_w), input_hw, self.augment)
+        to_input, flip = self._view_affine(rng, annotations, (image_h, image_w), input_hw)
         to_map = input_to_map_matrix() @ to_input
 
         warped = cv2.warpAffine(image_bgr, to_input[:2], (input_hw[1], input_hw[0]), flags=cv2.INTER_LINEAR,
@@ -285,7 +331,8 @@ class CocoKeypointDataset(Dataset):
         people = [a for a in annotations if _has_keypoints(a)][: self.targets.max_people]
         keypoints, ids, sizes = self._people_in_map(people, to_map, flip)
         sigma = self._sigmas(sizes)
-        heatmaps = render_heatmaps(keypoints, out_h, out_w, sigma)
+        heatmaps = dense_targets(render_heatmaps(keypoints, out_h, out_w, sigma),
+                                 self._teacher_heatmaps(image_id, (image_h, image_w), to_map, flip))
         joints = joint_indices(keypoints, out_h, out_w, self.targets.max_people)
         id_row = np.full(self.targets.max_people, EMPTY_ID, dtype=np.int64)
         id_row[: len(ids)] = ids
@@ -299,6 +346,29 @@ class CocoKeypointDataset(Dataset):
             "ids": id_row,
             "scales": scale_row,
         }
+
+    def _view_affine(self, rng: np.random.Generator, annotations: list[dict], image_hw: tuple[int, int],
+                     input_hw: tuple[int, int]) -> tuple[np.ndarray, bool]:
+        """A plain random view, or (closeup_probability) one framed on a labelled person or their upper body."""
+        people = [a for a in annotations if _has_keypoints(a) and a.get("bbox")]
+        # No extra draw when close-ups are off, so such runs see exactly the views they always did.
+        if not people or self.augment.closeup_probability <= 0 or rng.random() >= self.augment.closeup_probability:
+            return random_affine(rng, image_hw, input_hw, self.augment)
+        person = people[int(rng.integers(len(people)))]
+        region = tuple(float(v) for v in person["bbox"])
+        if rng.random() < self.augment.upper_body_probability:
+            region = upper_body(person, self.schema.num_keypoints, self.schema) or region
+        return closeup_affine(rng, region, input_hw, self.augment)
+
+    def _teacher_heatmaps(self, image_id: int, image_hw: tuple[int, int], to_map: np.ndarray,
+                          flip: bool) -> np.ndarray | None:
+        if self.teacher_maps is None:
+            return None
+        maps = load_teacher_maps(maps_path(self.teacher_maps, self.coco.imgs[image_id]["file_name"]),
+                                 self.schema.num_keypoints)
+        if maps is None:
+            return None
+        return warp_teacher_maps(maps, image_hw, to_map, self.targets.output_hw, flip, self.schema)
 
     def _people_in_map(
         self, people: list[dict], to_map: np.ndarray, flip: bool

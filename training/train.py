@@ -178,7 +178,8 @@ def _build_dataset(config: TrainConfig) -> CocoKeypointDataset:
     targets = TargetConfig(config.model.input_height, config.model.input_width, config.sigma, config.sigma_mode,
                            config.max_people)
     return CocoKeypointDataset(config.train_annotations, config.train_images, targets, config.augment,
-                               views=2 if config.pairs else 1, max_frame_gap=config.max_frame_gap, seed=config.seed)
+                               views=2 if config.pairs else 1, max_frame_gap=config.max_frame_gap, seed=config.seed,
+                               teacher_maps=config.train_teacher_maps or None)
 
 
 def _make_loader(dataset: CocoKeypointDataset, sampler: Sampler[int], config: TrainConfig, epoch: int,

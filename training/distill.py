@@ -1,0 +1,103 @@
+"""Dense distillation: the teacher's soft keypoint heatmaps as training targets on every pixel.
+
+Sparse pseudo-labels keep only the teacher's confident people and joints; the teacher's heatmaps (MoveNet
+MultiPose's `Sigmoid_1`: sigmoid, K x H/4 x W/4, the same layout and stride as ours) also carry what it is
+unsure of. They are computed once per training image (`write_teacher_maps`, `tagtrack teacher-maps`) and
+stored as uint8 `.npy` files, [K+1, h, w] (K keypoint heatmaps, then the person-centre heatmap), covering the
+whole image stretched to the teacher's input. At training time they are warped with the view's affine
+(`warp_teacher_maps`) and combined with the label heatmaps (`dense_targets`).
+
+File layout: the maps of image `file_name` (as in the COCO file) are `MAPS_DIR/file_name.npy`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.schema import COCO17, KeypointSchema
+
+log = logging.getLogger(__name__)
+
+MAPS_SUFFIX = ".npy"
+
+
+def maps_path(maps_dir: Path, file_name: str) -> Path:
+    return maps_dir / f"{file_name}{MAPS_SUFFIX}"
+
+
+def write_teacher_maps(teacher_path: str | Path, annotations: str | Path, images_dir: str | Path,
+                       maps_dir: str | Path, long_side: int = 384, progress: bool = True) -> int:
+    """Run the teacher once on every image of a COCO file and store its dense maps; existing files are kept.
+    Returns how many were written."""
+    from tqdm import tqdm
+
+    from tagtrack.training.teacher import MoveNetTeacher
+
+    annotations, images_dir, maps_dir = Path(annotations), Path(images_dir), Path(maps_dir)
+    try:
+        images = json.loads(annotations.read_text())["images"]
+    except FileNotFoundError:
+        raise UserFacingError(f"annotation file not found: {annotations}") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserFacingError(f"{annotations} is not a COCO file with an 'images' list ({error})") from None
+    teacher = MoveNetTeacher(teacher_path, COCO17, dense_maps=True)
+    written = 0
+    for image in tqdm(images, desc="teacher maps", unit="image", disable=not progress):
+        target = maps_path(maps_dir, image["file_name"])
+        if target.is_file():
+            continue
+        bgr = cv2.imread(str(images_dir / image["file_name"]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UserFacingError(f"cannot read image {images_dir / image['file_name']} (listed in {annotations})")
+        _, maps = teacher.run_dense(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), long_side)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(target.name + ".tmp.npy")
+        np.save(temporary, np.round(maps * 255).astype(np.uint8))
+        temporary.replace(target)
+        written += 1
+    return written
+
+
+def load_teacher_maps(path: Path, num_keypoints: int) -> np.ndarray | None:
+    """The keypoint heatmaps float32 [K,h,w] in [0,1], or None when the file is absent or unreadable."""
+    try:
+        maps = np.load(path)
+    except (OSError, ValueError):
+        return None
+    if maps.ndim != 3 or maps.shape[0] < num_keypoints:
+        log.warning("ignoring teacher maps %s of shape %s", path, maps.shape)
+        return None
+    return maps[:num_keypoints].astype(np.float32) / 255.0
+
+
+def teacher_to_image_matrix(maps_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+    """3x3: teacher map pixel -> image pixel (the map covers the whole image, stretched; pixel centres)."""
+    sy, sx = image_hw[0] / maps_hw[0], image_hw[1] / maps_hw[1]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def warp_teacher_maps(maps: np.ndarray, image_hw: tuple[int, int], image_to_map: np.ndarray,
+                      out_hw: tuple[int, int], flip: bool, schema: KeypointSchema = COCO17) -> np.ndarray:
+    """Teacher heatmaps [K,h,w] -> the view's output map [K,out_h,out_w] (same affine as the image; a mirrored
+    view swaps left and right channels like the labels)."""
+    matrix = image_to_map @ teacher_to_image_matrix(maps.shape[1:], image_hw)
+    warped = cv2.warpAffine(np.ascontiguousarray(maps.transpose(1, 2, 0)), matrix[:2], (out_hw[1], out_hw[0]),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    warped = warped.reshape(out_hw[0], out_hw[1], -1).transpose(2, 0, 1)
+    if flip:
+        warped = warped[list(schema.flip_index)]
+    return np.ascontiguousarray(warped, dtype=np.float32)
+
+
+def dense_targets(label_heatmaps: np.ndarray, teacher_heatmaps: np.ndarray | None) -> np.ndarray:
+    """Label heatmaps where there are labels, the teacher's soft maps everywhere else (the larger of the two:
+    a labelled joint keeps its peak of 1, an unlabelled or doubtful one gets the teacher's belief)."""
+    if teacher_heatmaps is None:
+        return label_heatmaps
+    return np.maximum(label_heatmaps, teacher_heatmaps)
