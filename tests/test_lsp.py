@@ -188,3 +188,15 @@ def test_real_lspet_with_teacher_and_dense_maps(shared_data, tmp_path):
     maps = np.load(tmp_path / "maps" / f"{first['file_name']}.npy")
     assert maps.dtype == np.uint8 and maps.shape[0] == 18  # 17 keypoint heatmaps + the person centre
     assert maps[:17].max() > 100  # the labelled athlete's joints light up
+
+
+def test_teacher_duplicates_of_the_labelled_person_are_dropped():
+    truth = _coco_person()
+    lsp = np.concatenate([PERSON, np.ones((14, 1))], axis=1)
+    duplicate_region = _teacher_from(truth + [5, 5, 0], score=0.2)  # a doubtful second candidate on the athlete
+    far_region = _teacher_from(truth + [300, 0, 0], score=0.2)
+    summary = LspImportSummary(Path("x.json"))
+    annotations = _image_annotations(lsp, (200, 500), [_teacher_from(truth), duplicate_region, far_region],
+                                     LspImportConfig(), summary)
+    assert len(annotations) == 2 and summary.ignore_regions == 1
+    assert annotations[1]["bbox"][0] > 300  # only the far region is kept

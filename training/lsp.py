@@ -70,6 +70,7 @@ class LspImportConfig:
     swap_score: float = 0.5
     swap_ratio: float = 0.5
     swap_min_error: float = 0.08
+    overlap_drop: float = 0.3
     label: LabelConfig = field(default_factory=LabelConfig)
 
 
@@ -213,6 +214,7 @@ def import_lsp(
     maps_dir: str | Path | None = None,
     config: LspImportConfig = LspImportConfig(),
     progress: bool = True,
+    teacher_threads: int | None = None,
 ) -> LspImportSummary:
     """Write a COCO keypoint file for the LSP set; everything is checked before anything is written."""
     from tqdm import tqdm
@@ -232,7 +234,8 @@ def import_lsp(
     columns = [_column_of(name, config.image_pattern, len(joints)) for name in names]
     if maps_dir is not None and teacher_path is None:
         raise UserFacingError("teacher maps need a teacher (--teacher)")
-    teacher = MoveNetTeacher(teacher_path, COCO17, dense_maps=maps_dir is not None) if teacher_path else None
+    teacher = (MoveNetTeacher(teacher_path, COCO17, threads=teacher_threads, dense_maps=maps_dir is not None)
+               if teacher_path else None)
     if maps_dir is not None:
         Path(maps_dir).mkdir(parents=True, exist_ok=True)
 
@@ -305,7 +308,7 @@ def _image_annotations(lsp: np.ndarray, image_hw: tuple[int, int], people: list[
         if index == matched:
             continue
         annotation = person_annotation(person, image_hw, config.label)
-        if annotation is None:
+        if annotation is None or (box is not None and overlaps_labelled(annotation, box, config.overlap_drop)):
             continue
         annotations.append(annotation)
         if annotation["num_keypoints"] > 0:
@@ -313,6 +316,16 @@ def _image_annotations(lsp: np.ndarray, image_hw: tuple[int, int], people: list[
         else:
             summary.ignore_regions += 1
     return annotations
+
+
+def overlaps_labelled(annotation: dict, labelled_box: list[float], limit: float) -> bool:
+    """Whether a teacher annotation is probably the labelled person again (see LspImportConfig.overlap_drop)."""
+    ax, ay, aw, ah = labelled_box
+    bx, by, bw, bh = annotation["bbox"]
+    inter = max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    if annotation["num_keypoints"] == 0:
+        return inter > limit * max(aw * ah, 1e-9)
+    return inter / max(aw * ah + bw * bh - inter, 1e-9) > limit
 
 
 def _labelled_annotation(keypoints: np.ndarray, box: list[float]) -> dict:

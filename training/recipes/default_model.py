@@ -33,6 +33,7 @@ SHARED = REPO.parent / "shared" / "data"
 TEACHER = SHARED / "teachers" / "movenet_multipose" / "movenet_multipose_lightning_fp32.onnx"
 COCO_JSON = SHARED / "annotations" / "coco_mini" / "person_keypoints_train2017.json"
 COCO_IMAGES = SHARED / "images" / "coco_mini" / "train2017"
+LSPET = SHARED / "lspet"
 
 # Inference size of the default model, chosen on all held-out video frames (174; teacher-confident people
 # found at OKS >= 0.5 with the phase-3 weights): 256x384 407/571, 320x384 400/571, 384x512 379/571, and
@@ -95,7 +96,7 @@ class Merger:
                      "images": [], "annotations": [], "categories": categories}
         self.next_image = self.next_annotation = self.next_track = self.next_video = 1
 
-    def add(self, data: dict, prefix: str, keep_image) -> None:
+    def add(self, data: dict, prefix: str, keep_image, repeat: int = 1) -> None:
         track_map: dict[int, int] = {}
         video_map: dict[int, int] = {}
         image_map: dict[int, int] = {}
@@ -103,6 +104,8 @@ class Merger:
             if not keep_image(image):
                 continue
             new = dict(image, id=self.next_image, file_name=f"{prefix}/{image['file_name']}")
+            if repeat > 1:
+                new["repeat"] = repeat
             if "video_id" in image:
                 if image["video_id"] not in video_map:
                     video_map[image["video_id"]] = self.next_video
@@ -161,6 +164,69 @@ def build_data(root: Path) -> None:
     log.info("wrote %s: %d images", data_dir / "heldout_coco.json", len(held))
 
 
+# ---------------------------------------------------------------- the general corpus (phase 5 on)
+
+# LSP Extended (8,500 images present, one labelled athlete each): every image whose rank among the sorted
+# names is 0 or 1 modulo 17 is held out (1,000), the other 7,500 train.
+def lspet_heldout(rank: int) -> bool:
+    return rank % 17 < 2
+
+
+# Times each source's training images are sampled per epoch in the general corpus: LSPET's 7,500 images
+# would otherwise drown the rest. With these, an epoch is about 7,500 LSPET, 1,200 PETS (12 %), 600 other
+# video frames and 700 COCO views: PETS walkers stay well under a quarter of the samples.
+GENERAL_REPEAT = {"vtest": 4, "cam01": 6, "sports2d": 6, "coco_val_unannotated": 4, "coco": 8, "lspet": 1}
+# Teacher input long side for the dense maps of the non-LSPET images (LSPET's are made at 256 on import).
+MAPS_LONG_SIDE = 384
+
+
+def import_lspet(root: Path) -> None:
+    """LSPET train part with the teacher (other people, face points, left/right check, dense maps) and the
+    held-out part with human labels only. Existing outputs are reused."""
+    from tagtrack.training.lsp import import_lsp
+
+    out = root / "labels" / "lspet"
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted((LSPET / "images.txt").read_text().split())
+    for part, keep in (("train", lambda r: not lspet_heldout(r)), ("heldout", lspet_heldout)):
+        if (out / f"{part}.json").is_file():
+            log.info("reusing %s", out / f"{part}.json")
+            continue
+        listing = out / f"{part}.txt"
+        listing.write_text("\n".join(n for r, n in enumerate(names) if keep(r)) + "\n")
+        teacher = TEACHER if part == "train" else None
+        summary = import_lsp(LSPET / "joints.mat", LSPET / "images", out / f"{part}.json", image_list=listing,
+                             teacher_path=teacher, maps_dir=out / "maps" if teacher else None, teacher_threads=1)
+        log.info("%s", summary)
+
+
+def build_general_data(root: Path) -> None:
+    """data/train_general.json (every training source, repeats per GENERAL_REPEAT), data/heldout_lspet.json,
+    and the teacher's dense maps of every training image under ROOT/maps (file_name + .npy)."""
+    from tagtrack.training.distill import write_teacher_maps
+
+    import_lspet(root)
+    data_dir, images, maps = root / "data", root / "data" / "images", root / "maps"
+    maps.mkdir(parents=True, exist_ok=True)
+    coco = json.loads(COCO_JSON.read_text())
+    rank = {image_id: r for r, image_id in enumerate(sorted(image["id"] for image in coco["images"]))}
+    general = Merger(coco["categories"])
+    for name, (_, _, is_heldout) in VIDEO_SOURCES.items():
+        labels = json.loads((root / "labels" / name / "annotations.json").read_text())
+        general.add(labels, name, lambda image, h=is_heldout: not h(image), repeat=GENERAL_REPEAT[name])
+    general.add(coco, "coco", lambda image: not coco_heldout(image["id"], rank[image["id"]]), repeat=GENERAL_REPEAT["coco"])
+    lspet = json.loads((root / "labels" / "lspet" / "train.json").read_text())
+    general.add(lspet, "lspet", lambda image: True, repeat=GENERAL_REPEAT["lspet"])
+    for link, target in ((images / "lspet", LSPET / "images"), (maps / "lspet", root / "labels" / "lspet" / "maps")):
+        if not link.exists():
+            link.symlink_to(target)
+    general.write(data_dir / "train_general.json")
+    heldout = json.loads((root / "labels" / "lspet" / "heldout.json").read_text())
+    (data_dir / "heldout_lspet.json").write_text(json.dumps(heldout))
+    written = write_teacher_maps(TEACHER, data_dir / "train_general.json", images, maps, MAPS_LONG_SIDE)
+    log.info("wrote %d teacher map files (LSPET's came with the import)", written)
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -182,11 +248,26 @@ PHASE3_STEPS = 17000
 PHASE3_LR_DECAY_STEP = 13000
 
 
+# Phase 5 (the general model): phase 3's weights trained on the general corpus (LSPET, COCO, all videos) with
+# dense distillation and close-up views.
+PHASE5_STEPS = 24000
+PHASE5_LR_DECAY_STEP = 19000
+
+
 def training_config(root: Path, phase: int = 1):
     from tagtrack.model.config import ModelConfig
     from tagtrack.training.config import AugmentConfig, preset
     from tagtrack.training.losses import LossWeights
 
+    if phase == 5:
+        # Half the views are close-ups (a person filling 40-100 % of the view height; a third of those head
+        # to hips, as a desk webcam sees); the other half keep phase 3's zoom range for the small walkers.
+        augment = AugmentConfig(scale_min=0.75, scale_max=3.0, rotation_degrees=30.0, translate=0.3,
+                                closeup_probability=0.5, closeup_min=0.4, closeup_max=1.0, upper_body_probability=0.3)
+        return replace(
+            training_config(root, phase=3), train_annotations=str(root / "data" / "train_general.json"),
+            train_teacher_maps=str(root / "maps"), augment=augment, steps=PHASE5_STEPS,
+            lr_decay_steps=(PHASE5_LR_DECAY_STEP,), checkpoint_every=1000)
     if phase == 3:
         return replace(
             training_config(root, phase=2), steps=PHASE3_STEPS, lr_decay_steps=(PHASE3_LR_DECAY_STEP,),
@@ -236,15 +317,15 @@ def run_training(command: list[str]) -> int:
     return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=threads)).returncode
 
 
-def start_fine_tuning(root: Path, init: Path) -> int:
-    """Phase 3 in ROOT/runs/phase3: start from INIT (phase 2's weights), or continue the run if it exists."""
-    run = root / "runs" / "phase3"
+def start_fine_tuning(root: Path, init: Path, phase: int = 3) -> int:
+    """Phase 3 (or 5) in ROOT/runs/phaseN: start from INIT (the previous phase's weights), or continue the run."""
+    run = root / "runs" / f"phase{phase}"
     command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
         command.append("--resume")
     else:
-        config_path = root / "phase3_train_config.json"
-        training_config(root, phase=3).save(config_path)
+        config_path = root / f"phase{phase}_train_config.json"
+        training_config(root, phase=phase).save(config_path)
         command += ["--config", str(config_path), "--init", str(init)]
     return run_training(command)
 
@@ -331,6 +412,76 @@ def teacher_recall(weights: Path, annotations: Path, images: Path, confident_sco
     return stats
 
 
+# ---------------------------------------------------------------- LSPET held-out PCK
+
+# The 12 labelled COCO joints of LSP and the torso size used by PCK: left shoulder to right hip (the usual
+# LSP "torso diameter").
+LSP_COCO_JOINTS = (5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+TORSO = (5, 12)
+
+
+def pck_of(predicted: np.ndarray, truth: np.ndarray, threshold: float) -> tuple[int, int]:
+    """(correct, labelled) over the 12 LSP joints: a joint is correct when found (score > 0) within
+    threshold x torso size of its label."""
+    labelled = [k for k in LSP_COCO_JOINTS if truth[k, 2] > 0]
+    torso = float(np.linalg.norm(truth[TORSO[0], :2] - truth[TORSO[1], :2]))
+    if truth[TORSO[0], 2] <= 0 or truth[TORSO[1], 2] <= 0 or torso < 1.0:
+        return 0, 0
+    correct = sum(1 for k in labelled
+                  if predicted[k, 2] > 0 and np.linalg.norm(predicted[k, :2] - truth[k, :2]) <= threshold * torso)
+    return correct, len(labelled)
+
+
+def lspet_pck(annotations: Path, predict, threshold: float = 0.2, every: int = 1) -> dict:
+    """PCK@threshold on held-out LSPET people (images whose labelled torso is known). `predict(image_bgr)`
+    returns people as [K,3] arrays; the one scoring the most correct joints is the labelled person's (the
+    same rule for every model); no person found counts every joint wrong."""
+    from tagtrack.model.predict import read_image
+
+    data = json.loads(annotations.read_text())
+    by_image = {a["image_id"]: a for a in data["annotations"] if a.get("source") == "human"}
+    correct = labelled = people = 0
+    for index, image in enumerate(data["images"]):
+        if index % every or image["id"] not in by_image:
+            continue
+        truth = np.asarray(by_image[image["id"]]["keypoints"], dtype=np.float64).reshape(-1, 3)
+        candidates = predict(read_image(LSPET / "images" / image["file_name"]))
+        best, total = 0, pck_of(np.zeros_like(truth), truth, threshold)[1]
+        if total == 0:
+            continue
+        for keypoints in candidates:
+            best = max(best, pck_of(keypoints, truth, threshold)[0])
+        correct, labelled, people = correct + best, labelled + total, people + 1
+    return {"people": people, "joints": labelled, "correct": correct, "pck": correct / max(labelled, 1)}
+
+
+def model_predictor(weights: Path, input_hw: tuple[int, int] | None = None, person_score: float = 0.0):
+    from tagtrack.model.checkpoint import load_checkpoint
+    from tagtrack.model.predict import predict_image, torch_infer_fn
+
+    loaded = load_checkpoint(weights)
+    infer = torch_infer_fn(loaded.model)
+    hw = input_hw or (loaded.config.input_height, loaded.config.input_width)
+    return lambda image: [p.keypoints for p in predict_image(infer, image, hw, loaded.schema) if p.score >= person_score]
+
+
+def teacher_predictor(long_side: int, joint_score: float = 0.3):
+    from tagtrack.training.teacher import MoveNetTeacher, TeacherConfig, predict_teacher
+
+    teacher = MoveNetTeacher(TEACHER, threads=1)
+    config = TeacherConfig(scales=(long_side,))
+
+    def predict(image):
+        people = []
+        for person in predict_teacher(teacher, image, config):
+            keypoints = person.keypoints.astype(np.float64).copy()
+            keypoints[:, 2] = (keypoints[:, 2] >= joint_score).astype(np.float64)  # only its confident joints
+            people.append(keypoints)
+        return people
+
+    return predict
+
+
 # ---------------------------------------------------------------- CLI
 
 
@@ -343,6 +494,9 @@ def main() -> int:
     commands.add_parser("train", help="start the run ROOT/runs/default (phase 1), or continue it (phase 2)")
     p = commands.add_parser("finetune", help="phase 3: fine-tune phase 2's weights in ROOT/runs/phase3 (or continue)")
     p.add_argument("init", type=Path, help="phase 2's weights (ROOT/runs/default/last.safetensors)")
+    commands.add_parser("general-data", help="the general corpus: LSPET import, train_general.json, teacher maps")
+    p = commands.add_parser("general", help="phase 5: train the general model in ROOT/runs/phase5 (or continue)")
+    p.add_argument("init", type=Path, help="the previous default model's weights")
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
     p.add_argument("--out", type=Path, default=REPO / "model" / "weights" / "default.safetensors")
@@ -353,6 +507,11 @@ def main() -> int:
     p.add_argument("--every", type=int, default=1, help="use every Nth held-out frame")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input (default: the checkpoint's; run checkpoints record 192x192, use 256 384)")
+    p = commands.add_parser("lspet-pck", help="PCK@0.2 (torso) on the held-out LSPET people: a model or the teacher")
+    p.add_argument("weights", type=Path, nargs="?", default=None, help="checkpoint (omit with --teacher)")
+    p.add_argument("--teacher", type=int, default=None, metavar="LONG_SIDE", help="measure the teacher at this input")
+    p.add_argument("--every", type=int, default=1, help="use every Nth held-out image")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None)
     args = parser.parse_args()
 
     if args.command == "data":
@@ -361,8 +520,18 @@ def main() -> int:
         return start_training(args.root)
     elif args.command == "finetune":
         return start_fine_tuning(args.root, args.init)
+    elif args.command == "general-data":
+        build_general_data(args.root)
+    elif args.command == "general":
+        return start_fine_tuning(args.root, args.init, phase=5)
     elif args.command == "export":
         export_default(args.weights, args.out)
+    elif args.command == "lspet-pck":
+        predict = (teacher_predictor(args.teacher) if args.teacher else
+                   model_predictor(args.weights, tuple(args.input_size) if args.input_size else None))
+        result = lspet_pck(args.root / "data" / "heldout_lspet.json", predict, every=args.every)
+        print(f"LSPET held-out PCK@0.2: {result['pck']:.3f} ({result['correct']}/{result['joints']} joints, "
+              f"{result['people']} people)")
     elif args.command == "recall":
         input_hw = tuple(args.input_size) if args.input_size else None
         stats = teacher_recall(args.weights, args.root / "data" / "heldout_video.json", args.root / "data" / "images",
