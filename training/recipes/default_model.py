@@ -213,7 +213,7 @@ def build_general_data(root: Path) -> None:
     general = Merger(coco["categories"])
     for name, (_, _, is_heldout) in VIDEO_SOURCES.items():
         labels = json.loads((root / "labels" / name / "annotations.json").read_text())
-        general.add(labels, name, lambda image, h=is_heldout: not h(image), repeat=GENERAL_REPEAT[name])
+        general.add(labels, name, lambda image, h=is_heldout: not h(image), repeat=GENERAL_REPEAT.get(name, 1))
     general.add(coco, "coco", lambda image: not coco_heldout(image["id"], rank[image["id"]]), repeat=GENERAL_REPEAT["coco"])
     lspet = json.loads((root / "labels" / "lspet" / "train.json").read_text())
     general.add(lspet, "lspet", lambda image: True, repeat=GENERAL_REPEAT["lspet"])
@@ -250,8 +250,8 @@ PHASE3_LR_DECAY_STEP = 13000
 
 # Phase 5 (the general model): phase 3's weights trained on the general corpus (LSPET, COCO, all videos) with
 # dense distillation and close-up views.
-PHASE5_STEPS = 24000
-PHASE5_LR_DECAY_STEP = 19000
+PHASE5_STEPS = 15000
+PHASE5_LR_DECAY_STEP = 12000
 
 
 def training_config(root: Path, phase: int = 1):
@@ -363,6 +363,15 @@ def oks(teacher: dict, keypoints: np.ndarray, sigmas: np.ndarray) -> float:
     return float(np.exp(-squared / ((2 * sigmas) ** 2) / area / 2)[labelled].mean())
 
 
+def collapsed_skeleton(keypoints: np.ndarray, schema, tolerance: float = 2.0) -> bool:
+    """A skeleton drawn as a line: every left/right joint pair found on both sides (at least 3 pairs) lies
+    within tolerance image pixels of each other."""
+    pairs = [(k, m) for k, m in enumerate(schema.flip_index) if k < m and keypoints[k, 2] > 0 and keypoints[m, 2] > 0]
+    if len(pairs) < 3:
+        return False
+    return all(np.linalg.norm(keypoints[k, :2] - keypoints[m, :2]) <= tolerance for k, m in pairs)
+
+
 def in_any_box(point: np.ndarray, boxes: list[list[float]]) -> bool:
     return any(x <= point[0] <= x + w and y <= point[1] <= y + h for x, y, w, h in boxes)
 
@@ -389,7 +398,8 @@ def teacher_recall(weights: Path, annotations: Path, images: Path, confident_sco
         if index % every:
             continue
         source = image["file_name"].split("/")[0]
-        s = stats.setdefault(source, {"frames": 0, "confident": 0, "found": 0, "model_people": 0, "extra": 0})
+        s = stats.setdefault(source, {"frames": 0, "confident": 0, "found": 0, "model_people": 0, "extra": 0,
+                                      "collapsed": 0})
         poses = [p for p in predict_image(infer, read_image(images / image["file_name"]), hw, loaded.schema)
                  if p.score >= person_score]
         people = [a for a in by_image.get(image["id"], []) if a.get("num_keypoints", 0) > 0]
@@ -405,6 +415,7 @@ def teacher_recall(weights: Path, annotations: Path, images: Path, confident_sco
         s["confident"] += len(confident)
         s["found"] += sum(1 for t in confident if t in matched_people)
         s["model_people"] += len(poses)
+        s["collapsed"] += sum(1 for pose in poses if collapsed_skeleton(pose.keypoints, loaded.schema))
         for p, pose in enumerate(poses):
             centre = (pose.box[:2] + pose.box[2:]) / 2
             if p not in matched_poses and not (matrix[:, p] >= 0.5).any() and not in_any_box(centre, ignores):
@@ -540,7 +551,8 @@ def main() -> int:
         for name, s in [*stats.items(), ("all", total)]:
             share = s["found"] / max(s["confident"], 1)
             print(f"{name:22s} frames {s['frames']:4d}  teacher-confident {s['confident']:4d}  found {s['found']:4d} "
-                  f"({share:.1%})  model people {s['model_people']:4d}  extra {s['extra']:4d}")
+                  f"({share:.1%})  model people {s['model_people']:4d}  extra {s['extra']:4d}  "
+                  f"collapsed {s['collapsed'] / max(s['model_people'], 1):.0%}")
     return 0
 
 
