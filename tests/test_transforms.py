@@ -86,3 +86,16 @@ def test_letterbox_refuses_an_image_of_another_size():
     letterbox = Letterbox.fit((100, 100), (64, 64))
     with pytest.raises(ValueError):
         letterbox.apply(np.zeros((50, 100, 3), np.uint8))
+
+
+def test_input_shape_follows_the_frame_aspect_ratio():
+    from tagtrack.model.transforms import input_hw_for_frame
+
+    base = (256, 384)
+    assert input_hw_for_frame((576, 768), base) == (256, 384)  # vtest keeps the default
+    assert input_hw_for_frame((720, 1280), base) == (256, 384)  # a 16:9 webcam
+    assert input_hw_for_frame((1920, 1088), base) == (384, 256)  # a portrait phone video
+    assert input_hw_for_frame((480, 480), base) == (256, 256)  # square: covers as much as 256x384, cheaper
+    for frame in ((1920, 1088), (480, 640), (1000, 200)):
+        h, w = input_hw_for_frame(frame, base)
+        assert h % 64 == 0 and w % 64 == 0 and h * w <= base[0] * base[1]
