@@ -12,7 +12,7 @@ Steps (each one a subcommand; see training/recipes/default_model.md for the whol
   recall   on held-out video frames: the share of the teacher's confident people the model finds
            (OKS >= 0.5), and the model's people that match no teacher label or ignore region.
 
-All work data lives under --root (default /work/campaign), never in the repository.
+All work data lives under --root (a folder of your choosing), never in the repository.
 """
 
 from __future__ import annotations
@@ -499,7 +499,7 @@ def teacher_predictor(long_side: int, joint_score: float = 0.3):
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path("/work/campaign"), help="work data folder (not in git)")
+    parser.add_argument("--root", type=Path, required=True, help="work data folder (labels, runs; never in git)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("data", help="label, split and merge the training and held-out sets")
     commands.add_parser("train", help="start the run ROOT/runs/default (phase 1), or continue it (phase 2)")
