@@ -250,8 +250,8 @@ PHASE3_LR_DECAY_STEP = 13000
 
 # Phase 5 (the general model): phase 3's weights trained on the general corpus (LSPET, COCO, all videos) with
 # dense distillation and close-up views.
-PHASE5_STEPS = 15000
-PHASE5_LR_DECAY_STEP = 12000
+PHASE5_STEPS = 14000
+PHASE5_LR_DECAY_STEP = 11500
 
 
 def training_config(root: Path, phase: int = 1):
