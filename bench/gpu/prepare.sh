@@ -31,9 +31,9 @@ count=$(ls "$CARRY"/wheels/*.whl 2>/dev/null | wc -l)
 if [ "$count" -ne 4 ]; then echo "error: expected 4 wheels in $CARRY/wheels, got $count" >&2; exit 2; fi
 
 if [ -f "$VTEST" ]; then
-  cp "$VTEST" "$CARRY/vtest.avi"
+  rm -f "$CARRY/vtest.avi"; cp "$VTEST" "$CARRY/vtest.avi"; chmod 644 "$CARRY/vtest.avi"
 elif [ -f "${TAGTRACK_CACHE:-$HOME/.cache/tagtrack}/vtest.avi" ]; then
-  cp "${TAGTRACK_CACHE:-$HOME/.cache/tagtrack}/vtest.avi" "$CARRY/vtest.avi"
+  rm -f "$CARRY/vtest.avi"; cp "${TAGTRACK_CACHE:-$HOME/.cache/tagtrack}/vtest.avi" "$CARRY/vtest.avi"; chmod 644 "$CARRY/vtest.avi"
 else
   echo "warning: no vtest.avi at $VTEST (make vtest fetches one); the pipeline will use generated frames" >&2
 fi

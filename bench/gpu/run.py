@@ -302,7 +302,9 @@ def prepare_variant(model: torch.nn.Module, variant: str, batch: int, input_hw: 
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             network(images)
-        return graph.replay
+        def replay(graph=graph, network=network, images=images) -> None:  # the graph reads their memory: keep them
+            graph.replay()
+        return replay
     if variant == "compile":
         compiled = torch.compile(network, mode="reduce-overhead")
         return lambda: compiled(images)
@@ -463,8 +465,9 @@ def training_step_rate(config, device: torch.device, amp: bool, warmup: int, ste
                            scales=batch["scales"], ids=batch["ids"], num_views=views)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms.total).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+        if config.clip_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
 
@@ -572,15 +575,21 @@ def run_training(settings: RunSettings, seconds: float) -> dict:
     log.info("training for %.0f s: %s", seconds, " ".join(command))
     started = time.monotonic()
     with open(settings.out / "train.log", "w") as output:
-        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+        # Its own session: a signal to run.sh's process group (timeout's TERM) must not reach the data workers,
+        # whose death would end the training without a checkpoint; this process stops it with SIGINT instead.
+        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                                    env=dict(os.environ, TQDM_DISABLE="1", PYTHONUNBUFFERED="1",
                                             **({"OMP_NUM_THREADS": "1"} if settings.dry else {})))
+        interrupted = False
         try:
             process.wait(timeout=max(1.0, seconds))
         except subprocess.TimeoutExpired:
             # The first step can take long (data workers starting, cuDNN autotuning; a busy CPU in the dry run).
             stop_training(process, run_dir / "run" / "log.csv", wait_for_first_row=600.0 if settings.dry else 120.0,
                           wait_for_exit=120.0 if settings.dry else 30.0)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from run.sh's time limit: keep what was trained
+            interrupted = True
+            stop_training(process, run_dir / "run" / "log.csv", wait_for_first_row=0.0, wait_for_exit=10.0)
     wall = time.monotonic() - started
     run = run_dir / "run"
     for source, target in (("last.safetensors", "gpu_trained.safetensors"), ("log.csv", "train_log.csv"),
@@ -588,7 +597,8 @@ def run_training(settings: RunSettings, seconds: float) -> dict:
         if (run / source).is_file():
             shutil.copyfile(run / source, settings.out / target)
     rows = _log_rows(run / "log.csv")
-    result = {"exit_code": process.returncode, "wall_seconds": round(wall, 1), "config": config.to_dict(),
+    result = {"exit_code": process.returncode, "wall_seconds": round(wall, 1), "interrupted": interrupted,
+              "config": config.to_dict(),
               "steps": int(rows[-1]["step"]) if rows else 0,
               "checkpoint": "gpu_trained.safetensors" if (settings.out / "gpu_trained.safetensors").is_file() else None}
     if rows:
@@ -650,6 +660,10 @@ def run(settings: RunSettings) -> dict:
     return report.data
 
 
+def _raise_keyboard_interrupt(signum, frame) -> None:  # noqa: ANN001
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tagtrack.bench.gpu.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the report, logs and checkpoint")
@@ -673,7 +687,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     settings = RunSettings(out=args.out, dry=args.dry, budget_seconds=budget, carry=args.carry, weights=args.weights,
                            init=args.init, run_tests=not args.no_tests)
-    data = run(settings)
+    # run.sh's time limit sends SIGTERM: stop like Ctrl-C, so the training's checkpoint and the report are kept.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        data = run(settings)
+    except KeyboardInterrupt:
+        print(f"interrupted; report so far: {args.out / 'report.json'}", file=sys.stderr)
+        return 130
     print(f"report: {args.out / 'report.json'} ({data['elapsed_seconds']} s; errors: {sorted(data['errors']) or 'none'}"
           f"; skipped: {sorted(data['skipped']) or 'none'})")
     return 1 if data["errors"] else 0
