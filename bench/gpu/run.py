@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the report, logs and checkpoint")
     parser.add_argument("--dry", action="store_true", help="CPU dry run: tiny sizes, a few steps (the test suite's)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="seconds for the whole run; training gets what is left (default 420, dry 60)")
+                        help="seconds for the whole run; training gets what is left (default 400, dry 60)")
     parser.add_argument("--carry", type=Path, default=DEFAULT_CARRY,
                         help="folder with vtest.avi and corpus/ (default bench/gpu/carry)")
     parser.add_argument("--weights", type=Path, help="the default model's checkpoint (default: the bundled one)")
@@ -677,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tests", action="store_true", help="skip the pytest section")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    budget = args.budget_s if args.budget_s is not None else (60.0 if args.dry else 420.0)
+    budget = args.budget_s if args.budget_s is not None else (60.0 if args.dry else 400.0)
     if not args.dry and not torch.cuda.is_available():
         print("error: no CUDA GPU visible to torch; use --dry for the CPU dry run", file=sys.stderr)
         return 2

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The prepared GPU run (docs/engines.md, "The GPU run"). On the GPU machine, from anywhere:
-#   OUT=/path/to/empty/folder bash bench/gpu/run.sh [--budget-s 420] [--init W.safetensors]
+#   OUT=/path/to/empty/folder bash bench/gpu/run.sh [--budget-s 400] [--init W.safetensors]
 # 1. installs the wheels carried in $CARRY/wheels (no network; `make gpu-carry` fills the folder here),
 # 2. installs this checkout without dependencies (editable) unless tagtrack already imports from it,
 # 3. runs `python -m tagtrack.bench.gpu.run` under a hard time limit; everything printed is also in $OUT/run.log.
-# Variables: PYTHON (python3), CARRY (bench/gpu/carry), TIME_LIMIT (460 s: the run's own budget is 420 s).
+# Variables: PYTHON (python3), CARRY (bench/gpu/carry), TIME_LIMIT (440 s: the run's own budget is 400 s; pip takes seconds before it).
 # Extra arguments go to the run, e.g. --dry for the CPU dry run (as the test suite does).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
@@ -24,5 +24,5 @@ mkdir -p "$OUT" || exit 2
     "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation -e . \
       || { echo "error: installing this checkout (pip install -e .) failed"; exit 3; }
   fi
-  timeout --kill-after=15 "${TIME_LIMIT:-460}" "$PYTHON" -m tagtrack.bench.gpu.run --out "$OUT" --carry "$CARRY" "$@"
+  timeout --kill-after=15 "${TIME_LIMIT:-440}" "$PYTHON" -m tagtrack.bench.gpu.run --out "$OUT" --carry "$CARRY" "$@"
 } 2>&1 | tee "$OUT/run.log"
