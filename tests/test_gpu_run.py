@@ -83,9 +83,17 @@ def test_pack_lowers_the_resolution_to_fit_the_budget(synthetic, tmp_path):
     assert fitted.total_bytes <= budget and fitted.max_side < 200
     widths = {r["width"] for r in json.loads((tmp_path / "fit" / "annotations.json").read_text())["images"]}
     assert widths == {fitted.max_side}
-    with pytest.raises(UserFacingError, match="does not fit"):
+    with pytest.raises(UserFacingError, match="does not fit.*--max-images"):
         pack_corpus(synthetic / "annotations.json", synthetic / "images", tmp_path / "tiny", full.json_bytes + 100,
                     min_side=150)
+    # A subset: images evenly spaced over the file, each with all of its annotations and nothing else.
+    pack_corpus(synthetic / "annotations.json", synthetic / "images", tmp_path / "subset", MIB, max_images=3)
+    source = json.loads((synthetic / "annotations.json").read_text())
+    subset = json.loads((tmp_path / "subset" / "annotations.json").read_text())
+    assert [image["id"] for image in subset["images"]] == [1, 3, 5]
+    assert sorted(a["id"] for a in subset["annotations"]) == sorted(
+        a["id"] for a in source["annotations"] if a["image_id"] in (1, 3, 5))
+    assert len(list((tmp_path / "subset" / "images").iterdir())) == 3
 
 
 def test_pack_cli_bad_input_is_one_line(synthetic, tmp_path, capsys):

@@ -6,7 +6,9 @@ Every image is shrunk (never enlarged) so that its long side is at most `--max-s
 JPEG, and every coordinate of its annotations (keypoints, boxes, areas, polygons, RLE masks) is
 scaled with it. When the images and the JSON together exceed the budget, the long side is lowered
 (by the square root of the excess: bytes grow about with the pixel count) and the images encoded
-again, down to `--min-side`. All other fields (ids, tracks, videos, frame ids) are kept as they are.
+again, down to `--min-side`. `--max-images N` keeps N images evenly spaced over the file's order (so
+every source keeps its share) with their annotations, for corpora too large for any resolution.
+All other fields (ids, tracks, videos, frame ids, per-image repeats) are kept as they are.
 
 Output: OUT/annotations.json, OUT/images/<file_name with a .jpg suffix>, OUT/pack.json (what was done),
 and OUT/train_config.json when `--train-config` names one (the GPU run trains with it).
@@ -137,8 +139,19 @@ def _packed_json(data: dict, encoded: list[EncodedImage]) -> dict:
     return dict(data, images=records, annotations=annotations)
 
 
+def evenly_spaced(data: dict, count: int) -> dict:
+    """`count` of the file's images evenly spaced over its order, with their annotations."""
+    images = data["images"]
+    if count >= len(images):
+        return data
+    kept = [images[int(i * len(images) / count)] for i in range(count)]
+    ids = {image["id"] for image in kept}
+    return dict(data, images=kept, annotations=[a for a in data["annotations"] if a.get("image_id") in ids])
+
+
 def pack_corpus(annotations: Path, images_dir: Path, out_dir: Path, budget_bytes: int, max_side: int = 640,
-                min_side: int = 256, quality: int = 90, train_config: Path | None = None) -> PackResult:
+                min_side: int = 256, quality: int = 90, train_config: Path | None = None,
+                max_images: int | None = None) -> PackResult:
     """Write the packed corpus to out_dir (replacing what is there); UserFacingError when it cannot fit."""
     try:
         data = json.loads(Path(annotations).read_text())
@@ -151,6 +164,8 @@ def pack_corpus(annotations: Path, images_dir: Path, out_dir: Path, budget_bytes
         raise UserFacingError(f"{annotations} is not a COCO annotation file with images")
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "pack.json").is_file():
         raise UserFacingError(f"--out {out_dir} holds other files; give an empty or new folder (or an earlier pack)")
+    if max_images is not None:
+        data = evenly_spaced(data, max_images)
     names = [_packed_name(record["file_name"]) for record in data["images"]]
     if len(set(names)) != len(names):
         raise UserFacingError(f"{annotations}: two images would have the same name once re-encoded as .jpg")
@@ -166,8 +181,10 @@ def pack_corpus(annotations: Path, images_dir: Path, out_dir: Path, budget_bytes
         if total <= budget_bytes:
             break
         if side <= min_side or image_bytes <= 0 or budget_bytes <= json_bytes:
+            fitting = int(len(encoded) * max(budget_bytes - json_bytes, 0) / max(image_bytes, 1) * 0.9)
             raise UserFacingError(f"the corpus does not fit {budget_bytes / MIB:.1f} MiB even with long side {side} "
-                                  f"({total / MIB:.1f} MiB); raise the budget or lower --min-side")
+                                  f"({total / MIB:.1f} MiB); raise the budget, lower --min-side or keep about "
+                                  f"--max-images {fitting}")
         # Bytes grow about with the pixel count, i.e. the side squared; aim 3 % under the budget.
         side = max(min_side, int(side * math.sqrt((budget_bytes - json_bytes) / image_bytes) * 0.97))
 
@@ -198,14 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=640, help="long side of the images at most (default 640)")
     parser.add_argument("--min-side", type=int, default=256, help="never shrink the long side below this (default 256)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    parser.add_argument("--max-images", type=int, help="keep this many images, evenly spaced over the file")
     parser.add_argument("--train-config", type=Path, help="a TrainConfig JSON for the GPU run to train with")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.train_config is not None and not args.train_config.is_file():
             raise UserFacingError(f"--train-config {args.train_config} not found")
+        if args.max_images is not None and args.max_images < 1:
+            raise UserFacingError(f"--max-images must be at least 1, got {args.max_images}")
         result = pack_corpus(args.data, args.images, args.out, int(args.budget_mib * MIB), args.max_side,
-                             args.min_side, args.quality, args.train_config)
+                             args.min_side, args.quality, args.train_config, args.max_images)
     except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

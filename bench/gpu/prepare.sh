@@ -5,17 +5,19 @@
 #   vtest.avi   the pipeline's video
 #   corpus/     the training corpus packed to CORPUS_BUDGET_MIB (python -m tagtrack.bench.gpu.pack)
 # Variables: PYTHON (.venv/bin/python), GPU_PYTHON_VERSION (3.12, the GPU machine's), VTEST, CORPUS_DATA,
-# CORPUS_IMAGES, CORPUS_CONFIG (a TrainConfig JSON for the run; optional), CORPUS_BUDGET_MIB (40).
+# CORPUS_IMAGES, CORPUS_CONFIG (a TrainConfig JSON for the run; optional), CORPUS_BUDGET_MIB (40),
+# CORPUS_MAX_IMAGES (keep this many images evenly spaced; optional).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
 GPU_PYTHON_VERSION=${GPU_PYTHON_VERSION:-3.12}
 CARRY=bench/gpu/carry
 VTEST=${VTEST:-../shared/data/videos/opencv_vtest_pets2009.avi}
-CORPUS_DATA=${CORPUS_DATA:-/work/campaign/data/train.json}
+CORPUS_DATA=${CORPUS_DATA:-/work/campaign/data/train_general.json}
 CORPUS_IMAGES=${CORPUS_IMAGES:-/work/campaign/data/images}
 CORPUS_CONFIG=${CORPUS_CONFIG:-}
 CORPUS_BUDGET_MIB=${CORPUS_BUDGET_MIB:-40}
+CORPUS_MAX_IMAGES=${CORPUS_MAX_IMAGES:-}
 LIMIT_BYTES=$((64 * 1024 * 1024))
 # The versions this repository is tested with (.venv); only their own dependencies that the GPU image
 # lacks are added (numpy, scipy, pandas and matplotlib are there).
@@ -40,7 +42,8 @@ fi
 
 if [ -f "$CORPUS_DATA" ]; then
   "$PYTHON" -m tagtrack.bench.gpu.pack --data "$CORPUS_DATA" --images "$CORPUS_IMAGES" --out "$CARRY/corpus" \
-    --budget-mib "$CORPUS_BUDGET_MIB" ${CORPUS_CONFIG:+--train-config "$CORPUS_CONFIG"}
+    --budget-mib "$CORPUS_BUDGET_MIB" ${CORPUS_CONFIG:+--train-config "$CORPUS_CONFIG"} \
+    ${CORPUS_MAX_IMAGES:+--max-images "$CORPUS_MAX_IMAGES"}
 else
   echo "warning: no corpus at $CORPUS_DATA; set CORPUS_DATA and CORPUS_IMAGES (the training section will fail)" >&2
 fi

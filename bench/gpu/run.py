@@ -36,7 +36,7 @@ import tempfile
 import time
 import traceback
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -532,11 +532,14 @@ def corpus_train_config(settings: RunSettings):
 
         config = training_config(settings.corpus, phase=2)
     workers = 0 if settings.dry else max(1, min(12, (os.cpu_count() or 2) - 2))
-    config = replace(config, train_annotations=str(settings.corpus / "annotations.json"),
+    overrides = dict(train_annotations=str(settings.corpus / "annotations.json"),
                      train_images=str(settings.corpus / "images"), val_annotations="", val_images="",
                      init_weights=str(settings.init) if settings.init else "", steps=1_000_000, lr_decay_steps=(),
                      checkpoint_every=1_000_000, batch_size=settings.sizes.training_batch, workers=workers,
                      log_every=settings.sizes.training_log_every)
+    if "train_teacher_maps" in {f.name for f in fields(config)}:
+        overrides["train_teacher_maps"] = ""  # the teacher's stored maps are not carried (and not resized)
+    config = replace(config, **overrides)
     if settings.dry:  # the tiny network at 64x64: a few steps take seconds on a CPU
         config = replace(config, model=replace(TINY, tag_dim=config.model.tag_dim), max_people=8)
     return config
