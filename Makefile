@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= dev
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test vtest clean
+.PHONY: setup demo test vtest clean gpu-carry
 
 # The OpenCV sample street scene (PETS 2009), shipped by Debian/Ubuntu's opencv-doc package:
 # downloaded as a .deb (no root needed) and only vtest.avi unpacked. `tagtrack demo` looks here.
@@ -41,3 +41,8 @@ test: setup
 
 clean:
 	rm -rf $(VENV) out runs
+
+# `make gpu-carry`: fill bench/gpu/carry/ (git-ignored) for the prepared GPU run: wheels the GPU machine lacks,
+# vtest.avi and the packed training corpus; prints what travels against the 64 MiB limit (docs/engines.md).
+gpu-carry: setup
+	PYTHON=$(BIN)/python bench/gpu/prepare.sh
