@@ -37,7 +37,7 @@ from tagtrack.model.codec import joint_indices, render_heatmaps
 from tagtrack.model.config import OUTPUT_STRIDE
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.schema import COCO17, KeypointSchema
-from tagtrack.training.losses import REFERENCE_PERSON_SIZE  # (before config: keeps this line apart from others' imports)
+from tagtrack.training.losses import REFERENCE_PERSON_SIZE
 from tagtrack.training.config import AugmentConfig
 
 log = logging.getLogger(__name__)
