@@ -352,7 +352,11 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--workers", type=int, help="data loading processes per training process")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    p.add_argument("--sigma-mode", choices=("fixed", "adaptive"), help="heatmap gaussian sigma")
+    p.add_argument("--sigma-mode", choices=("fixed", "size", "embedding", "adaptive"),
+                   help="heatmap gaussian sigma: fixed, per person from its size, or from its tag (Wang et al.); "
+                        "adaptive = size")
+    p.add_argument("--scale-loss", choices=("ours", "wang"), help="form of the grouping + scale terms")
+    p.add_argument("--scale-truth", choices=("onehot", "soft"), help="scale ground truth of --scale-loss wang")
     p.add_argument("--no-pairs", action="store_true", help="single views, no cross-view temporal loss")
     p.add_argument("--init", metavar="WEIGHTS",
                    help="fine-tune: start from this checkpoint's weights and network (e.g. the default model)")
@@ -371,7 +375,7 @@ def _train(args: argparse.Namespace) -> int:
         "train_annotations": args.data, "train_images": args.images, "val_annotations": args.val_data,
         "val_images": args.val_images, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
         "workers": args.workers, "checkpoint_every": args.checkpoint_every, "sigma_mode": args.sigma_mode,
-        "seed": args.seed, "pairs": False if args.no_pairs else None,
+        "scale_loss": args.scale_loss, "scale_truth": args.scale_truth, "seed": args.seed, "pairs": False if args.no_pairs else None,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.resume:

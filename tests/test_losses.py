@@ -8,12 +8,19 @@ import pytest
 import torch
 
 from tagtrack.training.losses import (
+    LossOptions,
     LossWeights,
     cross_view_loss,
+    embedding_sigma_factor,
+    gather_person_tags,
+    grouping_loss,
     heatmap_loss,
     pull_push_loss,
+    render_heatmaps_torch,
     scale_loss,
+    scale_truth_vectors,
     total_loss,
+    wang_scale_loss,
 )
 
 
@@ -132,3 +139,163 @@ def test_ideal_tag_maps_from_codec_give_zero_pull() -> None:
     assert float(pull) == pytest.approx(0.0, abs=1e-10)
     assert reference[0, :2].numpy() == pytest.approx(person_tags)
     assert float(push) == pytest.approx(math.exp(-18 / 2))  # |(0,1)-(3,-2)|^2 = 18
+
+
+# ---------------------------------------------------------------- Wang et al.'s form
+
+
+def _two_people_l2() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """joint_tags [1,2,2,2], valid [1,2,2], scales [1,2]: person 0 small with tags (3,4), (1,0);
+    person 1 large with one joint, tag (0,-2)."""
+    joint_tags = torch.tensor([[[[3.0, 4.0], [1.0, 0.0]], [[0.0, -2.0], [9.0, 9.0]]]])
+    valid = torch.tensor([[[1.0, 1.0], [1.0, 0.0]]])
+    scales = torch.tensor([[0.0, 1.0]])
+    return joint_tags, valid, scales
+
+
+def test_scale_truth_one_hot_and_soft_bins() -> None:
+    scales = torch.tensor([[0.0, 0.4, 1.0]])
+    # L = 4: positions s*(L-1) = 0, 1.2, 3 -> bins 0, 1, 3.
+    assert scale_truth_vectors(scales, 4, "onehot")[0].tolist() == [
+        [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]]
+    soft = scale_truth_vectors(scales, 4, "soft")[0]
+    assert soft.norm(dim=-1).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    raw = [math.exp(-((l - 1.2) ** 2) / 2) for l in range(4)]
+    assert soft[1].tolist() == pytest.approx([v / math.sqrt(sum(r * r for r in raw)) for v in raw])
+    with pytest.raises(ValueError, match="scale truth"):
+        scale_truth_vectors(scales, 4, "gaussian")
+
+
+def test_wang_scale_loss_hand_computed() -> None:
+    joint_tags, valid, scales = _two_people_l2()
+    # One-hot truth: person 0 -> (1,0), person 1 -> (0,1). Cosines: 3/5, 1, -1 (the (9,9) joint is not annotated).
+    expected = ((1 - 0.6) + (1 - 1.0) + (1 - (-1.0))) / 3
+    assert float(wang_scale_loss(joint_tags, valid, scales, "onehot")) == pytest.approx(expected)
+    # Soft truth with L = 2: person 0 at position 0 -> (1, e^-0.5) / norm, person 1 -> (e^-0.5, 1) / norm.
+    e = math.exp(-0.5)
+    norm = math.sqrt(1 + e * e)
+    cosines = [(0.6 + 0.8 * e) / norm, 1 / norm, -1 / norm]
+    assert float(wang_scale_loss(joint_tags, valid, scales, "soft")) == pytest.approx(sum(1 - c for c in cosines) / 3)
+    assert float(wang_scale_loss(joint_tags[..., :1], valid, scales)) == 0.0  # L = 1: no direction
+
+
+def test_wang_scale_loss_is_zero_for_tags_along_their_truth() -> None:
+    torch.manual_seed(0)
+    scales = torch.rand(3, 5)
+    valid = (torch.rand(3, 5, 17) > 0.3).float()
+    for truth in ("onehot", "soft"):
+        target = scale_truth_vectors(scales, 4, truth)
+        lengths = torch.rand(3, 5, 17, 1) * 5 + 0.1  # any positive length: the loss sees directions only
+        joint_tags = target[:, :, None, :] * lengths
+        assert float(wang_scale_loss(joint_tags, valid, scales, truth)) == pytest.approx(0.0, abs=1e-6)
+        # ... and positive for tags pointing elsewhere.
+        assert float(wang_scale_loss(-joint_tags, valid, scales, truth)) > 1.0
+
+
+def test_gradients_reach_every_annotated_joints_tag() -> None:
+    """Each joint's own tag (its channel, at its location) gets a gradient from L_s; nothing else does."""
+    torch.manual_seed(1)
+    batch, keypoints, tag_dim, height, width, people = 2, 5, 4, 6, 7, 3
+    tags = torch.randn(batch, keypoints, tag_dim, height, width, requires_grad=True)
+    flat = torch.randperm(height * width)[: batch * people * keypoints].reshape(batch, people, keypoints)
+    valid = torch.ones(batch, people, keypoints, dtype=torch.int64)
+    valid[0, 2] = 0  # an empty slot
+    valid[1, 0, 3] = 0  # a missing joint
+    joints = torch.stack([flat, valid], dim=-1)
+    joint_tags, validf = gather_person_tags(tags, joints)
+    wang_scale_loss(joint_tags, validf, torch.rand(batch, people), "onehot").backward()
+    grad = tags.grad.reshape(batch, keypoints, tag_dim, height * width).norm(dim=2)  # [B,K,hw]
+    touched = torch.zeros_like(grad, dtype=torch.bool)
+    for b in range(batch):
+        for m in range(people):
+            for k in range(keypoints):
+                if valid[b, m, k]:
+                    assert grad[b, k, flat[b, m, k]] > 0, (b, m, k)
+                    touched[b, k, flat[b, m, k]] = True
+    assert float(grad[~touched].abs().max()) == 0.0
+
+
+def test_wang_grouping_pull_is_a_mean_over_joints_and_push_is_ours() -> None:
+    # L=1. Person 0: joints 0, 2 (ref 1, squared deviations 1, 1); person 1: joints 1, 3, 5 (ref 4; 4, 0, 4).
+    joint_tags = torch.tensor([[[[0.0], [0.0], [2.0]], [[2.0], [4.0], [6.0]]]])  # [1,2,3,1]
+    valid = torch.tensor([[[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]])
+    pull_person, push_person, _, _ = grouping_loss(joint_tags, valid, pull_mean="person")
+    pull_joint, push_joint, _, _ = grouping_loss(joint_tags, valid, pull_mean="joint")
+    assert float(pull_person) == pytest.approx((2 / 2 + 8 / 3) / 2)  # ours: mean of per-person means
+    assert float(pull_joint) == pytest.approx((2 + 8) / 5)  # Wang et al.: 1/(NK) sum_n sum_k over the 5 joints
+    assert float(push_joint) == float(push_person) == pytest.approx(math.exp(-9 / 2))
+    # Everyone with all joints: the two readings agree.
+    full = torch.ones_like(valid)
+    assert float(grouping_loss(joint_tags, full, pull_mean="joint")[0]) == pytest.approx(
+        float(grouping_loss(joint_tags, full, pull_mean="person")[0]))
+
+
+def test_embedding_sigma_factor_reads_the_tag_direction() -> None:
+    # L = 4, map long side 64: bins at sizes 0, 21.3, 42.7, 64 px -> factors 0.5, 0.667, 1.333, 2.
+    gammas = [0.5, 64 / 3 / 32, 128 / 3 / 32, 2.0]
+    reference = torch.tensor([[[3.0, 0, 0, 0], [0, 0, -2.0, 0], [1.0, 0, 0, 1.0], [0, 1.0, 1.0, 1.0], [0, 0, 0, 0]]])
+    expected = [gammas[0], gammas[2], (gammas[0] + gammas[3]) / 2, sum(gammas[1:]) / 3, sum(gammas) / 4]
+    assert embedding_sigma_factor(reference, 64)[0].tolist() == pytest.approx(expected)
+
+
+def test_torch_heatmaps_match_the_codec() -> None:
+    import numpy as np
+
+    from tagtrack.model.codec import joint_indices, render_heatmaps
+
+    rng = np.random.default_rng(3)
+    keypoints = np.concatenate([rng.uniform(-2, 20, size=(3, 17, 2)), rng.integers(0, 2, size=(3, 17, 1))], axis=2)
+    sigmas = np.array([0.7, 1.5, 3.0])
+    expected = render_heatmaps(keypoints, 18, 22, sigmas)
+    valid = torch.from_numpy(joint_indices(keypoints, 18, 22, max_people=4)[None, ..., 1])
+    padded = torch.zeros(1, 4, 17, 3)
+    padded[0, :3] = torch.from_numpy(keypoints)
+    drawn = render_heatmaps_torch(padded, valid, torch.tensor([[0.7, 1.5, 3.0, 1.0]]), 18, 22)
+    assert drawn[0].numpy() == pytest.approx(expected, abs=1e-6)
+
+
+def test_total_loss_embedding_mode_draws_targets_with_gamma() -> None:
+    """sigma_mode embedding: targets drawn with sigma * Gamma of the last stack's tags, for every stack."""
+    size = 64  # L = 2 on a 64 px map: bin 0 (size 0) -> factor 0.5, bin 1 (size 64) -> 2
+    keypoints = torch.zeros(1, 2, 2, 3)
+    keypoints[0, 0] = torch.tensor([[13.0, 14.0, 1.0], [20.0, 16.0, 1.0]])  # person 0: both joints
+    keypoints[0, 1, 0] = torch.tensor([42.0, 42.0, 1.0])  # person 1: joint 0 only
+    valid = (keypoints[..., 2] > 0).long()
+    joints = torch.stack([(keypoints[..., 1] * size + keypoints[..., 0]).long() * valid, valid], dim=-1)
+    tags = torch.zeros(1, 2, 2, size, size)
+    tags[:, :, 0] = 3.0  # every tag along bin 0 -> Gamma 0.5 ...
+    tags[0, 0, :, 42, 42] = torch.tensor([1.0, 1.0])  # ... except person 1's: half and half -> 1.25
+    first_stack_tags = torch.randn_like(tags)  # only the last stack's tags set the target
+    heatmaps = torch.zeros(1, 2, size, size)
+    masks = torch.ones(1, size, size)
+    options = LossOptions(sigma_mode="embedding", sigma=2.0)
+    predicted = torch.zeros(1, 2, size, size)
+    terms = total_loss([(predicted, first_stack_tags), (predicted, tags)], heatmaps, masks, joints, LossWeights(),
+                       options=options, keypoints=keypoints)
+    target = render_heatmaps_torch(keypoints, valid, torch.tensor([[2.0 * 0.5, 2.0 * 1.25]]), size, size)
+    assert terms.parts["heatmap"] == pytest.approx(2 * float((target**2).mean()))
+    assert terms.parts["gamma"] == pytest.approx((0.5 + 1.25) / 2)
+    with pytest.raises(ValueError, match="keypoints"):
+        total_loss([(predicted, tags)], heatmaps, masks, joints, LossWeights(), options=options)
+
+
+def test_total_loss_wang_form_uses_cosine_scale_and_joint_mean_pull() -> None:
+    joint_tags, valid, scales = _two_people_l2()
+    # Put the gathered tags on a 2x2 map, K=2, L=2: person 0 joints at flat 0 and 1, person 1 joint 0 at flat 2.
+    tags = torch.zeros(1, 2, 2, 2, 2)
+    tags[0, 0, :, 0, 0] = joint_tags[0, 0, 0]
+    tags[0, 1, :, 0, 1] = joint_tags[0, 0, 1]
+    tags[0, 0, :, 1, 0] = joint_tags[0, 1, 0]
+    joints = torch.tensor([[[[0, 1], [1, 1]], [[2, 1], [0, 0]]]])
+    weights = LossWeights(heatmap=0.0, pull=1.0, push=0.0, scale=1.0)
+    zeros = torch.zeros(1, 2, 2, 2)
+    ours = total_loss([(zeros, tags)], zeros, torch.ones(1, 2, 2), joints, weights, scales=scales)
+    wang = total_loss([(zeros, tags)], zeros, torch.ones(1, 2, 2), joints, weights, scales=scales,
+                      options=LossOptions(scale_loss="wang"))
+    assert wang.parts["scale"] == pytest.approx(float(wang_scale_loss(joint_tags, valid, scales)))
+    # Person 0's reference is (2,2): both joints deviate by |(1,2)|^2 = 5; person 1 has one joint (0).
+    assert wang.parts["pull"] == pytest.approx((5.0 + 5.0 + 0.0) / 3)
+    assert ours.parts["pull"] == pytest.approx((5.0 + 0.0) / 2)
+    # Ours: person 0 (size 0) keeps dimension 0; its reference's dimension 1 (2^2) is penalised.
+    assert ours.parts["scale"] == pytest.approx(4 * (1 - math.exp(-0.5)) / 2)
+    assert ours.parts["push"] == wang.parts["push"]

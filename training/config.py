@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tagtrack.model.config import PAPER, SMALL, TINY, ModelConfig
 from tagtrack.model.errors import UserFacingError
-from tagtrack.training.losses import LossWeights
+from tagtrack.training.losses import SCALE_LOSSES, SCALE_TRUTHS, SIGMA_MODES, LossOptions, LossWeights
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,9 @@ class TrainConfig:
     val_images: str = ""
     max_people: int = 30
     sigma: float = 2.0  # heatmap gaussian sigma in map pixels
-    sigma_mode: str = "fixed"  # "fixed" or "adaptive" (scale-adaptive per person)
+    # "fixed"; "size": per person sigma * clip(size / 32 map px, 0.5, 2) ("adaptive" in old configs);
+    # "embedding": per person sigma * Gamma read from the network's tags (Wang et al.; needs L > 1)
+    sigma_mode: str = "fixed"
     augment: AugmentConfig = AugmentConfig()
     pairs: bool = True  # two views per sample with the cross-view temporal loss
     max_frame_gap: int = 3  # for clips: the second view is a frame up to this far away
@@ -73,6 +75,9 @@ class TrainConfig:
     clip_grad_norm: float = 1.0  # 0 switches clipping off
     amp: bool = True  # used on CUDA only
     loss: LossWeights = LossWeights()
+    # form of the grouping + scale terms (training/losses.py, docs/training.md): "ours" or "wang"
+    scale_loss: str = "ours"
+    scale_truth: str = "onehot"  # "wang" only: scale ground truth "onehot" (one size bin) or "soft"
     # bookkeeping
     seed: int = 0
     workers: int = 4
@@ -81,12 +86,24 @@ class TrainConfig:
     log_every: int = 20
 
     def __post_init__(self) -> None:
-        if self.sigma_mode not in ("fixed", "adaptive"):
-            raise UserFacingError(f"sigma mode must be 'fixed' or 'adaptive', not {self.sigma_mode!r}")
+        if self.sigma_mode == "adaptive":  # the name of "size" before the embedding mode existed
+            object.__setattr__(self, "sigma_mode", "size")
+        if self.sigma_mode not in SIGMA_MODES:
+            raise UserFacingError(f"sigma mode must be one of {', '.join(SIGMA_MODES)}, not {self.sigma_mode!r}")
+        if self.sigma_mode == "embedding" and self.model.tag_dim < 2:
+            raise UserFacingError("sigma mode 'embedding' reads the scale from the tag's direction: it needs tag_dim > 1")
+        if self.scale_loss not in SCALE_LOSSES:
+            raise UserFacingError(f"scale loss must be one of {', '.join(SCALE_LOSSES)}, not {self.scale_loss!r}")
+        if self.scale_truth not in SCALE_TRUTHS:
+            raise UserFacingError(f"scale truth must be one of {', '.join(SCALE_TRUTHS)}, not {self.scale_truth!r}")
         if self.optimizer not in ("adam", "adamw"):
             raise UserFacingError(f"optimizer must be 'adam' or 'adamw', not {self.optimizer!r}")
         if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1:
             raise UserFacingError("batch size, steps and checkpoint interval must be positive")
+
+    @property
+    def loss_options(self) -> LossOptions:
+        return LossOptions(self.scale_loss, self.scale_truth, self.sigma_mode, self.sigma)
 
     @property
     def input_hw(self) -> tuple[int, int]:

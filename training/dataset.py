@@ -8,6 +8,7 @@ frame. Each view holds:
   images  float32 [3,H,W] RGB in [0,1]          heatmaps float32 [K,h,w] (model.codec.render_heatmaps)
   masks   float32 [h,w], 0 = ignore             joints   int64 [M,K,2] (model.codec.joint_indices)
   ids     int64 [M] person identity, -1 empty   scales   float32 [M] person size / map size, for the scale loss
+  keypoints float32 [M,K,3] (x, y, labelled) in map pixels, for targets drawn during training (sigma_mode embedding)
 
 Crowd regions and people without keypoints become ignore regions (mask 0), not background.
 Coordinates follow the project's pixel-centre convention (model.transforms): pixel j's centre is x = j.
@@ -36,12 +37,12 @@ from tagtrack.model.codec import joint_indices, render_heatmaps
 from tagtrack.model.config import OUTPUT_STRIDE
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.training.losses import REFERENCE_PERSON_SIZE
 from tagtrack.training.config import AugmentConfig
 from tagtrack.training.distill import dense_targets, load_teacher_maps, maps_path, warp_teacher_maps
 
 log = logging.getLogger(__name__)
 
-REFERENCE_PERSON_SIZE = 32.0  # map pixels (sqrt of area) at which the adaptive sigma equals the base sigma
 EMPTY_ID = -1
 
 
@@ -207,7 +208,7 @@ def colour_jitter(rng: np.random.Generator, image: np.ndarray, amount: float) ->
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """How targets are made: input size, heatmap sigma (map pixels), fixed or scale-adaptive, people cap."""
+    """How targets are made: input size, heatmap sigma (map pixels), sigma mode (training.config), people cap."""
 
     input_height: int
     input_width: int
@@ -345,6 +346,7 @@ class CocoKeypointDataset(Dataset):
             "joints": joints,
             "ids": id_row,
             "scales": scale_row,
+            "keypoints": padded_keypoints(keypoints, self.targets.max_people),
         }
 
     def _view_affine(self, rng: np.random.Generator, annotations: list[dict], image_hw: tuple[int, int],
@@ -395,10 +397,27 @@ class CocoKeypointDataset(Dataset):
         return keypoints, ids, sizes
 
     def _sigmas(self, sizes: np.ndarray) -> float | np.ndarray:
-        if self.targets.sigma_mode == "fixed" or len(sizes) == 0:
-            return self.targets.sigma
-        # Scale-adaptive: sigma grows with the person's size, within [0.5, 2] x the base sigma.
-        return self.targets.sigma * np.clip(sizes / REFERENCE_PERSON_SIZE, 0.5, 2.0)
+        return target_sigmas(self.targets, sizes)
+
+
+def target_sigmas(targets: TargetConfig, sizes: np.ndarray) -> float | np.ndarray:
+    """Heatmap sigma per person (map pixels) for the mode in `targets`.
+
+    "size" (or its old name "adaptive"): sigma grows with the person's size, within [0.5, 2] x the base
+    sigma (training.losses.size_sigma_factor). "fixed", and "embedding" whose targets are redrawn during
+    training from the network's tags (training.losses.total_loss): the base sigma.
+    """
+    if targets.sigma_mode not in ("size", "adaptive") or len(sizes) == 0:
+        return targets.sigma
+    return targets.sigma * np.clip(sizes / REFERENCE_PERSON_SIZE, 0.5, 2.0)
+
+
+def padded_keypoints(keypoints: np.ndarray, max_people: int) -> np.ndarray:
+    """Keypoints [N,K,3] -> float32 [max_people,K,3], missing people as rows of zeros (as joint_indices)."""
+    result = np.zeros((max_people, *keypoints.shape[1:]), dtype=np.float32)
+    kept = min(len(keypoints), max_people)
+    result[:kept] = keypoints[:kept]
+    return result
 
 
 def flatten_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

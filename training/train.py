@@ -330,7 +330,8 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
                     with autocast:
                         stacks = network(batch["images"])
                     terms = total_loss(stacks, batch["heatmaps"], batch["masks"], batch["joints"], config.loss,
-                                       scales=batch["scales"], ids=batch["ids"], num_views=2 if config.pairs else 1)
+                                       scales=batch["scales"], ids=batch["ids"], num_views=2 if config.pairs else 1,
+                                       options=config.loss_options, keypoints=batch["keypoints"])
                     if not math.isfinite(terms.parts["total"]):
                         raise UserFacingError(f"loss became {terms.parts['total']} at step {step}; lower --lr")
                     optimizer.zero_grad(set_to_none=True)
