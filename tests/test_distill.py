@@ -126,3 +126,10 @@ def test_teacher_maps_command_with_the_real_teacher(shared_data, tmp_path, capsy
     maps = np.load(tmp_path / "maps" / f"{name}.npy")
     assert maps.shape[0] == 18 and maps.dtype == np.uint8
     assert write_teacher_maps(teacher, tmp_path / "ann.json", source, tmp_path / "maps", 256, progress=False) == 0
+
+
+def test_embedding_sigma_and_teacher_maps_are_refused_together():
+    from tagtrack.training.config import preset
+
+    with pytest.raises(UserFacingError, match="cannot be combined"):
+        preset("tiny", sigma_mode="embedding", model=preset("small").model, train_teacher_maps="maps")

@@ -92,6 +92,9 @@ class TrainConfig:
             raise UserFacingError(f"sigma mode must be one of {', '.join(SIGMA_MODES)}, not {self.sigma_mode!r}")
         if self.sigma_mode == "embedding" and self.model.tag_dim < 2:
             raise UserFacingError("sigma mode 'embedding' reads the scale from the tag's direction: it needs tag_dim > 1")
+        if self.sigma_mode == "embedding" and self.train_teacher_maps:
+            # The embedding mode redraws the heatmap targets inside the loss, which would drop the teacher's maps.
+            raise UserFacingError("sigma mode 'embedding' cannot be combined with dense teacher maps (train_teacher_maps)")
         if self.scale_loss not in SCALE_LOSSES:
             raise UserFacingError(f"scale loss must be one of {', '.join(SCALE_LOSSES)}, not {self.scale_loss!r}")
         if self.scale_truth not in SCALE_TRUTHS:
