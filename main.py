@@ -38,7 +38,6 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
     import os
     import time
@@ -46,10 +45,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     import cv2
 
-    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
-    from tagtrack.model.codec import DecodeConfig
-    from tagtrack.model.predict import PredictConfig, pose_records, predict_image, read_image, torch_infer_fn
-    from tagtrack.model.schema import COCO17
+    from tagtrack.model.predict import pose_records, read_image
+    from tagtrack.realtime.api import PoseEstimator
     from tagtrack.realtime.draw import draw_poses
 
     if args.input_size and any(side <= 0 or side % 64 for side in args.input_size):
@@ -57,17 +54,13 @@ def _predict(args: argparse.Namespace) -> int:
     if min(args.scales) <= 0:
         raise UserFacingError("--scales must be positive")
     image = read_image(args.image)
-    loaded = load_checkpoint(resolve_weights(args.weights), device=args.device, expected_schema=COCO17)
-    input_hw = tuple(args.input_size) if args.input_size else (loaded.config.input_height, loaded.config.input_width)
-    decode = DecodeConfig()
-    if args.detection_threshold is not None:
-        decode = dataclasses.replace(decode, detection_threshold=args.detection_threshold)
-    if args.tag_threshold is not None:
-        decode = dataclasses.replace(decode, tag_threshold=args.tag_threshold)
-    config = PredictConfig(decode=decode, flip=args.flip, scales=tuple(args.scales))
+    estimator = PoseEstimator(args.weights, engine="torch", device=args.device, input_size=args.input_size,
+                              detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
+                              flip=args.flip, scales=args.scales)
+    input_hw = estimator.input_size
 
     start = time.perf_counter()
-    poses = predict_image(torch_infer_fn(loaded.model, args.device), image, input_hw, loaded.schema, config)
+    poses = estimator.predict_poses(image)
     elapsed = time.perf_counter() - start
 
     written = []
@@ -75,7 +68,7 @@ def _predict(args: argparse.Namespace) -> int:
         record = {
             "image": str(args.image),
             "image_size": {"width": image.shape[1], "height": image.shape[0]},
-            "people": pose_records(poses, loaded.schema),
+            "people": pose_records(poses, estimator.schema),
         }
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +80,7 @@ def _predict(args: argparse.Namespace) -> int:
         out_dir = Path(args.draw)
         out_dir.mkdir(parents=True, exist_ok=True)
         drawn_path = out_dir / f"{Path(args.image).stem}_poses.png"
-        if not cv2.imwrite(str(drawn_path), draw_poses(image.copy(), poses, loaded.schema, draw_boxes=False)):
+        if not cv2.imwrite(str(drawn_path), draw_poses(image.copy(), poses, estimator.schema, draw_boxes=False)):
             raise UserFacingError(f"cannot write {drawn_path}")
         written.append(str(drawn_path))
     scores = ", ".join(f"{pose.score:.2f}" for pose in poses[:10]) + (" ..." if len(poses) > 10 else "")
