@@ -188,12 +188,20 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         "run", help="poses and tracks for a video, image folder, camera or stream, written to files",
         description="Process every frame of SOURCE (a video file, an image folder or glob, a camera index or an "
                     "rtsp/http URL) and write an annotated video, JSON Lines and/or exports.")
-    p.add_argument("source", metavar="SOURCE", help="video file, image folder or glob, camera index (0) or URL")
+    p.add_argument("source", metavar="SOURCE", nargs="+",
+                   help="video file, image folder or glob, camera index (0) or URL; several, or folders of videos, "
+                        "with --out-dir")
     p.add_argument("--out", default=None, help="annotated video (.mp4)")
     p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
     p.add_argument("--format", dest="formats", action="append", choices=("coco", "posetrack", "openpose"),
                    default=[], help="also export COCO results / PoseTrack18 JSON / OpenPose files (repeatable)")
     p.add_argument("--boxes", action="store_true", help="draw person boxes in the annotated video")
+    many = p.add_argument_group("many sources (realtime/batch.py)")
+    many.add_argument("--out-dir", default=None, help="one <name>.mp4 and <name>.jsonl (and exports) per source here")
+    many.add_argument("--no-video", action="store_true", help="with --out-dir: JSON Lines and exports only")
+    many.add_argument("--workers", type=int, default=1, help="process this many files at once (processes)")
+    many.add_argument("--ray", default=None, metavar="ADDRESS",
+                      help="one Ray task per file on this cluster ('auto', 'ray://host:10001', 'local'; the cluster extra)")
     _add_pipeline_arguments(p)
     p.set_defaults(handler=_run)
 
@@ -202,11 +210,42 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     _quiet_opencv(args.verbose)
+    if len(args.source) > 1 or args.out_dir or args.workers != 1 or args.ray:
+        return _run_many(args)
+    args.source = args.source[0]
     options = _run_options(args, out=Path(args.out) if args.out else None,
                            json=Path(args.json) if args.json else None, formats=args.formats, boxes=args.boxes)
     nothing_saved = options.out is None and options.json is None and not options.formats
     return _run_and_report(
         options, note="no --out, --json or --format given; poses are computed but not saved" if nothing_saved else None)
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    """`run` over several sources: one job per file (realtime/batch.py), a line per finished file, a table."""
+    from tagtrack.realtime import batch
+
+    if not args.out_dir:
+        raise UserFacingError("several sources (or --workers/--ray) need --out-dir DIR for their outputs")
+    if args.out or args.json:
+        raise UserFacingError("--out and --json name one file; with --out-dir every source gets <name>.mp4 and <name>.jsonl")
+    sources = batch.expand_sources(args.source)
+    template = _run_options(args, formats=args.formats, boxes=args.boxes, progress=args.workers == 1 and not args.ray)
+    jobs = batch.plan_jobs(sources, args.out_dir, template, video=not args.no_video)
+    where = f"on Ray ({args.ray})" if args.ray else f"{min(args.workers, len(jobs))} worker process(es)"
+    print(f"{len(jobs)} input(s) -> {args.out_dir}, {where}")
+
+    def report(result) -> None:
+        if result.ok:
+            print(f"done {result.source}: {result.frames} frames, {result.people} people, {result.tracks} tracks",
+                  flush=True)
+        else:
+            print(f"error: {result.source}: {result.error}", file=sys.stderr, flush=True)
+
+    results = batch.run_jobs(jobs, args.workers, args.ray, on_result=report)
+    print(batch.format_table(results))
+    if any(result.interrupted for result in results):
+        return EXIT_INTERRUPTED
+    return 0 if all(result.ok for result in results) else EXIT_USER_ERROR
 
 
 def _run_and_report(options, note: str | None = None) -> int:
