@@ -220,8 +220,14 @@ def _run(args: argparse.Namespace) -> int:
         options, note="no --out, --json or --format given; poses are computed but not saved" if nothing_saved else None)
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _run_many(args: argparse.Namespace) -> int:
     """`run` over several sources: one job per file (realtime/batch.py), a line per finished file, a table."""
+    import signal
+
     from tagtrack.realtime import batch
 
     if not args.out_dir:
@@ -241,7 +247,12 @@ def _run_many(args: argparse.Namespace) -> int:
         else:
             print(f"error: {result.source}: {result.error}", file=sys.stderr, flush=True)
 
-    results = batch.run_jobs(jobs, args.workers, args.ray, on_result=report)
+    # SIGTERM stops the batch like Ctrl-C: the file being processed keeps valid outputs, the rest do not start.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        results = batch.run_jobs(jobs, args.workers, args.ray, on_result=report)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(batch.format_table(results))
     if any(result.interrupted for result in results):
         return EXIT_INTERRUPTED

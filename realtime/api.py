@@ -345,8 +345,11 @@ class FrameStream(Iterator[TrackedFrame]):
                 item = self._sink.frames.get(timeout=_POLL_SECONDS)
                 break
             except queue.Empty:
-                if not self._pipeline.running:  # ended without handing over the end marker
-                    item = _END
+                if not self._pipeline.running:  # every put is done: take what is left, else it ended
+                    try:
+                        item = self._sink.frames.get_nowait()
+                    except queue.Empty:
+                        item = _END
                     break
             except BaseException:  # Ctrl-C while waiting: close outputs, then let it through
                 self.close()
