@@ -173,9 +173,6 @@ def _source_spec(source: str | int | Path) -> str:
 class PoseEstimator:
     """A loaded pose model: call it on a BGR image for the people in it, or `track()` a video.
 
-    PoseEstimator(weights=None, engine="auto", device="auto", fp16=False, input_size=None,
-                  detection_threshold=None, tag_threshold=None, flip=False, scales=(1.0,))
-
     weights: a .safetensors checkpoint; None is the bundled default model. engine: "auto" (TensorRT
     on an NVIDIA GPU, else ONNX Runtime, else torch), "torch", "ort" or "trt". device: "auto",
     "cpu" or "cuda". input_size: network input (height, width), multiples of 64; None is the
@@ -213,18 +210,14 @@ class PoseEstimator:
             self._infer = torch_infer_fn(self.engine.model, self.engine.device)  # any input size
 
     def _load_engine(self) -> tuple[Engine, KeypointSchema]:
+        from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
         from tagtrack.model.schema import COCO17
-        from tagtrack.realtime.engines import create_engine
+        from tagtrack.realtime.engines import TorchEngine, check_input_hw, create_engine
 
         options = self.options
         if options.engine == "torch":
-            from tagtrack.realtime.engines import check_input_hw
-
-            input_hw = check_input_hw(options.input_hw) if options.input_hw is not None else None
             # Loaded here, not through create_engine, to check the keypoint schema the records name.
-            from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
-            from tagtrack.realtime.engines import TorchEngine
-
+            input_hw = check_input_hw(options.input_hw) if options.input_hw is not None else None
             loaded = load_checkpoint(resolve_weights(options.weights), expected_schema=COCO17)
             return TorchEngine(loaded.model, options.device, options.fp16, input_hw=input_hw), loaded.schema
         return create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw), COCO17

@@ -16,11 +16,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.checkpoint import resolve_weights
+from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.realtime.run import RunOptions, check_options, output_paths
-from tagtrack.realtime.sources import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from tagtrack.realtime.api import PoseEstimator
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +107,10 @@ def plan_jobs(sources: Sequence[str], out_dir: str | Path, template: RunOptions,
 # ---------------------------------------------------------------- one job
 
 
-_ESTIMATORS: dict[tuple, object] = {}  # per process: the model loaded once, reused for every file
+_ESTIMATORS: dict[tuple, PoseEstimator] = {}  # per process: the model loaded once, reused for every file
 
 
-def _estimator_for(options: RunOptions):
+def _estimator_for(options: RunOptions) -> PoseEstimator:
     from tagtrack.realtime.api import PoseEstimator
 
     key = (options.weights, options.engine, options.device, options.fp16, options.input_hw,

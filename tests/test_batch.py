@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +19,7 @@ from tagtrack.model.errors import UserFacingError
 from tagtrack.realtime import batch
 from tagtrack.realtime.run import RunOptions
 from tests.test_api import private_cache_and_one_thread, tiny_weights, write_noise_video  # noqa: F401 - fixtures
-from tests.test_run_cli import validated_lines, video_frame_count
+from tests.test_run_cli import REPO_ROOT, validated_lines, video_frame_count
 
 
 @pytest.fixture
@@ -120,3 +125,35 @@ def test_ray_runs_one_task_per_file(tmp_path, inputs, tiny_weights):
     for name, frames in (("a", 5), ("d", 6)):
         assert len(validated_lines(tmp_path / "ray" / f"{name}.jsonl")) == frames
     assert Path(results[0].outputs[0]).name == "a.mp4"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_batch_with_valid_outputs(tmp_path, tiny_weights, signum):
+    first = write_noise_video(tmp_path / "first.avi", 3000, fps=30.0)
+    second = write_noise_video(tmp_path / "second.avi", 5)
+    out = tmp_path / "out"
+    poses = out / "first.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1", TAGTRACK_CACHE=str(tmp_path / "cache"))
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "main.py"), "run", str(first), str(second), "--out-dir", str(out),
+         "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if poses.exists() and len(poses.read_bytes().splitlines()) >= 10:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == main.EXIT_INTERRUPTED, stderr
+    assert "Traceback" not in stderr
+    records = validated_lines(poses)
+    assert 10 <= len(records) < 3000 and video_frame_count(out / "first.mp4") == len(records)
+    assert not (out / "second.jsonl").exists()  # the batch stopped: the next file did not start
+    assert "not started" in stdout

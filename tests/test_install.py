@@ -154,10 +154,13 @@ def test_cli_export_without_the_export_extra(monkeypatch, tmp_path, tiny_weights
 
 
 def test_engines_without_the_export_extra(monkeypatch, tmp_path, tiny_weights):
-    from tagtrack.realtime.engines import TorchEngine, create_engine
+    from tagtrack.realtime.engines import OnnxRuntimeEngine, TorchEngine, create_engine
 
+    exported = tmp_path / "exported"
+    create_engine("ort", tiny_weights, "cpu", cache_dir=exported).close()  # with the extra: export cached
     block(monkeypatch, "onnx", "onnxscript")
     with pytest.raises(MissingExtraError, match=r"tagtrack\[export\]"):
-        create_engine("ort", tiny_weights, "cpu", cache_dir=tmp_path)
-    engine = create_engine("auto", tiny_weights, "cpu", cache_dir=tmp_path)  # falls back to torch
-    assert isinstance(engine, TorchEngine)
+        create_engine("ort", tiny_weights, "cpu", cache_dir=tmp_path / "empty")
+    assert isinstance(create_engine("auto", tiny_weights, "cpu", cache_dir=tmp_path / "empty"), TorchEngine)
+    # A cached export needs only onnxruntime (core).
+    assert isinstance(create_engine("auto", tiny_weights, "cpu", cache_dir=exported), OnnxRuntimeEngine)
