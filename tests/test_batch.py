@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from tagtrack.model.errors import UserFacingError
 from tagtrack.realtime import batch
 from tagtrack.realtime.run import RunOptions
 from tests.test_api import private_cache_and_one_thread, tiny_weights, write_noise_video  # noqa: F401 - fixtures
-from tests.test_run_cli import REPO_ROOT, validated_lines, video_frame_count
+from tests.test_run_cli import REPO_ROOT, signal_after_lines, validated_lines, video_frame_count
 
 
 @pytest.fixture
@@ -139,18 +138,7 @@ def test_a_signal_stops_the_batch_with_valid_outputs(tmp_path, tiny_weights, sig
         [sys.executable, str(REPO_ROOT / "main.py"), "run", str(first), str(second), "--out-dir", str(out),
          "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            if poses.exists() and len(poses.read_bytes().splitlines()) >= 10:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    stdout, stderr = signal_after_lines(process, poses, 10, signum)
     assert process.returncode == main.EXIT_INTERRUPTED, stderr
     assert "Traceback" not in stderr
     records = validated_lines(poses)
