@@ -38,7 +38,6 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
     import os
     import time
@@ -46,10 +45,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     import cv2
 
-    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
-    from tagtrack.model.codec import DecodeConfig
-    from tagtrack.model.predict import PredictConfig, pose_records, predict_image, read_image, torch_infer_fn
-    from tagtrack.model.schema import COCO17
+    from tagtrack.model.predict import pose_records, read_image
+    from tagtrack.realtime.api import PoseEstimator
     from tagtrack.realtime.draw import draw_poses
 
     if args.input_size and any(side <= 0 or side % 64 for side in args.input_size):
@@ -57,17 +54,13 @@ def _predict(args: argparse.Namespace) -> int:
     if min(args.scales) <= 0:
         raise UserFacingError("--scales must be positive")
     image = read_image(args.image)
-    loaded = load_checkpoint(resolve_weights(args.weights), device=args.device, expected_schema=COCO17)
-    input_hw = tuple(args.input_size) if args.input_size else (loaded.config.input_height, loaded.config.input_width)
-    decode = DecodeConfig()
-    if args.detection_threshold is not None:
-        decode = dataclasses.replace(decode, detection_threshold=args.detection_threshold)
-    if args.tag_threshold is not None:
-        decode = dataclasses.replace(decode, tag_threshold=args.tag_threshold)
-    config = PredictConfig(decode=decode, flip=args.flip, scales=tuple(args.scales))
+    estimator = PoseEstimator(args.weights, engine="torch", device=args.device, input_size=args.input_size,
+                              detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
+                              flip=args.flip, scales=args.scales)
+    input_hw = estimator.input_size
 
     start = time.perf_counter()
-    poses = predict_image(torch_infer_fn(loaded.model, args.device), image, input_hw, loaded.schema, config)
+    poses = estimator.predict_poses(image)
     elapsed = time.perf_counter() - start
 
     written = []
@@ -75,7 +68,7 @@ def _predict(args: argparse.Namespace) -> int:
         record = {
             "image": str(args.image),
             "image_size": {"width": image.shape[1], "height": image.shape[0]},
-            "people": pose_records(poses, loaded.schema),
+            "people": pose_records(poses, estimator.schema),
         }
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +80,7 @@ def _predict(args: argparse.Namespace) -> int:
         out_dir = Path(args.draw)
         out_dir.mkdir(parents=True, exist_ok=True)
         drawn_path = out_dir / f"{Path(args.image).stem}_poses.png"
-        if not cv2.imwrite(str(drawn_path), draw_poses(image.copy(), poses, loaded.schema, draw_boxes=False)):
+        if not cv2.imwrite(str(drawn_path), draw_poses(image.copy(), poses, estimator.schema, draw_boxes=False)):
             raise UserFacingError(f"cannot write {drawn_path}")
         written.append(str(drawn_path))
     scores = ", ".join(f"{pose.score:.2f}" for pose in poses[:10]) + (" ..." if len(poses) > 10 else "")
@@ -195,12 +188,20 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         "run", help="poses and tracks for a video, image folder, camera or stream, written to files",
         description="Process every frame of SOURCE (a video file, an image folder or glob, a camera index or an "
                     "rtsp/http URL) and write an annotated video, JSON Lines and/or exports.")
-    p.add_argument("source", metavar="SOURCE", help="video file, image folder or glob, camera index (0) or URL")
+    p.add_argument("source", metavar="SOURCE", nargs="+",
+                   help="video file, image folder or glob, camera index (0) or URL; several, or folders of videos, "
+                        "with --out-dir")
     p.add_argument("--out", default=None, help="annotated video (.mp4)")
     p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
     p.add_argument("--format", dest="formats", action="append", choices=("coco", "posetrack", "openpose"),
                    default=[], help="also export COCO results / PoseTrack18 JSON / OpenPose files (repeatable)")
     p.add_argument("--boxes", action="store_true", help="draw person boxes in the annotated video")
+    many = p.add_argument_group("many sources (realtime/batch.py)")
+    many.add_argument("--out-dir", default=None, help="one <name>.mp4 and <name>.jsonl (and exports) per source here")
+    many.add_argument("--no-video", action="store_true", help="with --out-dir: JSON Lines and exports only")
+    many.add_argument("--workers", type=int, default=1, help="process this many files at once (processes)")
+    many.add_argument("--ray", default=None, metavar="ADDRESS",
+                      help="one Ray task per file on this cluster ('auto', 'ray://host:10001', 'local'; the cluster extra)")
     _add_pipeline_arguments(p)
     p.set_defaults(handler=_run)
 
@@ -209,11 +210,53 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     _quiet_opencv(args.verbose)
+    if len(args.source) > 1 or args.out_dir or args.workers != 1 or args.ray:
+        return _run_many(args)
+    args.source = args.source[0]
     options = _run_options(args, out=Path(args.out) if args.out else None,
                            json=Path(args.json) if args.json else None, formats=args.formats, boxes=args.boxes)
     nothing_saved = options.out is None and options.json is None and not options.formats
     return _run_and_report(
         options, note="no --out, --json or --format given; poses are computed but not saved" if nothing_saved else None)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    """`run` over several sources: one job per file (realtime/batch.py), a line per finished file, a table."""
+    import signal
+
+    from tagtrack.realtime import batch
+
+    if not args.out_dir:
+        raise UserFacingError("several sources (or --workers/--ray) need --out-dir DIR for their outputs")
+    if args.out or args.json:
+        raise UserFacingError("--out and --json name one file; with --out-dir every source gets <name>.mp4 and <name>.jsonl")
+    sources = batch.expand_sources(args.source)
+    template = _run_options(args, formats=args.formats, boxes=args.boxes, progress=args.workers == 1 and not args.ray)
+    jobs = batch.plan_jobs(sources, args.out_dir, template, video=not args.no_video)
+    where = f"on Ray ({args.ray})" if args.ray else f"{min(args.workers, len(jobs))} worker process(es)"
+    print(f"{len(jobs)} input(s) -> {args.out_dir}, {where}")
+
+    def report(result) -> None:
+        if result.ok:
+            print(f"done {result.source}: {result.frames} frames, {result.people} people, {result.tracks} tracks",
+                  flush=True)
+        else:
+            print(f"error: {result.source}: {result.error}", file=sys.stderr, flush=True)
+
+    # SIGTERM stops the batch like Ctrl-C: the file being processed keeps valid outputs, the rest do not start.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        results = batch.run_jobs(jobs, args.workers, args.ray, on_result=report)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(batch.format_table(results))
+    if any(result.interrupted for result in results):
+        return EXIT_INTERRUPTED
+    return 0 if all(result.ok for result in results) else EXIT_USER_ERROR
 
 
 def _run_and_report(options, note: str | None = None) -> int:

@@ -12,10 +12,9 @@ import os
 import warnings
 from pathlib import Path
 
-import onnx
 import torch
 
-from tagtrack.model.errors import UserFacingError
+from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.hourglass import INPUT_MULTIPLE, HourglassNet
 
 logger = logging.getLogger(__name__)
@@ -23,6 +22,8 @@ logger = logging.getLogger(__name__)
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("heatmaps", "tags")
 DEFAULT_OPSET = 17  # TensorRT 8.6+ and every current ONNX Runtime read it
+# onnx and onnxscript are the `export` extra: the core install runs cached ONNX files and torch only.
+EXPORT_NEEDED_FOR = "exporting the model to ONNX (tagtrack export; the ONNX Runtime and TensorRT engines on first use)"
 
 
 def export_onnx(
@@ -39,6 +40,8 @@ def export_onnx(
     `tags` [batch,K,L,H/4,W/4]. The file is written under a temporary name and renamed, so a failed
     export never leaves a half-written model at `path`.
     """
+    onnx = import_extra("onnx", "export", EXPORT_NEEDED_FOR)
+    import_extra("onnxscript", "export", EXPORT_NEEDED_FOR)  # torch's ONNX exporter runs on it
     path = Path(path)
     if input_height <= 0 or input_width <= 0 or input_height % INPUT_MULTIPLE or input_width % INPUT_MULTIPLE:
         raise UserFacingError(f"ONNX input size {input_height}x{input_width} must be positive multiples of {INPUT_MULTIPLE}")

@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from tagtrack.model.errors import UserFacingError
+from tagtrack.model.errors import UserFacingError, import_extra
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def _trt_logger(trt):
 
 
 def _onnx_input_shape(onnx_path: Path) -> tuple[int, ...]:
-    import onnx
+    onnx = import_extra("onnx", "tensorrt", "TensorRT engines")
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     for value in model.graph.input:

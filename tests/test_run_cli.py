@@ -97,6 +97,23 @@ def test_max_frames_and_no_track(tmp_path, tiny_weights):
     assert all(p["track_id"] is None for r in records for p in r["people"])
 
 
+def signal_after_lines(process: subprocess.Popen, lines_file: Path, lines: int, signum: int,
+                       timeout: float = 120) -> tuple[str, str]:
+    """Send `signum` to a running `tagtrack run` once `lines_file` has `lines` lines; its stdout and stderr."""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            if lines_file.exists() and len(lines_file.read_bytes().splitlines()) >= lines:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        process.send_signal(signum)
+        return process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_run_leaves_valid_json_and_playable_video(tmp_path, tiny_weights, signum):
@@ -107,18 +124,7 @@ def test_signal_mid_run_leaves_valid_json_and_playable_video(tmp_path, tiny_weig
         [sys.executable, str(REPO_ROOT / "main.py"), "run", str(video), "--weights", str(tiny_weights),
          "--engine", "torch", "--device", "cpu", "--input-size", "128", "128", "--out", str(out), "--json", str(poses)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and process.poll() is None:
-            if poses.exists() and len(poses.read_bytes().splitlines()) >= 20:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    stdout, stderr = signal_after_lines(process, poses, 20, signum)
     assert process.returncode == main.EXIT_INTERRUPTED, stderr
     assert "Traceback" not in stderr
     records = validated_lines(poses)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-import motmetrics
 import numpy as np
 
+from tagtrack.model.errors import import_extra
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.tracker.association import oks_matrix
@@ -17,7 +17,15 @@ from tagtrack.tracker.config import TrackerConfig
 from tagtrack.tracker.synthetic import SceneConfig, SyntheticSequence, generate_sequence
 from tagtrack.tracker.tracker import PoseTracker, TrackedPose
 
+if TYPE_CHECKING:
+    import motmetrics
+
 MATCH_OKS = 0.5  # a tracker's pose counts as a true person's when their OKS is at least this
+
+
+def _motmetrics():
+    """motmetrics is the `bench` extra; timing alone (time_per_frame) does not need it."""
+    return import_extra("motmetrics", "bench", "scoring trackers (MOTA, IDF1)")
 
 
 class Tracker(Protocol):
@@ -43,7 +51,7 @@ def accumulate(tracker: Tracker, sequence: SyntheticSequence,
     Box IoU would miss people seen by a few joints, whose small boxes the keypoint noise dominates.
     """
     sigmas = schema.sigmas_array().astype(np.float64)
-    accumulator = motmetrics.MOTAccumulator(auto_id=True)
+    accumulator = _motmetrics().MOTAccumulator(auto_id=True)
     for frame in sequence.frames:
         tracked = tracker.update(frame.poses, frame.timestamp)
         truth = np.asarray(frame.gt_keypoints, dtype=np.float64)
@@ -62,7 +70,7 @@ def accumulate(tracker: Tracker, sequence: SyntheticSequence,
 def score(make_tracker: Callable[[], Tracker], sequences: list[SyntheticSequence]) -> TrackScores:
     """MOTA, IDF1 and ID switches of a tracker over several sequences together."""
     accumulators = [accumulate(make_tracker(), sequence) for sequence in sequences]
-    metrics = motmetrics.metrics.create()
+    metrics = _motmetrics().metrics.create()
     logging.disable(logging.INFO)  # motmetrics logs its own timings at INFO on the root logger
     try:
         summary = metrics.compute_many(

@@ -29,17 +29,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from tagtrack.model.codec import joint_indices, render_heatmaps
 from tagtrack.model.config import OUTPUT_STRIDE
-from tagtrack.model.errors import UserFacingError
+from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.training.losses import REFERENCE_PERSON_SIZE
 from tagtrack.training.config import AugmentConfig
 from tagtrack.training.distill import dense_targets, load_teacher_maps, maps_path, warp_teacher_maps
+
+# pycocotools is the `train` extra: a core install imports this module only to train or evaluate.
+mask_utils = import_extra("pycocotools.mask", "train", "training and evaluation on COCO-format data")
+COCO = import_extra("pycocotools.coco", "train", "training and evaluation on COCO-format data").COCO
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from tagtrack.model.errors import UserFacingError
+from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
+
+EVALUATION = "COCO keypoint evaluation (pycocotools)"  # the `train` extra
 
 # The order of COCOeval.stats for iouType "keypoints".
 COCO_KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -49,7 +51,7 @@ _METRIC_LABELS = {
 
 def load_coco_annotations(annotations_json: str | Path | dict):
     """A pycocotools COCO object; UserFacingError naming the file when it is missing or malformed."""
-    from pycocotools.coco import COCO
+    COCO = import_extra("pycocotools.coco", "train", EVALUATION).COCO
 
     if isinstance(annotations_json, dict):
         data, name = annotations_json, "<annotations>"
@@ -154,7 +156,7 @@ def evaluate_results(
     Returns {"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl",
     "num_images", "num_results"}. Empty results score 0 everywhere.
     """
-    from pycocotools.cocoeval import COCOeval
+    COCOeval = import_extra("pycocotools.cocoeval", "train", EVALUATION).COCOeval
 
     coco = annotations_json if hasattr(annotations_json, "dataset") else load_coco_annotations(annotations_json)
     results = _load_results(results)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from tagtrack.model.errors import import_extra
 from tagtrack.model.schema import COCO17
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,7 @@ def _draw_unlabelled(rng: np.random.Generator, image: np.ndarray, config: SceneC
 
 def _draw_crowd(rng: np.random.Generator, image: np.ndarray, config: SceneConfig) -> dict:
     """A cluster of small people in a band, annotated as one crowd region (RLE, iscrowd 1)."""
+    mask_utils = import_extra("pycocotools.mask", "train", "synthetic crowd regions")
     x1 = int(rng.uniform(0, 0.5) * config.width)
     w = int(rng.uniform(0.3, 0.5) * config.width)
     y1 = int(rng.uniform(0.05, 0.2) * config.height)

@@ -173,8 +173,9 @@ class MoveNetTeacher:
 
 def _with_dense_outputs(path: Path) -> bytes:
     """The teacher's ONNX graph with its keypoint and centre heatmaps added as graph outputs."""
-    import onnx
+    from tagtrack.model.errors import import_extra
 
+    onnx = import_extra("onnx", "export", "dense teacher maps (editing the teacher's ONNX graph)")
     try:
         model = onnx.load(str(path))
     except Exception as error:  # onnx raises DecodeError and others for a corrupt file

@@ -40,7 +40,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
-from tagtrack.model.errors import UserFacingError
+from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.hourglass import AllStacks, HourglassNet
 from tagtrack.model.schema import COCO17
 from tagtrack.training.config import TrainConfig
@@ -300,7 +300,8 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
 
     writer = csv_file = csv_writer = None
     if ddp.is_main:
-        from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only rank 0 needs it
+        # imported here: slow, only rank 0 needs it, and tensorboard is the `train` extra
+        SummaryWriter = import_extra("torch.utils.tensorboard", "train", "the training log").SummaryWriter
 
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step if resume else None)
         if resume:

@@ -27,7 +27,6 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from tagtrack.model.errors import UserFacingError
 
@@ -57,6 +56,9 @@ def scale_segmentation(segmentation, sx: float, sy: float, old_hw: tuple[int, in
         return [[round(v * (sx if i % 2 == 0 else sy), 2) for i, v in enumerate(polygon)] for polygon in segmentation]
     if not isinstance(segmentation, dict) or "counts" not in segmentation:
         return segmentation
+    from tagtrack.model.errors import import_extra
+
+    mask_utils = import_extra("pycocotools.mask", "train", "packing RLE crowd regions")
     height, width = old_hw
     rle = mask_utils.frPyObjects(segmentation, height, width) if isinstance(segmentation["counts"], list) \
         else dict(segmentation, counts=segmentation["counts"].encode("ascii")
