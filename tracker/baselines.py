@@ -16,7 +16,7 @@ from filterpy.kalman import KalmanFilter
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.tracker.association import FORBIDDEN, assign, iou_matrix, oks_matrix
-from tagtrack.tracker.tracker import TrackedPose
+from tagtrack.tracker.tracker import TrackedPose, widened_boxes
 
 
 class GreedyOksTracker:
@@ -108,8 +108,12 @@ class _SortTrack:
 class SortTracker:
     """SORT: IoU + Hungarian + Kalman; tracks die after max_age missed frames, report after min_hits."""
 
-    def __init__(self, min_score: float = 0.1, max_age: int = 1, min_hits: int = 3, iou_threshold: float = 0.3) -> None:
+    def __init__(self, min_score: float = 0.1, max_age: int = 1, min_hits: int = 3, iou_threshold: float = 0.3,
+                 min_box_aspect: float = 0.4) -> None:
         self.min_score = min_score
+        # The same person boxes as ours (`widened_boxes`): on real video the box around a walker's joints
+        # is often a few pixels wide, and IoU between such slivers is near 0 after any step.
+        self.min_box_aspect = min_box_aspect
         self.max_age = max_age
         self.min_hits = min_hits
         self.iou_threshold = iou_threshold
@@ -123,23 +127,25 @@ class SortTracker:
     def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
         self._frame_count += 1
         detections = [p for p in poses if p.score >= self.min_score]
+        boxes = widened_boxes(np.array([p.box for p in detections], dtype=np.float64).reshape(-1, 4),
+                              self.min_box_aspect)
         predicted = [t.predict() for t in self._tracks]
         pairs: list[tuple[int, int]] = []
         if predicted and detections:
-            iou = iou_matrix(np.stack(predicted), np.stack([p.box for p in detections]).astype(np.float64))
+            iou = iou_matrix(np.stack(predicted), boxes)
             cost = np.where(iou >= self.iou_threshold, -iou, FORBIDDEN)
             pairs = assign(cost)
         matched_detection = {}
         for row, col in pairs:
             track = self._tracks[row]
-            track.kf.update(_box_to_z(detections[col].box))
+            track.kf.update(_box_to_z(boxes[col]))
             track.time_since_update = 0
             track.hit_streak += 1
             matched_detection[id(track)] = detections[col]
         claimed = {col for _, col in pairs}
         for col, pose in enumerate(detections):
             if col not in claimed:
-                track = _SortTrack(self._next_id, pose.box, timestamp)
+                track = _SortTrack(self._next_id, boxes[col], timestamp)
                 self._next_id += 1
                 self._tracks.append(track)
                 matched_detection[id(track)] = pose
