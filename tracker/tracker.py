@@ -229,8 +229,12 @@ class PoseTracker:
         its own next detection, as learned so far (`_tag_same`). Models put their tags on their own scales
         (the push loss sets it): the benchmark's tags move about 0.1 a frame with other people 1.5-2 away,
         the default model's on vtest.avi about 0.5 with other people about 4 away. Before anything is
-        learned the gates do not apply (trust 0), so the unit is then only a placeholder."""
-        return max(self._tag_same, 1e-6) if self._tag_samples else 1.0
+        learned the gates do not apply (trust 0), so the unit is then only a placeholder. Never below 0.04 of
+        the learned distance between different people."""
+        if not self._tag_samples:
+            return 1.0
+        # Floor: tags that never move (a test, a perfect model) must not shrink the gates to nothing.
+        return max(self._tag_same, 0.04 * self._tag_other, 1e-6)
 
     # ------------------------------------------------------------------ public
 
