@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from tagtrack.tracker.baselines import GreedyOksTracker, SortTracker
+from tagtrack.tracker.baselines import ByteTrackBoxTracker, GreedyOksTracker, SortTracker
 from tagtrack.tracker.benchmark import TrackScores, make_sequences, score, time_per_frame
 from tagtrack.tracker.config import TrackerConfig
 from tagtrack.tracker.mot_eval import MatchRule, MotScores, read_mot_file, read_pose_frames, retrack, score_tracks
@@ -40,6 +40,7 @@ def trackers(config: TrackerConfig) -> dict[str, object]:
         "ours, geometry only": lambda: PoseTracker(geometry),
         "greedy OKS (mmpose)": GreedyOksTracker,
         "SORT": SortTracker,
+        "ByteTrack (boxes)": ByteTrackBoxTracker,
     }
 
 

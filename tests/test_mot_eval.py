@@ -190,6 +190,6 @@ def test_bench_track_on_real_detections_prints_every_tracker(tmp_path, capsys):
     poses = write(tmp_path / "poses.jsonl", lines)
     assert main.main(["bench", "track", "--poses", poses, "--gt", gt]) == 0
     out = capsys.readouterr().out
-    for name in ("ours", "ours, geometry only", "greedy OKS (mmpose)", "SORT"):
+    for name in ("ours", "ours, geometry only", "greedy OKS (mmpose)", "SORT", "ByteTrack (boxes)"):
         assert f"\n{name} " in out
     assert main.main(["bench", "track", "--poses", poses]) == 2
