@@ -501,6 +501,19 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_frames_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, nargs=2, metavar=("FIRST", "LAST"), default=None,
+                   help="score MOT frames FIRST..LAST, 1-based (default: the ground truth's span)")
+
+
+def _frame_range(frames: list[int] | None) -> range | None:
+    if frames is None:
+        return None
+    if not 1 <= frames[0] <= frames[1]:
+        raise UserFacingError(f"--frames needs 1 <= FIRST <= LAST, got {frames[0]} {frames[1]}")
+    return range(frames[0], frames[1] + 1)
+
+
 def add_eval_track_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "eval-track", help="MOTA, IDF1, ID switches of tracks against MOTChallenge ground truth (py-motmetrics)",
@@ -514,8 +527,7 @@ def add_eval_track_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-distance", type=float, default=0.5, help="centroid: box heights (default 0.5)")
     p.add_argument("--min-iou", type=float, default=0.5, help="iou: least IoU of a match (default 0.5)")
     p.add_argument("--min-joint-score", type=float, default=0.2, help="joints making the centroid (default 0.2)")
-    p.add_argument("--frames", type=int, nargs=2, metavar=("FIRST", "LAST"), default=None,
-                   help="score MOT frames FIRST..LAST, 1-based (default: the ground truth's span)")
+    _add_frames_argument(p)
     p.add_argument("--retrack", action="store_true",
                    help="run the tracker again over every person of the JSON Lines (write it with --no-track)")
     p.add_argument("--no-tags", action="store_true", help="with --retrack: geometry only")
@@ -528,12 +540,10 @@ def _eval_track(args: argparse.Namespace) -> int:
 
     if args.max_distance <= 0 or not 0 < args.min_iou <= 1 or args.min_joint_score < 0:
         raise UserFacingError("--max-distance > 0, 0 < --min-iou <= 1 and --min-joint-score >= 0")
-    if args.frames is not None and not 1 <= args.frames[0] <= args.frames[1]:
-        raise UserFacingError(f"--frames needs 1 <= FIRST <= LAST, got {args.frames[0]} {args.frames[1]}")
     mode = args.match or ("centroid" if is_pose_file(args.results) else "iou")
     rule = MatchRule(mode=mode, max_distance=args.max_distance, min_iou=args.min_iou,
                      min_joint_score=args.min_joint_score)
-    frames = range(args.frames[0], args.frames[1] + 1) if args.frames else None
+    frames = _frame_range(args.frames)
     config = TrackerConfig(use_tags=not args.no_tags) if args.retrack else None
     scores = evaluate_file(args.results, args.gt, rule, frames, retrack_config=config)
     print(format_scores(scores, title=f"{args.results} against {args.gt} ({mode} matching"
@@ -667,8 +677,7 @@ def add_bench_track_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--poses", default=None,
                    help="instead: every tracker over these real detections (JSON Lines of `run --no-track --json`)")
     p.add_argument("--gt", default=None, help="with --poses: MOTChallenge ground truth to score against")
-    p.add_argument("--frames", type=int, nargs=2, metavar=("FIRST", "LAST"), default=None,
-                   help="with --poses: score MOT frames FIRST..LAST (default: the ground truth's span)")
+    _add_frames_argument(p)
     p.set_defaults(handler=_bench_track)
 
 
@@ -683,10 +692,7 @@ def _bench_track(args: argparse.Namespace) -> int:
     if args.poses is not None:
         from tagtrack.bench.track import format_real_scores, run_real_scores
 
-        if args.frames is not None and not 1 <= args.frames[0] <= args.frames[1]:
-            raise UserFacingError(f"--frames needs 1 <= FIRST <= LAST, got {args.frames[0]} {args.frames[1]}")
-        frames = range(args.frames[0], args.frames[1] + 1) if args.frames else None
-        rows = run_real_scores(args.poses, args.gt, frames=frames)
+        rows = run_real_scores(args.poses, args.gt, frames=_frame_range(args.frames))
         print(format_real_scores(rows, f"trackers on the detections of {args.poses}, scored against {args.gt}"))
         return 0
     if not args.timing_only:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import motmetrics
@@ -84,7 +84,6 @@ class MotScores:
     num_track_ids: int     # distinct ids the tracker reported in the scored frames
     max_track_id: int
     frames: int
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- reading
