@@ -193,8 +193,9 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
                         "with --out-dir")
     p.add_argument("--out", default=None, help="annotated video (.mp4)")
     p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
-    p.add_argument("--format", dest="formats", action="append", choices=("coco", "posetrack", "openpose"),
-                   default=[], help="also export COCO results / PoseTrack18 JSON / OpenPose files (repeatable)")
+    p.add_argument("--format", dest="formats", action="append", choices=("coco", "posetrack", "openpose", "mot"),
+                   default=[], help="also export COCO results / PoseTrack18 JSON / OpenPose files / MOTChallenge "
+                                    "tracks (repeatable)")
     p.add_argument("--boxes", action="store_true", help="draw person boxes in the annotated video")
     many = p.add_argument_group("many sources (realtime/batch.py)")
     many.add_argument("--out-dir", default=None, help="one <name>.mp4 and <name>.jsonl (and exports) per source here")
@@ -547,6 +548,56 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_frames_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, nargs=2, metavar=("FIRST", "LAST"), default=None,
+                   help="score MOT frames FIRST..LAST, 1-based (default: the ground truth's span)")
+
+
+def _frame_range(frames: list[int] | None) -> range | None:
+    if frames is None:
+        return None
+    if not 1 <= frames[0] <= frames[1]:
+        raise UserFacingError(f"--frames needs 1 <= FIRST <= LAST, got {frames[0]} {frames[1]}")
+    return range(frames[0], frames[1] + 1)
+
+
+def add_eval_track_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval-track", help="MOTA, IDF1, ID switches of tracks against MOTChallenge ground truth (py-motmetrics)",
+        description="Score tracks against MOTChallenge ground truth. Poses (JSON Lines of `tagtrack run --json`) "
+                    "match a person when the centroid of their confident joints lies within --max-distance box "
+                    "heights of the box centre; box results (a MOTChallenge .txt file) match by IoU.")
+    p.add_argument("results", metavar="RESULTS", help="JSON Lines of poses, or a MOTChallenge result file (.txt)")
+    p.add_argument("--gt", required=True, help="ground truth, MOTChallenge format (conf 0 rows: don't care)")
+    p.add_argument("--match", choices=("centroid", "iou"), default=None,
+                   help="matching rule (default: centroid for poses, iou for boxes)")
+    p.add_argument("--max-distance", type=float, default=0.5, help="centroid: box heights (default 0.5)")
+    p.add_argument("--min-iou", type=float, default=0.5, help="iou: least IoU of a match (default 0.5)")
+    p.add_argument("--min-joint-score", type=float, default=0.2, help="joints making the centroid (default 0.2)")
+    _add_frames_argument(p)
+    p.add_argument("--retrack", action="store_true",
+                   help="run the tracker again over every person of the JSON Lines (write it with --no-track)")
+    p.add_argument("--no-tags", action="store_true", help="with --retrack: geometry only")
+    p.set_defaults(handler=_eval_track)
+
+
+def _eval_track(args: argparse.Namespace) -> int:
+    from tagtrack.tracker import TrackerConfig
+    from tagtrack.tracker.mot_eval import MatchRule, evaluate_file, format_scores, is_pose_file
+
+    if args.max_distance <= 0 or not 0 < args.min_iou <= 1 or args.min_joint_score < 0:
+        raise UserFacingError("--max-distance > 0, 0 < --min-iou <= 1 and --min-joint-score >= 0")
+    mode = args.match or ("centroid" if is_pose_file(args.results) else "iou")
+    rule = MatchRule(mode=mode, max_distance=args.max_distance, min_iou=args.min_iou,
+                     min_joint_score=args.min_joint_score)
+    frames = _frame_range(args.frames)
+    config = TrackerConfig(use_tags=not args.no_tags) if args.retrack else None
+    scores = evaluate_file(args.results, args.gt, rule, frames, retrack_config=config)
+    print(format_scores(scores, title=f"{args.results} against {args.gt} ({mode} matching"
+                                      f"{', re-tracked' if args.retrack else ''})"))
+    return 0
+
+
 def add_label_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("label", help="pseudo-label videos / image folders with a teacher into a COCO set")
     p.add_argument("--teacher", required=True, help="MoveNet-MultiPose-format ONNX model")
@@ -715,6 +766,10 @@ def add_bench_track_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=12.0, help="seconds per scene (default 12)")
     p.add_argument("--people", type=int, nargs="+", default=[1, 10, 30], help="people in view for the timing")
     p.add_argument("--timing-only", action="store_true", help="skip the scores")
+    p.add_argument("--poses", default=None,
+                   help="instead: every tracker over these real detections (JSON Lines of `run --no-track --json`)")
+    p.add_argument("--gt", default=None, help="with --poses: MOTChallenge ground truth to score against")
+    _add_frames_argument(p)
     p.set_defaults(handler=_bench_track)
 
 
@@ -724,6 +779,14 @@ def _bench_track(args: argparse.Namespace) -> int:
 
     if min(args.tag_dims) < 1 or args.duration <= 0 or min(args.people) < 1 or not args.seeds:
         raise UserFacingError("--tag-dims >= 1, --duration > 0, --people >= 1 and at least one seed")
+    if (args.poses is None) != (args.gt is None):
+        raise UserFacingError("--poses and --gt go together")
+    if args.poses is not None:
+        from tagtrack.bench.track import format_real_scores, run_real_scores
+
+        rows = run_real_scores(args.poses, args.gt, frames=_frame_range(args.frames))
+        print(format_real_scores(rows, f"trackers on the detections of {args.poses}, scored against {args.gt}"))
+        return 0
     if not args.timing_only:
         rows = run_scores(list(args.seeds), list(args.tag_dims), scene=SceneConfig(duration=args.duration))
         print(format_scores(rows, list(args.seeds)))
@@ -745,6 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_view_command(commands)
     add_train_command(commands)
     add_eval_command(commands)
+    add_eval_track_command(commands)
     add_label_command(commands)
     add_import_lsp_command(commands)
     add_teacher_maps_command(commands)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from tagtrack.tracker.baselines import GreedyOksTracker, SortTracker
+from tagtrack.tracker.baselines import ByteTrackBoxTracker, GreedyOksTracker, SortTracker
 from tagtrack.tracker.benchmark import TrackScores, make_sequences, score, time_per_frame
 from tagtrack.tracker.config import TrackerConfig
+from tagtrack.tracker.mot_eval import MatchRule, MotScores, read_mot_file, read_pose_frames, retrack, score_tracks
 from tagtrack.tracker.synthetic import SceneConfig
 from tagtrack.tracker.tracker import PoseTracker
 
@@ -39,6 +40,7 @@ def trackers(config: TrackerConfig) -> dict[str, object]:
         "ours, geometry only": lambda: PoseTracker(geometry),
         "greedy OKS (mmpose)": GreedyOksTracker,
         "SORT": SortTracker,
+        "ByteTrack (boxes)": ByteTrackBoxTracker,
     }
 
 
@@ -73,4 +75,34 @@ def format_scores(rows: list[TableRow], seeds: list[int]) -> str:
 def format_timing(timing: dict[int, float]) -> str:
     lines = ["our tracker, CPU time per frame (best of 2 runs of 300 frames)", f"{'people':>6} {'ms':>7}"]
     lines += [f"{n:>6} {seconds * 1e3:7.3f}" for n, seconds in timing.items()]
+    return "\n".join(lines)
+
+
+def run_real_scores(poses_path: str, gt_path: str, config: TrackerConfig | None = None,
+                    frames: range | None = None, rule: MatchRule | None = None,
+                    progress: bool = True) -> list[tuple[str, MotScores]]:
+    """Every tracker of the table over the same real detections (JSON Lines of `tagtrack run --no-track
+    --json`), scored against MOTChallenge ground truth (`tracker.mot_eval`). Each tracker sees every frame
+    of the file (state carries over), and only the scored frames count."""
+    config = config or TrackerConfig()
+    rule = rule or MatchRule()
+    pose_frames = read_pose_frames(poses_path)
+    truth = read_mot_file(gt_path)
+    if frames is None:
+        frames = range(min(truth, default=1), max(truth, default=0) + 1)
+    if frames:  # nothing after the last scored frame is needed
+        pose_frames = [f for f in pose_frames if f.frame <= frames.stop - 1]
+    rows = []
+    for name, make in tqdm(trackers(config).items(), desc="trackers", disable=not progress):
+        rows.append((name, score_tracks(truth, retrack(pose_frames, make(), rule.min_joint_score), frames, rule)))
+    return rows
+
+
+def format_real_scores(rows: list[tuple[str, MotScores]], title: str) -> str:
+    lines = [title, f"{'tracker':<22} {'MOTA':>5} {'IDF1':>5} {'ID sw':>5} {'frag':>5} {'recall':>6} {'prec':>5} "
+                    f"{'FP':>4} {'miss':>5} {'MT':>3} {'ML':>3} {'ids':>4}"]
+    for name, s in rows:
+        lines.append(f"{name:<22} {100 * s.mota:5.1f} {100 * s.idf1:5.1f} {s.id_switches:5d} {s.fragmentations:5d} "
+                     f"{100 * s.recall:6.1f} {100 * s.precision:5.1f} {s.false_positives:4d} {s.misses:5d} "
+                     f"{s.mostly_tracked:3d} {s.mostly_lost:3d} {s.num_track_ids:4d}")
     return "\n".join(lines)

@@ -56,7 +56,8 @@ def output_paths(options: RunOptions) -> list[Path]:
     """Every file or folder a run writes, for the closing message."""
     paths = [path for path in (options.out, options.json) if path is not None]
     base = export_base(options)
-    names = {"coco": base.name + ".coco.json", "posetrack": base.name + ".posetrack.json", "openpose": base.name + "_openpose"}
+    names = {"coco": base.name + ".coco.json", "posetrack": base.name + ".posetrack.json",
+             "openpose": base.name + "_openpose", "mot": base.name + ".mot.txt"}
     paths.extend(base.with_name(names[name]) for name in dict.fromkeys(options.formats) if name in names)
     return paths
 

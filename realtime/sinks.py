@@ -1,4 +1,4 @@
-"""Outputs of the pipeline: annotated video, JSON Lines, COCO / PoseTrack / OpenPose exports.
+"""Outputs of the pipeline: annotated video, JSON Lines, COCO / PoseTrack / OpenPose / MOTChallenge exports.
 
 Every sink takes `FrameResult`s through write() and finishes its file(s) in close(). Output
 folders are checked when the sink is created (missing or read-only folder -> UserFacingError),
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 JSONL_SCHEMA_VERSION = 1
 JSONL_SCHEMA_PATH = Path(__file__).with_name("pose_jsonl.schema.json")
 DEFAULT_VIDEO_FPS = 30.0
-EXPORT_FORMATS = ("coco", "posetrack", "openpose")
+EXPORT_FORMATS = ("coco", "posetrack", "openpose", "mot")
 
 
 def check_output_path(path: str | Path, what: str = "output") -> Path:
@@ -306,8 +306,39 @@ class OpenPoseSink:
         pass
 
 
+class MotChallengeSink:
+    """MOTChallenge result rows, `frame,id,left,top,width,height,score,-1,-1,-1`, one per tracked person.
+
+    Frames are 1-based (frame index + 1), as MOTChallenge numbers them; people without a track id are
+    left out. The box is the pose's box widened to the tracker's person box (`widened_boxes`: at least
+    0.4 as wide as tall), nearer a pedestrian box than the thin box around a walker's joints.
+    Rows are written and flushed per frame, so nothing is lost on Ctrl-C.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = check_output_path(path, "MOT export")
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, result: FrameResult) -> None:
+        from tagtrack.tracker.tracker import widened_boxes
+
+        people = [t for t in result.tracked if t.track_id is not None]
+        if not people:
+            return
+        boxes = widened_boxes(np.array([np.asarray(t.pose.box, dtype=np.float64).reshape(4) for t in people]), 0.4)
+        for tracked, box in zip(people, boxes):
+            x, y, w, h = _xywh(box)
+            self._file.write(f"{result.frame.index + 1},{int(tracked.track_id)},{x},{y},{w},{h},"
+                             f"{_number(tracked.pose.score, 4)},-1,-1,-1\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
 def export_sinks(formats: list[str], base: str | Path, schema: KeypointSchema = COCO17) -> list:
-    """The sinks for `--format`: <base>.coco.json, <base>.posetrack.json, <base>_openpose/."""
+    """The sinks for `--format`: <base>.coco.json, <base>.posetrack.json, <base>_openpose/, <base>.mot.txt."""
     base = Path(base)
     sinks = []
     for name in dict.fromkeys(formats):
@@ -317,6 +348,8 @@ def export_sinks(formats: list[str], base: str | Path, schema: KeypointSchema = 
             sinks.append(PoseTrackSink(base.with_name(base.name + ".posetrack.json"), schema))
         elif name == "openpose":
             sinks.append(OpenPoseSink(base.with_name(base.name + "_openpose"), name=base.name))
+        elif name == "mot":
+            sinks.append(MotChallengeSink(base.with_name(base.name + ".mot.txt")))
         else:
             raise UserFacingError(f"unknown export format {name!r} (choose from {', '.join(EXPORT_FORMATS)})")
     return sinks

@@ -345,3 +345,57 @@ def test_similarity_matrices():
 
     cost = np.array([[0.1, FORBIDDEN], [FORBIDDEN, FORBIDDEN]])
     assert assign(cost) == [(0, 0)]
+
+
+def test_ids_count_confirmed_people_in_order_of_confirmation():
+    # One-frame false people come and go before and between the real ones: they burn no ids.
+    tracker = PoseTracker(TrackerConfig())
+    reported = []
+    for frame in range(60):
+        poses = []
+        if frame % 7 == 0:
+            poses.append(make_pose(1100.0 - frame, tag=(3.0 + frame,)))  # a false person, never seen twice
+        if frame >= 10:
+            poses.append(make_pose(300.0 + 2 * frame, tag=(-1.0,)))
+        if frame >= 30:
+            poses.append(make_pose(700.0, tag=(1.0,)))
+        for tracked in tracker.update(poses, frame / FPS):
+            if tracked.track_id not in reported:
+                reported.append(tracked.track_id)
+    assert reported == [1, 2]
+
+
+def test_thin_boxes_are_widened_about_their_centre():
+    from tagtrack.tracker.tracker import widened_boxes
+
+    boxes = np.array([[100.0, 50.0, 104.0, 130.0], [0.0, 0.0, 40.0, 80.0], [10.0, 10.0, 110.0, 20.0]])
+    wide = widened_boxes(boxes, 0.4)
+    np.testing.assert_allclose(wide[0], [86.0, 50.0, 118.0, 130.0])   # 4 px wide -> 0.4 * 80
+    np.testing.assert_allclose(wide[1], boxes[1])                     # already wide enough
+    np.testing.assert_allclose(wide[2], [10.0, -5.0, 110.0, 35.0])    # a lying person: taller
+
+
+@pytest.mark.parametrize("tag_scale", [0.1, 1.0, 10.0])
+def test_tag_gates_follow_the_learned_tag_scale(tag_scale):
+    # Tag settings are in units of the learned same-person tag distance, so another model's tag scale
+    # (its push loss sets it) changes nothing: person b is hidden, a stranger whose tag lies 2 scale
+    # units from b's appears where b was going; at every scale the stranger gets a new id and b, back
+    # later beside it, gets its own id back.
+    rng = np.random.default_rng(3)
+    tracker = PoseTracker(TrackerConfig())
+    ids_b, ids_stranger = set(), set()
+    for frame in range(110):
+        t = frame / FPS
+        poses = [make_pose(300 + 5 * frame, tag=tag_scale * rng.normal(-1.0, 0.05, 1))]
+        if not 50 <= frame < 70:
+            poses.append(make_pose(1000 - 5 * frame, tag=tag_scale * rng.normal(1.0, 0.05, 1)))
+        if frame >= 58:
+            poses.append(make_pose(1000 - 5 * frame - 60, tag=tag_scale * rng.normal(3.0, 0.05, 1)))
+        for tracked in tracker.update(poses, t):
+            tag = tracked.pose.tag[0] / tag_scale
+            if 0.5 < tag < 1.5:
+                ids_b.add(tracked.track_id)
+            elif tag > 2.5:
+                ids_stranger.add(tracked.track_id)
+    assert tracker.tag_trust == 1.0
+    assert ids_b == {2} and ids_stranger == {3}

@@ -87,7 +87,7 @@ def test_ours_beats_both_baselines(tag_mode):
 def test_bench_track_command(capsys):
     assert main(["bench", "track", "--seeds", "3", "--duration", "1.5", "--tag-dims", "2", "--people", "1", "3"]) == 0
     out = capsys.readouterr().out
-    assert "greedy OKS" in out and "SORT" in out and "geometry only" in out
-    assert out.count("random") == 4 and out.count("consistent") == 4
+    assert "greedy OKS" in out and "SORT" in out and "geometry only" in out and "ByteTrack" in out
+    assert out.count("random") == 5 and out.count("consistent") == 5
     assert "people" in out
     assert main(["bench", "track", "--tag-dims", "0"]) == 2

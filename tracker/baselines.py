@@ -16,7 +16,7 @@ from filterpy.kalman import KalmanFilter
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.tracker.association import FORBIDDEN, assign, iou_matrix, oks_matrix
-from tagtrack.tracker.tracker import TrackedPose
+from tagtrack.tracker.tracker import TrackedPose, widened_boxes
 
 
 class GreedyOksTracker:
@@ -108,8 +108,12 @@ class _SortTrack:
 class SortTracker:
     """SORT: IoU + Hungarian + Kalman; tracks die after max_age missed frames, report after min_hits."""
 
-    def __init__(self, min_score: float = 0.1, max_age: int = 1, min_hits: int = 3, iou_threshold: float = 0.3) -> None:
+    def __init__(self, min_score: float = 0.1, max_age: int = 1, min_hits: int = 3, iou_threshold: float = 0.3,
+                 min_box_aspect: float = 0.4) -> None:
         self.min_score = min_score
+        # The same person boxes as ours (`widened_boxes`): on real video the box around a walker's joints
+        # is often a few pixels wide, and IoU between such slivers is near 0 after any step.
+        self.min_box_aspect = min_box_aspect
         self.max_age = max_age
         self.min_hits = min_hits
         self.iou_threshold = iou_threshold
@@ -123,23 +127,25 @@ class SortTracker:
     def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
         self._frame_count += 1
         detections = [p for p in poses if p.score >= self.min_score]
+        boxes = widened_boxes(np.array([p.box for p in detections], dtype=np.float64).reshape(-1, 4),
+                              self.min_box_aspect)
         predicted = [t.predict() for t in self._tracks]
         pairs: list[tuple[int, int]] = []
         if predicted and detections:
-            iou = iou_matrix(np.stack(predicted), np.stack([p.box for p in detections]).astype(np.float64))
+            iou = iou_matrix(np.stack(predicted), boxes)
             cost = np.where(iou >= self.iou_threshold, -iou, FORBIDDEN)
             pairs = assign(cost)
         matched_detection = {}
         for row, col in pairs:
             track = self._tracks[row]
-            track.kf.update(_box_to_z(detections[col].box))
+            track.kf.update(_box_to_z(boxes[col]))
             track.time_since_update = 0
             track.hit_streak += 1
             matched_detection[id(track)] = detections[col]
         claimed = {col for _, col in pairs}
         for col, pose in enumerate(detections):
             if col not in claimed:
-                track = _SortTrack(self._next_id, pose.box, timestamp)
+                track = _SortTrack(self._next_id, boxes[col], timestamp)
                 self._next_id += 1
                 self._tracks.append(track)
                 matched_detection[id(track)] = pose
@@ -151,3 +157,71 @@ class SortTracker:
                 out.append(TrackedPose(pose, track.track_id, timestamp - track.first_seen, pose.keypoints))
         self._tracks = [t for t in self._tracks if t.time_since_update <= self.max_age]
         return out
+
+
+class ByteTrackBoxTracker:
+    """ByteTrack's association (Zhang et al. 2022) on person boxes: SORT's Kalman filter, confident boxes
+    (score >= high_score) matched first to every track, lost ones included, at IoU >= 0.2; then weak boxes
+    (low_score..high_score) to the tracks left at IoU >= 0.5; a new track needs score >= high_score + 0.1
+    and a match in the next frame; lost tracks are kept `track_buffer` frames. No tags, no poses."""
+
+    def __init__(self, high_score: float = 0.5, low_score: float = 0.1, track_buffer: int = 30,
+                 min_box_aspect: float = 0.4) -> None:
+        self.high_score = high_score
+        self.low_score = low_score
+        self.track_buffer = track_buffer
+        self.min_box_aspect = min_box_aspect
+        self.reset()
+
+    def reset(self) -> None:
+        self._tracks: list[_SortTrack] = []
+        self._confirmed: set[int] = set()  # id() of the tracks matched at least once after their birth
+        self._next_id = 1
+        self._first_frame = True
+
+    def _round(self, tracks: list[_SortTrack], predicted: list[np.ndarray], boxes: np.ndarray,
+               columns: list[int], min_iou: float) -> list[tuple[int, int]]:
+        if not tracks or not columns:
+            return []
+        iou = iou_matrix(np.stack(predicted), boxes[columns])
+        return [(row, columns[col]) for row, col in assign(np.where(iou >= min_iou, 1.0 - iou, FORBIDDEN))]
+
+    def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
+        scores = np.array([p.score for p in poses])
+        boxes = widened_boxes(np.array([p.box for p in poses], dtype=np.float64).reshape(-1, 4), self.min_box_aspect)
+        predicted = [t.predict() for t in self._tracks]
+        high = [i for i in range(len(poses)) if scores[i] >= self.high_score]
+        low = [i for i in range(len(poses)) if self.low_score <= scores[i] < self.high_score]
+        matched: dict[int, int] = {}  # index of track -> detection
+        for row, col in self._round(self._tracks, predicted, boxes, high, 0.2):
+            matched[row] = col
+        rest = [row for row in range(len(self._tracks)) if row not in matched
+                and id(self._tracks[row]) in self._confirmed]
+        for row, col in self._round([self._tracks[r] for r in rest], [predicted[r] for r in rest], boxes, low, 0.5):
+            matched[rest[row]] = col
+        out = []
+        for row, col in matched.items():
+            track = self._tracks[row]
+            track.kf.update(_box_to_z(boxes[col]))
+            track.time_since_update = 0
+            self._confirmed.add(id(track))
+            if track.track_id == 0:  # ids in order of confirmation, as ours
+                track.track_id = self._next_id
+                self._next_id += 1
+            out.append((col, TrackedPose(poses[col], track.track_id, timestamp - track.first_seen,
+                                         poses[col].keypoints)))
+        # Unconfirmed tracks get one chance; confirmed ones wait track_buffer frames.
+        self._tracks = [t for row, t in enumerate(self._tracks) if row in matched
+                        or (id(t) in self._confirmed and t.time_since_update <= self.track_buffer)]
+        taken = set(matched.values())
+        for col in high:
+            if col not in taken and scores[col] >= self.high_score + 0.1:
+                track = _SortTrack(0, boxes[col], timestamp)
+                self._tracks.append(track)
+                if self._first_frame:  # ByteTrack activates the first frame's people at once
+                    self._confirmed.add(id(track))
+                    track.track_id = self._next_id
+                    self._next_id += 1
+                    out.append((col, TrackedPose(poses[col], track.track_id, 0.0, poses[col].keypoints)))
+        self._first_frame = False
+        return [tracked for _, tracked in sorted(out, key=lambda pair: pair[0])]

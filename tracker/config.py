@@ -14,9 +14,9 @@ class TrackerConfig:
     """
 
     # --- which people take part (ByteTrack's two rounds) ---
-    high_score: float = 0.6        # people at least this confident are matched first and may start tracks
+    high_score: float = 0.5        # people at least this confident are matched first and may start tracks
     low_score: float = 0.1         # people between low and high only extend existing tracks; below low: ignored
-    new_track_score: float = 0.6   # an unmatched confident person starts a track only from this score
+    new_track_score: float = 0.5   # an unmatched confident person starts a track only from this score
 
     # --- life cycle: tentative -> confirmed -> lost -> removed ---
     confirm_hits: int = 3          # matches needed before a tentative track is confirmed (reported)
@@ -28,19 +28,20 @@ class TrackerConfig:
     tag_weight: float = 1.0
     oks_weight: float = 2.0
     iou_weight: float = 0.0        # box IoU adds nothing over OKS on the benchmark; kept as a cue to turn on
-    tag_scale: float = 0.3         # tag distance at which the tag similarity is exp(-1/2)
+    # Tag distances below are in units of the learned same-person distance (PoseTracker.tag_unit).
+    tag_scale: float = 1.0         # tag distance at which the tag similarity is exp(-1/2)
     tag_momentum: float = 0.9      # running tag = momentum * running + (1 - momentum) * new tag
     tag_trust_samples: int = 20    # unambiguous matches seen before tags are trusted at all
     tag_trust_ratio: float = 0.6   # own-tag / other-tag distance at which trust is 0 (full trust at half this)
     max_cost: float = 0.75         # a pair costing more (per unit of total weight) is never matched
 
     # --- gates: each cue alone can forbid a pair, none alone can force one ---
-    tag_gate: float = 1.2          # tag distance above which a pair is refused
+    tag_gate: float = 10.0         # tag distance above which a pair is refused
     motion_gate: float = 4.0       # Mahalanobis length of the joints' mean shift from the predicted pose
     min_overlap: float = 0.05      # a pair needs OKS (or IoU, when iou_weight > 0) above this
 
     # --- re-identification of lost tracks (by tag; by motion when tags are off) ---
-    reid_tag_gate: float = 0.4     # tag distance under which a lost track may be taken back
+    reid_tag_gate: float = 4.0     # tag distance under which a lost track may be taken back
     reid_radius: float = 1.0       # plus reid_speed * time lost, in person sizes: how far a lost person may be
     reid_speed: float = 2.5        # person sizes per second
 
@@ -56,6 +57,7 @@ class TrackerConfig:
 
     # --- keypoints ---
     min_keypoint_score: float = 0.05  # a joint below this counts as not found
+    min_box_aspect: float = 0.4       # a person's box is at least this wide for its height (and tall for its width)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_score <= self.high_score:

@@ -52,8 +52,10 @@ class TrackState(enum.Enum):
 class Track:
     """Everything the tracker remembers about one person."""
 
-    def __init__(self, track_id: int, pose: Pose, box: np.ndarray, timestamp: float, config: TrackerConfig) -> None:
-        self.track_id = track_id
+    def __init__(self, pose: Pose, box: np.ndarray, timestamp: float, config: TrackerConfig) -> None:
+        # The public id is given at confirmation (PoseTracker._number_confirmed), so ids count the people
+        # reported, 1, 2, 3, ... in order of confirmation, and tentative tracks that die burn none.
+        self.track_id: int | None = None
         self.state = TrackState.TENTATIVE
         self.first_seen = timestamp
         self.last_seen = timestamp
@@ -122,10 +124,25 @@ def body_boxes(shape: np.ndarray, known: np.ndarray, keypoints: np.ndarray, visi
     return np.where(fit[:, None], fitted, boxes)
 
 
+def widened_boxes(boxes: np.ndarray, min_aspect: float) -> np.ndarray:
+    """Boxes [M, 4] with the short side widened (about the centre) to at least min_aspect of the long side.
+
+    A box around a pose's joints is a person's box only when the limbs spread: a walker seen from the
+    side, or a small person whose joints the model places on one column of its map, gives a box a few
+    pixels wide (on vtest.avi many are 0-9 px wide and 60-80 px tall). Its area, the OKS scale, would then
+    be a tenth of the person's, so any movement would look like another person.
+    """
+    centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+    wh = boxes[:, 2:] - boxes[:, :2]
+    wh = np.maximum(wh, min_aspect * wh.max(1, keepdims=True))
+    return np.concatenate([centre - 0.5 * wh, centre + 0.5 * wh], axis=1)
+
+
 class _Detections:
     """The frame's poses as stacked arrays, so every cost is one vectorised expression."""
 
-    def __init__(self, poses: list[Pose], num_keypoints: int, min_keypoint_score: float) -> None:
+    def __init__(self, poses: list[Pose], num_keypoints: int, min_keypoint_score: float,
+                 min_box_aspect: float) -> None:
         count = len(poses)
         self.scores = np.array([float(p.score) for p in poses], dtype=np.float64)
         if count:
@@ -134,7 +151,8 @@ class _Detections:
                 raise ValueError(f"poses must have keypoints [{num_keypoints}, 3], got {keypoints.shape[1:]}")
             self.keypoints = keypoints[:, :, :2]
             self.visible = keypoints[:, :, 2] > min_keypoint_score
-            self.boxes = np.array([p.box for p in poses], dtype=np.float64).reshape(count, 4)
+            self.boxes = widened_boxes(np.array([p.box for p in poses], dtype=np.float64).reshape(count, 4),
+                                       min_box_aspect)
             tags = [np.asarray(p.tag, dtype=np.float64).reshape(-1) for p in poses]
             dims = {t.shape[0] for t in tags}
             if len(dims) != 1:
@@ -205,6 +223,19 @@ class PoseTracker:
         ratio = self._tag_same / self._tag_other
         return float(np.clip((self.config.tag_trust_ratio - ratio) / (0.5 * self.config.tag_trust_ratio), 0.0, 1.0))
 
+    @property
+    def tag_unit(self) -> float:
+        """The tag distance the tag settings are measured in: how far a track's running tag usually lies from
+        its own next detection, as learned so far (`_tag_same`). Models put their tags on their own scales
+        (the push loss sets it): the benchmark's tags move about 0.1 a frame with other people 1.5-2 away,
+        the default model's on vtest.avi about 0.5 with other people about 4 away. Before anything is
+        learned the gates do not apply (trust 0), so the unit is then only a placeholder. Never below 0.04 of
+        the learned distance between different people."""
+        if not self._tag_samples:
+            return 1.0
+        # Floor: tags that never move (a test, a perfect model) must not shrink the gates to nothing.
+        return max(self._tag_same, 0.04 * self._tag_other, 1e-6)
+
     # ------------------------------------------------------------------ public
 
     def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
@@ -216,7 +247,7 @@ class PoseTracker:
         self._last_timestamp = timestamp
         config = self.config
 
-        detections = _Detections(poses, self.schema.num_keypoints, config.min_keypoint_score)
+        detections = _Detections(poses, self.schema.num_keypoints, config.min_keypoint_score, config.min_box_aspect)
         self._check_tag_dim(detections)
         have_tags = config.use_tags and detections.tags is not None
         trust = self.tag_trust if have_tags else 0.0
@@ -259,13 +290,13 @@ class PoseTracker:
         born: dict[int, Track] = {}
         for index in high:
             if index not in matched and detections.scores[index] >= config.new_track_score:
-                track = Track(self._next_id, poses[index], detections.boxes[index], timestamp, config)
-                self._next_id += 1
+                track = Track(poses[index], detections.boxes[index], timestamp, config)
                 tag = None if detections.tags is None else detections.tags[index]
                 track.observe(poses[index], None, tag, timestamp, config)
                 self.tracks.append(track)
                 born[int(index)] = track
         self._finish_frame({**matched, **born}, detections, timestamp)
+        self._number_confirmed([*matched.values(), *born.values()])
 
         return [
             TrackedPose(pose=poses[i], track_id=t.track_id, age=timestamp - t.first_seen,
@@ -333,10 +364,11 @@ class PoseTracker:
             if learn:
                 self._learn_tag_trust(oks, distance)
             if trust > 0.0:
-                cost += trust * config.tag_weight * (1.0 - np.exp(-0.5 * (distance / config.tag_scale) ** 2))
+                scale = config.tag_scale * self.tag_unit
+                cost += trust * config.tag_weight * (1.0 - np.exp(-0.5 * (distance / scale) ** 2))
                 weight += trust * config.tag_weight
             if trust >= 0.5:
-                gated |= distance > config.tag_gate
+                gated |= distance > config.tag_gate * self.tag_unit
         cost /= weight
         gated |= cost > config.max_cost
         cost[gated] = FORBIDDEN
@@ -357,13 +389,13 @@ class PoseTracker:
         if by_tag:
             distance = self._tag_distances(tracks, detections, indices)
             distance[np.isnan(distance)] = np.inf  # a track without a tag cannot be re-identified by one
-            tag = distance / config.reid_tag_gate
+            tag = distance / (config.reid_tag_gate * self.tag_unit)
             cost = tag + 0.25 * near  # the tag decides; nearness only breaks ties
             # A close tag takes anyone back; a confident person within reach also comes back on a looser
             # tag (the matching gate), as without tags: on real video a person's tag after a gap is often
             # further from the track's running tag than the strict gate allows.
             confident = (detections.scores[indices] >= config.high_score)[None, :]
-            gated |= (tag > 1.0) & ~(confident & (distance <= config.tag_gate))
+            gated |= (tag > 1.0) & ~(confident & (distance <= config.tag_gate * self.tag_unit))
         else:
             cost = near + size_ratio
             # Without tags only a confident person is evidence enough to revive a lost track.
@@ -455,6 +487,12 @@ class PoseTracker:
             else:
                 track.keypoints_smoothed = track.pose.keypoints
 
+    def _number_confirmed(self, tracks: list[Track]) -> None:
+        for track in tracks:
+            if track.track_id is None and track.state is TrackState.CONFIRMED:
+                track.track_id = self._next_id
+                self._next_id += 1
+
     def _age_unmatched(self, matched_ids: set[int], timestamp: float) -> None:
         config = self.config
         kept = []
@@ -467,7 +505,7 @@ class PoseTracker:
                 if track.state is TrackState.TENTATIVE and missing > config.tentative_max_gap:
                     continue
                 if track.state is TrackState.LOST and missing > config.reid_time:
-                    log.debug("track %d removed after %.2f s lost", track.track_id, missing)
+                    log.debug("track %s removed after %.2f s lost", track.track_id, missing)
                     continue
             kept.append(track)
         self.tracks = kept

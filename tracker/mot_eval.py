@@ -1,0 +1,299 @@
+"""Tracks scored against MOTChallenge ground truth with py-motmetrics (MOTA, IDF1, ID switches, ...).
+
+Ground truth and box results are MOTChallenge text files (`frame,id,left,top,width,height,conf,x,y,z`,
+frames 1-based; ground-truth rows with conf 0 are people not to be scored). Our poses come from the
+JSON Lines of `tagtrack run --json` (frame_index 0-based: MOT frame = frame_index + 1).
+
+A pose is a ground-truth person's when the centroid of its confident joints lies within
+`max_distance` (0.5) box heights of the box centre: pedestrian boxes are much wider than a box
+around a pose's joints, so box IoU would miss most of them. Box results (MOT files) are matched by
+IoU >= `min_iou`, as MOTChallenge does. As in the MOTChallenge devkit, a result matched to a
+don't-care person is dropped before scoring (neither a hit nor a false positive).
+(`motmetrics.distances.iou_matrix` calls `np.asfarray`, gone in NumPy 2, so distances are computed here.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import motmetrics
+import numpy as np
+
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.pose import Pose
+from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.tracker.association import FORBIDDEN, assign, iou_matrix
+
+MATCH_MODES = ("centroid", "iou")
+
+
+@dataclass
+class FrameObjects:
+    """The people of one frame: ids [N], boxes [N, 4] (x1, y1, x2, y2), points [N, 2] (where each is),
+    scored [N] (False: don't care)."""
+
+    ids: np.ndarray
+    boxes: np.ndarray
+    points: np.ndarray
+    scored: np.ndarray
+
+    @staticmethod
+    def empty() -> FrameObjects:
+        return FrameObjects(np.zeros(0, dtype=np.int64), np.zeros((0, 4)), np.zeros((0, 2)), np.zeros(0, dtype=bool))
+
+
+@dataclass
+class PoseFrame:
+    """One frame of a JSON Lines file: its MOT frame number (1-based), time, poses and their track ids."""
+
+    frame: int
+    timestamp: float
+    poses: list[Pose]
+    track_ids: list[int | None]
+
+
+@dataclass
+class MatchRule:
+    mode: str = "centroid"        # centroid (poses against pedestrian boxes) or iou (box results)
+    max_distance: float = 0.5     # centroid mode: at most this many box heights from the box centre
+    min_iou: float = 0.5          # iou mode
+    min_joint_score: float = 0.2  # joints at least this confident make the centroid
+
+    def __post_init__(self) -> None:
+        if self.mode not in MATCH_MODES:
+            raise ValueError(f"match mode must be one of {MATCH_MODES}, got {self.mode!r}")
+
+
+@dataclass
+class MotScores:
+    mota: float
+    idf1: float
+    id_switches: int
+    fragmentations: int
+    recall: float
+    precision: float
+    false_positives: int
+    misses: int
+    mostly_tracked: int
+    partially_tracked: int
+    mostly_lost: int
+    num_objects: int       # ground-truth people scored
+    num_track_ids: int     # distinct ids the tracker reported in the scored frames
+    max_track_id: int
+    frames: int
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _mot_rows(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise UserFacingError(f"MOT file {path} does not exist")
+    try:
+        rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as error:
+        raise UserFacingError(f"{path} is not a MOTChallenge file (frame,id,left,top,width,height,...): {error}")
+    if rows.size and rows.shape[1] < 6:
+        raise UserFacingError(f"{path}: MOT rows need at least 6 columns, got {rows.shape[1]}")
+    return rows.reshape(-1, max(rows.shape[1], 6)) if rows.size else np.zeros((0, 7))
+
+
+def read_mot_file(path: str | Path) -> dict[int, FrameObjects]:
+    """MOTChallenge rows -> {frame: FrameObjects}; conf 0 rows are don't care; points are box centres."""
+    rows = _mot_rows(path)
+    frames: dict[int, FrameObjects] = {}
+    for frame in np.unique(rows[:, 0]).astype(np.int64):
+        part = rows[rows[:, 0] == frame]
+        boxes = np.concatenate([part[:, 2:4], part[:, 2:4] + part[:, 4:6]], axis=1)
+        scored = part[:, 6] != 0 if part.shape[1] > 6 else np.ones(len(part), dtype=bool)
+        frames[int(frame)] = FrameObjects(part[:, 1].astype(np.int64), boxes, 0.5 * (boxes[:, :2] + boxes[:, 2:]),
+                                          scored)
+    return frames
+
+
+def read_pose_frames(path: str | Path, schema: KeypointSchema = COCO17) -> list[PoseFrame]:
+    """The frames of a `tagtrack run --json` file, with every person as a Pose and its track id (or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserFacingError(f"poses file {path} does not exist")
+    frames = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                poses, ids = [], []
+                for person in record["people"]:
+                    keypoints = np.array([[person["keypoints"][name][k] for k in ("x", "y", "score")]
+                                          for name in schema.keypoint_names], dtype=np.float32)
+                    poses.append(Pose(keypoints=keypoints, score=float(person["score"]),
+                                      box=np.asarray(person["box"], dtype=np.float32),
+                                      tag=np.asarray(person.get("tag", []), dtype=np.float32)))
+                    ids.append(person.get("track_id"))
+                frames.append(PoseFrame(int(record["frame_index"]) + 1, float(record["timestamp"]), poses, ids))
+            except (ValueError, KeyError, TypeError) as error:
+                raise UserFacingError(f"{path} line {number} is not a tagtrack JSON Lines record ({error!r})")
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------- matching
+
+
+def pose_centroids(keypoints: np.ndarray, min_joint_score: float) -> np.ndarray:
+    """[N, K, 3] -> [N, 2]: mean of the joints scoring at least min_joint_score (of all found ones if none)."""
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, keypoints.shape[-2] if keypoints.size else 1, 3)
+    confident = keypoints[:, :, 2] >= min_joint_score
+    fallback = ~confident.any(1)
+    confident[fallback] = keypoints[fallback, :, 2] > 0
+    weight = confident.astype(np.float64)
+    return (keypoints[:, :, :2] * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]
+
+
+def tracked_objects(poses: list[Pose], track_ids: list[int], min_joint_score: float) -> FrameObjects:
+    """A tracker's output of one frame as FrameObjects (points: the confident joints' centroids)."""
+    if not poses:
+        return FrameObjects.empty()
+    keypoints = np.array([p.keypoints for p in poses], dtype=np.float64)
+    boxes = np.array([p.box for p in poses], dtype=np.float64).reshape(-1, 4)
+    return FrameObjects(np.asarray(track_ids, dtype=np.int64), boxes, pose_centroids(keypoints, min_joint_score),
+                        np.ones(len(poses), dtype=bool))
+
+
+def distance_matrix(truth: FrameObjects, found: FrameObjects, rule: MatchRule) -> np.ndarray:
+    """[truth, found] distances, NaN where a pair may not match (motmetrics' convention)."""
+    if rule.mode == "centroid":
+        heights = np.maximum(truth.boxes[:, 3] - truth.boxes[:, 1], 1.0)
+        distance = np.linalg.norm(found.points[None, :, :] - truth.points[:, None, :], axis=-1) / heights[:, None]
+        return np.where(distance <= rule.max_distance, distance, np.nan)
+    distance = 1.0 - iou_matrix(truth.boxes, found.boxes)
+    return np.where(distance <= 1.0 - rule.min_iou, distance, np.nan)
+
+
+def _without_dont_care(truth: FrameObjects, found: FrameObjects, rule: MatchRule) -> tuple[FrameObjects, np.ndarray]:
+    """Drop the results that the best one-to-one matching gives to don't-care people (MOTChallenge)."""
+    keep = np.ones(len(found.ids), dtype=bool)
+    if (~truth.scored).any() and len(found.ids):
+        distance = distance_matrix(truth, found, rule)
+        for row, col in assign(np.where(np.isnan(distance), FORBIDDEN, distance)):
+            if not truth.scored[row]:
+                keep[col] = False
+    scored = truth.scored
+    care = FrameObjects(truth.ids[scored], truth.boxes[scored], truth.points[scored], scored[scored])
+    return care, keep
+
+
+def accumulate(truth: dict[int, FrameObjects], results: dict[int, FrameObjects], frames: range,
+               rule: MatchRule) -> motmetrics.MOTAccumulator:
+    """One motmetrics accumulator over `frames` (MOT frame numbers); a frame missing from either is empty."""
+    accumulator = motmetrics.MOTAccumulator(auto_id=False)
+    for frame in frames:
+        care, keep = _without_dont_care(truth.get(frame, FrameObjects.empty()),
+                                        results.get(frame, FrameObjects.empty()), rule)
+        found = results.get(frame, FrameObjects.empty())
+        found = FrameObjects(found.ids[keep], found.boxes[keep], found.points[keep], found.scored[keep])
+        accumulator.update(care.ids.tolist(), found.ids.tolist(), distance_matrix(care, found, rule), frameid=frame)
+    return accumulator
+
+
+_METRICS = ["mota", "idf1", "num_switches", "num_fragmentations", "recall", "precision", "num_false_positives",
+            "num_misses", "mostly_tracked", "partially_tracked", "mostly_lost", "num_unique_objects", "num_frames"]
+
+
+def summarise(accumulator: motmetrics.MOTAccumulator, results: dict[int, FrameObjects], frames: range) -> MotScores:
+    metrics = motmetrics.metrics.create()
+    logging.disable(logging.INFO)  # motmetrics logs its own timings at INFO on the root logger
+    try:
+        row = metrics.compute(accumulator, metrics=_METRICS, name="all").iloc[0]
+    finally:
+        logging.disable(logging.NOTSET)
+    ids = set()
+    for frame in frames:
+        if frame in results:
+            ids.update(int(i) for i in results[frame].ids)
+    return MotScores(
+        mota=float(row["mota"]), idf1=float(row["idf1"]), id_switches=int(row["num_switches"]),
+        fragmentations=int(row["num_fragmentations"]), recall=float(row["recall"]),
+        precision=float(row["precision"]), false_positives=int(row["num_false_positives"]),
+        misses=int(row["num_misses"]), mostly_tracked=int(row["mostly_tracked"]),
+        partially_tracked=int(row["partially_tracked"]), mostly_lost=int(row["mostly_lost"]),
+        num_objects=int(row["num_unique_objects"]), num_track_ids=len(ids), max_track_id=max(ids, default=0),
+        frames=int(row["num_frames"]),
+    )
+
+
+def score_tracks(truth: dict[int, FrameObjects], results: dict[int, FrameObjects], frames: range | None = None,
+                 rule: MatchRule | None = None) -> MotScores:
+    """MOTChallenge scores of `results` against `truth` over `frames` (default: the ground truth's span)."""
+    if frames is None:
+        if not truth:
+            raise UserFacingError("the ground truth has no rows")
+        frames = range(min(truth), max(truth) + 1)
+    rule = rule or MatchRule()
+    return summarise(accumulate(truth, results, frames, rule), results, frames)
+
+
+def pose_results(frames: list[PoseFrame], min_joint_score: float) -> dict[int, FrameObjects]:
+    """The tracked people of a JSON Lines file (people without a track id are not results)."""
+    results = {}
+    for frame in frames:
+        chosen = [i for i, track_id in enumerate(frame.track_ids) if track_id is not None]
+        results[frame.frame] = tracked_objects([frame.poses[i] for i in chosen],
+                                               [int(frame.track_ids[i]) for i in chosen], min_joint_score)
+    return results
+
+
+def retrack(frames: list[PoseFrame], tracker, min_joint_score: float) -> dict[int, FrameObjects]:
+    """Run a fresh tracker over the detections of every frame (their stored track ids ignored)."""
+    results = {}
+    for frame in frames:
+        tracked = tracker.update(frame.poses, frame.timestamp)
+        results[frame.frame] = tracked_objects([t.pose for t in tracked], [t.track_id for t in tracked],
+                                               min_joint_score)
+    return results
+
+
+def is_pose_file(path: str | Path) -> bool:
+    """JSON Lines of poses (.jsonl / .json) rather than a MOTChallenge text file of boxes."""
+    return Path(path).suffix.lower() in (".jsonl", ".json", ".ndjson")
+
+
+def evaluate_file(results_path: str | Path, gt_path: str | Path, rule: MatchRule | None = None,
+                  frames: range | None = None, retrack_config=None) -> MotScores:
+    """Score a results file against MOTChallenge ground truth: JSON Lines of poses (their track ids, or our
+    tracker run again over every person in it when `retrack_config` is a TrackerConfig) or a
+    MOTChallenge result file of boxes."""
+    truth = read_mot_file(gt_path)
+    if is_pose_file(results_path):
+        rule = rule or MatchRule()
+        pose_frames = read_pose_frames(results_path)
+        if retrack_config is not None:
+            from tagtrack.tracker.tracker import PoseTracker
+
+            results = retrack(pose_frames, PoseTracker(retrack_config), rule.min_joint_score)
+        else:
+            results = pose_results(pose_frames, rule.min_joint_score)
+    else:
+        if retrack_config is not None:
+            raise UserFacingError("re-tracking needs poses (JSON Lines), not a file of boxes")
+        rule = rule or MatchRule(mode="iou")
+        results = read_mot_file(results_path)
+    return score_tracks(truth, results, frames, rule)
+
+
+def format_scores(scores: MotScores, title: str = "") -> str:
+    s = scores
+    lines = [title] if title else []
+    lines += [
+        f"MOTA {100 * s.mota:.1f}  IDF1 {100 * s.idf1:.1f}  ID switches {s.id_switches}  "
+        f"fragmentations {s.fragmentations}",
+        f"recall {100 * s.recall:.1f} %  precision {100 * s.precision:.1f} %  false positives {s.false_positives}  "
+        f"misses {s.misses}",
+        f"people {s.num_objects}: mostly tracked {s.mostly_tracked}, partly {s.partially_tracked}, "
+        f"mostly lost {s.mostly_lost}; track ids {s.num_track_ids} (highest {s.max_track_id}) over {s.frames} frames",
+    ]
+    return "\n".join(lines)
