@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tagtrack.bench.baseline import baseline_decode
+from tagtrack.bench.machine import cpu_description
 from tagtrack.model.codec import DecodeConfig, decode, render_heatmaps, render_tag_maps
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
@@ -172,6 +173,7 @@ def run_decode_benchmark(
 
 def format_table(timings: list[DecodeTiming], size: int) -> str:
     lines = [
+        cpu_description(),
         f"decode time per frame, {size}x{size} maps, 17 joints (wall clock median / best, CPU time median; "
         "'before': CPU time median of the decoder before issue 17 on the same frames, same run)",
         f"{'L':>3} {'people':>6} {'found':>6} {'median ms':>10} {'best ms':>8} {'cpu ms':>7} {'before':>7} "

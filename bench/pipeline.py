@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tagtrack.bench.machine import cpu_description
 from tagtrack.realtime.pipeline import FrameResult, RunSummary
 from tagtrack.realtime.sources import Frame
 
@@ -102,10 +103,12 @@ class BenchReport:
     input_hw: tuple[int, int]
     model_fps: float
     summary: RunSummary
+    machine: str = ""  # bench.machine.cpu_description() at the start of the run
 
     def format(self) -> str:
         summary = self.summary
         lines = [
+            self.machine,
             f"engine {self.engine}  input {self.input_hw[0]}x{self.input_hw[1]}",
             f"model only   {self.model_fps:7.1f} FPS",
             f"end to end   {summary.fps:7.1f} FPS ({summary.frames} frames, {summary.people} people, "
@@ -146,6 +149,7 @@ def bench_pipeline(options, frames: int = 200, frame_hw: tuple[int, int] = (480,
     from tagtrack.realtime.sources import open_source
 
     check_options(options)
+    machine = cpu_description()
     engine = engine or _engine_for(options)
     model_fps = model_only_fps(engine)
     if options.source:
@@ -161,7 +165,8 @@ def bench_pipeline(options, frames: int = 200, frame_hw: tuple[int, int] = (480,
     warmup_options = replace(options, out=None, json=None, formats=[])
     _run_pipeline(warmup_options, GeneratedSource(20, frame_hw), engine)
     summary = _run_pipeline(options, source, engine)
-    return BenchReport(getattr(engine, "name", type(engine).__name__), tuple(engine.input_hw), model_fps, summary)
+    return BenchReport(getattr(engine, "name", type(engine).__name__), tuple(engine.input_hw), model_fps, summary,
+                       machine)
 
 
 def resident_memory_mb() -> float:
