@@ -282,6 +282,8 @@ def test_bench_reports_model_and_pipeline_throughput():
     assert 0 < report.model_fps < 1 / 0.002
     assert 0 < report.summary.slowest_stage_ratio() <= 1.05
     assert "pipeline / slowest thread" in report.format()
+    assert report.preprocess.frames == 50 and report.preprocess.cpu_ms >= 0 and report.preprocess.baseline_cpu_ms > 0
+    assert "before issue 17" in report.format() and report.format().startswith("CPU:")
 
 
 def test_soak_counts_lines_and_samples_memory():
