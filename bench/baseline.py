@@ -2,20 +2,19 @@
 `bench decode --compare` and `bench run`'s preprocessing check time the current code against on the
 same frames in one run, and that the tests compare the current code's outputs with.
 
-Not used by the application. A copy of `model/transforms.py` (`Letterbox.apply` + `to_network_input`)
-and `model/codec.py` (`decode` and its helpers) as they were; `model/predict.py`'s `poses_from_maps`
-likewise. Delete this module once nobody needs the comparison.
+Not used by the application. A copy of `model/transforms.py` (`Letterbox.apply` + `to_network_input`),
+of `model/codec.py`'s `decode` with the helpers issue 17 rewrote (grouping, refinement) as they were,
+and of `model/predict.py`'s `poses_from_maps`. Delete this module once nobody needs the comparison.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from tagtrack.model.codec import DecodeConfig
+# Unchanged by issue 17, so shared rather than copied: candidates, quarter-pixel offsets, OKS.
+from tagtrack.model.codec import DecodeConfig, _Candidates, _find_candidates, _quarter_offsets, pairwise_oks
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
 from tagtrack.model.transforms import PAD_VALUE, Letterbox
@@ -47,44 +46,6 @@ def baseline_poses_from_maps(
         pose.keypoints[:, :2] = np.where(found[:, None], image_xy, 0.0)
         pose.box = Pose.box_from_keypoints(pose.keypoints)
     return poses
-
-
-@dataclass
-class _Candidates:
-    """Joint candidates after NMS and top-k, sorted by joint type then descending score."""
-
-    joint: np.ndarray  # [C] int64
-    x: np.ndarray  # [C] int64
-    y: np.ndarray  # [C] int64
-    score: np.ndarray  # [C] float32
-    tag: np.ndarray  # [C, L] float32
-    starts: np.ndarray  # [K+1] candidate slice of each joint type
-
-
-def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> _Candidates:
-    """NMS peaks above the detection threshold, the top_k best of each joint type.
-
-    Works channels-last (the layout cv2.dilate wants) and with flat indices: comparing the
-    transposed pooled maps and a 3-D np.nonzero each cost more than the dilation itself.
-    """
-    num_joints, height, width = heatmaps.shape
-    channels_last = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))
-    mask = channels_last > config.detection_threshold
-    if config.nms_kernel > 1:
-        pooled = cv2.dilate(channels_last, np.ones((config.nms_kernel, config.nms_kernel), np.uint8))
-        mask &= channels_last == pooled.reshape(channels_last.shape)
-    flat = np.flatnonzero(mask)
-    score = channels_last.reshape(-1)[flat]
-    pixel, joint = np.divmod(flat, num_joints)
-    order = np.lexsort((-score, joint))
-    pixel, joint, score = pixel[order], joint[order], score[order]
-    starts = np.searchsorted(joint, np.arange(num_joints + 1))
-    keep = np.arange(joint.size) - starts[joint] < config.top_k
-    if not keep.all():
-        pixel, joint, score = pixel[keep], joint[keep], score[keep]
-        starts = np.searchsorted(joint, np.arange(num_joints + 1))
-    y, x = np.divmod(pixel, width)
-    return _Candidates(joint, x, y, score, tags[joint, :, y, x], starts)
 
 
 def _nearest_joint_gap(xy: np.ndarray, all_xy: np.ndarray, person_of: np.ndarray, num_people: int) -> np.ndarray:
@@ -136,21 +97,6 @@ def _group(
         tag_count[new_people] = 1
         num_people += new_rows.size
     return person_of, num_people
-
-
-def _quarter_offsets(
-    heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Quarter-pixel offsets (-0.25, 0 or +0.25) toward the higher neighbour in x and in y, per point.
-
-    Equal neighbours give no offset, so a peak exactly on a pixel centre stays there.
-    """
-    _, height, width = heatmaps.shape
-    right = heatmaps[joint, y, np.minimum(x + 1, width - 1)]
-    left = heatmaps[joint, y, np.maximum(x - 1, 0)]
-    down = heatmaps[joint, np.minimum(y + 1, height - 1), x]
-    up = heatmaps[joint, np.maximum(y - 1, 0), x]
-    return 0.25 * np.sign(right - left), 0.25 * np.sign(down - up)
 
 
 def _refine(
@@ -236,23 +182,6 @@ def _outside_reach(keypoints: np.ndarray, reach: float, height: int, width: int)
     outside_rows = ((rows < (y0 - grow)[:, None]) | (rows > (y1 + grow)[:, None])).astype(np.float32) * 1e4
     outside_columns = ((columns < (x0 - grow)[:, None]) | (columns > (x1 + grow)[:, None])).astype(np.float32) * 1e4
     return outside_rows, outside_columns
-
-
-def pairwise_oks(keypoints: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-    """OKS [P,P] of person i's keypoints against person j's, over joints found (score > 0) in both.
-
-    The scale is person i's box area (COCO's object area stand-in), so the matrix is not symmetric.
-    """
-    found = keypoints[:, :, 2] > 0
-    xy = keypoints[:, :, :2]
-    boxes = np.stack([Pose.box_from_keypoints(person) for person in keypoints]) if len(keypoints) else np.zeros((0, 4))
-    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0)
-    squared = ((xy[:, None] - xy[None, :]) ** 2).sum(axis=3)  # [P,P,K]
-    variances = (2.0 * np.asarray(sigmas)) ** 2
-    similarity = np.exp(-squared / (2.0 * area[:, None, None] * variances[None, None, :]))
-    both = found[:, None, :] & found[None, :, :]
-    count = both.sum(axis=2)
-    return np.where(count > 0, (similarity * both).sum(axis=2) / np.maximum(count, 1), 0.0)
 
 
 def baseline_decode(
