@@ -330,16 +330,17 @@ def _refine(
     Person by person, all of its missing joint types at once, and only over its window: the window
     is a small part of the map, so reading just that part of the tags is what makes this cheap.
     Among equal objective values the first in row-major order wins, as an argmax over the whole
-    map would pick.
+    map would pick. The tag distance is taken directly, sqrt(sum((t - m)^2)) (see docs/decoder.md for
+    how that may round differently from the expanded form used before).
     """
-    num_joints, height, width = heatmaps.shape
+    _, height, width = heatmaps.shape
     missing = keypoints[:, :, 2] <= 0
     if reach is None:
         rows = np.tile([0, height], (len(keypoints), 1))
         columns = np.tile([0, width], (len(keypoints), 1))
     else:
         rows, columns = _reach_windows(keypoints, reach, height, width)
-    refined = []  # (person, joint, map index) of every joint refinement fills
+    refined = []  # [4, n] person, joint, y, x of the joints each person gets filled
     for person in np.flatnonzero(missing.any(axis=1)):
         joints = np.flatnonzero(missing[person])
         (top, bottom), (left, right) = rows[person], columns[person]
