@@ -223,21 +223,18 @@ def peak_mask(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
 def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> _Candidates:
     """NMS peaks above the detection threshold, the top_k best of each joint type.
 
-    The max-pool is one single-channel cv2.dilate over the joint maps stacked on top of each other,
-    with kernel // 2 rows of -inf between them so that no window reaches into the next joint's map:
-    OpenCV's single-channel path is about 3x faster than the 17-channel one on a channels-last copy.
+    Works channels-last (the layout cv2.dilate wants) and with flat indices: comparing the
+    transposed pooled maps and a 3-D np.nonzero each cost more than the dilation itself.
     """
     num_joints, height, width = heatmaps.shape
-    mask = heatmaps > config.detection_threshold
+    channels_last = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))
+    mask = channels_last > config.detection_threshold
     if config.nms_kernel > 1:
-        margin = config.nms_kernel // 2
-        stacked = np.full((num_joints, height + 2 * margin, width), -np.inf, dtype=np.float32)
-        stacked[:, margin:margin + height] = heatmaps
-        pooled = cv2.dilate(stacked.reshape(-1, width), np.ones((config.nms_kernel, config.nms_kernel), np.uint8))
-        mask &= heatmaps == pooled.reshape(stacked.shape)[:, margin:margin + height]
+        pooled = cv2.dilate(channels_last, np.ones((config.nms_kernel, config.nms_kernel), np.uint8))
+        mask &= channels_last == pooled.reshape(channels_last.shape)
     flat = np.flatnonzero(mask)
-    score = heatmaps.reshape(-1)[flat]
-    joint, pixel = np.divmod(flat, height * width)
+    score = channels_last.reshape(-1)[flat]
+    pixel, joint = np.divmod(flat, num_joints)
     order = np.lexsort((-score, joint))
     pixel, joint, score = pixel[order], joint[order], score[order]
     starts = np.searchsorted(joint, np.arange(num_joints + 1))
