@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tagtrack.bench.baseline import baseline_decode
+from tagtrack.bench.machine import cpu_description
 from tagtrack.model.codec import DecodeConfig, decode, render_heatmaps, render_tag_maps
+from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -107,6 +110,25 @@ class DecodeTiming:
     best_ms: float
     median_cpu_ms: float  # process CPU time: unaffected by waiting for a core on a loaded machine
     decoded_people: int
+    baseline_cpu_ms: float  # the same for the decoder before issue 17 (bench.baseline), same frame, same run
+    same_as_baseline: bool  # both decoders return the same people, to the bit
+
+
+def _cpu_and_wall_ms(decode_fn, repeats: int) -> tuple[list[float], list[float]]:
+    times, cpu_times = [], []
+    for _ in range(repeats):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        decode_fn()
+        cpu_times.append((time.process_time() - cpu_start) * 1e3)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times, cpu_times
+
+
+def same_poses(ours: list[Pose], theirs: list[Pose]) -> bool:
+    """Both lists hold the same people in the same order, every array equal to the bit."""
+    return len(ours) == len(theirs) and all(
+        np.array_equal(a.keypoints, b.keypoints) and a.score == b.score and np.array_equal(a.box, b.box)
+        and np.array_equal(a.tag, b.tag) for a, b in zip(ours, theirs))
 
 
 def time_decode(
@@ -118,21 +140,25 @@ def time_decode(
     schema: KeypointSchema = COCO17,
     seed: int = 0,
 ) -> DecodeTiming:
-    """Median and best wall time of one ``decode`` call over ``repeats`` runs on one synthetic frame."""
+    """Median and best wall time of one ``decode`` call over ``repeats`` runs on one synthetic frame, and the
+    median CPU time of the decoder before issue 17 on the same frame, the two interleaved in rounds of 10
+    so that a change in the machine's load hits both alike."""
     rng = np.random.default_rng(seed)
     keypoints, tags = synthetic_people(rng, num_people, size, size, tag_dim)
     heatmaps, tag_maps = synthetic_maps(keypoints, tags, size, size, tag_noise=0.1, rng=rng)
     config = config or DecodeConfig()
     poses = decode(heatmaps, tag_maps, schema, config)  # warm-up
-    times, cpu_times = [], []
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        decode(heatmaps, tag_maps, schema, config)
-        cpu_times.append(time.process_time() - cpu_start)
-        times.append(time.perf_counter() - start)
+    same = same_poses(poses, baseline_decode(heatmaps, tag_maps, schema, config))
+    times, cpu_times, baseline_cpu_times = [], [], []
+    for start in range(0, repeats, 10):
+        rounds = min(10, repeats - start)
+        wall, cpu = _cpu_and_wall_ms(lambda: decode(heatmaps, tag_maps, schema, config), rounds)
+        times += wall
+        cpu_times += cpu
+        baseline_cpu_times += _cpu_and_wall_ms(lambda: baseline_decode(heatmaps, tag_maps, schema, config), rounds)[1]
     return DecodeTiming(
-        num_people, tag_dim, statistics.median(times) * 1e3, min(times) * 1e3, statistics.median(cpu_times) * 1e3,
-        len(poses),
+        num_people, tag_dim, statistics.median(times), min(times), statistics.median(cpu_times), len(poses),
+        statistics.median(baseline_cpu_times), same,
     )
 
 
@@ -147,12 +173,17 @@ def run_decode_benchmark(
 
 def format_table(timings: list[DecodeTiming], size: int) -> str:
     lines = [
-        f"decode time per frame, {size}x{size} maps, 17 joints (wall clock median / best, CPU time median)",
-        f"{'L':>3} {'people':>6} {'found':>6} {'median ms':>10} {'best ms':>8} {'cpu ms':>7}",
+        cpu_description(),
+        f"decode time per frame, {size}x{size} maps, 17 joints (wall clock median / best, CPU time median; "
+        "'before': CPU time median of the decoder before issue 17 on the same frames, same run)",
+        f"{'L':>3} {'people':>6} {'found':>6} {'median ms':>10} {'best ms':>8} {'cpu ms':>7} {'before':>7} "
+        f"{'speed-up':>8} {'same output':>11}",
     ]
     for timing in timings:
         lines.append(
             f"{timing.tag_dim:>3} {timing.num_people:>6} {timing.decoded_people:>6} "
-            f"{timing.median_ms:>10.2f} {timing.best_ms:>8.2f} {timing.median_cpu_ms:>7.2f}"
+            f"{timing.median_ms:>10.2f} {timing.best_ms:>8.2f} {timing.median_cpu_ms:>7.2f} "
+            f"{timing.baseline_cpu_ms:>7.2f} {timing.baseline_cpu_ms / max(timing.median_cpu_ms, 1e-9):>7.2f}x "
+            f"{'yes' if timing.same_as_baseline else 'NO':>11}"
         )
     return "\n".join(lines)

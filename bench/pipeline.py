@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tagtrack.bench.machine import cpu_description
 from tagtrack.realtime.pipeline import FrameResult, RunSummary
 from tagtrack.realtime.sources import Frame
 
@@ -102,10 +104,13 @@ class BenchReport:
     input_hw: tuple[int, int]
     model_fps: float
     summary: RunSummary
+    machine: str = ""  # bench.machine.cpu_description() at the start of the run
+    preprocess: PreprocessTiming | None = None
 
     def format(self) -> str:
         summary = self.summary
         lines = [
+            self.machine,
             f"engine {self.engine}  input {self.input_hw[0]}x{self.input_hw[1]}",
             f"model only   {self.model_fps:7.1f} FPS",
             f"end to end   {summary.fps:7.1f} FPS ({summary.frames} frames, {summary.people} people, "
@@ -117,7 +122,52 @@ class BenchReport:
             lines.append("per thread (FPS alone): " + "  ".join(
                 f"{thread} {fps:.1f}" for thread, fps in summary.thread_fps().items()))
             lines.append(f"pipeline / slowest thread: {100 * summary.slowest_stage_ratio():.0f}% (target >= 85%)")
+        if self.preprocess is not None:
+            lines.append(self.preprocess.format())
         return "\n".join(lines)
+
+
+@dataclass
+class PreprocessTiming:
+    """Preprocessing alone on the same frames: CPU ms median now and before issue 17 (bench.baseline)."""
+
+    frames: int
+    image_hw: tuple[int, int]
+    cpu_ms: float
+    baseline_cpu_ms: float
+
+    def format(self) -> str:
+        return (f"preprocess alone, {self.image_hw[1]}x{self.image_hw[0]} frames, CPU ms median over {self.frames}: "
+                f"{self.cpu_ms:.2f} (before issue 17: {self.baseline_cpu_ms:.2f}, x{self.baseline_cpu_ms / max(self.cpu_ms, 1e-9):.2f})")
+
+
+def time_preprocessing(images: list[np.ndarray], input_hw: tuple[int, int], repeats: int = 3) -> PreprocessTiming:
+    """CPU time per frame of the pipeline's preprocessing and of today's before issue 17, frame by frame in turn."""
+    from tagtrack.bench.baseline import baseline_preprocess
+    from tagtrack.model.transforms import Letterbox, Preprocessor
+
+    preprocess = Preprocessor(input_hw)
+    ours, before = [], []
+    for _ in range(repeats):
+        for image in images:
+            started = time.process_time()
+            preprocess(image)
+            ours.append(time.process_time() - started)
+            started = time.process_time()
+            baseline_preprocess(Letterbox.fit(image.shape[:2], input_hw), image)
+            before.append(time.process_time() - started)
+    return PreprocessTiming(len(images), tuple(images[0].shape[:2]), 1e3 * statistics.median(ours),
+                            1e3 * statistics.median(before))
+
+
+def _first_images(source, count: int) -> list[np.ndarray]:
+    images = []
+    try:
+        while len(images) < count and (frame := source.read()) is not None:
+            images.append(frame.image)
+    finally:
+        source.close()
+    return images
 
 
 def _engine_for(options):
@@ -146,6 +196,7 @@ def bench_pipeline(options, frames: int = 200, frame_hw: tuple[int, int] = (480,
     from tagtrack.realtime.sources import open_source
 
     check_options(options)
+    machine = cpu_description()
     engine = engine or _engine_for(options)
     model_fps = model_only_fps(engine)
     if options.source:
@@ -161,7 +212,10 @@ def bench_pipeline(options, frames: int = 200, frame_hw: tuple[int, int] = (480,
     warmup_options = replace(options, out=None, json=None, formats=[])
     _run_pipeline(warmup_options, GeneratedSource(20, frame_hw), engine)
     summary = _run_pipeline(options, source, engine)
-    return BenchReport(getattr(engine, "name", type(engine).__name__), tuple(engine.input_hw), model_fps, summary)
+    images = _first_images(open_source(options.source) if options.source else GeneratedSource(50, frame_hw), 50)
+    preprocess = time_preprocessing(images, tuple(engine.input_hw)) if images else None
+    return BenchReport(getattr(engine, "name", type(engine).__name__), tuple(engine.input_hw), model_fps, summary,
+                       machine, preprocess)
 
 
 def resident_memory_mb() -> float:

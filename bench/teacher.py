@@ -5,19 +5,23 @@ the question is "as fast, finding as many people?". Both models see the same fra
 one machine, one after the other:
 
 - speed: each model's own image -> people call per frame (ours: letterbox, network, decode; the
-  teacher: resize, network, output parsing), plus our network alone (model-only);
+  teacher: resize, network, output parsing), plus our network alone (model-only). Totals over the
+  run swing with whatever else the machine does; the two calls of one frame run back to back, so
+  the median over frames of the per-frame ratio (teacher time / our time) is the robust number;
 - people: per frame, people scoring at least `person_score` for each model, and how many of the
   teacher's people one of ours matches at OKS >= 0.5 (one-to-one, best first).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
+from tagtrack.bench.machine import cpu_description
 from tagtrack.model.pose import Pose
 from tagtrack.model.predict import PredictConfig, predict_image
 from tagtrack.model.schema import COCO17, KeypointSchema
@@ -37,6 +41,13 @@ class TeacherComparison:
     matched: int  # teacher people that one of ours matches at OKS >= MATCH_OKS
     long_side: int
     ours_input_hw: tuple[int, int]
+    frame_speed_ratios: list[float] = field(default_factory=list)  # per frame: teacher seconds / our seconds
+    machine: str = ""  # bench.machine.cpu_description() at the start of the run
+
+    @property
+    def median_speed_ratio(self) -> float:
+        """Median over frames of how many times faster ours was than the teacher on that frame."""
+        return statistics.median(self.frame_speed_ratios) if self.frame_speed_ratios else float("nan")
 
     def format(self) -> str:
         def per_frame(count: int) -> float:
@@ -45,12 +56,14 @@ class TeacherComparison:
         ours_fps = self.frames / max(self.ours_seconds, 1e-9)
         teacher_fps = self.frames / max(self.teacher_seconds, 1e-9)
         return "\n".join([
+            self.machine,
             f"{self.frames} frames; ours at {self.ours_input_hw[0]}x{self.ours_input_hw[1]}, "
             f"teacher at long side {self.long_side}",
             f"ours     {ours_fps:6.1f} FPS image->people ({self.frames / max(self.ours_network_seconds, 1e-9):.1f} "
             f"model only), {per_frame(self.ours_people):.2f} people/frame",
             f"teacher  {teacher_fps:6.1f} FPS image->people, {per_frame(self.teacher_people):.2f} people/frame",
-            f"ratio ours/teacher: speed {ours_fps / max(teacher_fps, 1e-9):.2f}, "
+            f"ratio ours/teacher: speed {ours_fps / max(teacher_fps, 1e-9):.2f} over the run, "
+            f"{self.median_speed_ratio:.2f} median of per-frame ratios, "
             f"people {self.ours_people / max(self.teacher_people, 1):.2f}",
             f"teacher's people that ours also finds (OKS >= {MATCH_OKS}): {self.matched}/{self.teacher_people}",
         ])
@@ -90,7 +103,8 @@ def compare_with_teacher(engine, teacher: MoveNetTeacher, source, max_frames: in
         return maps
 
     sigmas = schema.sigmas_array()
-    result = TeacherComparison(0, 0.0, 0.0, 0.0, 0, 0, 0, long_side, tuple(engine.input_hw))
+    result = TeacherComparison(0, 0.0, 0.0, 0.0, 0, 0, 0, long_side, tuple(engine.input_hw),
+                               machine=cpu_description())
     # Warm-up outside the timings: the first calls pick kernels and allocate.
     first = source.read()
     if first is None:
@@ -105,11 +119,14 @@ def compare_with_teacher(engine, teacher: MoveNetTeacher, source, max_frames: in
             started = time.perf_counter()
             ours = [p for p in predict_image(timed_infer, frame.image, tuple(engine.input_hw), schema, PredictConfig())
                     if p.score >= person_score]
-            result.ours_seconds += time.perf_counter() - started
+            ours_seconds = time.perf_counter() - started
             started = time.perf_counter()
             rgb = np.ascontiguousarray(frame.image[:, :, ::-1])
             theirs = [p for p in teacher.run(rgb, long_side) if p.score >= person_score]
-            result.teacher_seconds += time.perf_counter() - started
+            teacher_seconds = time.perf_counter() - started
+            result.ours_seconds += ours_seconds
+            result.teacher_seconds += teacher_seconds
+            result.frame_speed_ratios.append(teacher_seconds / max(ours_seconds, 1e-9))
             result.frames += 1
             result.ours_people += len(ours)
             result.teacher_people += len(theirs)

@@ -30,7 +30,6 @@ from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
 
 GAUSSIAN_TRUNCATE = 3.0  # gaussians are cut at 3 sigma so the background is exactly 0
-_MATMUL_COLUMNS = 2048  # see _refine
 
 
 # ---------------------------------------------------------------------------------------- encode
@@ -247,39 +246,38 @@ def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfi
     return _Candidates(joint, x, y, score, tags[joint, :, y, x], starts)
 
 
-def _nearest_joint_gap(xy: np.ndarray, all_xy: np.ndarray, person_of: np.ndarray, num_people: int) -> np.ndarray:
-    """[n, P]: distance from each of n candidates to the nearest joint already given to each person."""
-    assigned = np.flatnonzero(person_of >= 0)
-    assigned = assigned[np.argsort(person_of[assigned], kind="stable")]  # grouped by person, each has >= 1
-    starts = np.searchsorted(person_of[assigned], np.arange(num_people))
-    squared = ((xy[:, None, :] - all_xy[None, assigned, :]) ** 2).sum(axis=2)  # [n, A]
-    return np.sqrt(np.minimum.reduceat(squared, starts, axis=1))
-
-
 def _group(
     candidates: _Candidates, schema: KeypointSchema, config: DecodeConfig, map_long_side: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assign candidates to people joint type by joint type. Returns person of each candidate [C], people count."""
-    person_of = np.full(candidates.joint.size, -1, dtype=np.int64)
+    count = candidates.joint.size
+    num_joints = len(candidates.starts) - 1
+    person_of = np.full(count, -1, dtype=np.int64)
     xy = np.stack([candidates.x, candidates.y], axis=1).astype(np.float64)
-    tag_dim = candidates.tag.shape[1]
-    tag_sum = np.zeros((candidates.joint.size, tag_dim), dtype=np.float64)
-    tag_count = np.zeros(candidates.joint.size, dtype=np.int64)
+    all_tags = candidates.tag.astype(np.float64)
+    tag_sum = np.zeros((count, all_tags.shape[1]), dtype=np.float64)
+    tag_count = np.zeros(count, dtype=np.int64)
+    # Each person's joints so far (at most one per joint type), inf where it has none: the nearest-joint
+    # gap of the spatial term is then one broadcast minimum, with no per-person bookkeeping.
+    spatial = config.use_detection_val and config.spatial_weight > 0
+    person_x = np.full((count, num_joints), np.inf)
+    person_y = np.full((count, num_joints), np.inf)
     num_people = 0
     for joint in schema.grouping_order:
         start, stop = candidates.starts[joint], candidates.starts[joint + 1]
         if start == stop:
             continue
-        rows = np.arange(start, stop)
-        joint_tags = candidates.tag[start:stop].astype(np.float64)
-        new_rows = rows
+        joint_tags = all_tags[start:stop]
+        new_rows = np.arange(start, stop)
         if num_people > 0:
             mean_tags = tag_sum[:num_people] / tag_count[:num_people, None]
             distance = np.sqrt(((joint_tags[:, None, :] - mean_tags[None, :, :]) ** 2).sum(axis=2))
             if config.use_detection_val:
                 cost = np.round(distance) * 100.0 - candidates.score[start:stop, None]
-                if config.spatial_weight > 0:
-                    gap = _nearest_joint_gap(xy[start:stop], xy, person_of, num_people) / map_long_side
+                if spatial:
+                    dx = xy[start:stop, 0, None, None] - person_x[None, :num_people]  # [n, P, K]
+                    dy = xy[start:stop, 1, None, None] - person_y[None, :num_people]
+                    gap = np.sqrt((dx * dx + dy * dy).min(axis=2)) / map_long_side  # [n, P]
                     cost += config.spatial_weight * np.minimum(gap, 1.0)
             else:
                 cost = distance
@@ -289,11 +287,15 @@ def _group(
             person_of[start + matched_rows] = matched_people
             tag_sum[matched_people] += joint_tags[matched_rows]
             tag_count[matched_people] += 1
-            new_rows = rows[person_of[start:stop] < 0]
+            person_x[matched_people, joint] = xy[start + matched_rows, 0]
+            person_y[matched_people, joint] = xy[start + matched_rows, 1]
+            new_rows = new_rows[person_of[start:stop] < 0]
         new_people = np.arange(num_people, num_people + new_rows.size)
         person_of[new_rows] = new_people
         tag_sum[new_people] = candidates.tag[new_rows]
         tag_count[new_people] = 1
+        person_x[new_people, joint] = xy[new_rows, 0]
+        person_y[new_people, joint] = xy[new_rows, 1]
         num_people += new_rows.size
     return person_of, num_people
 
@@ -325,77 +327,83 @@ def _refine(
     """Fill missing joints (score 0) in place: argmax of heatmap - round(|tag - person tag|) over the whole map,
     or with ``reach`` over the person's window (see ``DecodeConfig.refine_reach``).
 
-    Done joint type by joint type for all people missing it at once. The squared tag distance is
-    expanded as |t|^2 - 2 t.m + |m|^2, so the L-dimensional part is one matrix product, and every
-    step works in place in one buffer: on small maps allocation, not arithmetic, is the cost.
+    Person by person, all of its missing joint types at once, and only over its window: the window
+    is a small part of the map, so reading just that part of the tags is what makes this cheap.
+    Among equal objective values the first in row-major order wins, as an argmax over the whole
+    map would pick. The tag distance is taken directly, sqrt(sum((t - m)^2)) (see docs/decoder.md for
+    how that may round differently from the expanded form used before).
     """
-    num_joints, height, width = heatmaps.shape
-    tag_dim = tags.shape[1]
-    flat_heatmaps = heatmaps.reshape(num_joints, -1)
-    flat_tags = tags.reshape(num_joints, tag_dim, -1)
+    _, height, width = heatmaps.shape
     missing = keypoints[:, :, 2] <= 0
-    buffer = np.empty((keypoints.shape[0], height * width), dtype=np.float32)
-    tag_norms = np.empty(height * width, dtype=np.float32)
-    if reach is not None:
-        outside_rows, outside_columns = _outside_reach(keypoints, reach, height, width)
-    for joint in np.nonzero(missing.any(axis=0))[0]:
-        people = np.nonzero(missing[:, joint])[0]
-        means = person_tags[people].astype(np.float32)
-        objective = buffer[: people.size]
-        if tag_dim == 1:
-            np.subtract(flat_tags[joint], means, out=objective)
-            np.abs(objective, out=objective)
-        else:
-            np.einsum("ij,ij->j", flat_tags[joint], flat_tags[joint], out=tag_norms)
-            scaled_means = -2.0 * means
-            # In column blocks: each product stays below OpenBLAS's threading threshold. Threaded
-            # it costs ~30x more here, waking worker threads on a machine busy with inference.
-            for start in range(0, height * width, _MATMUL_COLUMNS):
-                block = slice(start, start + _MATMUL_COLUMNS)
-                np.matmul(scaled_means, flat_tags[joint][:, block], out=objective[:, block])
-            objective += (means * means).sum(axis=1, keepdims=True)
-            objective += tag_norms
-            np.maximum(objective, 0.0, out=objective)
-            np.sqrt(objective, out=objective)
-        np.rint(objective, out=objective)
-        np.subtract(flat_heatmaps[joint], objective, out=objective)
-        if reach is not None:
-            window = objective.reshape(people.size, height, width)
-            window -= outside_rows[people, :, None]
-            window -= outside_columns[people, None, :]
-        best = objective.argmax(axis=1)
-        score = flat_heatmaps[joint, best]
+    if reach is None:
+        rows = np.tile([0, height], (len(keypoints), 1))
+        columns = np.tile([0, width], (len(keypoints), 1))
+    else:
+        rows, columns = _reach_windows(keypoints, reach, height, width)
+    refined = []  # [4, n] person, joint, y, x of the joints each person gets filled
+    for person in np.flatnonzero(missing.any(axis=1)):
+        joints = np.flatnonzero(missing[person])
+        (top, bottom), (left, right) = rows[person], columns[person]
+        window_tags = tags[joints, :, top:bottom, left:right]  # [J, L, h', w']
+        difference = window_tags - person_tags[person].astype(np.float32)[None, :, None, None]
+        distance = np.sqrt(np.einsum("jlyx,jlyx->jyx", difference, difference))
+        objective = heatmaps[joints, top:bottom, left:right] - np.rint(distance)
+        window_width = right - left
+        best = objective.reshape(joints.size, -1).argmax(axis=1)
+        y, x = np.divmod(best, window_width)
+        score = heatmaps[joints, top + y, left + x]
         found = score > 0
         if max_tag_distance is not None:
-            distance = np.linalg.norm(flat_tags[joint][:, best].T - means, axis=1)
-            found &= distance < max_tag_distance
-        people, best, score = people[found], best[found], score[found]
-        y, x = np.divmod(best, width)
-        xf, yf = x.astype(np.float32), y.astype(np.float32)
-        if adjust and people.size:
-            dx, dy = _quarter_offsets(heatmaps, np.full(x.size, joint), x, y)
-            xf, yf = xf + dx, yf + dy
-        keypoints[people, joint, 0] = xf
-        keypoints[people, joint, 1] = yf
-        keypoints[people, joint, 2] = score
+            found &= distance[np.arange(joints.size), y, x] < max_tag_distance
+        refined.append(np.stack([np.full(joints.size, person), joints, top + y, left + x])[:, found])
+    if not refined:
+        return
+    person, joint, y, x = np.concatenate(refined, axis=1)
+    xf, yf = x.astype(np.float32), y.astype(np.float32)
+    if adjust:
+        dx, dy = _quarter_offsets(heatmaps, joint, x, y)
+        xf, yf = xf + dx, yf + dy
+    keypoints[person, joint, 0] = xf
+    keypoints[person, joint, 1] = yf
+    keypoints[person, joint, 2] = heatmaps[joint, y, x]
 
 
-def _outside_reach(keypoints: np.ndarray, reach: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per person, [P,h] and [P,w] penalties: 0 for rows/columns inside the grown box of found joints, else large.
+def _reach_windows(keypoints: np.ndarray, reach: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per person, [P,2] row and [P,2] column ranges (start, stop) of the box of found joints grown on every side.
 
     Every person reaching refinement has at least one found joint (people are made of candidates).
+    A range that holds no whole pixel (only with a reach near 0) becomes the whole axis.
     """
     found = keypoints[:, :, 2] > 0
     x = np.where(found, keypoints[:, :, 0], np.nan)
     y = np.where(found, keypoints[:, :, 1], np.nan)
     x0, x1, y0, y1 = np.nanmin(x, 1), np.nanmax(x, 1), np.nanmin(y, 1), np.nanmax(y, 1)
     grow = reach * np.maximum(np.maximum(x1 - x0, y1 - y0), 0.05 * max(height, width))
-    # The penalty (1e4) beats any heatmap value and tag step: outside pixels win only if nothing is inside.
-    rows = np.arange(height, dtype=np.float32)
-    columns = np.arange(width, dtype=np.float32)
-    outside_rows = ((rows < (y0 - grow)[:, None]) | (rows > (y1 + grow)[:, None])).astype(np.float32) * 1e4
-    outside_columns = ((columns < (x0 - grow)[:, None]) | (columns > (x1 + grow)[:, None])).astype(np.float32) * 1e4
-    return outside_rows, outside_columns
+    return _inside_range(y0 - grow, y1 + grow, height), _inside_range(x0 - grow, x1 + grow, width)
+
+
+def _inside_range(low: np.ndarray, high: np.ndarray, size: int) -> np.ndarray:
+    """[P,2] start, stop of the pixel indices i with low <= i <= high (float32 compares), or (0, size) if none."""
+    pixels = np.arange(size, dtype=np.float32)
+    inside = (pixels >= low[:, None]) & (pixels <= high[:, None])
+    any_inside = inside.any(axis=1)
+    start = np.where(any_inside, inside.argmax(axis=1), 0)
+    stop = np.where(any_inside, size - inside[:, ::-1].argmax(axis=1), size)
+    return np.stack([start, stop], axis=1)
+
+
+def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
+    """[P,4] float32 boxes (x1, y1, x2, y2) around each person's found joints (score > 0); zeros for none.
+
+    ``Pose.box_from_keypoints`` for many people at once.
+    """
+    found = keypoints[:, :, 2] > 0
+    x, y = keypoints[:, :, 0], keypoints[:, :, 1]
+    boxes = np.stack([np.where(found, x, np.inf).min(axis=1, initial=np.inf),
+                      np.where(found, y, np.inf).min(axis=1, initial=np.inf),
+                      np.where(found, x, -np.inf).max(axis=1, initial=-np.inf),
+                      np.where(found, y, -np.inf).max(axis=1, initial=-np.inf)], axis=1)
+    return np.where(found.any(axis=1)[:, None], boxes, 0.0).astype(np.float32)
 
 
 def pairwise_oks(keypoints: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
@@ -405,7 +413,7 @@ def pairwise_oks(keypoints: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     """
     found = keypoints[:, :, 2] > 0
     xy = keypoints[:, :, :2]
-    boxes = np.stack([Pose.box_from_keypoints(person) for person in keypoints]) if len(keypoints) else np.zeros((0, 4))
+    boxes = keypoint_boxes(keypoints)
     area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0)
     squared = ((xy[:, None] - xy[None, :]) ** 2).sum(axis=3)  # [P,P,K]
     variances = (2.0 * np.asarray(sigmas)) ** 2
@@ -415,6 +423,20 @@ def pairwise_oks(keypoints: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     return np.where(count > 0, (similarity * both).sum(axis=2) / np.maximum(count, 1), 0.0)
 
 
+@dataclass
+class People:
+    """The decoder's people as arrays, best score first: keypoints [P,K,3] (x, y, score), scores [P], tags [P,L]."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    tags: np.ndarray
+
+    def poses(self) -> list[Pose]:
+        boxes = keypoint_boxes(self.keypoints)
+        return [Pose(keypoints=self.keypoints[i], score=float(self.scores[i]), box=boxes[i], tag=self.tags[i])
+                for i in range(len(self.keypoints))]
+
+
 def decode(
     heatmaps: np.ndarray, tags: np.ndarray, schema: KeypointSchema, config: DecodeConfig | None = None
 ) -> list[Pose]:
@@ -422,6 +444,13 @@ def decode(
 
     heatmaps: [K,h,w]; tags: [K,L,h,w] (a [K,h,w] array is taken as L=1).
     """
+    return decode_people(heatmaps, tags, schema, config).poses()
+
+
+def decode_people(
+    heatmaps: np.ndarray, tags: np.ndarray, schema: KeypointSchema, config: DecodeConfig | None = None
+) -> People:
+    """``decode`` without making Pose records: the people as arrays, in map pixels."""
     config = config or DecodeConfig()
     heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)
     tags = np.asarray(tags, dtype=np.float32)
@@ -433,11 +462,12 @@ def decode(
             f"maps do not match: heatmaps {heatmaps.shape}, tags {tags.shape}, schema of {schema.num_keypoints} joints"
         )
     tag_dim = tags.shape[1]
+    nobody = People(np.zeros((0, num_joints, 3), np.float32), np.zeros(0, np.float32), np.zeros((0, tag_dim), np.float32))
 
     candidates = _find_candidates(heatmaps, tags, config)
     person_of, num_people = _group(candidates, schema, config, max(height, width))
     if num_people == 0:
-        return []
+        return nobody
 
     keypoints = np.zeros((num_people, num_joints, 3), dtype=np.float32)
     x = candidates.x.astype(np.float32)
@@ -469,7 +499,4 @@ def decode(
                 keep[later[oks[person, later] > config.duplicate_oks_threshold]] = False
         keypoints, person_tags, scores = keypoints[keep], person_tags[keep], scores[keep]
 
-    return [
-        Pose(keypoints=keypoints[i], score=float(scores[i]), box=Pose.box_from_keypoints(keypoints[i]), tag=person_tags[i])
-        for i in range(len(keypoints))
-    ]
+    return People(keypoints, scores, person_tags)

@@ -15,7 +15,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from tagtrack.model.codec import DecodeConfig, decode
+from tagtrack.model.codec import DecodeConfig, decode_people
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
 from tagtrack.model.transforms import Letterbox, to_network_input
@@ -63,13 +63,12 @@ def poses_from_maps(
     decode_config: DecodeConfig,
 ) -> list[Pose]:
     """Decode one batch item's maps ([K,h,w], [K,L,h,w]) and map the poses back to image pixels."""
-    poses = decode(heatmaps, tags, schema, decode_config)
-    for pose in poses:
-        found = pose.keypoints[:, 2] > 0
-        image_xy = letterbox.map_to_image(pose.keypoints[:, :2].astype(np.float64))
-        pose.keypoints[:, :2] = np.where(found[:, None], image_xy, 0.0)
-        pose.box = Pose.box_from_keypoints(pose.keypoints)
-    return poses
+    people = decode_people(heatmaps, tags, schema, decode_config)
+    keypoints = people.keypoints
+    found = keypoints[:, :, 2:] > 0
+    image_xy = letterbox.map_to_image(keypoints[:, :, :2].astype(np.float64))  # all people at once
+    keypoints[:, :, :2] = np.where(found, image_xy, 0.0)
+    return people.poses()
 
 
 def _flip_back(heatmaps: np.ndarray, tags: np.ndarray, schema: KeypointSchema) -> tuple[np.ndarray, np.ndarray]:

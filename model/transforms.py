@@ -93,20 +93,30 @@ class Letterbox:
     def map_hw(self) -> tuple[int, int]:
         return self.input_hw[0] // OUTPUT_STRIDE, self.input_hw[1] // OUTPUT_STRIDE
 
-    def apply(self, image_bgr: np.ndarray) -> np.ndarray:
-        """The letterboxed image [H_in, W_in, C], same dtype."""
+    def apply(self, image_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The letterboxed image [H_in, W_in, C], same dtype; written into ``out`` when given (no allocation)."""
         if image_bgr.shape[:2] != tuple(self.image_hw):
             raise ValueError(f"letterbox fitted for {self.image_hw}, got an image of {image_bgr.shape[:2]}")
+        shape = tuple(self.input_hw) + image_bgr.shape[2:]
+        if out is None:
+            out = np.empty(shape, dtype=image_bgr.dtype)
+        elif out.shape != shape or out.dtype != image_bgr.dtype:
+            raise ValueError(f"out must be {shape} {image_bgr.dtype}, got {out.shape} {out.dtype}")
         resized_h, resized_w = self.resized_hw
+        top, left = self.pad_y, self.pad_x
+        bottom, right = top + resized_h, left + resized_w
         shrinking = resized_h < self.image_hw[0]
-        resized = cv2.resize(
-            image_bgr, (resized_w, resized_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        )
-        if resized.ndim == 2 and image_bgr.ndim == 3:  # cv2 drops a single channel axis
-            resized = resized[:, :, None]
-        output = np.full((self.input_hw[0], self.input_hw[1]) + image_bgr.shape[2:], PAD_VALUE, dtype=image_bgr.dtype)
-        output[self.pad_y:self.pad_y + resized_h, self.pad_x:self.pad_x + resized_w] = resized
-        return output
+        window = out[top:bottom, left:right]
+        resized = cv2.resize(image_bgr, (resized_w, resized_h), dst=window,
+                             interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        if not np.shares_memory(resized, out):  # cv2 could not write into the view (it allocated)
+            window[...] = resized.reshape(window.shape)
+        # Only the padding strips are filled: the resize already wrote everything else.
+        out[:top] = PAD_VALUE
+        out[bottom:] = PAD_VALUE
+        out[top:bottom, :left] = PAD_VALUE
+        out[top:bottom, right:] = PAD_VALUE
+        return out
 
     def to_input(self, xy: np.ndarray) -> np.ndarray:
         """Image pixels -> network-input pixels (float64; last axis x, y[, extra columns untouched])."""
@@ -138,10 +148,19 @@ def _resized(image_h: int, image_w: int, scale: float, input_h: int, input_w: in
     )
 
 
-def to_network_input(image_bgr: np.ndarray) -> np.ndarray:
-    """A letterboxed BGR uint8 image [H,W,3] -> float32 [3,H,W] RGB in [0, 1] (normalisation is in the network)."""
+def to_network_input(image_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A letterboxed BGR uint8 image [H,W,3] -> float32 [3,H,W] RGB in [0, 1] (normalisation is in the network).
+
+    Channel swap, transpose, conversion and scaling are one pass (one ufunc over a strided view),
+    written into ``out`` [3,H,W] float32 when given.
+    """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"expected a BGR image [H,W,3], got {image_bgr.shape}")
+    shape = (3,) + image_bgr.shape[:2]
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
     rgb = image_bgr[:, :, ::-1].transpose(2, 0, 1)
     return np.ascontiguousarray(rgb, dtype=np.float32) * np.float32(1.0 / 255.0)
 
@@ -161,3 +180,33 @@ def input_hw_for_frame(frame_hw: tuple[int, int], base_hw: tuple[int, int], mult
     shapes = [(h, w) for h in range(multiple, budget // multiple + 1, multiple)
               for w in range(multiple, budget // h + 1, multiple)]
     return max(shapes, key=lambda s: (round(covered(s)), -s[0] * s[1]))
+
+
+    return np.multiply(rgb, np.float32(1.0 / 255.0), out=out, casting="unsafe")
+
+
+class Preprocessor:
+    """Frame -> (letterbox, network input) for a stream of frames, with no allocation per frame.
+
+    The letterboxed uint8 image and the float32 network input live in buffers made once (again
+    only when the frame size changes). ``buffers`` network inputs are used in turn, so the one
+    returned stays untouched for the next ``buffers - 1`` calls: a caller that hands the input to
+    another thread must ask for more buffers than inputs it can have in flight.
+    """
+
+    def __init__(self, input_hw: tuple[int, int], buffers: int = 1) -> None:
+        if buffers < 1:
+            raise ValueError(f"buffers must be at least 1, got {buffers}")
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        self._letterbox: Letterbox | None = None
+        self._boxed = np.empty(self.input_hw + (3,), dtype=np.uint8)
+        self._inputs = [np.empty((3,) + self.input_hw, dtype=np.float32) for _ in range(buffers)]
+        self._next = 0
+
+    def __call__(self, image_bgr: np.ndarray) -> tuple[Letterbox, np.ndarray]:
+        if self._letterbox is None or self._letterbox.image_hw != tuple(image_bgr.shape[:2]):
+            self._letterbox = Letterbox.fit(image_bgr.shape[:2], self.input_hw)
+        network_input = self._inputs[self._next]
+        self._next = (self._next + 1) % len(self._inputs)
+        to_network_input(self._letterbox.apply(image_bgr, out=self._boxed), out=network_input)
+        return self._letterbox, network_input

@@ -165,8 +165,13 @@ class OnnxRuntimeEngine:
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
+        # Chosen by measurement (docs/engines.md, 2026-12-01): ALL (with its NCHWc layout rewrite) took half
+        # the CPU time of EXTENDED or BASIC per inference; the memory arena saves a little, so it stays on.
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = True
+        # All cores: one thread costs ~8 % less CPU per inference, but would cap the network at one core while
+        # capture and decoding (~5 ms a frame together) leave most of the second one free.
         options.intra_op_num_threads = num_threads or _cpu_cores()
         options.inter_op_num_threads = 1  # the graph is one chain of convolutions; no parallel branches worth it
         # Idle ORT threads spin by default; in the pipeline they would steal the cores that capture,

@@ -1,6 +1,6 @@
 """The threaded real-time pipeline: capture -> inference -> decode + track + sinks.
 
-    [capture thread]   source.read(), letterbox, to_network_input
+    [capture thread]   source.read(), letterbox + network input (Preprocessor: reused buffers)
           │ bounded queue (files: blocking put = back-pressure; live: freshest frame only, drops counted)
     [inference thread] engine.infer(batch)          (the GPU thread: nothing else runs here)
           │ bounded queue (blocking)
@@ -27,7 +27,7 @@ import numpy as np
 
 from tagtrack.model.predict import poses_from_maps
 from tagtrack.model.schema import KeypointSchema
-from tagtrack.model.transforms import Letterbox, to_network_input
+from tagtrack.model.transforms import Letterbox, Preprocessor
 from tagtrack.realtime.sources import Frame, Source
 
 if TYPE_CHECKING:
@@ -326,7 +326,9 @@ class Pipeline:
         return None
 
     def _capture_loop(self) -> None:
-        input_hw = tuple(self.engine.input_hw)
+        # One network input per frame that can be in flight (queued, or being inferred) plus the one
+        # being written: the buffers are reused in turn, with no allocation per frame.
+        preprocess = Preprocessor(tuple(self.engine.input_hw), buffers=self._frames.maxsize + 2)
         try:
             while not self._stop.is_set():
                 # A paused live source is not read: the next frame after resuming is a fresh one,
@@ -346,8 +348,7 @@ class Pipeline:
                     self._put(self._frames, _END)
                     break
                 captured_at = time.perf_counter()
-                letterbox = Letterbox.fit(frame.image.shape[:2], input_hw)
-                network_input = to_network_input(letterbox.apply(frame.image))
+                letterbox, network_input = preprocess(frame.image)
                 timings = {"capture": captured_at - started, "preprocess": time.perf_counter() - captured_at}
                 item = _Captured(frame, letterbox, network_input, timings, started)
                 if self.is_live:

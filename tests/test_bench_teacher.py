@@ -91,3 +91,47 @@ def test_real_teacher_and_default_model_on_vtest(shared_data, capsys) -> None:
     assert code == 0
     out = capsys.readouterr().out
     assert "3 frames" in out and "teacher's people that ours also finds" in out
+
+
+class FakeClock:
+    """TEST-ONLY stand-in for the `time` module of bench.teacher: time passes only when a model works."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class SlowOnceTeacher(FixedTeacher):
+    """The teacher of a machine with a noisy neighbour: 20 ms a frame, but 1 s on the third measured frame."""
+
+    def __init__(self, people: np.ndarray, clock: FakeClock) -> None:
+        super().__init__(people)
+        self.clock = clock
+
+    def run(self, image_rgb: np.ndarray, long_side: int) -> list[TeacherPerson]:
+        self.clock.now += 1.0 if self.calls == 3 + 2 else 0.02  # after the 3 warm-up calls
+        return super().run(image_rgb, long_side)
+
+
+def test_median_of_per_frame_ratios_is_not_swung_by_one_slow_frame(monkeypatch) -> None:
+    import tagtrack.bench.teacher as bench_teacher
+
+    clock = FakeClock()
+    monkeypatch.setattr(bench_teacher, "time", clock)
+    image, people, tags, _ = scene((480, 640), 3, 4, seed=3)
+    network = IdealNetwork(image, people, tags)
+    engine = IdealEngine(network)
+
+    def infer_in_10_ms(batch):
+        clock.now += 0.01
+        return network(batch)
+
+    engine.infer = infer_in_10_ms
+    result = compare_with_teacher(engine, SlowOnceTeacher(people, clock), ListSource(image, 5), progress=False)
+    assert result.frame_speed_ratios == pytest.approx([2.0, 2.0, 100.0, 2.0, 2.0])
+    assert result.median_speed_ratio == pytest.approx(2.0)
+    assert result.teacher_seconds / result.ours_seconds == pytest.approx(1.08 / 0.05)  # what the totals say
+    text = result.format()
+    assert "21.60 over the run, 2.00 median of per-frame ratios" in text and text.startswith("CPU:")

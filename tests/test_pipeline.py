@@ -282,6 +282,8 @@ def test_bench_reports_model_and_pipeline_throughput():
     assert 0 < report.model_fps < 1 / 0.002
     assert 0 < report.summary.slowest_stage_ratio() <= 1.05
     assert "pipeline / slowest thread" in report.format()
+    assert report.preprocess.frames == 50 and report.preprocess.cpu_ms >= 0 and report.preprocess.baseline_cpu_ms > 0
+    assert "before issue 17" in report.format() and report.format().startswith("CPU:")
 
 
 def test_soak_counts_lines_and_samples_memory():
@@ -292,3 +294,46 @@ def test_soak_counts_lines_and_samples_memory():
     assert report.summary.frames == 60 and report.json_lines == 60
     assert sorted(report.rss_mb) == [6, 30, 59] and all(mb > 0 for mb in report.rss_mb.values())
     assert report.summary.tracks >= 1
+
+
+class InputCheckingEngine(ScriptedEngine):
+    """TEST-ONLY: slow, and records whether each batch it gets is the frame it should be (by its grey level)."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.01)
+        self.seen_levels: list[float] = []
+
+    def infer(self, batch):
+        first = float(batch[0, 0, 32, 32])
+        time.sleep(self.delay)  # the capture thread runs ahead meanwhile and fills the other buffers
+        assert float(batch[0, 0, 32, 32]) == first, "network input overwritten while inferring"
+        self.seen_levels.append(first)
+        count = batch.shape[0]
+        return np.repeat(self.heatmaps[None], count, 0), np.repeat(self.tags[None], count, 0)
+
+
+class GreyLevelSource:
+    """Lossless frames whose grey level is their index: the network input tells which frame it came from."""
+
+    is_live = False
+    fps = 30.0
+
+    def __init__(self, frames: int) -> None:
+        self.frames, self.index = frames, 0
+
+    def read(self):
+        if self.index >= self.frames:
+            return None
+        index = self.index
+        self.index += 1
+        return Frame(np.full((64, 64, 3), 10 * index, np.uint8), index, index / 30.0, "grey")
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("queue_size", [1, 3])
+def test_reused_input_buffers_are_not_overwritten_while_queued_or_inferred(queue_size):
+    engine = InputCheckingEngine()
+    Pipeline(GreyLevelSource(20), engine, COCO17, settings(), None, [RecordingSink()], queue_size=queue_size).run()
+    assert engine.seen_levels == pytest.approx([10 * i / 255 for i in range(20)])

@@ -247,3 +247,37 @@ def test_no_weights_and_no_default_model(photo, tmp_path, capsys, monkeypatch):
 def test_bad_input_size(tiny_checkpoint, photo, capsys):
     line = one_line_error(*run_cli(capsys, str(photo), "--weights", str(tiny_checkpoint), "--input-size", "100", "64")[::2])
     assert "64" in line
+
+
+def test_default_model_on_vtest_frames_decodes_as_before_issue_17(shared_data):
+    """Real maps (the bundled default model on PETS 2009 frames): the pipeline's preprocessing and decoder give
+    the same network input and the same people, to the bit, as the code they replaced (bench.baseline)."""
+    from tagtrack.bench.baseline import baseline_poses_from_maps, baseline_preprocess
+    from tagtrack.bench.decode import same_poses
+    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
+    from tagtrack.model.transforms import Preprocessor
+
+    video = shared_data / "videos" / "opencv_vtest_pets2009.avi"
+    if not video.is_file():
+        pytest.skip(f"{video} not found")
+    torch.set_num_threads(1)
+    loaded = load_checkpoint(resolve_weights(None))
+    infer = torch_infer_fn(loaded.model)
+    input_hw = (loaded.config.input_height, loaded.config.input_width)
+    preprocess = Preprocessor(input_hw)
+    capture = cv2.VideoCapture(str(video))
+    people = 0
+    try:
+        for index in range(0, 400, 100):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            ok, image = capture.read()
+            assert ok
+            letterbox, network_input = preprocess(image)
+            np.testing.assert_array_equal(network_input, baseline_preprocess(letterbox, image))
+            heatmaps, tags = infer(network_input[None])
+            poses = poses_from_maps(heatmaps[0], tags[0], letterbox, COCO17, DecodeConfig())
+            assert same_poses(poses, baseline_poses_from_maps(heatmaps[0], tags[0], letterbox, COCO17, DecodeConfig()))
+            people += len(poses)
+    finally:
+        capture.release()
+    assert people >= 8  # 3-8 walkers a frame: the comparison covered real grouping and refinement

@@ -99,3 +99,37 @@ def test_input_shape_follows_the_frame_aspect_ratio():
     for frame in ((1920, 1088), (480, 640), (1000, 200)):
         h, w = input_hw_for_frame(frame, base)
         assert h % 64 == 0 and w % 64 == 0 and h * w <= base[0] * base[1]
+
+
+def test_preprocessor_gives_todays_network_input_in_reused_buffers():
+    """Same bytes as the preprocessing before issue 17 (bench.baseline), frame after frame of changing size,
+    written into the same buffers in turn (no new array per frame)."""
+    from tagtrack.bench.baseline import baseline_preprocess
+    from tagtrack.model.transforms import Preprocessor
+
+    rng = np.random.default_rng(0)
+    preprocess = Preprocessor((256, 384), buffers=2)
+    # wide (pads top/bottom), tall (pads left/right), small (up-scaled), then the first size again
+    sizes = [(200, 600), (300, 200), (90, 160), (200, 600), (576, 768)]
+    returned = []
+    for image_hw in sizes:
+        image = rng.integers(0, 256, (*image_hw, 3), dtype=np.uint8)
+        letterbox, network_input = preprocess(image)
+        assert letterbox == Letterbox.fit(image_hw, (256, 384))
+        np.testing.assert_array_equal(network_input, baseline_preprocess(letterbox, image))
+        np.testing.assert_array_equal(network_input, to_network_input(letterbox.apply(image)))
+        returned.append(network_input)
+    assert returned[0] is returned[2] is returned[4] and returned[1] is returned[3]
+    assert returned[0] is not returned[1]
+
+
+def test_letterbox_into_a_buffer_repaints_the_padding_and_checks_its_shape():
+    letterbox = Letterbox.fit((100, 400), (64, 64))
+    out = np.full((64, 64, 3), 77, np.uint8)  # stale content everywhere
+    image = np.full((100, 400, 3), 200, np.uint8)
+    assert letterbox.apply(image, out=out) is out
+    np.testing.assert_array_equal(out, letterbox.apply(image))
+    with pytest.raises(ValueError, match="out must be"):
+        letterbox.apply(image, out=np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        to_network_input(out, out=np.zeros((3, 64, 63), np.float32))
