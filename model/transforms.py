@@ -162,26 +162,6 @@ def to_network_input(image_bgr: np.ndarray, out: np.ndarray | None = None) -> np
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
     rgb = image_bgr[:, :, ::-1].transpose(2, 0, 1)
-    return np.ascontiguousarray(rgb, dtype=np.float32) * np.float32(1.0 / 255.0)
-
-
-def input_hw_for_frame(frame_hw: tuple[int, int], base_hw: tuple[int, int], multiple: int = 64) -> tuple[int, int]:
-    """The network input shape for frames of frame_hw: of all shapes in multiples of `multiple` with no more
-    pixels than base_hw, the one on which the letterboxed frame covers the most pixels (ties: the smaller input,
-    which wastes less on padding). A portrait video then gets a portrait input (e.g. 384x256 for 1920x1088)
-    instead of filling a third of a landscape one; a frame that already fits base_hw best keeps it."""
-    frame_h, frame_w = frame_hw
-    budget = base_hw[0] * base_hw[1]
-
-    def covered(shape: tuple[int, int]) -> float:
-        scale = min(shape[0] / frame_h, shape[1] / frame_w)
-        return scale * scale * frame_h * frame_w
-
-    shapes = [(h, w) for h in range(multiple, budget // multiple + 1, multiple)
-              for w in range(multiple, budget // h + 1, multiple)]
-    return max(shapes, key=lambda s: (round(covered(s)), -s[0] * s[1]))
-
-
     return np.multiply(rgb, np.float32(1.0 / 255.0), out=out, casting="unsafe")
 
 
@@ -210,3 +190,20 @@ class Preprocessor:
         self._next = (self._next + 1) % len(self._inputs)
         to_network_input(self._letterbox.apply(image_bgr, out=self._boxed), out=network_input)
         return self._letterbox, network_input
+
+
+def input_hw_for_frame(frame_hw: tuple[int, int], base_hw: tuple[int, int], multiple: int = 64) -> tuple[int, int]:
+    """The network input shape for frames of frame_hw: of all shapes in multiples of `multiple` with no more
+    pixels than base_hw, the one on which the letterboxed frame covers the most pixels (ties: the smaller input,
+    which wastes less on padding). A portrait video then gets a portrait input (e.g. 384x256 for 1920x1088)
+    instead of filling a third of a landscape one; a frame that already fits base_hw best keeps it."""
+    frame_h, frame_w = frame_hw
+    budget = base_hw[0] * base_hw[1]
+
+    def covered(shape: tuple[int, int]) -> float:
+        scale = min(shape[0] / frame_h, shape[1] / frame_w)
+        return scale * scale * frame_h * frame_w
+
+    shapes = [(h, w) for h in range(multiple, budget // multiple + 1, multiple)
+              for w in range(multiple, budget // h + 1, multiple)]
+    return max(shapes, key=lambda s: (round(covered(s)), -s[0] * s[1]))

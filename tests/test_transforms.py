@@ -88,19 +88,6 @@ def test_letterbox_refuses_an_image_of_another_size():
         letterbox.apply(np.zeros((50, 100, 3), np.uint8))
 
 
-def test_input_shape_follows_the_frame_aspect_ratio():
-    from tagtrack.model.transforms import input_hw_for_frame
-
-    base = (256, 384)
-    assert input_hw_for_frame((576, 768), base) == (256, 384)  # vtest keeps the default
-    assert input_hw_for_frame((720, 1280), base) == (256, 384)  # a 16:9 webcam
-    assert input_hw_for_frame((1920, 1088), base) == (384, 256)  # a portrait phone video
-    assert input_hw_for_frame((480, 480), base) == (256, 256)  # square: covers as much as 256x384, cheaper
-    for frame in ((1920, 1088), (480, 640), (1000, 200)):
-        h, w = input_hw_for_frame(frame, base)
-        assert h % 64 == 0 and w % 64 == 0 and h * w <= base[0] * base[1]
-
-
 def test_preprocessor_gives_todays_network_input_in_reused_buffers():
     """Same bytes as the preprocessing before issue 17 (bench.baseline), frame after frame of changing size,
     written into the same buffers in turn (no new array per frame)."""
@@ -133,3 +120,16 @@ def test_letterbox_into_a_buffer_repaints_the_padding_and_checks_its_shape():
         letterbox.apply(image, out=np.zeros((64, 64, 3), np.float32))
     with pytest.raises(ValueError, match="out must be"):
         to_network_input(out, out=np.zeros((3, 64, 63), np.float32))
+
+
+def test_input_shape_follows_the_frame_aspect_ratio():
+    from tagtrack.model.transforms import input_hw_for_frame
+
+    base = (256, 384)
+    assert input_hw_for_frame((576, 768), base) == (256, 384)  # vtest keeps the default
+    assert input_hw_for_frame((720, 1280), base) == (256, 384)  # a 16:9 webcam
+    assert input_hw_for_frame((1920, 1088), base) == (384, 256)  # a portrait phone video
+    assert input_hw_for_frame((480, 480), base) == (256, 256)  # square: covers as much as 256x384, cheaper
+    for frame in ((1920, 1088), (480, 640), (1000, 200)):
+        h, w = input_hw_for_frame(frame, base)
+        assert h % 64 == 0 and w % 64 == 0 and h * w <= base[0] * base[1]
