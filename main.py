@@ -383,6 +383,9 @@ def _bench_run(args: argparse.Namespace) -> int:
     from tagtrack.bench.pipeline import bench_pipeline, soak
 
     options = _run_options(args, progress=False)
+    from tagtrack.realtime.run import check_ranges
+
+    check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score, args.max_frames)
     if args.soak is not None:
         print(soak(options, args.soak, tuple(args.frame_size)).format())
     else:
@@ -755,6 +758,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_teacher_command(bench)
     for each in _all_parsers(parser):
         each.formatter_class = _HelpWithDefaults
+        if each is not parser and each.get_default("handler") is not None:
+            # Also after the command (`tagtrack run x.mp4 --quiet`); SUPPRESS keeps a global -q.
+            each.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                              help="no progress, summary or info lines: only warnings and errors")
     return parser
 
 

@@ -101,7 +101,7 @@ def check_options(options: RunOptions) -> None:
     if options.formats:
         check_output_path(export_base(options), "--format output")
     check_ranges(options.detection_threshold, options.tag_threshold, options.min_person_score, options.max_frames)
-    sources = input_paths(options.source)
+    sources = input_paths(options.source or "")
     inputs = {("SOURCE" if len(sources) == 1 else f"SOURCE image {path}"): path for path in sources}
     if options.weights is not None:
         inputs["--weights"] = options.weights
