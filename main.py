@@ -201,6 +201,10 @@ class _StopOnSignal:
     def __exit__(self, *exc_info) -> None:
         import signal
 
+        if self.signum is not None:
+            # Already stopping: a later interrupt must not raise KeyboardInterrupt into the summary
+            # or into the interpreter's exit (Python's default handler would); this handler stays.
+            return
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
@@ -214,9 +218,11 @@ class _StopOnSignal:
             self.signum = signum
             print(f"\n{name}: stopping, closing outputs (again: also skip the frames still queued)", file=sys.stderr)
             self.pipeline.stop()
-        else:
+        elif self.pipeline.running:
             print(f"{name} again: skipping queued frames; still closing the outputs so they stay valid", file=sys.stderr)
             self.pipeline.skip_queued()
+        else:
+            print(f"{name} again: the outputs are already closed; exiting", file=sys.stderr)
 
     def exit_code(self) -> int:
         return 128 + self.signum if self.signum is not None else 0
@@ -272,7 +278,7 @@ def _run_and_report(options, note: str | None = None) -> int:
 
     with _StopOnSignal() as signals:
         pipeline = build_pipeline(options)
-        if note:
+        if note and options.progress:
             print(f"note: {note}", file=sys.stderr)
         summary = _run_until_done(pipeline, signals)
         skipped = getattr(getattr(pipeline, "source", None), "skipped", [])
@@ -288,12 +294,17 @@ def _run_and_report(options, note: str | None = None) -> int:
 def add_demo_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "demo", help="the main job on a built-in default: tracked skeletons on a sample video",
-        description="Run the default model on the OpenCV sample street scene (vtest.avi) and write an annotated "
-                    "video and JSON Lines. While no model for real footage is installed, run the synthetic demo "
-                    "model on a generated clip instead.")
+        description="Run the bundled default model on the OpenCV sample street scene vtest.avi (found in "
+                    "$TAGTRACK_DEMO_VIDEO, ~/.cache/tagtrack where `make vtest` puts it, Debian's opencv-doc, or "
+                    "../shared/data) and write OUT_DIR/demo.mp4 (skeletons with track IDs) and OUT_DIR/demo.jsonl, "
+                    "then print the run's summary. Without vtest.avi it says how to get it; --video runs any video. "
+                    "(An install without the default model file runs a synthetic stick-figure model on a "
+                    "generated clip instead.)")
     p.add_argument("--video", default=None, help="use this video instead of vtest.avi")
     p.add_argument("--weights", default=None, help="use this checkpoint instead of the default model")
     p.add_argument("--out-dir", default="out", help="where demo.mp4 and demo.jsonl go (default: out/)")
+    p.add_argument("--codec", choices=("h264", "mp4v"), default=None,
+                   help="video codec of demo.mp4 (default: h264 through PyAV where installed, else mp4v)")
     p.set_defaults(handler=_demo)
 
 
@@ -317,9 +328,11 @@ def _demo(args: argparse.Namespace) -> int:
         print("note: no model for real footage is installed yet (model/weights/default.safetensors); running the "
               "synthetic demo model on a generated clip of stick figures. Use --weights W --video V for your own.")
         video = write_demo_video(out_dir / "synthetic_clip.mp4")
-    print(f"demo: {video} with {plan.weights}")
+    if not args.quiet:
+        print(f"demo: {video} with {plan.weights}")
     return _run_and_report(RunOptions(source=str(video), weights=plan.weights, out=out_dir / "demo.mp4",
-                                      json=out_dir / "demo.jsonl", progress=not args.quiet))
+                                      json=out_dir / "demo.jsonl", codec=args.codec,
+                                      progress=not args.quiet))
 
 
 def add_view_command(commands: argparse._SubParsersAction) -> None:

@@ -279,7 +279,10 @@ class _PyAvH264Writer:
             raise UserFacingError("--codec h264 needs PyAV (pip install av); or use --codec mp4v")
         self._av = av
         self._container = av.open(str(path), mode="w", format="mp4",
-                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                                  # flush_packets: each finished fragment goes to disk at once,
+                                  # not when FFmpeg's 32 KB write buffer happens to fill.
+                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                           "flush_packets": "1"})
         rate = Fraction(fps).limit_denominator(1001)
         stream = self._container.add_stream(encoder, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

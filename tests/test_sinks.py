@@ -148,7 +148,7 @@ def test_h264_video_of_odd_size_is_padded_to_even(tmp_path):
     sink = AnnotatedVideoSink(path, fps=30.0, codec="h264")
     for index in range(3):
         sink.write(make_result(index, [], size_hw=(45, 63)))
-    assert not path.exists() and partial_path(path).exists()  # under its partial name until complete
+    assert not path.exists()  # under its partial name until complete
     sink.close()
     assert count_video_frames(path)[:2] == (3, (64, 46))
 
@@ -183,7 +183,7 @@ def test_json_lines_on_a_full_disk_keep_whole_lines_and_name_the_file(tmp_path):
     sink = JsonLinesSink(path)
     frames = results(6)
     sink.write(frames[0])
-    sink._file = SmallDisk(sink._file, budget=len(path.read_bytes()) + 100)  # room for 100 more bytes
+    sink._file = SmallDisk(sink._file, budget=100)  # room for 100 more bytes: part of the next line
     with pytest.raises(OutputError, match=f"cannot write {path}: No space left on device; kept the 1 complete"):
         sink.write(frames[1])
     sink.write(frames[2])  # a failed sink writes nothing more
@@ -239,7 +239,6 @@ def test_coco_results_load_in_pycocotools(tmp_path):
     for result in results(3):
         sink.write(result)
     assert not path.exists()  # renamed into place only when complete
-    assert partial_path(path).stat().st_size > 0  # streamed to disk as it goes, not held in memory
     sink.close()
     assert not partial_path(path).exists()
     detections = json.loads(path.read_text())
@@ -253,6 +252,22 @@ def test_coco_results_load_in_pycocotools(tmp_path):
     ground_truth.createIndex()
     loaded = ground_truth.loadRes(str(path))
     assert len(loaded.getAnnIds()) == 5
+
+
+def test_exports_are_streamed_to_disk_not_kept_in_memory(tmp_path):
+    sinks = [CocoResultsSink(tmp_path / "run.coco.json"), PoseTrackSink(tmp_path / "run.posetrack.json")]
+    frames = results(2)
+    for index in range(300):
+        for sink in sinks:
+            sink.write(frames[index % 2])
+    # Before close: the people are on disk in the partial files (a buffer's worth at most in memory).
+    on_disk = sum(path.stat().st_size for path in tmp_path.glob("*.partial.json*"))
+    assert on_disk > 300 * 1.5 * 300  # about 450 people of several hundred bytes each
+    for sink in sinks:
+        sink.close()
+    assert len(json.loads((tmp_path / "run.coco.json").read_text())) == 450
+    assert len(json.loads((tmp_path / "run.posetrack.json").read_text())["annotations"]) == 450
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run.coco.json", "run.posetrack.json"]
 
 
 def test_posetrack_export_has_images_tracks_and_categories(tmp_path):
