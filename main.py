@@ -202,8 +202,11 @@ class _StopOnSignal:
         import signal
 
         if self.signum is not None:
-            # Already stopping: a later interrupt must not raise KeyboardInterrupt into the summary
-            # or into the interpreter's exit (Python's default handler would); this handler stays.
+            # Already stopping: a later interrupt must not raise KeyboardInterrupt into the summary or
+            # the interpreter's exit, nor kill it there (Python resets its own handlers to the default
+            # at exit, but leaves SIG_IGN alone), so the rest of the process ignores them.
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
             return
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
@@ -218,11 +221,9 @@ class _StopOnSignal:
             self.signum = signum
             print(f"\n{name}: stopping, closing outputs (again: also skip the frames still queued)", file=sys.stderr)
             self.pipeline.stop()
-        elif self.pipeline.running:
+        else:
             print(f"{name} again: skipping queued frames; still closing the outputs so they stay valid", file=sys.stderr)
             self.pipeline.skip_queued()
-        else:
-            print(f"{name} again: the outputs are already closed; exiting", file=sys.stderr)
 
     def exit_code(self) -> int:
         return 128 + self.signum if self.signum is not None else 0

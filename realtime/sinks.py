@@ -629,7 +629,7 @@ def openpose_body25(keypoints: np.ndarray) -> list[float]:
             flat.extend([0.0, 0.0, 0.0])
             continue
         chosen = keypoints[list(sources)]
-        flat.extend([_number(chosen[:, 0].mean()), _number(chosen[:, 1].mean()), _number(chosen[:, 2].min(), 4)])
+        flat.extend([_number(chosen[:, 0].mean()), _number(chosen[:, 1].mean()), _unit(chosen[:, 2].min())])
     return flat
 
 
