@@ -433,7 +433,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pairs", action="store_true", help="single views, no cross-view temporal loss")
     p.add_argument("--init", metavar="WEIGHTS",
                    help="fine-tune: start from this checkpoint's weights and network (e.g. the default model)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     p.set_defaults(handler=_train)
 
 
@@ -659,9 +659,9 @@ def _bench_teacher(args: argparse.Namespace) -> int:
 
 def add_bench_train_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="training images/s of a preset on this machine (synthetic data)")
-    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small")
+    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small", help="model + schedule preset")
     p.add_argument("--steps", type=int, default=5, help="measured steps (after 2 warm-up steps)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="images per step")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(handler=_bench_train)
 

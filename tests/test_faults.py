@@ -353,7 +353,7 @@ def test_view_closed_by_a_signal_exits_like_run(tmp_path, tiny_weights, signum):
         [sys.executable, str(REPO_ROOT / "main.py"), "view", str(video), "--weights", str(tiny_weights), *TORCH_CPU],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_view_env(tmp_path), cwd=REPO_ROOT)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # the viewer logs its Qt platform just before showing the window
             line = process.stderr.readline()
             if not line or "Qt platform" in line:
