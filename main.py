@@ -184,7 +184,8 @@ def _run_options(args: argparse.Namespace, **extra):
 class _StopOnSignal:
     """SIGINT / SIGTERM while a run is on: the first stops the pipeline cleanly (outputs closed and
     valid); a second one skips the frames still queued but never aborts the closing of the outputs.
-    Before the pipeline exists an interrupt is an ordinary KeyboardInterrupt (nothing to close yet).
+    Before the pipeline exists SIGINT is an ordinary KeyboardInterrupt and SIGTERM exits 143 (nothing
+    to close yet).
     exit_code(): 128 + the signal number, as a shell reports a process ended by that signal."""
 
     def __init__(self) -> None:
@@ -215,8 +216,10 @@ class _StopOnSignal:
         import signal
 
         name = signal.Signals(signum).name
-        if self.pipeline is None:
-            raise KeyboardInterrupt
+        if self.pipeline is None:  # still loading: nothing written yet
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
         if self.signum is None:
             self.signum = signum
             print(f"\n{name}: stopping, closing outputs (again: also skip the frames still queued)", file=sys.stderr)

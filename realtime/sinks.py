@@ -432,10 +432,11 @@ def image_id_for(frame) -> int:
 
 
 class _StreamedJson:
-    """A JSON list streamed to `<stem>.partial<suffix>` item by item (memory stays flat whatever the run's
-    length), finished and renamed into place by finish(). Every write is checked."""
+    """A JSON list streamed to a temporary file item by item (memory stays flat whatever the run's
+    length) after `head`; finish() adds `tail` and closes it. Every write is checked and reported
+    as an OutputError naming `path`, the output it is for."""
 
-    def __init__(self, path: Path, temporary: Path) -> None:
+    def __init__(self, path: Path, temporary: Path, head: str = "") -> None:
         self.path = path
         self.temporary = temporary
         self.count = 0
@@ -443,15 +444,24 @@ class _StreamedJson:
             self._file = open(temporary, "w", encoding="utf-8")  # noqa: SIM115 - closed in finish()
         except OSError as error:
             raise output_error(path, error) from None
+        self._write(head)
 
-    def append(self, item: object) -> None:
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def _write(self, text: str) -> None:
         try:
-            self._file.write(("," if self.count else "") + json.dumps(item, separators=(",", ":"), allow_nan=False))
+            self._file.write(text)
         except OSError as error:
             raise output_error(self.path, error) from None
+
+    def append(self, item: object) -> None:
+        self._write(("," if self.count else "") + json.dumps(item, separators=(",", ":"), allow_nan=False))
         self.count += 1
 
-    def close(self) -> None:
+    def finish(self, tail: str = "") -> None:
+        self._write(tail)
         try:
             self._file.close()
         except OSError as error:
@@ -473,16 +483,8 @@ class CocoResultsSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = check_output_path(path, "COCO export")
-        self._results = _StreamedJson(self.path, partial_path(self.path))
+        self._results = _StreamedJson(self.path, partial_path(self.path), head="[")
         self.failed = False
-        self._write_checked("[")
-
-    def _write_checked(self, text: str) -> None:
-        try:
-            self._results._file.write(text)
-        except OSError as error:
-            self.failed = True
-            raise output_error(self.path, error) from None
 
     def write(self, result: FrameResult) -> None:
         if self.failed:
@@ -501,14 +503,13 @@ class CocoResultsSink:
             raise
 
     def close(self) -> None:
-        if self._results._file.closed:
+        if self._results.closed:
             return
         if self.failed:
             self._results.discard()
             return
         try:
-            self._results._file.write("]")
-            self._results.close()
+            self._results.finish("]")
             os.replace(self._results.temporary, self.path)
         except OSError as error:
             self._results.discard()
@@ -567,7 +568,7 @@ class PoseTrackSink:
 
     def close(self) -> None:
         parts = (self._images, self._annotations)
-        if all(part._file.closed for part in parts):
+        if all(part.closed for part in parts):
             return
         try:
             if self.failed:
@@ -578,7 +579,7 @@ class PoseTrackSink:
                 "skeleton": [[a + 1, b + 1] for a, b in self.schema.skeleton],  # 1-based, as in COCO files
             }]
             for part in parts:
-                part.close()
+                part.finish()
             with open(self.partial, "w", encoding="utf-8") as document:
                 document.write('{"images":[')
                 _copy_into(self._images.temporary, document)
