@@ -60,6 +60,8 @@ def export_base(options: RunOptions) -> Path:
 def labelled_outputs(options: RunOptions) -> dict[str, Path]:
     """Every file or folder a run writes, by the option that asks for it."""
     outputs = {label: path for label, path in (("--out", options.out), ("--json", options.json)) if path is not None}
+    if not options.formats:
+        return outputs
     base = export_base(options)
     names = {"coco": base.name + ".coco.json", "posetrack": base.name + ".posetrack.json", "openpose": base.name + "_openpose"}
     for name in dict.fromkeys(options.formats):
