@@ -2,7 +2,9 @@
 
 Every source hands out `Frame`s one at a time through `read()` (None at the end of input).
 Files and folders are *lossless*: `read()` returns every frame in order and the pipeline applies
-back-pressure. Cameras and streams are *live*: the pipeline keeps only the freshest frame and
+back-pressure (an image in a folder that cannot be decoded is skipped with a warning and listed in
+`skipped`, or stops the run when `strict`; a video that ends well before its declared frame count is
+reported with a warning). Cameras and streams are *live*: the pipeline keeps only the freshest frame and
 counts what it drops (see `realtime/pipeline.py`); a live source that stops delivering frames is
 reopened a few times (logged as warnings) before it gives up with a `UserFacingError`.
 """
