@@ -559,6 +559,7 @@ def run_viewer(
     wake_timer.timeout.connect(lambda: None)
     wake_timer.start(200)
     window.show()
+    log.info("window open on %s (Ctrl-C or SIGTERM closes it)", source_label)
     try:
         app.exec()
     finally:
