@@ -551,7 +551,9 @@ def run_viewer(
 
     def close_on_signal(signum, frame) -> None:
         received.append(signum)
-        window.close()
+        # Closed from inside the event loop: a close that ran before app.exec() started (a signal
+        # right at start-up) would hide the window without ever quitting the loop.
+        QTimer.singleShot(0, window.close)
 
     for sig in previous_handlers:
         signal.signal(sig, close_on_signal)
