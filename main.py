@@ -24,13 +24,15 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("predict", help="find the people in one image: JSON records and a drawn image")
     p.add_argument("image", help="image file (jpg, png, ...)")
     p.add_argument("--weights", default=None, help="checkpoint (.safetensors); default: the installed default model")
-    p.add_argument("--json", default=None, metavar="OUT_JSON", help="write one record per person to this file")
-    p.add_argument("--draw", default=None, metavar="OUTDIR", help="write the image with the poses drawn into OUTDIR")
+    p.add_argument("--json", default=None, metavar="OUT_JSON",
+                   help="write the image's people as one JSON Lines record (the layout `run --json` writes per frame, "
+                        "realtime/pose_jsonl.schema.json; track_id null)")
+    p.add_argument("--draw", default=None, metavar="OUTDIR",
+                   help="write the image with the poses drawn to OUTDIR/<image name>_poses.png")
     p.add_argument("--flip", action="store_true", help="flip test: also run the mirrored image and average")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
                    help="test scales, e.g. 1.0 0.5 (default 1.0)")
-    p.add_argument("--detection-threshold", type=float, default=None, help="joint peak threshold (default 0.1)")
-    p.add_argument("--tag-threshold", type=float, default=None, help="tag distance threshold (default 1.0)")
+    _add_decode_arguments(p)
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input height and width, multiples of 64 (default: the checkpoint's)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -38,25 +40,31 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import json
-    import os
     import time
     from pathlib import Path
 
-    import cv2
-
-    from tagtrack.model.predict import pose_records, read_image
+    from tagtrack.model.predict import read_image
     from tagtrack.realtime.api import PoseEstimator
     from tagtrack.realtime.draw import draw_poses
+    from tagtrack.realtime.run import check_ranges
+    from tagtrack.realtime.sinks import refuse_overwriting, write_image, write_image_record
 
     if args.input_size and any(side <= 0 or side % 64 for side in args.input_size):
         raise UserFacingError(f"--input-size {args.input_size[0]} {args.input_size[1]}: both must be positive multiples of 64")
     if min(args.scales) <= 0:
         raise UserFacingError("--scales must be positive")
+    check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score)
+    outputs = {}
+    if args.json:
+        outputs["--json"] = Path(args.json)
+    if args.draw:
+        outputs["--draw"] = Path(args.draw) / f"{Path(args.image).stem}_poses.png"
+    inputs = {"IMAGE": Path(args.image)} | ({"--weights": Path(args.weights)} if args.weights else {})
+    refuse_overwriting(inputs, outputs)
     image = read_image(args.image)
     estimator = PoseEstimator(args.weights, engine="torch", device=args.device, input_size=args.input_size,
                               detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
-                              flip=args.flip, scales=args.scales)
+                              min_person_score=args.min_person_score, flip=args.flip, scales=args.scales)
     input_hw = estimator.input_size
 
     start = time.perf_counter()
@@ -65,23 +73,15 @@ def _predict(args: argparse.Namespace) -> int:
 
     written = []
     if args.json:
-        record = {
-            "image": str(args.image),
-            "image_size": {"width": image.shape[1], "height": image.shape[0]},
-            "people": pose_records(poses, estimator.schema),
-        }
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(f".{out.name}.partial")
-        partial.write_text(json.dumps(record, indent=1))
-        os.replace(partial, out)  # a complete file or none
+        write_image_record(out, image, str(args.image), poses, estimator.schema)
         written.append(str(out))
     if args.draw:
         out_dir = Path(args.draw)
         out_dir.mkdir(parents=True, exist_ok=True)
         drawn_path = out_dir / f"{Path(args.image).stem}_poses.png"
-        if not cv2.imwrite(str(drawn_path), draw_poses(image.copy(), poses, estimator.schema, draw_boxes=False)):
-            raise UserFacingError(f"cannot write {drawn_path}")
+        write_image(drawn_path, draw_poses(image.copy(), poses, estimator.schema, draw_boxes=False))
         written.append(str(drawn_path))
     scores = ", ".join(f"{pose.score:.2f}" for pose in poses[:10]) + (" ..." if len(poses) > 10 else "")
     print(f"{len(poses)} people in {args.image} ({image.shape[1]}x{image.shape[0]}, input {input_hw[0]}x{input_hw[1]}, "
@@ -125,7 +125,8 @@ def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="checkpoint (.safetensors); default: bundled weights")
     p.add_argument("--engine", choices=("auto", "torch", "ort", "trt"), default="auto",
                    help="inference backend (auto: TensorRT on an NVIDIA GPU, else ONNX Runtime, else torch)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the network runs (auto: cuda when a GPU is usable, else cpu)")
     p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA, TensorRT)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input height and width, multiples of 64 (default: the checkpoint's)")
@@ -135,9 +136,18 @@ def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `run` and `bench run`: the model, the engine, tracking and decoding."""
     _add_engine_arguments(p)
     p.add_argument("--no-track", action="store_true", help="no tracking: poses without IDs")
-    p.add_argument("--detection-threshold", type=float, default=None, help="min joint heatmap score")
-    p.add_argument("--tag-threshold", type=float, default=None, help="max tag distance to join a person")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    _add_decode_arguments(p)
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (default: all)")
+
+
+def _add_decode_arguments(p: argparse.ArgumentParser) -> None:
+    """Decoder thresholds shared by `predict`, `run`, `view` and `bench run` (ranges checked by check_ranges)."""
+    p.add_argument("--detection-threshold", type=float, default=None, metavar="0..1",
+                   help="min joint heatmap score of a joint candidate (default 0.1)")
+    p.add_argument("--tag-threshold", type=float, default=None, metavar="DIST",
+                   help="max tag distance for a joint to join a person, > 0 (default 1.0)")
+    p.add_argument("--min-person-score", type=float, default=None, metavar="0..1",
+                   help="leave out people scoring below this (default 0: every person found)")
 
 
 def _quiet_opencv(verbose: bool) -> None:
@@ -159,25 +169,66 @@ def _run_options(args: argparse.Namespace, **extra):
         device=args.device, fp16=args.fp16, track=not args.no_track,
         input_hw=tuple(args.input_size) if args.input_size else None,
         detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
-        max_frames=args.max_frames, **extra)
+        min_person_score=args.min_person_score, max_frames=args.max_frames, **extra)
 
 
-def _run_until_done(pipeline):
-    """Run the pipeline; Ctrl-C / SIGTERM stop it cleanly (outputs closed), a second Ctrl-C aborts."""
-    import signal
+class _StopOnSignal:
+    """SIGINT / SIGTERM while a run is on: the first stops the pipeline cleanly (outputs closed and
+    valid); a second one skips the frames still queued but never aborts the closing of the outputs.
+    Before the pipeline exists SIGINT is an ordinary KeyboardInterrupt and SIGTERM exits 143 (nothing
+    to close yet).
+    exit_code(): 128 + the signal number, as a shell reports a process ended by that signal."""
 
-    def handle(signum, frame):
-        if pipeline.stopping:
-            raise KeyboardInterrupt
-        print(f"\n{signal.Signals(signum).name}: stopping, closing outputs", file=sys.stderr)
-        pipeline.stop()
+    def __init__(self) -> None:
+        self.pipeline = None
+        self.signum: int | None = None
+        self._previous: dict = {}
 
-    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    def __enter__(self) -> "_StopOnSignal":
+        import signal
+
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import signal
+
+        if self.signum is not None:
+            # Already stopping: a later interrupt must not raise KeyboardInterrupt into the summary or
+            # the interpreter's exit, nor kill it there (Python resets its own handlers to the default
+            # at exit, but leaves SIG_IGN alone), so the rest of the process ignores them.
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.pipeline is None:  # still loading: nothing written yet
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        if self.signum is None:
+            self.signum = signum
+            print(f"\n{name}: stopping, closing outputs (again: also skip the frames still queued)", file=sys.stderr)
+            self.pipeline.stop()
+        else:
+            print(f"{name} again: skipping queued frames; still closing the outputs so they stay valid", file=sys.stderr)
+            self.pipeline.skip_queued()
+
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum is not None else 0
+
+
+def _run_until_done(pipeline, signals: _StopOnSignal):
+    """Run the pipeline under `signals` (see _StopOnSignal); the engine is closed at the end."""
+    signals.pipeline = pipeline
     try:
         return pipeline.run()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         close = getattr(pipeline.engine, "close", None)
         if close is not None:
             close()
@@ -191,12 +242,16 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SOURCE", nargs="+",
                    help="video file, image folder or glob, camera index (0) or URL; several, or folders of videos, "
                         "with --out-dir")
-    p.add_argument("--out", default=None, help="annotated video (.mp4)")
+    p.add_argument("--out", default=None, help="annotated video (.mp4); written as OUT's stem.partial.mp4 until complete")
     p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
     p.add_argument("--format", dest="formats", action="append", choices=("coco", "posetrack", "openpose", "mot"),
                    default=[], help="also export COCO results / PoseTrack18 JSON / OpenPose files / MOTChallenge "
-                                    "tracks (repeatable)")
+                                    "tracks beside --json (else --out, else SOURCE's name) (repeatable)")
+    p.add_argument("--codec", choices=("h264", "mp4v"), default=None,
+                   help="video codec of --out (default: h264 through PyAV where installed, else mp4v)")
     p.add_argument("--boxes", action="store_true", help="draw person boxes in the annotated video")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at an unreadable image in a folder (default: warn, skip it and count it)")
     many = p.add_argument_group("many sources (realtime/batch.py)")
     many.add_argument("--out-dir", default=None, help="one <name>.mp4 and <name>.jsonl (and exports) per source here")
     many.add_argument("--no-video", action="store_true", help="with --out-dir: JSON Lines and exports only")
@@ -215,7 +270,8 @@ def _run(args: argparse.Namespace) -> int:
         return _run_many(args)
     args.source = args.source[0]
     options = _run_options(args, out=Path(args.out) if args.out else None,
-                           json=Path(args.json) if args.json else None, formats=args.formats, boxes=args.boxes)
+                           json=Path(args.json) if args.json else None, formats=args.formats, boxes=args.boxes,
+                           codec=args.codec, strict=args.strict, progress=not args.quiet)
     nothing_saved = options.out is None and options.json is None and not options.formats
     return _run_and_report(
         options, note="no --out, --json or --format given; poses are computed but not saved" if nothing_saved else None)
@@ -265,25 +321,35 @@ def _run_and_report(options, note: str | None = None) -> int:
     print the summary and the files written. `note` goes to stderr once the inputs are known to be good."""
     from tagtrack.realtime.run import build_pipeline, output_paths
 
-    pipeline = build_pipeline(options)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    summary = _run_until_done(pipeline)
-    print(summary.format())
-    for path in output_paths(options):
-        print(f"wrote {path}")
-    return EXIT_INTERRUPTED if summary.interrupted and pipeline.stopping else 0
+    with _StopOnSignal() as signals:
+        pipeline = build_pipeline(options)
+        if note and options.progress:
+            print(f"note: {note}", file=sys.stderr)
+        summary = _run_until_done(pipeline, signals)
+        skipped = getattr(getattr(pipeline, "source", None), "skipped", [])
+        if options.progress:  # --quiet: errors and warnings only
+            print(summary.format())
+            if skipped:
+                print(f"skipped {len(skipped)} unreadable image(s), first {skipped[0]} (--strict stops instead)")
+            for path in output_paths(options):
+                print(f"wrote {path}")
+        return signals.exit_code() if summary.interrupted else 0
 
 
 def add_demo_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "demo", help="the main job on a built-in default: tracked skeletons on a sample video",
-        description="Run the default model on the OpenCV sample street scene (vtest.avi) and write an annotated "
-                    "video and JSON Lines. While no model for real footage is installed, run the synthetic demo "
-                    "model on a generated clip instead.")
+        description="Run the bundled default model on the OpenCV sample street scene vtest.avi (found in "
+                    "$TAGTRACK_DEMO_VIDEO, ~/.cache/tagtrack where `make vtest` puts it, Debian's opencv-doc, or "
+                    "../shared/data) and write OUT_DIR/demo.mp4 (skeletons with track IDs) and OUT_DIR/demo.jsonl, "
+                    "then print the run's summary. Without vtest.avi it says how to get it; --video runs any video. "
+                    "(An install without the default model file runs a synthetic stick-figure model on a "
+                    "generated clip instead.)")
     p.add_argument("--video", default=None, help="use this video instead of vtest.avi")
     p.add_argument("--weights", default=None, help="use this checkpoint instead of the default model")
     p.add_argument("--out-dir", default="out", help="where demo.mp4 and demo.jsonl go (default: out/)")
+    p.add_argument("--codec", choices=("h264", "mp4v"), default=None,
+                   help="video codec of demo.mp4 (default: h264 through PyAV where installed, else mp4v)")
     p.set_defaults(handler=_demo)
 
 
@@ -307,9 +373,11 @@ def _demo(args: argparse.Namespace) -> int:
         print("note: no model for real footage is installed yet (model/weights/default.safetensors); running the "
               "synthetic demo model on a generated clip of stick figures. Use --weights W --video V for your own.")
         video = write_demo_video(out_dir / "synthetic_clip.mp4")
-    print(f"demo: {video} with {plan.weights}")
+    if not args.quiet:
+        print(f"demo: {video} with {plan.weights}")
     return _run_and_report(RunOptions(source=str(video), weights=plan.weights, out=out_dir / "demo.mp4",
-                                      json=out_dir / "demo.jsonl"))
+                                      json=out_dir / "demo.jsonl", codec=args.codec,
+                                      progress=not args.quiet))
 
 
 def add_view_command(commands: argparse._SubParsersAction) -> None:
@@ -320,6 +388,7 @@ def add_view_command(commands: argparse._SubParsersAction) -> None:
                     "Q/Esc quit.")
     p.add_argument("source", metavar="SOURCE", help="camera index (0), video file, image folder or glob, or URL")
     _add_engine_arguments(p)
+    _add_decode_arguments(p)
     p.add_argument("--record-dir", default=".", help="where the Record button writes mp4 files (default: here)")
     p.set_defaults(handler=_view)
 
@@ -327,10 +396,15 @@ def add_view_command(commands: argparse._SubParsersAction) -> None:
 def _view(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    _quiet_opencv(args.verbose)
     from tagtrack.realtime.engines import create_engine
+    from tagtrack.realtime.run import RunOptions, check_ranges, decode_config
     from tagtrack.realtime.sources import open_source
     from tagtrack.realtime.viewer import check_display, run_viewer
 
+    check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score)
+    decode = decode_config(RunOptions(source=args.source, detection_threshold=args.detection_threshold,
+                                      tag_threshold=args.tag_threshold, min_person_score=args.min_person_score))
     record_dir = Path(args.record_dir)
     if not record_dir.is_dir():
         raise UserFacingError(f"--record-dir {record_dir} is not a folder")
@@ -343,7 +417,7 @@ def _view(args: argparse.Namespace) -> int:
         source.close()
         raise
     try:
-        return run_viewer(source, args.source, engine, record_dir=record_dir, engine_label=engine.name)
+        return run_viewer(source, args.source, engine, decode=decode, record_dir=record_dir, engine_label=engine.name)
     finally:
         engine.close()
 
@@ -367,6 +441,9 @@ def _bench_run(args: argparse.Namespace) -> int:
     from tagtrack.bench.pipeline import bench_pipeline, soak
 
     options = _run_options(args, progress=False)
+    from tagtrack.realtime.run import check_ranges
+
+    check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score, args.max_frames)
     if args.soak is not None:
         print(soak(options, args.soak, tuple(args.frame_size)).format())
     else:
@@ -404,7 +481,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pairs", action="store_true", help="single views, no cross-view temporal loss")
     p.add_argument("--init", metavar="WEIGHTS",
                    help="fine-tune: start from this checkpoint's weights and network (e.g. the default model)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     p.set_defaults(handler=_train)
 
 
@@ -494,6 +571,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.max_images is not None and args.max_images < 1:
         raise UserFacingError("--max-images must be at least 1")
+    from tagtrack.realtime.run import check_ranges
+
+    check_ranges(args.detection_threshold, args.tag_threshold)
     if args.teacher:
         if args.weights or args.grouping or args.temporal:
             raise UserFacingError("--teacher scores the teacher alone: drop --weights, --grouping and --temporal")
@@ -722,9 +802,9 @@ def _bench_teacher(args: argparse.Namespace) -> int:
 
 def add_bench_train_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="training images/s of a preset on this machine (synthetic data)")
-    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small")
+    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small", help="model + schedule preset")
     p.add_argument("--steps", type=int, default=5, help="measured steps (after 2 warm-up steps)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="images per step")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(handler=_bench_train)
 
@@ -795,9 +875,39 @@ def _bench_track(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already states one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS, []) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tagtrack")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _all_parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _all_parsers(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tagtrack", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tagtrack {_package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress, summary or info lines: only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bench = commands.add_parser("bench", help="print measured speed numbers").add_subparsers(
         dest="bench", required=True, metavar="WHAT"
@@ -818,15 +928,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_run_command(bench)
     add_bench_train_command(bench)
     add_bench_teacher_command(bench)
+    for each in _all_parsers(parser):
+        each.formatter_class = _HelpWithDefaults
+        if each is not parser and each.get_default("handler") is not None:
+            # Also after the command (`tagtrack run x.mp4 --quiet`); SUPPRESS keeps a global -q.
+            each.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                              help="no progress, summary or info lines: only warnings and errors")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
     except UserFacingError as error:

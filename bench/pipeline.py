@@ -4,7 +4,8 @@
 - end-to-end FPS: frames through capture -> inference -> decode + track -> sinks, per-stage times
   measured inside that run, each thread's own throughput (1 / the sum of its stages) and the ratio
   of the pipeline's throughput to its slowest thread's (1.0 = the threads overlap perfectly);
-- soak: N generated frames with tracking and JSON Lines; resident memory at start, middle, end.
+- soak: N generated frames with tracking, JSON Lines and every export (COCO, PoseTrack, OpenPose);
+  resident memory at start, middle, end.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import numpy as np
 from tagtrack.bench.machine import cpu_description
 from tagtrack.realtime.pipeline import FrameResult, RunSummary
 from tagtrack.realtime.sources import Frame
+
+
+SOAK_EXPORTS = ("coco", "posetrack", "openpose")
 
 
 class GeneratedSource:
@@ -284,7 +288,8 @@ def soak(options, frames: int, frame_hw: tuple[int, int] = (240, 320), engine=No
     sampler = MemorySampler([start_at, frames // 2, frames - 1])
     with tempfile.TemporaryDirectory(prefix="tagtrack-soak-") as folder:
         json_path = Path(folder) / "soak.jsonl"
-        soak_options = replace(options, json=json_path, out=None, formats=[], progress=False)
+        # Every export on: COCO and PoseTrack are streamed to disk, so they must not grow memory either.
+        soak_options = replace(options, json=json_path, out=None, formats=list(SOAK_EXPORTS), progress=False)
         summary = _run_pipeline(soak_options, GeneratedSource(frames, frame_hw), engine, [sampler],
                                 tracker=_accept_everything_tracker() if options.track else None)
         with open(json_path, encoding="utf-8") as lines:

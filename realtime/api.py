@@ -185,7 +185,7 @@ class PoseEstimator:
     def __init__(self, weights: str | Path | None = None, *, engine: str = "auto", device: str = "auto",
                  fp16: bool = False, input_size: tuple[int, int] | None = None,
                  detection_threshold: float | None = None, tag_threshold: float | None = None,
-                 flip: bool = False, scales: Sequence[float] = (1.0,)) -> None:
+                 min_person_score: float | None = None, flip: bool = False, scales: Sequence[float] = (1.0,)) -> None:
         from tagtrack.model.predict import PredictConfig
 
         scales = tuple(float(s) for s in scales)
@@ -199,7 +199,7 @@ class PoseEstimator:
         self.options = RunOptions(
             source="", weights=Path(weights) if weights is not None else None, engine=engine, device=device,
             fp16=fp16, input_hw=tuple(input_size) if input_size is not None else None,
-            detection_threshold=detection_threshold, tag_threshold=tag_threshold)
+            detection_threshold=detection_threshold, tag_threshold=tag_threshold, min_person_score=min_person_score)
         # Threshold checks are `tagtrack run`'s, made by track(); single images take any value (as `predict`).
         self.predict_config = PredictConfig(decode=decode_config(self.options), flip=flip, scales=scales)
         self.engine, self.schema = self._load_engine()

@@ -414,16 +414,24 @@ class TensorRTEngine:
 
 def cached_onnx(model: torch.nn.Module, checkpoint_sha256: str, input_hw: tuple[int, int], batch_size: int,
                 cache_dir: Path) -> Path:
-    """The model's ONNX export for this input shape, exported once into `cache_dir/onnx/`."""
+    """The model's ONNX export for this input shape, exported once into `cache_dir/onnx/` with its
+    SHA-256 beside it (`.onnx.sha256`); a cached file that does not match is exported again."""
     from tagtrack.model.export import export_onnx
 
     height, width = input_hw
     path = Path(cache_dir) / "onnx" / f"{checkpoint_sha256[:16]}-b{batch_size}-{height}x{width}.onnx"
+    digest_path = path.with_name(path.name + ".sha256")
     if path.exists():
-        log.info("ONNX cache hit: %s", path)
-        return path
+        # A cached file is used only if it is byte for byte what was exported (a cut or damaged file
+        # would otherwise send every later run to the slower torch fallback).
+        expected = digest_path.read_text().strip() if digest_path.is_file() else None
+        if expected is not None and file_sha256(path) == expected:
+            log.info("ONNX cache hit: %s", path)
+            return path
+        log.warning("cached ONNX export %s is damaged or unverified; exporting it again", path)
     log.info("exporting ONNX %dx%d (batch %d) to %s", height, width, batch_size, path)
     export_onnx(model, path, height, width, batch_size=batch_size)  # writes a temporary file and renames it
+    _atomic_write(digest_path, (file_sha256(path) + "\n").encode())
     return path
 
 

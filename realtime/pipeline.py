@@ -170,6 +170,7 @@ class Pipeline:
         self._frames: queue.Queue = queue.Queue(maxsize=1 if self.is_live else max(1, queue_size))
         self._maps: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self._stop = threading.Event()
+        self._skip_queued = threading.Event()  # a second interrupt: do not write queued frames
         self._pause_lock = threading.Condition()
         self._paused = False
         self._steps = 0
@@ -205,6 +206,12 @@ class Pipeline:
         self._stop.set()
         with self._pause_lock:
             self._pause_lock.notify_all()
+
+    def skip_queued(self) -> None:
+        """Stop, and do not write the frames already inferred either (a second Ctrl-C); the frame
+        being written is finished and every sink is still closed, so the outputs stay valid."""
+        self._skip_queued.set()
+        self.stop()
 
     def set_paused(self, paused: bool) -> None:
         with self._pause_lock:
@@ -391,7 +398,7 @@ class Pipeline:
 
     def _drain_inferred(self) -> None:
         """On stop, still write the frames the engine already finished (cheap: decode and sinks)."""
-        while True:
+        while not self._skip_queued.is_set():
             try:
                 item = self._maps.get_nowait()
             except queue.Empty:
@@ -407,7 +414,7 @@ class Pipeline:
         poses = poses_from_maps(item.heatmaps, item.tags, captured.letterbox, self.schema, settings.decode)
         decoded_at = time.perf_counter()
         if self.tracker is not None:
-            tracked = self.tracker.update(poses, captured.frame.timestamp)
+            tracked = _every_person(poses, self.tracker.update(poses, captured.frame.timestamp))
         else:
             tracked = [_untracked(pose) for pose in poses]
         tracked_at = time.perf_counter()
@@ -443,6 +450,14 @@ class Pipeline:
                 log.debug("closing sink %r failed", sink, exc_info=True)
                 with self._errors_lock:
                     self._errors.append(error)
+
+
+def _every_person(poses: list, confirmed: list[TrackedPose]) -> list[TrackedPose]:
+    """Every decoded person, in decoder order: the tracker reports only confirmed tracks (a few
+    matches in), so the others -- the first frames of a run, a folder of unrelated photos -- are
+    added without an ID rather than left out of the outputs."""
+    by_pose = {id(tracked.pose): tracked for tracked in confirmed}
+    return [by_pose.get(id(pose)) or _untracked(pose) for pose in poses]
 
 
 def _untracked(pose) -> TrackedPose:

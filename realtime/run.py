@@ -11,13 +11,15 @@ from tagtrack.model.errors import UserFacingError
 from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink
 from tagtrack.realtime.sinks import (
     EXPORT_FORMATS,
+    VIDEO_CODECS,
     AnnotatedVideoSink,
     JsonLinesSink,
-    ProgressBarSink,
     check_output_path,
     export_sinks,
+    progress_sink,
+    refuse_overwriting,
 )
-from tagtrack.realtime.sources import Source, open_source
+from tagtrack.realtime.sources import Source, input_paths, open_source
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,10 @@ class RunOptions:
     detection_threshold: float | None = None
     tag_threshold: float | None = None
     max_frames: int | None = None
-    progress: bool = True
+    min_person_score: float | None = None
+    codec: str | None = None  # annotated video: h264 (PyAV) or mp4v; None: h264 where PyAV is installed
+    strict: bool = False  # an unreadable image in a folder stops the run instead of being skipped
+    progress: bool = True  # a bar on a terminal, a few lines otherwise
     queue_size: int = 4
 
 
@@ -52,14 +57,35 @@ def export_base(options: RunOptions) -> Path:
     return Path(name if name.replace("_", "").isalnum() else "poses")
 
 
-def output_paths(options: RunOptions) -> list[Path]:
-    """Every file or folder a run writes, for the closing message."""
-    paths = [path for path in (options.out, options.json) if path is not None]
+def labelled_outputs(options: RunOptions) -> dict[str, Path]:
+    """Every file or folder a run writes, by the option that asks for it."""
+    outputs = {label: path for label, path in (("--out", options.out), ("--json", options.json)) if path is not None}
+    if not options.formats:
+        return outputs
     base = export_base(options)
     names = {"coco": base.name + ".coco.json", "posetrack": base.name + ".posetrack.json",
              "openpose": base.name + "_openpose", "mot": base.name + ".mot.txt"}
-    paths.extend(base.with_name(names[name]) for name in dict.fromkeys(options.formats) if name in names)
-    return paths
+    for name in dict.fromkeys(options.formats):
+        if name in names:
+            outputs[f"--format {name}"] = base.with_name(names[name])
+    return outputs
+
+
+def output_paths(options: RunOptions) -> list[Path]:
+    """Every file or folder a run writes, for the closing message."""
+    return list(labelled_outputs(options).values())
+
+
+def check_ranges(detection_threshold: float | None = None, tag_threshold: float | None = None,
+                 min_person_score: float | None = None, max_frames: int | None = None) -> None:
+    """Decoder thresholds and counts within the ranges where they mean something."""
+    for name, value in (("--detection-threshold", detection_threshold), ("--min-person-score", min_person_score)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UserFacingError(f"{name} must be between 0 and 1 (a heatmap / person score), got {value}")
+    if tag_threshold is not None and not 0.0 < tag_threshold < float("inf"):
+        raise UserFacingError(f"--tag-threshold must be a positive tag distance, got {tag_threshold}")
+    if max_frames is not None and max_frames < 1:
+        raise UserFacingError(f"--max-frames must be at least 1, got {max_frames}")
 
 
 def check_options(options: RunOptions) -> None:
@@ -67,20 +93,22 @@ def check_options(options: RunOptions) -> None:
     for name in options.formats:
         if name not in EXPORT_FORMATS:
             raise UserFacingError(f"unknown --format {name!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    if options.codec is not None and options.codec not in VIDEO_CODECS:
+        raise UserFacingError(f"unknown --codec {options.codec!r} (choose from {', '.join(VIDEO_CODECS)})")
     if options.out is not None:
         check_output_path(options.out, "--out")
         if options.out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
-            raise UserFacingError(f"--out {options.out}: give an .mp4 file name (mp4v codec)")
+            raise UserFacingError(f"--out {options.out}: give an .mp4 file name")
     if options.json is not None:
         check_output_path(options.json, "--json")
     if options.formats:
         check_output_path(export_base(options), "--format output")
-    if options.max_frames is not None and options.max_frames < 1:
-        raise UserFacingError(f"--max-frames must be at least 1, got {options.max_frames}")
-    for name, value in (("--detection-threshold", options.detection_threshold),
-                        ("--tag-threshold", options.tag_threshold)):
-        if value is not None and not value >= 0:
-            raise UserFacingError(f"{name} must be 0 or more, got {value}")
+    check_ranges(options.detection_threshold, options.tag_threshold, options.min_person_score, options.max_frames)
+    sources = input_paths(options.source or "")
+    inputs = {("SOURCE" if len(sources) == 1 else f"SOURCE image {path}"): path for path in sources}
+    if options.weights is not None:
+        inputs["--weights"] = options.weights
+    refuse_overwriting(inputs, labelled_outputs(options))
 
 
 class LimitedSource:
@@ -94,6 +122,10 @@ class LimitedSource:
         count = getattr(source, "frame_count", None)
         self.frame_count = limit if count is None else min(count, limit)
         self._read = 0
+
+    @property
+    def skipped(self) -> list[Path]:
+        return getattr(self.source, "skipped", [])
 
     def read(self):
         if self._read >= self.limit:
@@ -115,6 +147,8 @@ def decode_config(options: RunOptions):
         config = replace(config, detection_threshold=options.detection_threshold)
     if options.tag_threshold is not None:
         config = replace(config, tag_threshold=options.tag_threshold)
+    if options.min_person_score is not None:
+        config = replace(config, min_person_score=options.min_person_score)
     return config
 
 
@@ -130,7 +164,8 @@ def output_sinks(options: RunOptions, source: Source, schema) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         if options.out is not None:
-            sinks.append(AnnotatedVideoSink(options.out, source.fps, schema, draw_boxes=options.boxes))
+            sinks.append(AnnotatedVideoSink(options.out, source.fps, schema, draw_boxes=options.boxes,
+                                            codec=options.codec))
         if options.json is not None:
             sinks.append(JsonLinesSink(options.json, schema))
         if options.formats:
@@ -148,7 +183,7 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
 
     check_options(options)
     settings = PipelineSettings(decode=decode_config(options))
-    source: Source = open_source(options.source)
+    source: Source = open_source(options.source, strict=options.strict)
     sinks: list[Sink] = []
     try:
         if options.max_frames is not None:
@@ -162,7 +197,7 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
         # Outputs are opened (existing files replaced) only once everything else has loaded.
         sinks.extend(output_sinks(options, source, schema))
         if options.progress and not source.is_live:
-            sinks.append(ProgressBarSink(getattr(source, "frame_count", None)))
+            sinks.append(progress_sink(getattr(source, "frame_count", None)))
         sinks.extend(extra_sinks or [])
     except BaseException:
         for sink in sinks:

@@ -2,7 +2,9 @@
 
 Every source hands out `Frame`s one at a time through `read()` (None at the end of input).
 Files and folders are *lossless*: `read()` returns every frame in order and the pipeline applies
-back-pressure. Cameras and streams are *live*: the pipeline keeps only the freshest frame and
+back-pressure (an image in a folder that cannot be decoded is skipped with a warning and listed in
+`skipped`, or stops the run when `strict`; a video that ends well before its declared frame count is
+reported with a warning). Cameras and streams are *live*: the pipeline keeps only the freshest frame and
 counts what it drops (see `realtime/pipeline.py`); a live source that stops delivering frames is
 reopened a few times (logged as warnings) before it gives up with a `UserFacingError`.
 """
@@ -31,6 +33,8 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 # Image folders have no frame rate of their own; timestamps (which the tracker's motion model uses)
 # count frames at this nominal rate.
 FOLDER_FPS = 30.0
+# A video that ends before this fraction of its declared frame count is reported as cut short.
+TRUNCATION_RATIO = 0.95
 
 
 @dataclass
@@ -102,6 +106,7 @@ class VideoFileSource:
             raise UserFacingError(f"{self.path} has no frames that can be decoded")
         self._pending: np.ndarray | None = first
         self._index = 0
+        self.ended_early = False
 
     def read(self) -> Frame | None:
         if self._pending is not None:
@@ -109,11 +114,22 @@ class VideoFileSource:
         else:
             ok, image = self._capture.read()
             if not ok or image is None:
+                self._check_complete()
                 return None
         index = self._index
         self._index += 1
         timestamp = index / (self.fps or FOLDER_FPS)
         return Frame(image=image, index=index, timestamp=timestamp, source_id=str(self.path))
+
+    def _check_complete(self) -> None:
+        """Warn when the file ends well before the frame count its header declares (a cut or damaged
+        file); containers estimate that count, so a few frames short is normal."""
+        declared = self.frame_count
+        if declared is None or self.ended_early or self._index >= declared * TRUNCATION_RATIO:
+            return
+        self.ended_early = True
+        log.warning("%s ended at frame %d of the %d its header declares: the file may be cut short or damaged",
+                    self.path, self._index, declared)
 
     def close(self) -> None:
         self._capture.release()
@@ -124,16 +140,19 @@ class ImageFolderSource:
 
     is_live = False
 
-    def __init__(self, paths: list[Path], description: str, fps: float = FOLDER_FPS) -> None:
+    def __init__(self, paths: list[Path], description: str, fps: float = FOLDER_FPS, strict: bool = False) -> None:
         if not paths:
             raise UserFacingError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {description}")
         self.paths = paths
         self.fps: float | None = fps
         self.frame_count: int | None = len(paths)
-        self._index = 0
+        self.strict = strict
+        self.skipped: list[Path] = []  # unreadable images passed over (not strict)
+        self._position = 0  # next path to try
+        self._index = 0  # frame index of the next image read
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "ImageFolderSource":
+    def from_folder(cls, folder: str | Path, strict: bool = False) -> "ImageFolderSource":
         folder = Path(folder)
         try:
             entries = sorted(folder.iterdir())
@@ -142,24 +161,27 @@ class ImageFolderSource:
         except OSError as error:
             raise UserFacingError(f"cannot read folder {folder}: {error.strerror or error}") from None
         paths = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        return cls(paths, f"folder {folder}")
+        return cls(paths, f"folder {folder}", strict=strict)
 
     @classmethod
-    def from_glob(cls, pattern: str) -> "ImageFolderSource":
-        paths = [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
-        return cls(paths, f"glob {pattern!r}")
+    def from_glob(cls, pattern: str, strict: bool = False) -> "ImageFolderSource":
+        return cls(_glob_images(pattern), f"glob {pattern!r}", strict=strict)
 
     def read(self) -> Frame | None:
-        if self._index >= len(self.paths):
-            return None
-        path = self.paths[self._index]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            # Lossless means no silent skips: an unreadable image stops the run with its name.
-            raise UserFacingError(f"cannot read image {path}")
-        index = self._index
-        self._index += 1
-        return Frame(image=image, index=index, timestamp=index / (self.fps or FOLDER_FPS), source_id=str(path))
+        while self._position < len(self.paths):
+            path = self.paths[self._position]
+            self._position += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                index = self._index
+                self._index += 1
+                return Frame(image=image, index=index, timestamp=index / (self.fps or FOLDER_FPS), source_id=str(path))
+            if self.strict:
+                raise UserFacingError(f"cannot read image {path} (--strict stops at the first unreadable image)")
+            # Like a photo viewer: one bad file does not end the folder; it is named and counted.
+            log.warning("skipping %s: not an image OpenCV can read", path)
+            self.skipped.append(path)
+        return None
 
     def close(self) -> None:
         pass
@@ -229,12 +251,28 @@ def _has_glob_magic(spec: str) -> bool:
     return any(char in spec for char in "*?[")
 
 
-def open_source(spec: str) -> Source:
+def _glob_images(pattern: str) -> list[Path]:
+    return [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+
+
+def input_paths(spec: str) -> list[Path]:
+    """The files or folder a source spec reads (none for a camera or a stream), to keep outputs off them."""
+    spec = spec.strip()
+    if not spec or spec.lstrip("+-").isdigit() or "://" in spec:
+        return []
+    path = Path(spec)
+    if not path.exists() and _has_glob_magic(spec):
+        return _glob_images(spec)
+    return [path]
+
+
+def open_source(spec: str, strict: bool = False) -> Source:
     """Open a source from its command-line spelling.
 
     "0", "1", ...: camera index. rtsp://, http(s)://, ...: stream. A folder: its images. A glob
     ("frames/*.png"): the matching images. An image file: a one-frame folder. Anything else: a
-    video file. Raises UserFacingError on bad input.
+    video file. Raises UserFacingError on bad input. strict: an unreadable image in a folder
+    stops the run (default: skipped with a warning and counted in `skipped`).
     """
     spec = spec.strip()
     if not spec:
@@ -249,9 +287,9 @@ def open_source(spec: str) -> Source:
         return _open_url(spec)
     path = Path(spec)
     if path.is_dir():
-        return ImageFolderSource.from_folder(path)
+        return ImageFolderSource.from_folder(path, strict)
     if not path.exists() and _has_glob_magic(spec):
-        return ImageFolderSource.from_glob(spec)
+        return ImageFolderSource.from_glob(spec, strict)
     if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
         return ImageFolderSource([path], f"image {path}")
     return VideoFileSource(path)

@@ -537,7 +537,8 @@ def run_viewer(
     record_dir: Path | None = None,
     engine_label: str = "",
 ) -> int:
-    """Open the window on an opened source and run the Qt event loop until it closes; returns 0."""
+    """Open the window on an opened source and run the Qt event loop until it closes; returns 0, or
+    128 + the signal number when SIGINT / SIGTERM closed it."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     log.info("Qt platform: %s", QGuiApplication.platformName())
     settings = PipelineSettings(decode=decode if decode is not None else DecodeConfig())
@@ -546,12 +547,21 @@ def run_viewer(
     # Ctrl-C / SIGTERM close the window like the Quit button; the timer lets Python run its signal handlers
     # while Qt's event loop is in charge.
     previous_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    received: list[int] = []
+
+    def close_on_signal(signum, frame) -> None:
+        received.append(signum)
+        # Closed from inside the event loop: a close that ran before app.exec() started (a signal
+        # right at start-up) would hide the window without ever quitting the loop.
+        QTimer.singleShot(0, window.close)
+
     for sig in previous_handlers:
-        signal.signal(sig, lambda *_: window.close())
+        signal.signal(sig, close_on_signal)
     wake_timer = QTimer()
     wake_timer.timeout.connect(lambda: None)
     wake_timer.start(200)
     window.show()
+    log.info("window open on %s (Ctrl-C or SIGTERM closes it)", source_label)
     try:
         app.exec()
     finally:
@@ -559,4 +569,5 @@ def run_viewer(
         window.shutdown()
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
-    return 0
+    # Like `run`: a window closed by a signal exits as a shell expects (130 for Ctrl-C, 143 for SIGTERM).
+    return 128 + received[0] if received else 0

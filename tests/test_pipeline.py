@@ -196,7 +196,7 @@ def test_source_error_surfaces_as_user_facing_error(tmp_path):
     (tmp_path / "b.png").write_bytes(b"broken")
     sink = RecordingSink()
     with pytest.raises(UserFacingError, match="b.png"):
-        Pipeline(open_source(str(tmp_path)), ScriptedEngine(), COCO17, settings(), None, [sink]).run()
+        Pipeline(open_source(str(tmp_path), strict=True), ScriptedEngine(), COCO17, settings(), None, [sink]).run()
     assert sink.closed and len(sink.results) == 1
 
 

@@ -182,11 +182,13 @@ def test_predict_writes_json_and_a_drawn_image(tiny_checkpoint, photo, tmp_path,
     out_json, out_dir = tmp_path / "out.json", tmp_path / "drawn"
     code, out, err = run_cli(
         capsys, str(photo), "--weights", str(tiny_checkpoint), "--json", str(out_json), "--draw", str(out_dir),
-        "--detection-threshold", "-1000", "--flip",
+        "--detection-threshold", "0", "--flip",
     )
     assert code == 0, err
-    record = json.loads(out_json.read_text())
-    assert record["image_size"] == {"width": 100, "height": 60}
+    (line,) = out_json.read_text().splitlines()  # one JSON Lines record, the layout of `run --json`
+    record = json.loads(line)
+    assert record["schema_version"] == 2 and record["frame_index"] == 0 and record["source_id"] == str(photo)
+    assert record["image"] == {"width": 100, "height": 60}
     assert 1 <= len(record["people"]) <= 30
     person = record["people"][0]
     assert list(person["keypoints"]) == list(COCO17.keypoint_names)

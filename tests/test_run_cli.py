@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -125,7 +126,7 @@ def test_signal_mid_run_leaves_valid_json_and_playable_video(tmp_path, tiny_weig
          "--engine", "torch", "--device", "cpu", "--input-size", "128", "128", "--out", str(out), "--json", str(poses)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
     stdout, stderr = signal_after_lines(process, poses, 20, signum)
-    assert process.returncode == main.EXIT_INTERRUPTED, stderr
+    assert process.returncode == 128 + signum, stderr  # 130 for SIGINT, 143 for SIGTERM, as a shell reports
     assert "Traceback" not in stderr
     records = validated_lines(poses)
     assert 20 <= len(records) < 3000
@@ -240,3 +241,96 @@ def test_failed_start_leaves_existing_outputs_untouched(tmp_path, capfd):
     code = main.main(["run", str(video), "--weights", _corrupt(tmp_path), "--json", str(poses)])
     assert code == 2 and "error:" in capfd.readouterr().err
     assert poses.read_text() == "a previous run's lines\n"
+
+
+# ---------------------------------------------------------------- what people expect of the CLI (issue 10)
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "VIDEO", "--detection-threshold", "5"],
+    ["run", "VIDEO", "--min-person-score", "-0.1"],
+    ["run", "VIDEO", "--tag-threshold", "0"],
+    ["predict", "IMAGE", "--detection-threshold", "1.5"],
+    ["predict", "IMAGE", "--min-person-score", "2"],
+    ["bench", "run", "--detection-threshold", "-1"],
+])
+def test_out_of_range_values_are_refused(tmp_path, tiny_weights, capfd, args):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
+    video = write_video(tmp_path / "v.avi", 2)
+    args = [{"VIDEO": str(video), "IMAGE": str(image)}.get(arg, arg) for arg in args]
+    code = main.main([*args, "--weights", str(tiny_weights)])
+    lines = _error_lines(capfd.readouterr().err)
+    assert code == main.EXIT_USER_ERROR and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "between 0 and 1" in lines[0] or "positive" in lines[0]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["--version"])
+    assert exit_info.value.code == 0
+    assert re.fullmatch(r"tagtrack \d+\.\d+\.\d+.*\n", capsys.readouterr().out)
+
+
+def test_every_option_is_described_and_shows_its_default():
+    parser = main.build_parser()
+    for each in main._all_parsers(parser):
+        text = each.format_help()
+        for action in each._actions:
+            if action.option_strings and action.help != argparse.SUPPRESS:
+                assert action.help, f"{each.prog} {action.option_strings} has no help"
+                shown_default = action.default not in (None, False, [], argparse.SUPPRESS)
+                if shown_default:
+                    assert "default" in each._get_formatter()._get_help_string(action), (each.prog, action.option_strings)
+        assert "usage:" in text
+    run_help = [p for p in main._all_parsers(parser) if p.prog == "tagtrack run"][0].format_help()
+    assert "(default: auto)" in " ".join(run_help.split())
+
+
+def test_first_frames_list_every_person_without_an_id_yet(tmp_path, tiny_weights):
+    video = write_video(tmp_path / "clip.avi", 3)
+    poses = tmp_path / "poses.jsonl"
+    code = main.main(["run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+                      "--json", str(poses), "--detection-threshold", "0", "--quiet"])
+    assert code == 0
+    records = validated_lines(poses)
+    # The tracker confirms a track after 3 matches; before that people are written with track_id null.
+    assert records[0]["people"] and all(p["track_id"] is None for p in records[0]["people"])
+    assert all(0 <= p["score"] <= 1 for r in records for p in r["people"])
+
+
+def test_min_person_score_leaves_out_weaker_people(tmp_path, tiny_weights):
+    video = write_video(tmp_path / "clip.avi", 2)
+    counts = {}
+    for threshold in ("0", "1"):
+        poses = tmp_path / f"poses{threshold}.jsonl"
+        assert main.main(["run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+                          "--json", str(poses), "--detection-threshold", "0", "--min-person-score", threshold,
+                          "--quiet"]) == 0
+        counts[threshold] = sum(len(r["people"]) for r in validated_lines(poses))
+    assert counts["0"] > 0 and counts["1"] == 0  # random weights score below 1
+
+
+def test_predict_json_is_one_json_lines_record(tmp_path, tiny_weights):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
+    out = tmp_path / "a.json"
+    code = main.main(["predict", str(image), "--weights", str(tiny_weights), "--json", str(out),
+                      "--detection-threshold", "0"])
+    assert code == 0
+    (record,) = validated_lines(out)
+    assert record["frame_index"] == 0 and record["source_id"] == str(image)
+    assert record["image"] == {"width": 50, "height": 40} and record["people"]
+    assert all(p["track_id"] is None for p in record["people"])
+
+
+def test_progress_in_a_log_is_a_few_plain_lines_and_quiet_is_quiet(tmp_path, tiny_weights):
+    video = write_video(tmp_path / "clip.avi", 40)
+    result = run_cli("run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+                     "--json", str(tmp_path / "p.jsonl"), cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr  # no redrawn bar in a log file
+    assert re.findall(r"frames \d+ of 40", result.stderr) == ["frames 10 of 40", "frames 20 of 40", "frames 30 of 40"]
+    quiet = run_cli("--quiet", "run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device",
+                    "cpu", "--json", str(tmp_path / "q.jsonl"), cache=tmp_path / "cache")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == "", quiet.stderr

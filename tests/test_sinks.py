@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 from pathlib import Path
@@ -20,9 +22,12 @@ from tagtrack.realtime.sinks import (
     JsonLinesSink,
     OpenPoseSink,
     PoseTrackSink,
+    OutputError,
     check_output_path,
     export_sinks,
+    h264_encoder,
     openpose_body25,
+    partial_path,
 )
 from tagtrack.realtime.sources import Frame
 from tagtrack.tracker import TrackedPose
@@ -73,7 +78,7 @@ def test_json_lines_one_valid_line_per_frame_flushed_as_written(tmp_path):
     for record in records:
         validator.validate(record)
     first = records[0]
-    assert first["schema_version"] == 1 and first["frame_index"] == 0
+    assert first["schema_version"] == 2 and first["frame_index"] == 0
     assert first["image"] == {"width": 128, "height": 96}
     assert [p["track_id"] for p in first["people"]] == [1, 2]
     assert records[1]["people"][0]["track_id"] is None
@@ -94,7 +99,7 @@ def test_json_schema_rejects_broken_records():
     del broken["people"][0]["keypoints"]["nose"]
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(broken)
-    wrong_version = dict(sink_record, schema_version=2)
+    wrong_version = dict(sink_record, schema_version=1)
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(wrong_version)
 
@@ -111,9 +116,13 @@ def count_video_frames(path: Path) -> tuple[int, tuple[int, int], float]:
     return frames, size, fps
 
 
-def test_annotated_video_keeps_size_fps_and_every_frame(tmp_path):
+CODECS = ["mp4v", pytest.param("h264", marks=pytest.mark.skipif(h264_encoder() is None, reason="no PyAV"))]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_annotated_video_keeps_size_fps_and_every_frame(tmp_path, codec):
     path = tmp_path / "annotated.mp4"
-    sink = AnnotatedVideoSink(path, fps=25.0, draw_boxes=True)
+    sink = AnnotatedVideoSink(path, fps=25.0, draw_boxes=True, codec=codec)
     frames = results(5)
     # A frame of another size (an image folder with mixed sizes) is resized, not skipped.
     frames.append(make_result(5, [(make_pose(40, 50), 3)], size_hw=(60, 80)))
@@ -127,6 +136,71 @@ def test_annotated_video_keeps_size_fps_and_every_frame(tmp_path):
     ok, image = capture.read()
     capture.release()
     assert ok and np.abs(image.astype(int) - 40).max() > 60
+    import av
+
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == {"mp4v": "mpeg4", "h264": "h264"}[codec]
+
+
+@pytest.mark.skipif(h264_encoder() is None, reason="no PyAV")
+def test_h264_video_of_odd_size_is_padded_to_even(tmp_path):
+    path = tmp_path / "odd.mp4"
+    sink = AnnotatedVideoSink(path, fps=30.0, codec="h264")
+    for index in range(3):
+        sink.write(make_result(index, [], size_hw=(45, 63)))
+    assert not path.exists()  # under its partial name until complete
+    sink.close()
+    assert count_video_frames(path)[:2] == (3, (64, 46))
+
+
+class SmallDisk(io.RawIOBase):
+    """A raw file that accepts `budget` bytes, writes part of the write that crosses it, then fails
+    with ENOSPC, as a full disk does."""
+
+    def __init__(self, raw, budget: int) -> None:
+        self.raw, self.budget = raw, budget
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.budget <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = self.raw.write(bytes(data)[: self.budget])
+        self.budget -= written
+        return written
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def test_json_lines_on_a_full_disk_keep_whole_lines_and_name_the_file(tmp_path):
+    path = tmp_path / "poses.jsonl"
+    sink = JsonLinesSink(path)
+    frames = results(6)
+    sink.write(frames[0])
+    sink._file = SmallDisk(sink._file, budget=100)  # room for 100 more bytes: part of the next line
+    with pytest.raises(OutputError, match=f"cannot write {path}: No space left on device; kept the 1 complete"):
+        sink.write(frames[1])
+    sink.write(frames[2])  # a failed sink writes nothing more
+    sink.close()
+    assert len(path.read_text().splitlines()) == 1
+    json.loads(path.read_text())
+
+
+def test_scores_in_records_stay_within_0_and_1():
+    from tagtrack.realtime.sinks import frame_record
+
+    pose = make_pose(40, 50, score=1.3)
+    pose.keypoints[0, 2] = -0.2
+    record = frame_record(make_result(0, [(pose, None)]), COCO17)
+    jsonl_validator().validate(record)
+    person = record["people"][0]
+    assert person["score"] == 1.0 and person["keypoints"]["nose"]["score"] == 0.0
 
 
 def test_output_checks_fail_early_with_one_line(tmp_path):
@@ -164,8 +238,9 @@ def test_coco_results_load_in_pycocotools(tmp_path):
     sink = CocoResultsSink(path)
     for result in results(3):
         sink.write(result)
-    assert not path.exists()  # a single document, written at close
+    assert not path.exists()  # renamed into place only when complete
     sink.close()
+    assert not partial_path(path).exists()
     detections = json.loads(path.read_text())
     assert len(detections) == 2 + 1 + 2
     assert all(len(d["keypoints"]) == 51 and d["category_id"] == 1 for d in detections)
@@ -177,6 +252,22 @@ def test_coco_results_load_in_pycocotools(tmp_path):
     ground_truth.createIndex()
     loaded = ground_truth.loadRes(str(path))
     assert len(loaded.getAnnIds()) == 5
+
+
+def test_exports_are_streamed_to_disk_not_kept_in_memory(tmp_path):
+    sinks = [CocoResultsSink(tmp_path / "run.coco.json"), PoseTrackSink(tmp_path / "run.posetrack.json")]
+    frames = results(2)
+    for index in range(300):
+        for sink in sinks:
+            sink.write(frames[index % 2])
+    # Before close: the people are on disk in the partial files (a buffer's worth at most in memory).
+    on_disk = sum(path.stat().st_size for path in tmp_path.glob("*.partial.json*"))
+    assert on_disk > 300 * 1.5 * 300  # about 450 people of several hundred bytes each
+    for sink in sinks:
+        sink.close()
+    assert len(json.loads((tmp_path / "run.coco.json").read_text())) == 450
+    assert len(json.loads((tmp_path / "run.posetrack.json").read_text())["annotations"]) == 450
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run.coco.json", "run.posetrack.json"]
 
 
 def test_posetrack_export_has_images_tracks_and_categories(tmp_path):

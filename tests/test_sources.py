@@ -74,10 +74,20 @@ def test_glob_and_single_image(tmp_path):
     assert len(read_all(open_source(str(tmp_path / "frame_003.png")))) == 1
 
 
-def test_unreadable_image_in_folder_stops_with_its_name(tmp_path):
+def test_unreadable_image_in_folder_is_skipped_named_and_counted(tmp_path, caplog):
+    for name in ("a.png", "c.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    frames = read_all(open_source(str(tmp_path)))
+    assert [Path(f.source_id).name for f in frames] == ["a.png", "c.png"]
+    assert [f.index for f in frames] == [0, 1]
+    assert "b.png" in caplog.text
+
+
+def test_unreadable_image_in_folder_stops_with_its_name_when_strict(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "b.png").write_bytes(b"not a png")
-    source = open_source(str(tmp_path))
+    source = open_source(str(tmp_path), strict=True)
     assert source.read() is not None
     with pytest.raises(UserFacingError, match="b.png"):
         source.read()
