@@ -130,10 +130,10 @@ def test_estimator_on_an_image_matches_predict(tmp_path, tiny_weights, capsys):
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), image)
     assert main.main(["predict", str(photo), "--weights", str(tiny_weights), "--json", str(tmp_path / "p.json"),
-                      "--detection-threshold", "-1000", "--flip"]) == 0
+                      "--detection-threshold", "0", "--flip"]) == 0
     predicted = json.loads((tmp_path / "p.json").read_text())["people"]
 
-    estimator = tagtrack.PoseEstimator(tiny_weights, engine="torch", detection_threshold=-1000, flip=True)
+    estimator = tagtrack.PoseEstimator(tiny_weights, engine="torch", detection_threshold=0.0, flip=True)
     people = estimator(image)
     assert people == estimator(photo)  # a file name works as well as an array
     assert len(people) == len(predicted) > 0
