@@ -4,8 +4,9 @@
 #   wheels/     filterpy, pycocotools, motmetrics, xmltodict for the GPU machine's Python (no network there)
 #   vtest.avi   the pipeline's video
 #   corpus/     the training corpus packed to CORPUS_BUDGET_MIB (python -m tagtrack.bench.gpu.pack)
-# Variables: PYTHON (.venv/bin/python), GPU_PYTHON_VERSION (3.12, the GPU machine's), VTEST, CORPUS_DATA,
-# CORPUS_IMAGES, CORPUS_CONFIG (a TrainConfig JSON for the run; optional), CORPUS_BUDGET_MIB (40),
+# Variables: PYTHON (.venv/bin/python), GPU_PYTHON_VERSION (3.12, the GPU machine's), VTEST, ROOT (the
+# default-model recipe's --root: the corpus defaults to ROOT/data/train_general.json and ROOT/data/images),
+# or CORPUS_DATA and CORPUS_IMAGES, CORPUS_CONFIG (a TrainConfig JSON for the run; optional), CORPUS_BUDGET_MIB (40),
 # CORPUS_MAX_IMAGES (keep this many images evenly spaced; optional).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,8 +14,11 @@ PYTHON=${PYTHON:-.venv/bin/python}
 GPU_PYTHON_VERSION=${GPU_PYTHON_VERSION:-3.12}
 CARRY=bench/gpu/carry
 VTEST=${VTEST:-../shared/data/videos/opencv_vtest_pets2009.avi}
-CORPUS_DATA=${CORPUS_DATA:-/work/campaign/data/train_general.json}
-CORPUS_IMAGES=${CORPUS_IMAGES:-/work/campaign/data/images}
+if [ -z "${CORPUS_DATA:-}" ] && [ -z "${ROOT:-}" ]; then
+  echo "error: set ROOT (the recipe's --root folder) or CORPUS_DATA and CORPUS_IMAGES" >&2; exit 2
+fi
+CORPUS_DATA=${CORPUS_DATA:-$ROOT/data/train_general.json}
+CORPUS_IMAGES=${CORPUS_IMAGES:-$ROOT/data/images}
 CORPUS_CONFIG=${CORPUS_CONFIG:-}
 CORPUS_BUDGET_MIB=${CORPUS_BUDGET_MIB:-40}
 CORPUS_MAX_IMAGES=${CORPUS_MAX_IMAGES:-}
