@@ -101,7 +101,7 @@ def test_closeup_views_make_people_large(tmp_path):
                                   AugmentConfig(rotation_degrees=0, flip_probability=0, closeup_probability=1.0,
                                                 closeup_min=1.0, closeup_max=1.0))
     # Person box 90 px tall in a 128x192 image: plain view at half the fit (64/192) -> 15 px; close-up -> 64 px.
-    assert plain[0]["scales"][0, 0] * 16 < 0.5 * closeup[0]["scales"][0, 0] * 16
+    assert plain[0]["scales"][0, 0] < 0.5 * closeup[0]["scales"][0, 0]
 
 
 def test_repeat_samples_an_image_several_times(tmp_path):
@@ -133,3 +133,19 @@ def test_embedding_sigma_and_teacher_maps_are_refused_together():
 
     with pytest.raises(UserFacingError, match="cannot be combined"):
         preset("tiny", sigma_mode="embedding", model=preset("small").model, train_teacher_maps="maps")
+
+
+def test_a_failed_write_keeps_the_previous_file_and_names_it(tmp_path):
+    from tagtrack.model.files import write_atomically
+
+    target = tmp_path / "maps.npy"
+    target.write_bytes(b"previous")
+
+    def failing(temporary: Path) -> None:
+        temporary.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(UserFacingError, match="cannot write .*maps.npy: No space left on device"):
+        write_atomically(target, failing)
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.npy"]  # no temporary left behind

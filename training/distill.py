@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import write_atomically
 from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,15 @@ def write_teacher_maps(teacher_path: str | Path, annotations: str | Path, images
         if bgr is None:
             raise UserFacingError(f"cannot read image {images_dir / image['file_name']} (listed in {annotations})")
         _, maps = teacher.run_dense(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), long_side)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".tmp.npy")
-        np.save(temporary, np.round(maps * 255).astype(np.uint8))
-        temporary.replace(target)
+        save_teacher_maps(target, maps)
         written += 1
     return written
+
+
+def save_teacher_maps(path: Path, maps: np.ndarray) -> None:
+    """Store maps in [0,1] as uint8 (1/255 steps are far below the teacher's own error), whole or not at all."""
+    quantised = np.round(np.clip(maps, 0.0, 1.0) * 255).astype(np.uint8)
+    write_atomically(path, lambda temporary: np.save(temporary, quantised))
 
 
 def load_teacher_maps(path: Path, num_keypoints: int) -> np.ndarray | None:

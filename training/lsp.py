@@ -30,7 +30,9 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import write_atomically
 from tagtrack.model.schema import COCO17
+from tagtrack.training.distill import maps_path, save_teacher_maps
 from tagtrack.training.label import LabelConfig, coco_categories, person_annotation
 from tagtrack.training.teacher import (MoveNetTeacher, TeacherConfig, TeacherPerson, keypoint_similarity, oks_nms_merge,
                                        predict_teacher)
@@ -252,12 +254,12 @@ def import_lsp(
                                   "lsp_index": column})
         people, maps = _teacher_people(teacher, image, config, maps_dir is not None)
         if maps is not None:
-            np.save(Path(maps_dir) / f"{name}.npy", np.round(maps * 255).astype(np.uint8))
+            save_teacher_maps(maps_path(Path(maps_dir), name), maps)
             summary.maps_written += 1
         for annotation in _image_annotations(joints[column], (height, width), people, config, summary):
             dataset["annotations"].append(dict(annotation, id=len(dataset["annotations"]) + 1, image_id=image_id))
         summary.images += 1
-    _write_atomically(out_path, dataset)
+    write_atomically(out_path, lambda temporary: temporary.write_text(json.dumps(dataset), encoding="utf-8"))
     return summary
 
 
@@ -334,13 +336,3 @@ def _labelled_annotation(keypoints: np.ndarray, box: list[float]) -> dict:
         "keypoints": [round(float(v), 2) if i % 3 != 2 else int(v) for i, v in enumerate(keypoints.reshape(-1))],
         "num_keypoints": int((keypoints[:, 2] > 0).sum()), "source": "human",
     }
-
-
-def _write_atomically(path: Path, dataset: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(dataset), encoding="utf-8")
-        temporary.replace(path)
-    except OSError as error:
-        raise UserFacingError(f"cannot write {path}: {error.strerror or error}") from None

@@ -71,9 +71,9 @@ VIDEO_SOURCES = {
 }
 
 
-def coco_heldout(image_id: int, rank: int) -> bool:
+def coco_heldout_ids(coco: dict) -> set[int]:
     """Every 4th real COCO image (by sorted id) is held out: 20 of 80."""
-    return rank % 4 == 3
+    return {image_id for rank, image_id in enumerate(sorted(image["id"] for image in coco["images"])) if rank % 4 == 3}
 
 
 def label_sources(root: Path) -> None:
@@ -140,7 +140,7 @@ def build_data(root: Path) -> None:
     images = data_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
     coco = json.loads(COCO_JSON.read_text())
-    rank = {image_id: r for r, image_id in enumerate(sorted(image["id"] for image in coco["images"]))}
+    heldout = coco_heldout_ids(coco)
 
     train, heldout_video = Merger(coco["categories"]), Merger(coco["categories"])
     for name, (_, _, is_heldout) in VIDEO_SOURCES.items():
@@ -152,16 +152,15 @@ def build_data(root: Path) -> None:
         heldout_video.add(labels, name, is_heldout)
     if not (images / "coco").exists():
         (images / "coco").symlink_to(COCO_IMAGES)
-    train.add(coco, "coco", lambda image: not coco_heldout(image["id"], rank[image["id"]]))
+    train.add(coco, "coco", lambda image: image["id"] not in heldout)
     train.write(data_dir / "train.json")
     heldout_video.write(data_dir / "heldout_video.json")
 
     # Held-out COCO keeps its original ids and file names, so `main.py eval` reads COCO_IMAGES directly.
-    held = {image["id"] for image in coco["images"] if coco_heldout(image["id"], rank[image["id"]])}
-    heldout_coco = dict(coco, images=[i for i in coco["images"] if i["id"] in held],
-                        annotations=[a for a in coco["annotations"] if a["image_id"] in held])
+    heldout_coco = dict(coco, images=[i for i in coco["images"] if i["id"] in heldout],
+                        annotations=[a for a in coco["annotations"] if a["image_id"] in heldout])
     (data_dir / "heldout_coco.json").write_text(json.dumps(heldout_coco))
-    log.info("wrote %s: %d images", data_dir / "heldout_coco.json", len(held))
+    log.info("wrote %s: %d images", data_dir / "heldout_coco.json", len(heldout))
 
 
 # ---------------------------------------------------------------- the general corpus (phase 5 on)
@@ -209,12 +208,12 @@ def build_general_data(root: Path) -> None:
     data_dir, images, maps = root / "data", root / "data" / "images", root / "maps"
     maps.mkdir(parents=True, exist_ok=True)
     coco = json.loads(COCO_JSON.read_text())
-    rank = {image_id: r for r, image_id in enumerate(sorted(image["id"] for image in coco["images"]))}
+    heldout = coco_heldout_ids(coco)
     general = Merger(coco["categories"])
     for name, (_, _, is_heldout) in VIDEO_SOURCES.items():
         labels = json.loads((root / "labels" / name / "annotations.json").read_text())
         general.add(labels, name, lambda image, h=is_heldout: not h(image), repeat=GENERAL_REPEAT.get(name, 1))
-    general.add(coco, "coco", lambda image: not coco_heldout(image["id"], rank[image["id"]]), repeat=GENERAL_REPEAT["coco"])
+    general.add(coco, "coco", lambda image: image["id"] not in heldout, repeat=GENERAL_REPEAT["coco"])
     lspet = json.loads((root / "labels" / "lspet" / "train.json").read_text())
     general.add(lspet, "lspet", lambda image: True, repeat=GENERAL_REPEAT["lspet"])
     for link, target in ((images / "lspet", LSPET / "images"), (maps / "lspet", root / "labels" / "lspet" / "maps")):
@@ -382,13 +381,10 @@ def teacher_recall(weights: Path, annotations: Path, images: Path, confident_sco
     (one-to-one, greedy by OKS), and model people (score >= person_score) matching no teacher label at
     OKS >= 0.5 and whose box centre lies in no ignore region ('extra': people the teacher may miss, or
     false alarms; look at the frames)."""
-    from tagtrack.model.checkpoint import load_checkpoint
-    from tagtrack.model.predict import predict_image, read_image, torch_infer_fn
+    from tagtrack.model.predict import read_image
 
-    loaded = load_checkpoint(weights)
-    infer = torch_infer_fn(loaded.model)
-    hw = input_hw or (loaded.config.input_height, loaded.config.input_width)
-    sigmas = loaded.schema.sigmas_array()
+    predict, schema = checkpoint_poses(weights, input_hw)
+    sigmas = schema.sigmas_array()
     data = json.loads(annotations.read_text())
     by_image: dict[int, list[dict]] = {}
     for annotation in data["annotations"]:
@@ -400,8 +396,7 @@ def teacher_recall(weights: Path, annotations: Path, images: Path, confident_sco
         source = image["file_name"].split("/")[0]
         s = stats.setdefault(source, {"frames": 0, "confident": 0, "found": 0, "model_people": 0, "extra": 0,
                                       "collapsed": 0})
-        poses = [p for p in predict_image(infer, read_image(images / image["file_name"]), hw, loaded.schema)
-                 if p.score >= person_score]
+        poses = [p for p in predict(read_image(images / image["file_name"])) if p.score >= person_score]
         people = [a for a in by_image.get(image["id"], []) if a.get("num_keypoints", 0) > 0]
         ignores = [a["bbox"] for a in by_image.get(image["id"], []) if a.get("num_keypoints", 0) == 0]
         matrix = np.array([[oks(t, p.keypoints, sigmas) for p in poses] for t in people]).reshape(len(people), len(poses))
@@ -415,7 +410,7 @@ def teacher_recall(weights: Path, annotations: Path, images: Path, confident_sco
         s["confident"] += len(confident)
         s["found"] += sum(1 for t in confident if t in matched_people)
         s["model_people"] += len(poses)
-        s["collapsed"] += sum(1 for pose in poses if collapsed_skeleton(pose.keypoints, loaded.schema))
+        s["collapsed"] += sum(1 for pose in poses if collapsed_skeleton(pose.keypoints, schema))
         for p, pose in enumerate(poses):
             centre = (pose.box[:2] + pose.box[2:]) / 2
             if p not in matched_poses and not (matrix[:, p] >= 0.5).any() and not in_any_box(centre, ignores):
@@ -431,16 +426,18 @@ LSP_COCO_JOINTS = (5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
 TORSO = (5, 12)
 
 
-def pck_of(predicted: np.ndarray, truth: np.ndarray, threshold: float) -> tuple[int, int]:
-    """(correct, labelled) over the 12 LSP joints: a joint is correct when found (score > 0) within
-    threshold x torso size of its label."""
-    labelled = [k for k in LSP_COCO_JOINTS if truth[k, 2] > 0]
+def torso_size(truth: np.ndarray) -> float | None:
+    """Left shoulder to right hip, or None when either is unlabelled (the person is not scored)."""
+    if truth[TORSO[0], 2] <= 0 or truth[TORSO[1], 2] <= 0:
+        return None
     torso = float(np.linalg.norm(truth[TORSO[0], :2] - truth[TORSO[1], :2]))
-    if truth[TORSO[0], 2] <= 0 or truth[TORSO[1], 2] <= 0 or torso < 1.0:
-        return 0, 0
-    correct = sum(1 for k in labelled
-                  if predicted[k, 2] > 0 and np.linalg.norm(predicted[k, :2] - truth[k, :2]) <= threshold * torso)
-    return correct, len(labelled)
+    return torso if torso >= 1.0 else None
+
+
+def pck_correct(predicted: np.ndarray, truth: np.ndarray, torso: float, threshold: float) -> int:
+    """Labelled LSP joints found (score > 0) within threshold x torso of their label."""
+    return sum(1 for k in LSP_COCO_JOINTS if truth[k, 2] > 0 and predicted[k, 2] > 0
+               and np.linalg.norm(predicted[k, :2] - truth[k, :2]) <= threshold * torso)
 
 
 def lspet_pck(annotations: Path, predict, threshold: float = 0.2, every: int = 1) -> dict:
@@ -456,24 +453,30 @@ def lspet_pck(annotations: Path, predict, threshold: float = 0.2, every: int = 1
         if index % every or image["id"] not in by_image:
             continue
         truth = np.asarray(by_image[image["id"]]["keypoints"], dtype=np.float64).reshape(-1, 3)
-        candidates = predict(read_image(LSPET / "images" / image["file_name"]))
-        best, total = 0, pck_of(np.zeros_like(truth), truth, threshold)[1]
-        if total == 0:
+        torso = torso_size(truth)
+        if torso is None:
             continue
-        for keypoints in candidates:
-            best = max(best, pck_of(keypoints, truth, threshold)[0])
-        correct, labelled, people = correct + best, labelled + total, people + 1
+        candidates = predict(read_image(LSPET / "images" / image["file_name"]))
+        correct += max((pck_correct(keypoints, truth, torso, threshold) for keypoints in candidates), default=0)
+        labelled += sum(1 for k in LSP_COCO_JOINTS if truth[k, 2] > 0)
+        people += 1
     return {"people": people, "joints": labelled, "correct": correct, "pck": correct / max(labelled, 1)}
 
 
-def model_predictor(weights: Path, input_hw: tuple[int, int] | None = None, person_score: float = 0.0):
+def checkpoint_poses(weights: Path, input_hw: tuple[int, int] | None = None):
+    """(image -> list[Pose] in image pixels, the checkpoint's schema), at input_hw or the checkpoint's size."""
     from tagtrack.model.checkpoint import load_checkpoint
     from tagtrack.model.predict import predict_image, torch_infer_fn
 
     loaded = load_checkpoint(weights)
     infer = torch_infer_fn(loaded.model)
     hw = input_hw or (loaded.config.input_height, loaded.config.input_width)
-    return lambda image: [p.keypoints for p in predict_image(infer, image, hw, loaded.schema) if p.score >= person_score]
+    return (lambda image: predict_image(infer, image, hw, loaded.schema)), loaded.schema
+
+
+def model_predictor(weights: Path, input_hw: tuple[int, int] | None = None):
+    predict, _ = checkpoint_poses(weights, input_hw)
+    return lambda image: [pose.keypoints for pose in predict(image)]
 
 
 def teacher_predictor(long_side: int, joint_score: float = 0.3):
