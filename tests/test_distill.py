@@ -13,7 +13,8 @@ from tagtrack import main
 from tagtrack.model.errors import UserFacingError
 from tagtrack.training.config import AugmentConfig
 from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, closeup_affine, upper_body
-from tagtrack.training.distill import dense_targets, teacher_to_image_matrix, warp_teacher_maps, write_teacher_maps
+from tagtrack.training.distill import (dense_targets, suppress_mirror_peaks, teacher_to_image_matrix, warp_teacher_maps,
+                                      write_teacher_maps)
 
 NOSE, LEFT_EYE, RIGHT_EYE, LEFT_HIP, RIGHT_HIP, LEFT_SHOULDER = 0, 1, 2, 11, 12, 5
 
@@ -68,6 +69,63 @@ def test_mirrored_view_swaps_teacher_channels_like_labels():
     warped = warp_teacher_maps(maps, (32, 48), image_to_map, (32, 48), flip=True)
     assert warped[LEFT_EYE].max() == 0.0
     assert _peak(warped[RIGHT_EYE]) == (42, 10)
+
+
+def _hedged_shoulders() -> tuple[np.ndarray, np.ndarray]:
+    """Teacher maps whose left- and right-shoulder channels both peak on both shoulders, and the person."""
+    from tagtrack.model.codec import render_heatmaps
+
+    keypoints = np.zeros((1, 17, 3))
+    keypoints[0, LEFT_SHOULDER] = [10, 8, 1]
+    keypoints[0, LEFT_SHOULDER + 1] = [20, 8, 1]
+    both = render_heatmaps(keypoints, 24, 32, 2.0).max(axis=0)
+    maps = np.zeros((17, 24, 32), np.float32)
+    maps[LEFT_SHOULDER] = maps[LEFT_SHOULDER + 1] = 0.6 * both
+    return maps, keypoints
+
+
+def test_mirror_peaks_are_cleared_and_own_peaks_kept():
+    maps, keypoints = _hedged_shoulders()
+    cleared = suppress_mirror_peaks(maps, keypoints, 2.0)
+    assert cleared[LEFT_SHOULDER, 8, 20] == 0.0 and cleared[LEFT_SHOULDER + 1, 8, 10] == 0.0
+    assert cleared[LEFT_SHOULDER, 8, 10] == pytest.approx(0.6) and cleared[LEFT_SHOULDER + 1, 8, 20] == pytest.approx(0.6)
+    assert np.array_equal(cleared[NOSE], maps[NOSE])
+
+
+def test_mirror_peaks_of_close_or_unlabelled_pairs_are_kept():
+    maps, keypoints = _hedged_shoulders()
+    close = keypoints.copy()
+    close[0, LEFT_SHOULDER + 1, :2] = [12, 8]  # one sigma apart: one blob, nothing to tell apart
+    assert np.array_equal(suppress_mirror_peaks(maps, close, 2.0), maps)
+    one_side = keypoints.copy()
+    one_side[0, LEFT_SHOULDER + 1, 2] = 0
+    assert np.array_equal(suppress_mirror_peaks(maps, one_side, 2.0), maps)
+    assert np.array_equal(suppress_mirror_peaks(maps, np.zeros((0, 17, 3)), 2.0), maps)
+
+
+def test_dataset_clears_mirror_peaks_only_when_asked(tmp_path):
+    maps, _ = _hedged_shoulders()
+    annotations = _scene(tmp_path, None)
+    data = json.loads(annotations.read_text())
+    keypoints = [0.0] * 51
+    # image x = 4j + 1.5 for map pixel j: the shoulders at map (10, 8) and (20, 8), as in the maps
+    keypoints[3 * LEFT_SHOULDER: 3 * LEFT_SHOULDER + 6] = [41.5, 33.5, 2, 81.5, 33.5, 2]
+    data["annotations"][0]["keypoints"] = keypoints
+    data["annotations"][0]["num_keypoints"] = 2
+    annotations.write_text(json.dumps(data))
+    stored = np.zeros((18, 32, 48), np.float32)  # the whole 128x192 image at the teacher's stride 4
+    stored[:17, :24, :32] = maps
+    (tmp_path / "maps").mkdir()
+    np.save(tmp_path / "maps" / "a.png.npy", (stored * 255).astype(np.uint8))
+    targets = TargetConfig(128, 192, 2.0)
+    plain = CocoKeypointDataset(annotations, tmp_path / "images", targets, AugmentConfig.off(),
+                                teacher_maps=tmp_path / "maps").make_view(1, np.random.default_rng(0))["heatmaps"]
+    cleared = CocoKeypointDataset(annotations, tmp_path / "images", targets, AugmentConfig.off(),
+                                  teacher_maps=tmp_path / "maps", suppress_mirror_peaks=True
+                                  ).make_view(1, np.random.default_rng(0))["heatmaps"]
+    assert plain[LEFT_SHOULDER, 8, 20] > 0.5 and plain[LEFT_SHOULDER + 1, 8, 10] > 0.5
+    assert cleared[LEFT_SHOULDER, 8, 20] < 0.01 and cleared[LEFT_SHOULDER + 1, 8, 10] < 0.01
+    assert cleared[LEFT_SHOULDER, 8, 10] == pytest.approx(1.0) and cleared[LEFT_SHOULDER + 1, 8, 20] == pytest.approx(1.0)
 
 
 def test_dense_targets_without_teacher_are_the_labels():

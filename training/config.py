@@ -63,6 +63,9 @@ class TrainConfig:
     max_frame_gap: int = 3  # for clips: the second view is a frame up to this far away
     init_weights: str = ""  # start from this checkpoint's weights (fine-tuning); same architecture
     train_teacher_maps: str = ""  # dense distillation: the teacher's stored heatmaps (training.distill)
+    # clear each teacher channel around the person's mirror joint (distill.suppress_mirror_peaks); off in
+    # configs written before it existed, so they train as they did
+    suppress_mirror_peaks: bool = False
     # optimisation
     batch_size: int = 8  # per process
     steps: int = 100_000

@@ -37,7 +37,8 @@ from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.training.losses import REFERENCE_PERSON_SIZE
 from tagtrack.training.config import AugmentConfig
-from tagtrack.training.distill import dense_targets, load_teacher_maps, maps_path, warp_teacher_maps
+from tagtrack.training.distill import (dense_targets, load_teacher_maps, maps_path, suppress_mirror_peaks,
+                                       warp_teacher_maps)
 
 # pycocotools is the `train` extra: a core install imports this module only to train or evaluate.
 mask_utils = import_extra("pycocotools.mask", "train", "training and evaluation on COCO-format data")
@@ -237,6 +238,7 @@ class CocoKeypointDataset(Dataset):
         schema: KeypointSchema = COCO17,
         seed: int = 0,
         teacher_maps: Path | str | None = None,
+        suppress_mirror_peaks: bool = False,
     ) -> None:
         if views not in (1, 2):
             raise ValueError("views must be 1 or 2")
@@ -251,6 +253,7 @@ class CocoKeypointDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.teacher_maps = Path(teacher_maps) if teacher_maps else None
+        self.suppress_mirror_peaks = suppress_mirror_peaks
         if self.teacher_maps is not None and not self.teacher_maps.is_dir():
             raise UserFacingError(f"teacher maps folder not found: {self.teacher_maps}")
         # Images with at least one person with keypoints; the rest carry no training signal for grouping.
@@ -334,8 +337,10 @@ class CocoKeypointDataset(Dataset):
         people = [a for a in annotations if _has_keypoints(a)][: self.targets.max_people]
         keypoints, ids, sizes = self._people_in_map(people, to_map, flip)
         sigma = self._sigmas(sizes)
-        heatmaps = dense_targets(render_heatmaps(keypoints, out_h, out_w, sigma),
-                                 self._teacher_heatmaps(image_id, (image_h, image_w), to_map, flip))
+        teacher = self._teacher_heatmaps(image_id, (image_h, image_w), to_map, flip)
+        if teacher is not None and self.suppress_mirror_peaks:
+            teacher = suppress_mirror_peaks(teacher, keypoints, sigma, self.schema)
+        heatmaps = dense_targets(render_heatmaps(keypoints, out_h, out_w, sigma), teacher)
         joints = joint_indices(keypoints, out_h, out_w, self.targets.max_people)
         id_row = np.full(self.targets.max_people, EMPTY_ID, dtype=np.int64)
         id_row[: len(ids)] = ids

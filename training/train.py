@@ -179,7 +179,8 @@ def _build_dataset(config: TrainConfig) -> CocoKeypointDataset:
                            config.max_people)
     return CocoKeypointDataset(config.train_annotations, config.train_images, targets, config.augment,
                                views=2 if config.pairs else 1, max_frame_gap=config.max_frame_gap, seed=config.seed,
-                               teacher_maps=config.train_teacher_maps or None)
+                               teacher_maps=config.train_teacher_maps or None,
+                               suppress_mirror_peaks=config.suppress_mirror_peaks)
 
 
 def _make_loader(dataset: CocoKeypointDataset, sampler: Sampler[int], config: TrainConfig, epoch: int,

@@ -175,6 +175,9 @@ def lspet_heldout(rank: int) -> bool:
 # would otherwise drown the rest. With these, an epoch is about 7,500 LSPET, 1,200 PETS (12 %), 600 other
 # video frames and 700 COCO views: PETS walkers stay well under a quarter of the samples.
 GENERAL_REPEAT = {"vtest": 4, "cam01": 6, "sports2d": 6, "coco_val_unannotated": 4, "coco": 8, "lspet": 1}
+# Phase 6's corpus (data/train_general6.json): PETS x16, about 2,400 of 11,300 samples (21 %), because
+# phase 5's 12 % lost a quarter of the walkers it had found.
+PHASE6_REPEAT = {**GENERAL_REPEAT, "vtest": 16}
 # Teacher input long side for the dense maps of the non-LSPET images (LSPET's are made at 256 on import).
 MAPS_LONG_SIDE = 384
 
@@ -199,8 +202,8 @@ def import_lspet(root: Path) -> None:
         log.info("%s", summary)
 
 
-def build_general_data(root: Path) -> None:
-    """data/train_general.json (every training source, repeats per GENERAL_REPEAT), data/heldout_lspet.json,
+def build_general_data(root: Path, repeat: dict[str, int] = GENERAL_REPEAT, name: str = "train_general.json") -> None:
+    """data/NAME (every training source, sampled `repeat` times per epoch), data/heldout_lspet.json,
     and the teacher's dense maps of every training image under ROOT/maps (file_name + .npy)."""
     from tagtrack.training.distill import write_teacher_maps
 
@@ -210,19 +213,19 @@ def build_general_data(root: Path) -> None:
     coco = json.loads(COCO_JSON.read_text())
     heldout = coco_heldout_ids(coco)
     general = Merger(coco["categories"])
-    for name, (_, _, is_heldout) in VIDEO_SOURCES.items():
-        labels = json.loads((root / "labels" / name / "annotations.json").read_text())
-        general.add(labels, name, lambda image, h=is_heldout: not h(image), repeat=GENERAL_REPEAT.get(name, 1))
-    general.add(coco, "coco", lambda image: image["id"] not in heldout, repeat=GENERAL_REPEAT["coco"])
+    for source, (_, _, is_heldout) in VIDEO_SOURCES.items():
+        labels = json.loads((root / "labels" / source / "annotations.json").read_text())
+        general.add(labels, source, lambda image, h=is_heldout: not h(image), repeat=repeat.get(source, 1))
+    general.add(coco, "coco", lambda image: image["id"] not in heldout, repeat=repeat["coco"])
     lspet = json.loads((root / "labels" / "lspet" / "train.json").read_text())
-    general.add(lspet, "lspet", lambda image: True, repeat=GENERAL_REPEAT["lspet"])
+    general.add(lspet, "lspet", lambda image: True, repeat=repeat["lspet"])
     for link, target in ((images / "lspet", LSPET / "images"), (maps / "lspet", root / "labels" / "lspet" / "maps")):
         if not link.exists():
             link.symlink_to(target)
-    general.write(data_dir / "train_general.json")
+    general.write(data_dir / name)
     heldout = json.loads((root / "labels" / "lspet" / "heldout.json").read_text())
     (data_dir / "heldout_lspet.json").write_text(json.dumps(heldout))
-    written = write_teacher_maps(TEACHER, data_dir / "train_general.json", images, maps, MAPS_LONG_SIDE)
+    written = write_teacher_maps(TEACHER, data_dir / name, images, maps, MAPS_LONG_SIDE)
     log.info("wrote %d teacher map files (LSPET's came with the import)", written)
 
 
@@ -252,12 +255,24 @@ PHASE3_LR_DECAY_STEP = 13000
 PHASE5_STEPS = 14000
 PHASE5_LR_DECAY_STEP = 11500
 
+# Phase 6 continues phase 5's weights with the teacher's mirror peaks cleared from its maps (phase 5's
+# skeletons collapsed: the student copied MoveNet's left/right hedging), PETS at 21 % of the samples
+# (data/train_general6.json) and a third of the views close-ups (half in phase 5).
+PHASE6_STEPS = 15000
+PHASE6_LR_DECAY_STEP = 12500
+
 
 def training_config(root: Path, phase: int = 1):
     from tagtrack.model.config import ModelConfig
     from tagtrack.training.config import AugmentConfig, preset
     from tagtrack.training.losses import LossWeights
 
+    if phase == 6:
+        phase5 = training_config(root, phase=5)
+        return replace(
+            phase5, train_annotations=str(root / "data" / "train_general6.json"), suppress_mirror_peaks=True,
+            augment=replace(phase5.augment, closeup_probability=1 / 3), steps=PHASE6_STEPS,
+            lr_decay_steps=(PHASE6_LR_DECAY_STEP,))
     if phase == 5:
         # Half the views are close-ups (a person filling 40-100 % of the view height; a third of those head
         # to hips, as a desk webcam sees); the other half keep phase 3's zoom range for the small walkers.
@@ -508,9 +523,11 @@ def main() -> int:
     commands.add_parser("train", help="start the run ROOT/runs/default (phase 1), or continue it (phase 2)")
     p = commands.add_parser("finetune", help="phase 3: fine-tune phase 2's weights in ROOT/runs/phase3 (or continue)")
     p.add_argument("init", type=Path, help="phase 2's weights (ROOT/runs/default/last.safetensors)")
-    commands.add_parser("general-data", help="the general corpus: LSPET import, train_general.json, teacher maps")
-    p = commands.add_parser("general", help="phase 5: train the general model in ROOT/runs/phase5 (or continue)")
-    p.add_argument("init", type=Path, help="the previous default model's weights")
+    p = commands.add_parser("general-data", help="the general corpus: LSPET import, train_general.json, teacher maps")
+    p.add_argument("--phase", type=int, choices=(5, 6), default=5, help="6: train_general6.json (PETS x16)")
+    p = commands.add_parser("general", help="phase 5 or 6: train the general model in ROOT/runs/phaseN (or continue)")
+    p.add_argument("init", type=Path, help="the previous phase's weights")
+    p.add_argument("--phase", type=int, choices=(5, 6), default=5)
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
     p.add_argument("--out", type=Path, default=REPO / "model" / "weights" / "default.safetensors")
@@ -535,9 +552,12 @@ def main() -> int:
     elif args.command == "finetune":
         return start_fine_tuning(args.root, args.init)
     elif args.command == "general-data":
-        build_general_data(args.root)
+        if args.phase == 6:
+            build_general_data(args.root, PHASE6_REPEAT, "train_general6.json")
+        else:
+            build_general_data(args.root)
     elif args.command == "general":
-        return start_fine_tuning(args.root, args.init, phase=5)
+        return start_fine_tuning(args.root, args.init, phase=args.phase)
     elif args.command == "export":
         export_default(args.weights, args.out)
     elif args.command == "lspet-pck":
