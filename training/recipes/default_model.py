@@ -258,8 +258,8 @@ PHASE5_LR_DECAY_STEP = 11500
 # Phase 6 continues phase 5's weights with the teacher's mirror peaks cleared from its maps (phase 5's
 # skeletons collapsed: the student copied MoveNet's left/right hedging), PETS at 21 % of the samples
 # (data/train_general6.json) and a third of the views close-ups (half in phase 5).
-PHASE6_STEPS = 15000
-PHASE6_LR_DECAY_STEP = 12500
+PHASE6_STEPS = 20000
+PHASE6_LR_DECAY_STEP = 17000
 
 
 def training_config(root: Path, phase: int = 1):
