@@ -33,6 +33,12 @@ class TrackerConfig:
     tag_momentum: float = 0.9      # running tag = momentum * running + (1 - momentum) * new tag
     tag_trust_samples: int = 20    # unambiguous matches seen before tags are trusted at all
     tag_trust_ratio: float = 0.6   # own-tag / other-tag distance at which trust is 0 (full trust at half this)
+    # What the tag statistics learn from (tracker.costs.learn_tag_statistics): pairs with OKS above
+    # trust_clear_oks whose row and column hold no other OKS above trust_ambiguous_oks; running means
+    # over about the last trust_memory such pairs.
+    trust_clear_oks: float = 0.6
+    trust_ambiguous_oks: float = 0.2
+    trust_memory: float = 20.0
     max_cost: float = 0.75         # a pair costing more (per unit of total weight) is never matched
 
     # --- gates: each cue alone can forbid a pair, none alone can force one ---
@@ -44,6 +50,8 @@ class TrackerConfig:
     reid_tag_gate: float = 4.0     # tag distance under which a lost track may be taken back
     reid_radius: float = 1.0       # plus reid_speed * time lost, in person sizes: how far a lost person may be
     reid_speed: float = 2.5        # person sizes per second
+    reid_near_weight: float = 0.25  # by tag: nearness (1 = at the edge of reach) only breaks ties
+    reid_max_size_ratio: float = 2.0  # a returning person's size is within this factor of the track's
 
     # --- motion model (constant velocity Kalman filter on centre, size and aspect) ---
     measurement_noise: float = 0.1  # std of the measured centre and size, as a fraction of the person's size
@@ -68,3 +76,7 @@ class TrackerConfig:
             raise ValueError("tag_momentum must be in [0, 1)")
         if self.reid_time < 0 or self.tentative_max_gap < 0:
             raise ValueError("times must not be negative")
+        if self.trust_memory < 1.0:
+            raise ValueError("trust_memory must be at least 1 (pairs)")
+        if self.reid_max_size_ratio <= 1.0:
+            raise ValueError("reid_max_size_ratio must be above 1")

@@ -11,7 +11,6 @@ import numpy as np
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.tracker.association import (
-    FORBIDDEN,
     PoseOffsets,
     assign,
     iou_matrix,
@@ -22,6 +21,14 @@ from tagtrack.tracker.association import (
     tag_distance_matrix,
 )
 from tagtrack.tracker.config import TrackerConfig
+from tagtrack.tracker.costs import (
+    TagStatistics,
+    learn_tag_statistics,
+    match_cost,
+    reid_cost,
+    tag_trust,
+    tag_unit,
+)
 from tagtrack.tracker.motion import BoxMotion, MotionStep
 from tagtrack.tracker.one_euro import OneEuroParams, OneEuroState, one_euro_step
 
@@ -38,9 +45,21 @@ class TrackedPose:
     """
 
     pose: Pose
-    track_id: int
+    track_id: int | None
     age: float
     keypoints_smoothed: np.ndarray
+
+
+@dataclass
+class RoundCues:
+    """A round's [tracks, detections] cues: OKS against the predicted pose, box IoU (OKS again when IoU is
+    not weighted), the Mahalanobis length of the joints' mean shift, and tag distances (None without tags;
+    NaN for a track that has no tag yet)."""
+
+    oks: np.ndarray
+    iou: np.ndarray
+    motion: np.ndarray
+    distance: np.ndarray | None
 
 
 class TrackState(enum.Enum):
@@ -205,36 +224,18 @@ class PoseTracker:
         self._next_id = 1
         self._last_timestamp: float | None = None
         self._tag_dim: int | None = None
-        # Evidence on whether tags mean anything across frames (see _learn_tag_trust).
-        self._tag_same = 0.0   # running mean tag distance of a track to its own, unambiguous next detection
-        self._tag_other = 0.0  # running mean tag distance of a track to the other people of that frame
-        self._tag_samples = 0
+        # What the tags have been seen to mean across frames (tracker.costs.learn_tag_statistics).
+        self.tag_stats = TagStatistics()
 
     @property
     def tag_trust(self) -> float:
-        """0..1: how far the tags separate the same person from others across frames, as measured so far.
-
-        1: a track's tag lies much nearer its own next detection than the other people's; 0: no nearer
-        (random tags, or a model trained without the cross-view loss), and the tracker runs on geometry
-        alone. 0 until `tag_trust_samples` unambiguous matches have been seen.
-        """
-        if self._tag_samples < self.config.tag_trust_samples or self._tag_other <= 0.0:
-            return 0.0
-        ratio = self._tag_same / self._tag_other
-        return float(np.clip((self.config.tag_trust_ratio - ratio) / (0.5 * self.config.tag_trust_ratio), 0.0, 1.0))
+        """0..1: how far the tags separate the same person from others, as measured so far (costs.tag_trust)."""
+        return tag_trust(self.tag_stats, self.config)
 
     @property
     def tag_unit(self) -> float:
-        """The tag distance the tag settings are measured in: how far a track's running tag usually lies from
-        its own next detection, as learned so far (`_tag_same`). Models put their tags on their own scales
-        (the push loss sets it): the benchmark's tags move about 0.1 a frame with other people 1.5-2 away,
-        the default model's on vtest.avi about 0.5 with other people about 4 away. Before anything is
-        learned the gates do not apply (trust 0), so the unit is then only a placeholder. Never below 0.04 of
-        the learned distance between different people."""
-        if not self._tag_samples:
-            return 1.0
-        # Floor: tags that never move (a test, a perfect model) must not shrink the gates to nothing.
-        return max(self._tag_same, 0.04 * self._tag_other, 1e-6)
+        """The learned same-person tag distance the tag settings are measured in (costs.tag_unit)."""
+        return tag_unit(self.tag_stats)
 
     # ------------------------------------------------------------------ public
 
@@ -260,15 +261,19 @@ class PoseTracker:
         low = np.flatnonzero((detections.scores >= config.low_score) & (detections.scores < config.high_score))
         matched: dict[int, Track] = {}  # detection index -> track
 
-        # Round 1: confident people against every track.
+        # Round 1: confident people against every track. Its unambiguous pairs first teach the tag
+        # statistics (before the costs, which measure tags in the learned units).
         candidates = list(self.tracks)
-        pairs = self._match(candidates, detections, high, have_tags, trust, learn=True)
+        cues = self._cues(candidates, detections, high, have_tags)
+        if cues is not None and cues.distance is not None and not np.isnan(cues.distance).any():
+            self.tag_stats = learn_tag_statistics(self.tag_stats, cues.oks, cues.distance, config)
+        pairs = self._match(cues, trust)
         self._apply(pairs, candidates, high, poses, detections, timestamp, matched)
 
         # Round 2: weak people may only extend confirmed (or lost) tracks, never start one (ByteTrack).
         taken = {id(t) for t in matched.values()}
         candidates = [t for t in self.tracks if t.state is not TrackState.TENTATIVE and id(t) not in taken]
-        pairs = self._match(candidates, detections, low, have_tags, trust)
+        pairs = self._match(self._cues(candidates, detections, low, have_tags), trust)
         self._apply(pairs, candidates, low, poses, detections, timestamp, matched)
 
         # Round 3: re-identify lost tracks from the people left, weak ones included, and from the people
@@ -335,10 +340,11 @@ class PoseTracker:
                 sizes[none] = np.log(detections.sizes[indices][None, :] / track_sizes[:, None])[none]
         return offsets, sizes
 
-    def _match(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, have_tags: bool,
-               trust: float, learn: bool = False) -> list[tuple[int, int]]:
+    def _cues(self, tracks: list[Track], detections: _Detections, indices: np.ndarray,
+              have_tags: bool) -> RoundCues | None:
+        """OKS, IoU, motion and tag distances of the tracks against detections[indices] (None: nothing to match)."""
         if not tracks or len(indices) == 0:
-            return []
+            return None
         config = self.config
         boxes = np.array([t.predicted_box for t in tracks])
         wh = boxes[:, 2:] - boxes[:, :2]
@@ -352,27 +358,15 @@ class PoseTracker:
         covariance[:, 0, 0] += measured
         covariance[:, 1, 1] += measured
         motion = mahalanobis_matrix(offsets.shift, covariance)
-        cost = config.oks_weight * (1.0 - oks) + config.iou_weight * (1.0 - iou)
-        weight = config.oks_weight + config.iou_weight
-        gated = (motion > config.motion_gate) | (np.maximum(oks, iou) < config.min_overlap)
-        if have_tags:
-            distance = self._tag_distances(tracks, detections, indices)
-            unknown = np.isnan(distance)
-            if unknown.any():  # no tag evidence for that track: neither cost nor gate
-                distance = np.where(unknown, 0.0, distance)
-                learn = False
-            if learn:
-                self._learn_tag_trust(oks, distance)
-            if trust > 0.0:
-                scale = config.tag_scale * self.tag_unit
-                cost += trust * config.tag_weight * (1.0 - np.exp(-0.5 * (distance / scale) ** 2))
-                weight += trust * config.tag_weight
-            if trust >= 0.5:
-                gated |= distance > config.tag_gate * self.tag_unit
-        cost /= weight
-        gated |= cost > config.max_cost
-        cost[gated] = FORBIDDEN
-        return assign(cost)
+        distance = self._tag_distances(tracks, detections, indices) if have_tags else None
+        return RoundCues(oks, iou, motion, distance)
+
+    def _match(self, cues: RoundCues | None, trust: float) -> list[tuple[int, int]]:
+        if cues is None:
+            return []
+        # A track with no tag yet (NaN) gets neither tag cost nor tag gate.
+        distance = None if cues.distance is None else np.where(np.isnan(cues.distance), 0.0, cues.distance)
+        return assign(match_cost(cues.oks, cues.iou, cues.motion, distance, trust, self.tag_stats, self.config))
 
     def _reidentify(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, timestamp: float,
                     by_tag: bool) -> list[tuple[int, int]]:
@@ -384,49 +378,9 @@ class PoseTracker:
         reach = (config.reid_radius + config.reid_speed * lost_for) * track_sizes
         offsets, log_size_ratio = self._compare(tracks, detections, indices, with_sizes=True)
         near = np.linalg.norm(offsets.shift, axis=-1) / reach[:, None]
-        size_ratio = np.abs(log_size_ratio)
-        gated = (near > 1.0) | (size_ratio > np.log(2.0))
-        if by_tag:
-            distance = self._tag_distances(tracks, detections, indices)
-            distance[np.isnan(distance)] = np.inf  # a track without a tag cannot be re-identified by one
-            tag = distance / (config.reid_tag_gate * self.tag_unit)
-            cost = tag + 0.25 * near  # the tag decides; nearness only breaks ties
-            # A close tag takes anyone back; a confident person within reach also comes back on a looser
-            # tag (the matching gate), as without tags: on real video a person's tag after a gap is often
-            # further from the track's running tag than the strict gate allows.
-            confident = (detections.scores[indices] >= config.high_score)[None, :]
-            gated |= (tag > 1.0) & ~(confident & (distance <= config.tag_gate * self.tag_unit))
-        else:
-            cost = near + size_ratio
-            # Without tags only a confident person is evidence enough to revive a lost track.
-            gated |= (detections.scores[indices] < config.high_score)[None, :]
-        cost[gated] = FORBIDDEN
-        return assign(cost)
-
-    def _learn_tag_trust(self, oks: np.ndarray, distance: np.ndarray) -> None:
-        """Compare tag distances of unambiguous pairs (geometry alone says who is who) with the rest."""
-        rows, cols = oks.shape
-        if rows < 2 or cols < 2:
-            return
-        best_col = oks.argmax(1)
-        best_row = oks.argmax(0)
-        by_row = np.sort(oks, axis=1)
-        by_col = np.sort(oks, axis=0)
-        clear = ((by_row[:, -1] > 0.6) & (by_row[:, -2] < 0.2) & (by_col[-2, best_col] < 0.2)
-                 & (best_row[best_col] == np.arange(rows)))
-        if not clear.any():
-            return
-        r = np.flatnonzero(clear)
-        c = best_col[r]
-        same = distance[r, c]
-        others = (distance[r].sum(1) - same) / (cols - 1)
-        if self._tag_samples == 0:
-            self._tag_same, self._tag_other = float(same.mean()), float(others.mean())
-        else:
-            rate = 1.0 - 0.95 ** len(r)  # a running mean over about the last 20 pairs
-            self._tag_same += rate * (float(same.mean()) - self._tag_same)
-            self._tag_other += rate * (float(others.mean()) - self._tag_other)
-        self._tag_samples += len(r)
+        distance = self._tag_distances(tracks, detections, indices) if by_tag else None
+        confident = detections.scores[indices] >= config.high_score
+        return assign(reid_cost(near, log_size_ratio, distance, confident, self.tag_stats, config))
 
     def _tag_distances(self, tracks: list[Track], detections: _Detections, indices: np.ndarray) -> np.ndarray:
         """[tracks, detections] tag distances; NaN for a track that has no tag yet (born in tagless frames)."""
