@@ -91,6 +91,7 @@ class _SortTrack:
         kf.x[:4] = _box_to_z(box)
         self.kf = kf
         self.track_id = track_id
+        self.confirmed = False  # ByteTrack baseline: matched at least once after its birth
         self.first_seen = timestamp
         self.time_since_update = 0
         self.hit_streak = 0
@@ -175,7 +176,6 @@ class ByteTrackBoxTracker:
 
     def reset(self) -> None:
         self._tracks: list[_SortTrack] = []
-        self._confirmed: set[int] = set()  # id() of the tracks matched at least once after their birth
         self._next_id = 1
         self._first_frame = True
 
@@ -195,8 +195,7 @@ class ByteTrackBoxTracker:
         matched: dict[int, int] = {}  # index of track -> detection
         for row, col in self._round(self._tracks, predicted, boxes, high, 0.2):
             matched[row] = col
-        rest = [row for row in range(len(self._tracks)) if row not in matched
-                and id(self._tracks[row]) in self._confirmed]
+        rest = [row for row in range(len(self._tracks)) if row not in matched and self._tracks[row].confirmed]
         for row, col in self._round([self._tracks[r] for r in rest], [predicted[r] for r in rest], boxes, low, 0.5):
             matched[rest[row]] = col
         out = []
@@ -204,7 +203,7 @@ class ByteTrackBoxTracker:
             track = self._tracks[row]
             track.kf.update(_box_to_z(boxes[col]))
             track.time_since_update = 0
-            self._confirmed.add(id(track))
+            track.confirmed = True
             if track.track_id == 0:  # ids in order of confirmation, as ours
                 track.track_id = self._next_id
                 self._next_id += 1
@@ -212,14 +211,14 @@ class ByteTrackBoxTracker:
                                          poses[col].keypoints)))
         # Unconfirmed tracks get one chance; confirmed ones wait track_buffer frames.
         self._tracks = [t for row, t in enumerate(self._tracks) if row in matched
-                        or (id(t) in self._confirmed and t.time_since_update <= self.track_buffer)]
+                        or (t.confirmed and t.time_since_update <= self.track_buffer)]
         taken = set(matched.values())
         for col in high:
             if col not in taken and scores[col] >= self.high_score + 0.1:
                 track = _SortTrack(0, boxes[col], timestamp)
                 self._tracks.append(track)
                 if self._first_frame:  # ByteTrack activates the first frame's people at once
-                    self._confirmed.add(id(track))
+                    track.confirmed = True
                     track.track_id = self._next_id
                     self._next_id += 1
                     out.append((col, TrackedPose(poses[col], track.track_id, 0.0, poses[col].keypoints)))
