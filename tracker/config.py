@@ -43,6 +43,8 @@ class TrackerConfig:
 
     # --- gates: each cue alone can forbid a pair, none alone can force one ---
     tag_gate: float = 10.0         # tag distance above which a pair is refused
+    tag_gate_fresh: float = 6.0    # the tag gate for a track found in the previous frame ...
+    tag_gate_ramp: float = 0.3     # ... widening to tag_gate over this many seconds missed (0: tag_gate always)
     motion_gate: float = 4.0       # Mahalanobis length of the joints' mean shift from the predicted pose
     min_overlap: float = 0.05      # a pair needs OKS (or IoU, when iou_weight > 0) above this
 
@@ -51,7 +53,7 @@ class TrackerConfig:
     reid_radius: float = 1.0       # plus reid_speed * time lost, in person sizes: how far a lost person may be
     reid_speed: float = 2.5        # person sizes per second
     reid_near_weight: float = 0.25  # by tag: nearness (1 = at the edge of reach) only breaks ties
-    reid_max_size_ratio: float = 2.0  # a returning person's size is within this factor of the track's
+    reid_max_size_ratio: float = 2.5  # a returning person's size is within this factor of the track's
 
     # --- motion model (constant velocity Kalman filter on centre, size and aspect) ---
     measurement_noise: float = 0.1  # std of the measured centre and size, as a fraction of the person's size
@@ -78,5 +80,7 @@ class TrackerConfig:
             raise ValueError("times must not be negative")
         if self.trust_memory < 1.0:
             raise ValueError("trust_memory must be at least 1 (pairs)")
+        if self.tag_gate_ramp < 0.0:
+            raise ValueError("tag_gate_ramp must not be negative")
         if self.reid_max_size_ratio <= 1.0:
             raise ValueError("reid_max_size_ratio must be above 1")

@@ -90,8 +90,19 @@ def tag_cost(distance: np.ndarray, stats: TagStatistics, config: TrackerConfig) 
     return 1.0 - np.exp(-0.5 * (distance / scale) ** 2)
 
 
+def match_gate_units(missed_for: np.ndarray, config: TrackerConfig) -> np.ndarray:
+    """[tracks] round-1/2 tag gate in learned units: tag_gate_fresh for a track found in the previous frame,
+    widening linearly to tag_gate over tag_gate_ramp seconds missed (a tag drifts while its person is
+    unseen, but from one frame to the next it barely moves)."""
+    if config.tag_gate_ramp <= 0.0:
+        return np.full(missed_for.shape, config.tag_gate)
+    widen = np.clip(missed_for / config.tag_gate_ramp, 0.0, 1.0)
+    return config.tag_gate_fresh + (config.tag_gate - config.tag_gate_fresh) * widen
+
+
 def match_cost(oks: np.ndarray, iou: np.ndarray, motion: np.ndarray, distance: np.ndarray | None,
-               trust: float, stats: TagStatistics, config: TrackerConfig) -> np.ndarray:
+               trust: float, stats: TagStatistics, config: TrackerConfig,
+               missed_for: np.ndarray | None = None) -> np.ndarray:
     """Rounds 1 and 2: [tracks, detections] cost, the weighted mean of (1 - similarity) per cue.
 
     oks: against the predicted pose; iou: box IoU (only used when weighted); motion: Mahalanobis length
@@ -106,7 +117,9 @@ def match_cost(oks: np.ndarray, iou: np.ndarray, motion: np.ndarray, distance: n
         cost = cost + trust * config.tag_weight * tag_cost(distance, stats, config)
         weight += trust * config.tag_weight
     if distance is not None and trust >= 0.5:
-        gated |= distance > config.tag_gate * tag_unit(stats)
+        if missed_for is None:
+            missed_for = np.full(distance.shape[0], np.inf)
+        gated |= distance > (match_gate_units(missed_for, config) * tag_unit(stats))[:, None]
     cost = cost / weight
     gated |= cost > config.max_cost
     return np.where(gated, FORBIDDEN, cost)
@@ -125,14 +138,15 @@ def reid_cost(near: np.ndarray, log_size_ratio: np.ndarray, distance: np.ndarray
     only. Always: within reach and a size within a factor reid_max_size_ratio.
     """
     size_ratio = np.abs(log_size_ratio)
-    gated = (near > 1.0) | (size_ratio > np.log(config.reid_max_size_ratio))
+    gated = size_ratio > np.log(config.reid_max_size_ratio)
     if distance is not None:
         distance = np.where(np.isnan(distance), np.inf, distance)
         unit = tag_unit(stats)
         tag = distance / (config.reid_tag_gate * unit)
         cost = tag + config.reid_near_weight * near
         gated |= (tag > 1.0) & ~(confident[None, :] & (distance <= config.tag_gate * unit))
+        gated |= near > 1.0
     else:
         cost = near + size_ratio
-        gated |= ~confident[None, :]
+        gated |= (near > 1.0) | ~confident[None, :]
     return np.where(gated, FORBIDDEN, cost)

@@ -60,6 +60,7 @@ class RoundCues:
     iou: np.ndarray
     motion: np.ndarray
     distance: np.ndarray | None
+    missed_for: np.ndarray
 
 
 class TrackState(enum.Enum):
@@ -223,6 +224,7 @@ class PoseTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
         self._last_timestamp: float | None = None
+        self._previous_timestamp: float | None = None
         self._tag_dim: int | None = None
         # What the tags have been seen to mean across frames (tracker.costs.learn_tag_statistics).
         self.tag_stats = TagStatistics()
@@ -245,6 +247,7 @@ class PoseTracker:
             raise ValueError(f"timestamps must not go backwards ({timestamp} after {self._last_timestamp}); "
                              "call reset() for a new video")
         dt = 0.0 if self._last_timestamp is None else timestamp - self._last_timestamp
+        self._previous_timestamp = self._last_timestamp
         self._last_timestamp = timestamp
         config = self.config
 
@@ -359,14 +362,18 @@ class PoseTracker:
         covariance[:, 1, 1] += measured
         motion = mahalanobis_matrix(offsets.shift, covariance)
         distance = self._tag_distances(tracks, detections, indices) if have_tags else None
-        return RoundCues(oks, iou, motion, distance)
+        # Time each track has gone unseen before this frame (0: found in the previous frame).
+        previous = self._previous_timestamp if self._previous_timestamp is not None else self._last_timestamp
+        missed_for = np.array([max(previous - t.last_seen, 0.0) for t in tracks])
+        return RoundCues(oks, iou, motion, distance, missed_for)
 
     def _match(self, cues: RoundCues | None, trust: float) -> list[tuple[int, int]]:
         if cues is None:
             return []
         # A track with no tag yet (NaN) gets neither tag cost nor tag gate.
         distance = None if cues.distance is None else np.where(np.isnan(cues.distance), 0.0, cues.distance)
-        return assign(match_cost(cues.oks, cues.iou, cues.motion, distance, trust, self.tag_stats, self.config))
+        return assign(match_cost(cues.oks, cues.iou, cues.motion, distance, trust, self.tag_stats, self.config,
+                                 cues.missed_for))
 
     def _reidentify(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, timestamp: float,
                     by_tag: bool) -> list[tuple[int, int]]:
