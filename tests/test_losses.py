@@ -66,6 +66,19 @@ def test_batch_average_counts_empty_images_as_zero() -> None:
     assert float(push) == pytest.approx(math.exp(-1.125) / 2)
 
 
+def test_foreground_weight_counts_peak_pixels_more() -> None:
+    target = torch.zeros(1, 1, 2, 2)
+    target[0, 0, 0, 0] = 1.0
+    target[0, 0, 0, 1] = 0.5
+    predicted = torch.full((1, 1, 2, 2), 0.25)
+    mask = torch.ones(1, 2, 2)
+    plain = heatmap_loss(predicted, target, mask)
+    assert float(plain) == pytest.approx((0.75 ** 2 + 0.25 ** 2 + 2 * 0.25 ** 2) / 4)
+    weighted = heatmap_loss(predicted, target, mask, foreground=9.0)
+    assert float(weighted) == pytest.approx((10 * 0.75 ** 2 + 5.5 * 0.25 ** 2 + 2 * 0.25 ** 2) / 4)
+    assert float(heatmap_loss(target, target, mask, foreground=9.0)) == 0.0
+
+
 def test_heatmap_loss_respects_mask() -> None:
     predicted = torch.zeros(1, 2, 2, 2)
     target = torch.zeros(1, 2, 2, 2)
