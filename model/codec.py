@@ -223,18 +223,21 @@ def peak_mask(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
 def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> _Candidates:
     """NMS peaks above the detection threshold, the top_k best of each joint type.
 
-    Works channels-last (the layout cv2.dilate wants) and with flat indices: comparing the
-    transposed pooled maps and a 3-D np.nonzero each cost more than the dilation itself.
+    Each joint's map is dilated on its own (cv2.dilate of a contiguous [h,w] slice, into one reused
+    buffer): a 17-channel dilation needs a channels-last copy of the maps first, which cost as much as the
+    dilation itself. Flat indices over [K,h,w] come out sorted by joint type, then row-major.
     """
     num_joints, height, width = heatmaps.shape
-    channels_last = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))
-    mask = channels_last > config.detection_threshold
+    mask = heatmaps > config.detection_threshold
     if config.nms_kernel > 1:
-        pooled = cv2.dilate(channels_last, np.ones((config.nms_kernel, config.nms_kernel), np.uint8))
-        mask &= channels_last == pooled.reshape(channels_last.shape)
+        kernel = np.ones((config.nms_kernel, config.nms_kernel), np.uint8)
+        pooled = np.empty_like(heatmaps)
+        for joint in range(num_joints):
+            cv2.dilate(heatmaps[joint], kernel, dst=pooled[joint])
+        mask &= heatmaps == pooled
     flat = np.flatnonzero(mask)
-    score = channels_last.reshape(-1)[flat]
-    pixel, joint = np.divmod(flat, num_joints)
+    score = heatmaps.reshape(-1)[flat]
+    joint, pixel = np.divmod(flat, height * width)
     order = np.lexsort((-score, joint))
     pixel, joint, score = pixel[order], joint[order], score[order]
     starts = np.searchsorted(joint, np.arange(num_joints + 1))
@@ -251,51 +254,55 @@ def _group(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assign candidates to people joint type by joint type. Returns person of each candidate [C], people count."""
     count = candidates.joint.size
-    num_joints = len(candidates.starts) - 1
+    starts = candidates.starts.tolist()
     person_of = np.full(count, -1, dtype=np.int64)
-    xy = np.stack([candidates.x, candidates.y], axis=1).astype(np.float64)
     all_tags = candidates.tag.astype(np.float64)
     tag_sum = np.zeros((count, all_tags.shape[1]), dtype=np.float64)
     tag_count = np.zeros(count, dtype=np.int64)
-    # Each person's joints so far (at most one per joint type), inf where it has none: the nearest-joint
-    # gap of the spatial term is then one broadcast minimum, with no per-person bookkeeping.
     spatial = config.use_detection_val and config.spatial_weight > 0
-    person_x = np.full((count, num_joints), np.inf)
-    person_y = np.full((count, num_joints), np.inf)
+    if spatial:
+        # Squared distances between candidates are integers (pixel positions), exact in float64, so the
+        # nearest-joint minimum is the same in whatever order it is taken: kept up to date per person as
+        # joints join (nearest[c, p]: candidate c to person p's nearest joint so far) instead of recomputed.
+        x, y = candidates.x.astype(np.float64), candidates.y.astype(np.float64)
+        dx, dy = x[:, None] - x[None, :], y[:, None] - y[None, :]
+        squared = dx * dx + dy * dy
+        nearest = np.empty((count, count), dtype=np.float64)
     num_people = 0
     for joint in schema.grouping_order:
-        start, stop = candidates.starts[joint], candidates.starts[joint + 1]
+        start, stop = starts[joint], starts[joint + 1]
         if start == stop:
             continue
         joint_tags = all_tags[start:stop]
-        new_rows = np.arange(start, stop)
-        if num_people > 0:
+        if num_people == 0:
+            new_rows = np.arange(start, stop)
+        else:
             mean_tags = tag_sum[:num_people] / tag_count[:num_people, None]
-            distance = np.sqrt(((joint_tags[:, None, :] - mean_tags[None, :, :]) ** 2).sum(axis=2))
+            distance = np.sqrt(np.add.reduce(np.square(joint_tags[:, None, :] - mean_tags[None, :, :]), axis=2))
             if config.use_detection_val:
-                cost = np.round(distance) * 100.0 - candidates.score[start:stop, None]
+                # np.rint is what np.round does with 0 decimals (half to even), without its wrapper's cost.
+                cost = np.rint(distance) * 100.0 - candidates.score[start:stop, None]
                 if spatial:
-                    dx = xy[start:stop, 0, None, None] - person_x[None, :num_people]  # [n, P, K]
-                    dy = xy[start:stop, 1, None, None] - person_y[None, :num_people]
-                    gap = np.sqrt((dx * dx + dy * dy).min(axis=2)) / map_long_side  # [n, P]
+                    gap = np.sqrt(nearest[start:stop, :num_people]) / map_long_side  # [n, P]
                     cost += config.spatial_weight * np.minimum(gap, 1.0)
             else:
                 cost = distance
             matched_rows, matched_people = linear_sum_assignment(cost)
             close = distance[matched_rows, matched_people] < config.tag_threshold
             matched_rows, matched_people = matched_rows[close], matched_people[close]
-            person_of[start + matched_rows] = matched_people
+            matched = start + matched_rows
+            person_of[matched] = matched_people
             tag_sum[matched_people] += joint_tags[matched_rows]
             tag_count[matched_people] += 1
-            person_x[matched_people, joint] = xy[start + matched_rows, 0]
-            person_y[matched_people, joint] = xy[start + matched_rows, 1]
-            new_rows = new_rows[person_of[start:stop] < 0]
-        new_people = np.arange(num_people, num_people + new_rows.size)
-        person_of[new_rows] = new_people
-        tag_sum[new_people] = candidates.tag[new_rows]
+            if spatial:
+                nearest[:, matched_people] = np.minimum(nearest[:, matched_people], squared[:, matched])
+            new_rows = start + np.flatnonzero(person_of[start:stop] < 0)
+        new_people = slice(num_people, num_people + new_rows.size)
+        person_of[new_rows] = np.arange(num_people, num_people + new_rows.size)
+        tag_sum[new_people] = all_tags[new_rows]
         tag_count[new_people] = 1
-        person_x[new_people, joint] = xy[new_rows, 0]
-        person_y[new_people, joint] = xy[new_rows, 1]
+        if spatial:
+            nearest[:, new_people] = squared[:, new_rows]
         num_people += new_rows.size
     return person_of, num_people
 
