@@ -347,25 +347,32 @@ def _refine(
         columns = np.tile([0, width], (len(keypoints), 1))
     else:
         rows, columns = _reach_windows(keypoints, reach, height, width)
-    refined = []  # [4, n] person, joint, y, x of the joints each person gets filled
-    for person in np.flatnonzero(missing.any(axis=1)):
-        joints = np.flatnonzero(missing[person])
-        (top, bottom), (left, right) = rows[person], columns[person]
-        window_tags = tags[joints, :, top:bottom, left:right]  # [J, L, h', w']
-        difference = window_tags - person_tags[person].astype(np.float32)[None, :, None, None]
-        distance = np.sqrt(np.einsum("jlyx,jlyx->jyx", difference, difference))
-        objective = heatmaps[joints, top:bottom, left:right] - np.rint(distance)
-        window_width = right - left
-        best = objective.reshape(joints.size, -1).argmax(axis=1)
-        y, x = np.divmod(best, window_width)
-        score = heatmaps[joints, top + y, left + x]
-        found = score > 0
-        if max_tag_distance is not None:
-            found &= distance[np.arange(joints.size), y, x] < max_tag_distance
-        refined.append(np.stack([np.full(joints.size, person), joints, top + y, left + x])[:, found])
-    if not refined:
+    people = np.flatnonzero(missing.any(axis=1))
+    if people.size == 0:
         return
-    person, joint, y, x = np.concatenate(refined, axis=1)
+    person_tags = np.asarray(person_tags, dtype=np.float32)[:, :, None, None]
+    refined = []  # per person: joints, y, x of its missing joints' best locations (filled or not)
+    for person, (top, bottom), (left, right) in zip(people.tolist(), rows[people].tolist(), columns[people].tolist()):
+        joints = np.flatnonzero(missing[person])
+        difference = tags[joints, :, top:bottom, left:right]  # [J, L, h', w'], a copy: subtract in place
+        np.subtract(difference, person_tags[person], out=difference)
+        distance = np.einsum("jlyx,jlyx->jyx", difference, difference)
+        np.sqrt(distance, out=distance)
+        objective = np.rint(distance)
+        np.subtract(heatmaps[joints, top:bottom, left:right], objective, out=objective)
+        y, x = np.divmod(objective.reshape(joints.size, -1).argmax(axis=1), right - left)
+        if max_tag_distance is not None:
+            far = distance[np.arange(joints.size), y, x] >= max_tag_distance
+            y, x = np.where(far, -1, y + top), np.where(far, -1, x + left)  # -1: not filled
+        else:
+            y, x = y + top, x + left
+        refined.append((np.full(joints.size, person), joints, y, x))
+    person, joint, y, x = (np.concatenate(parts) for parts in zip(*refined))
+    keep = y >= 0
+    keep[keep] = heatmaps[joint[keep], y[keep], x[keep]] > 0
+    person, joint, y, x = person[keep], joint[keep], y[keep], x[keep]
+    if person.size == 0:
+        return
     xf, yf = x.astype(np.float32), y.astype(np.float32)
     if adjust:
         dx, dy = _quarter_offsets(heatmaps, joint, x, y)
@@ -483,9 +490,12 @@ def decode_people(
         dx, dy = _quarter_offsets(heatmaps, candidates.joint, candidates.x, candidates.y)
         x, y = x + dx, y + dy
     keypoints[person_of, candidates.joint] = np.stack([x, y, candidates.score], axis=1)
-    tag_sum = np.zeros((num_people, tag_dim), dtype=np.float64)
-    np.add.at(tag_sum, person_of, candidates.tag)
-    person_tags = (tag_sum / np.bincount(person_of, minlength=num_people)[:, None]).astype(np.float32)
+    # Each person's tags summed in candidate order (as np.add.at would, at a third of its cost): reduceat adds
+    # a segment's rows one after another; every person has at least one candidate.
+    by_person = np.argsort(person_of, kind="stable")
+    segments = np.searchsorted(person_of[by_person], np.arange(num_people))
+    tag_sum = np.add.reduceat(candidates.tag[by_person].astype(np.float64), segments, axis=0)
+    person_tags = (tag_sum / np.diff(segments, append=person_of.size)[:, None]).astype(np.float32)
 
     # Person score as in pose-ae: mean detection score over all K joints, before refinement.
     scores = keypoints[:, :, 2].mean(axis=1)
