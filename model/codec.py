@@ -296,7 +296,7 @@ def _group(
             tag_count[matched_people] += 1
             if spatial:
                 nearest[:, matched_people] = np.minimum(nearest[:, matched_people], squared[:, matched])
-            new_rows = start + np.flatnonzero(person_of[start:stop] < 0)
+            new_rows = start + (person_of[start:stop] < 0).nonzero()[0]  # nonzero(): 1-D, without flatnonzero's wrappers
         new_people = slice(num_people, num_people + new_rows.size)
         person_of[new_rows] = np.arange(num_people, num_people + new_rows.size)
         tag_sum[new_people] = all_tags[new_rows]
@@ -353,7 +353,7 @@ def _refine(
     person_tags = np.asarray(person_tags, dtype=np.float32)[:, :, None, None]
     refined = []  # per person: joints, y, x of its missing joints' best locations (filled or not)
     for person, (top, bottom), (left, right) in zip(people.tolist(), rows[people].tolist(), columns[people].tolist()):
-        joints = np.flatnonzero(missing[person])
+        joints = missing[person].nonzero()[0]
         difference = tags[joints, :, top:bottom, left:right]  # [J, L, h', w'], a copy: subtract in place
         np.subtract(difference, person_tags[person], out=difference)
         distance = np.einsum("jlyx,jlyx->jyx", difference, difference)
