@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-# Unchanged by issue 17, so shared rather than copied: the candidate record, quarter-pixel offsets, OKS.
-from tagtrack.model.codec import DecodeConfig, _Candidates, _quarter_offsets, pairwise_oks
+# Unchanged by issue 17, so shared rather than copied: the candidates' sort and top-k, quarter-pixel offsets, OKS.
+from tagtrack.model.codec import DecodeConfig, _Candidates, _quarter_offsets, pairwise_oks, top_k_candidates
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
 from tagtrack.model.transforms import PAD_VALUE, Letterbox
@@ -51,24 +51,15 @@ def baseline_poses_from_maps(
 def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> _Candidates:
     """NMS peaks above the detection threshold, the top_k best of each joint type (17-channel dilation of a
     channels-last copy, flat indices over [h,w,K])."""
-    num_joints, height, width = heatmaps.shape
+    num_joints = heatmaps.shape[0]
     channels_last = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))
     mask = channels_last > config.detection_threshold
     if config.nms_kernel > 1:
         pooled = cv2.dilate(channels_last, np.ones((config.nms_kernel, config.nms_kernel), np.uint8))
         mask &= channels_last == pooled.reshape(channels_last.shape)
     flat = np.flatnonzero(mask)
-    score = channels_last.reshape(-1)[flat]
     pixel, joint = np.divmod(flat, num_joints)
-    order = np.lexsort((-score, joint))
-    pixel, joint, score = pixel[order], joint[order], score[order]
-    starts = np.searchsorted(joint, np.arange(num_joints + 1))
-    keep = np.arange(joint.size) - starts[joint] < config.top_k
-    if not keep.all():
-        pixel, joint, score = pixel[keep], joint[keep], score[keep]
-        starts = np.searchsorted(joint, np.arange(num_joints + 1))
-    y, x = np.divmod(pixel, width)
-    return _Candidates(joint, x, y, score, tags[joint, :, y, x], starts)
+    return top_k_candidates(joint, pixel, channels_last.reshape(-1)[flat], tags, config.top_k)
 
 
 def _nearest_joint_gap(xy: np.ndarray, all_xy: np.ndarray, person_of: np.ndarray, num_people: int) -> np.ndarray:

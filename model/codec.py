@@ -236,12 +236,18 @@ def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfi
             cv2.dilate(heatmaps[joint], kernel, dst=pooled[joint])
         mask &= heatmaps == pooled
     flat = np.flatnonzero(mask)
-    score = heatmaps.reshape(-1)[flat]
     joint, pixel = np.divmod(flat, height * width)
+    return top_k_candidates(joint, pixel, heatmaps.reshape(-1)[flat], tags, config.top_k)
+
+
+def top_k_candidates(joint: np.ndarray, pixel: np.ndarray, score: np.ndarray, tags: np.ndarray, top_k: int) -> _Candidates:
+    """The candidates record from peaks given as joint type, flat pixel index (y * w + x) and score: sorted by
+    joint type, then descending score (ties: in the order given), at most top_k per joint type."""
+    num_joints, _, _, width = tags.shape
     order = np.lexsort((-score, joint))
     pixel, joint, score = pixel[order], joint[order], score[order]
     starts = np.searchsorted(joint, np.arange(num_joints + 1))
-    keep = np.arange(joint.size) - starts[joint] < config.top_k
+    keep = np.arange(joint.size) - starts[joint] < top_k
     if not keep.all():
         pixel, joint, score = pixel[keep], joint[keep], score[keep]
         starts = np.searchsorted(joint, np.arange(num_joints + 1))
