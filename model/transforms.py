@@ -167,7 +167,8 @@ def resize_into(image: np.ndarray, out: np.ndarray, scratch: np.ndarray | None =
     more is done in two steps: an area average by the integer factor f (cv2's fast path, exactly the mean
     of each f x f block), then bilinear for the rest (a factor below 2). INTER_AREA by a non-integer
     factor (2.25 for 768x576 -> 341x256) cost 1.6 ms of the 1.8 ms of preprocessing; the two steps cost
-    0.4 ms and move the network's keypoints by a fraction of a pixel (docs/realtime.md, "Preprocessing").
+    0.4 ms and change the input by ~1.3 grey levels on average, which changes the default model's people
+    slightly (measured tolerance in docs/realtime.md, issue 17 second pass; bench/preprocess.py).
     Both steps keep the pixel-centre convention, so the letterbox's point mapping is unchanged.
     scratch: a buffer of the intermediate size for the first step (else one is allocated).
     """

@@ -197,3 +197,28 @@ def test_input_shape_follows_the_frame_aspect_ratio():
     for frame in ((1920, 1088), (480, 640), (1000, 200)):
         h, w = input_hw_for_frame(frame, base)
         assert h % 64 == 0 and w % 64 == 0 and h * w <= base[0] * base[1]
+
+
+def test_preprocessing_agreement_matches_people_and_measures_their_joints():
+    """bench.preprocess, which the stated tolerance rests on: the same person slightly moved is matched and its
+    joints' displacement recorded; a person only one side has is a count change, not a match."""
+    from tagtrack.bench.preprocess import PreprocessAgreement, add_frame, match_people
+    from tagtrack.model.pose import Pose
+
+    def person(x: float, y: float, found: int = 17) -> Pose:
+        keypoints = np.zeros((17, 3), np.float32)
+        keypoints[:, 0], keypoints[:, 1] = x + np.arange(17), y + 2 * np.arange(17)
+        keypoints[:found, 2] = 0.8
+        return Pose(keypoints=keypoints, score=0.5, box=Pose.box_from_keypoints(keypoints), tag=np.zeros(1, np.float32))
+
+    before = [person(100, 100), person(400, 50)]
+    now = [person(403, 54, found=15), person(100, 100), person(700, 300)]
+    assert sorted(match_people(before, now)) == [(0, 1), (1, 0)]
+    assert match_people(before, [person(130, 100)]) == []  # 30 px away on average: another person
+    agreement = PreprocessAgreement()
+    add_frame(agreement, before, now)
+    assert (agreement.people_before, agreement.people_now, agreement.matched) == (2, 3, 2)
+    assert agreement.frames_with_other_count == 1 and agreement.largest_count_change == 1
+    assert agreement.joints_only_in_one == 2
+    assert agreement.displacement(0.0) == 0.0 and agreement.displacement(1.0) == pytest.approx(5.0)
+    assert len(agreement.displacements) == 17 + 15
