@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -40,7 +40,6 @@ class PostThreadClock:
     first: float | None = None
     last: float = 0.0
     writes: int = 0
-    samples: list[float] = field(default_factory=list)
 
     def write(self, result) -> None:
         now = time.thread_time()
@@ -55,12 +54,12 @@ class PostThreadClock:
 
 def main(argv: list[str] | None = None) -> None:
     from tagtrack.bench.machine import cpu_description
+    from tagtrack.model.schema import COCO17
+    from tagtrack.model.transforms import Preprocessor
     from tagtrack.realtime.engines import create_engine
     from tagtrack.realtime.pipeline import Pipeline, PipelineSettings
-    from tagtrack.realtime.run import RunOptions, decode_config, make_tracker, output_sinks
+    from tagtrack.realtime.run import LimitedSource, RunOptions, decode_config, make_tracker, output_sinks
     from tagtrack.realtime.sources import open_source
-    from tagtrack.realtime.run import LimitedSource
-    from tagtrack.model.schema import COCO17
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video")
@@ -70,9 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     print(cpu_description())
     engine = create_engine(args.engine, None, "cpu", False, None)
     source = LimitedSource(open_source(args.video), args.max_frames + 1)
-    first = source.read()
-    from tagtrack.model.transforms import Preprocessor
-
+    first = source.read()  # for the network's timing; the run gets the frames after it
     _, network_input = Preprocessor(tuple(engine.input_hw))(first.image)
     for _ in range(5):
         engine.infer(network_input[None])

@@ -240,7 +240,9 @@ def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfi
     return top_k_candidates(joint, pixel, heatmaps.reshape(-1)[flat], tags, config.top_k)
 
 
-def top_k_candidates(joint: np.ndarray, pixel: np.ndarray, score: np.ndarray, tags: np.ndarray, top_k: int) -> _Candidates:
+def top_k_candidates(
+    joint: np.ndarray, pixel: np.ndarray, score: np.ndarray, tags: np.ndarray, top_k: int
+) -> _Candidates:
     """The candidates record from peaks given as joint type, flat pixel index (y * w + x) and score: sorted by
     joint type, then descending score (ties: in the order given), at most top_k per joint type."""
     num_joints, _, _, width = tags.shape
@@ -302,7 +304,8 @@ def _group(
             tag_count[matched_people] += 1
             if spatial:
                 nearest[:, matched_people] = np.minimum(nearest[:, matched_people], squared[:, matched])
-            new_rows = start + (person_of[start:stop] < 0).nonzero()[0]  # nonzero(): 1-D, without flatnonzero's wrappers
+            # nonzero() of a 1-D mask: flatnonzero's result without its wrappers' cost
+            new_rows = start + (person_of[start:stop] < 0).nonzero()[0]
         new_people = slice(num_people, num_people + new_rows.size)
         person_of[new_rows] = np.arange(num_people, num_people + new_rows.size)
         tag_sum[new_people] = all_tags[new_rows]

@@ -93,7 +93,9 @@ class Letterbox:
     def map_hw(self) -> tuple[int, int]:
         return self.input_hw[0] // OUTPUT_STRIDE, self.input_hw[1] // OUTPUT_STRIDE
 
-    def apply(self, image_bgr: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    def apply(
+        self, image_bgr: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None
+    ) -> np.ndarray:
         """The letterboxed image [H_in, W_in, C], same dtype; written into ``out`` when given (no allocation).
 
         scratch: where the first step of a two-step shrink goes (``averaged_shape``), to reuse it per frame.
