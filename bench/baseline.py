@@ -3,7 +3,7 @@
 same frames in one run, and that the tests compare the current code's outputs with.
 
 Not used by the application. A copy of `model/transforms.py` (`Letterbox.apply` + `to_network_input`),
-of `model/codec.py`'s `decode` with the helpers issue 17 rewrote (grouping, refinement) as they were,
+of `model/codec.py`'s `decode` with the helpers issue 17 rewrote (candidates, grouping, refinement) as they were,
 and of `model/predict.py`'s `poses_from_maps`. Delete this module once nobody needs the comparison.
 """
 
@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-# Unchanged by issue 17, so shared rather than copied: candidates, quarter-pixel offsets, OKS.
-from tagtrack.model.codec import DecodeConfig, _Candidates, _find_candidates, _quarter_offsets, pairwise_oks
+# Unchanged by issue 17, so shared rather than copied: the candidates' sort and top-k, quarter-pixel offsets, OKS.
+from tagtrack.model.codec import DecodeConfig, _Candidates, _quarter_offsets, pairwise_oks, top_k_candidates
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
 from tagtrack.model.transforms import PAD_VALUE, Letterbox
@@ -46,6 +46,20 @@ def baseline_poses_from_maps(
         pose.keypoints[:, :2] = np.where(found[:, None], image_xy, 0.0)
         pose.box = Pose.box_from_keypoints(pose.keypoints)
     return poses
+
+
+def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> _Candidates:
+    """NMS peaks above the detection threshold, the top_k best of each joint type (17-channel dilation of a
+    channels-last copy, flat indices over [h,w,K])."""
+    num_joints = heatmaps.shape[0]
+    channels_last = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))
+    mask = channels_last > config.detection_threshold
+    if config.nms_kernel > 1:
+        pooled = cv2.dilate(channels_last, np.ones((config.nms_kernel, config.nms_kernel), np.uint8))
+        mask &= channels_last == pooled.reshape(channels_last.shape)
+    flat = np.flatnonzero(mask)
+    pixel, joint = np.divmod(flat, num_joints)
+    return top_k_candidates(joint, pixel, channels_last.reshape(-1)[flat], tags, config.top_k)
 
 
 def _nearest_joint_gap(xy: np.ndarray, all_xy: np.ndarray, person_of: np.ndarray, num_people: int) -> np.ndarray:

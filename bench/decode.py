@@ -187,3 +187,50 @@ def format_table(timings: list[DecodeTiming], size: int) -> str:
             f"{'yes' if timing.same_as_baseline else 'NO':>11}"
         )
     return "\n".join(lines)
+
+
+def time_decode_on_video(video: str, frames: int = 100, every: int = 8, weights: str | None = None) -> str:
+    """CPU ms median per frame of ``poses_from_maps`` (decode + mapping to image pixels) and of the decoder before
+    issue 17, on the bundled default model's maps of every ``every``-th frame, interleaved frame by frame."""
+    import torch
+
+    from tagtrack.bench.baseline import baseline_poses_from_maps
+    from tagtrack.bench.preprocess import read_frames
+    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
+    from tagtrack.model.predict import poses_from_maps, torch_infer_fn
+    from tagtrack.model.transforms import Preprocessor
+
+    torch.set_num_threads(1)
+    loaded = load_checkpoint(resolve_weights(weights))
+    infer = torch_infer_fn(loaded.model)
+    preprocess = Preprocessor((loaded.config.input_height, loaded.config.input_width))
+    maps = []
+    for image in read_frames(video, frames, every):
+        letterbox, network_input = preprocess(image)
+        heatmaps, tags = infer(network_input[None])
+        maps.append((heatmaps[0], tags[0], letterbox))
+    config = DecodeConfig()
+    ours, before, people, same = [], [], 0, True
+    for _ in range(3):
+        for heatmaps, tags, letterbox in maps:
+            started = time.process_time()
+            poses = poses_from_maps(heatmaps, tags, letterbox, COCO17, config)
+            ours.append(time.process_time() - started)
+            started = time.process_time()
+            old = baseline_poses_from_maps(heatmaps, tags, letterbox, COCO17, config)
+            before.append(time.process_time() - started)
+            same &= same_poses(poses, old)
+            people += len(poses)
+    now_ms, before_ms = 1e3 * statistics.median(ours), 1e3 * statistics.median(before)
+    return "\n".join([
+        cpu_description(),
+        f"{video}: {len(maps)} frames (every {every}th), {people / (3 * max(len(maps), 1)):.1f} people per frame decoded",
+        f"poses_from_maps CPU ms median: now {now_ms:.2f}, before issue 17 {before_ms:.2f} "
+        f"(x{before_ms / max(now_ms, 1e-9):.2f}); same output to the bit: {'yes' if same else 'NO'}",
+    ])
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(time_decode_on_video(sys.argv[1]))

@@ -223,22 +223,33 @@ def peak_mask(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
 def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> _Candidates:
     """NMS peaks above the detection threshold, the top_k best of each joint type.
 
-    Works channels-last (the layout cv2.dilate wants) and with flat indices: comparing the
-    transposed pooled maps and a 3-D np.nonzero each cost more than the dilation itself.
+    Each joint's map is dilated on its own (cv2.dilate of a contiguous [h,w] slice, into one reused
+    buffer): a 17-channel dilation needs a channels-last copy of the maps first, which cost as much as the
+    dilation itself. Flat indices over [K,h,w] come out sorted by joint type, then row-major.
     """
     num_joints, height, width = heatmaps.shape
-    channels_last = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))
-    mask = channels_last > config.detection_threshold
+    mask = heatmaps > config.detection_threshold
     if config.nms_kernel > 1:
-        pooled = cv2.dilate(channels_last, np.ones((config.nms_kernel, config.nms_kernel), np.uint8))
-        mask &= channels_last == pooled.reshape(channels_last.shape)
+        kernel = np.ones((config.nms_kernel, config.nms_kernel), np.uint8)
+        pooled = np.empty_like(heatmaps)
+        for joint in range(num_joints):
+            cv2.dilate(heatmaps[joint], kernel, dst=pooled[joint])
+        mask &= heatmaps == pooled
     flat = np.flatnonzero(mask)
-    score = channels_last.reshape(-1)[flat]
-    pixel, joint = np.divmod(flat, num_joints)
+    joint, pixel = np.divmod(flat, height * width)
+    return top_k_candidates(joint, pixel, heatmaps.reshape(-1)[flat], tags, config.top_k)
+
+
+def top_k_candidates(
+    joint: np.ndarray, pixel: np.ndarray, score: np.ndarray, tags: np.ndarray, top_k: int
+) -> _Candidates:
+    """The candidates record from peaks given as joint type, flat pixel index (y * w + x) and score: sorted by
+    joint type, then descending score (ties: in the order given), at most top_k per joint type."""
+    num_joints, _, _, width = tags.shape
     order = np.lexsort((-score, joint))
     pixel, joint, score = pixel[order], joint[order], score[order]
     starts = np.searchsorted(joint, np.arange(num_joints + 1))
-    keep = np.arange(joint.size) - starts[joint] < config.top_k
+    keep = np.arange(joint.size) - starts[joint] < top_k
     if not keep.all():
         pixel, joint, score = pixel[keep], joint[keep], score[keep]
         starts = np.searchsorted(joint, np.arange(num_joints + 1))
@@ -251,51 +262,56 @@ def _group(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assign candidates to people joint type by joint type. Returns person of each candidate [C], people count."""
     count = candidates.joint.size
-    num_joints = len(candidates.starts) - 1
+    starts = candidates.starts.tolist()
     person_of = np.full(count, -1, dtype=np.int64)
-    xy = np.stack([candidates.x, candidates.y], axis=1).astype(np.float64)
     all_tags = candidates.tag.astype(np.float64)
     tag_sum = np.zeros((count, all_tags.shape[1]), dtype=np.float64)
     tag_count = np.zeros(count, dtype=np.int64)
-    # Each person's joints so far (at most one per joint type), inf where it has none: the nearest-joint
-    # gap of the spatial term is then one broadcast minimum, with no per-person bookkeeping.
     spatial = config.use_detection_val and config.spatial_weight > 0
-    person_x = np.full((count, num_joints), np.inf)
-    person_y = np.full((count, num_joints), np.inf)
+    if spatial:
+        # Squared distances between candidates are integers (pixel positions), exact in float64, so the
+        # nearest-joint minimum is the same in whatever order it is taken: kept up to date per person as
+        # joints join (nearest[c, p]: candidate c to person p's nearest joint so far) instead of recomputed.
+        x, y = candidates.x.astype(np.float64), candidates.y.astype(np.float64)
+        dx, dy = x[:, None] - x[None, :], y[:, None] - y[None, :]
+        squared = dx * dx + dy * dy
+        nearest = np.empty((count, count), dtype=np.float64)
     num_people = 0
     for joint in schema.grouping_order:
-        start, stop = candidates.starts[joint], candidates.starts[joint + 1]
+        start, stop = starts[joint], starts[joint + 1]
         if start == stop:
             continue
         joint_tags = all_tags[start:stop]
-        new_rows = np.arange(start, stop)
-        if num_people > 0:
+        if num_people == 0:
+            new_rows = np.arange(start, stop)
+        else:
             mean_tags = tag_sum[:num_people] / tag_count[:num_people, None]
-            distance = np.sqrt(((joint_tags[:, None, :] - mean_tags[None, :, :]) ** 2).sum(axis=2))
+            distance = np.sqrt(np.add.reduce(np.square(joint_tags[:, None, :] - mean_tags[None, :, :]), axis=2))
             if config.use_detection_val:
-                cost = np.round(distance) * 100.0 - candidates.score[start:stop, None]
+                # np.rint is what np.round does with 0 decimals (half to even), without its wrapper's cost.
+                cost = np.rint(distance) * 100.0 - candidates.score[start:stop, None]
                 if spatial:
-                    dx = xy[start:stop, 0, None, None] - person_x[None, :num_people]  # [n, P, K]
-                    dy = xy[start:stop, 1, None, None] - person_y[None, :num_people]
-                    gap = np.sqrt((dx * dx + dy * dy).min(axis=2)) / map_long_side  # [n, P]
+                    gap = np.sqrt(nearest[start:stop, :num_people]) / map_long_side  # [n, P]
                     cost += config.spatial_weight * np.minimum(gap, 1.0)
             else:
                 cost = distance
             matched_rows, matched_people = linear_sum_assignment(cost)
             close = distance[matched_rows, matched_people] < config.tag_threshold
             matched_rows, matched_people = matched_rows[close], matched_people[close]
-            person_of[start + matched_rows] = matched_people
+            matched = start + matched_rows
+            person_of[matched] = matched_people
             tag_sum[matched_people] += joint_tags[matched_rows]
             tag_count[matched_people] += 1
-            person_x[matched_people, joint] = xy[start + matched_rows, 0]
-            person_y[matched_people, joint] = xy[start + matched_rows, 1]
-            new_rows = new_rows[person_of[start:stop] < 0]
-        new_people = np.arange(num_people, num_people + new_rows.size)
-        person_of[new_rows] = new_people
-        tag_sum[new_people] = candidates.tag[new_rows]
+            if spatial:
+                nearest[:, matched_people] = np.minimum(nearest[:, matched_people], squared[:, matched])
+            # nonzero() of a 1-D mask: flatnonzero's result without its wrappers' cost
+            new_rows = start + (person_of[start:stop] < 0).nonzero()[0]
+        new_people = slice(num_people, num_people + new_rows.size)
+        person_of[new_rows] = np.arange(num_people, num_people + new_rows.size)
+        tag_sum[new_people] = all_tags[new_rows]
         tag_count[new_people] = 1
-        person_x[new_people, joint] = xy[new_rows, 0]
-        person_y[new_people, joint] = xy[new_rows, 1]
+        if spatial:
+            nearest[:, new_people] = squared[:, new_rows]
         num_people += new_rows.size
     return person_of, num_people
 
@@ -340,25 +356,32 @@ def _refine(
         columns = np.tile([0, width], (len(keypoints), 1))
     else:
         rows, columns = _reach_windows(keypoints, reach, height, width)
-    refined = []  # [4, n] person, joint, y, x of the joints each person gets filled
-    for person in np.flatnonzero(missing.any(axis=1)):
-        joints = np.flatnonzero(missing[person])
-        (top, bottom), (left, right) = rows[person], columns[person]
-        window_tags = tags[joints, :, top:bottom, left:right]  # [J, L, h', w']
-        difference = window_tags - person_tags[person].astype(np.float32)[None, :, None, None]
-        distance = np.sqrt(np.einsum("jlyx,jlyx->jyx", difference, difference))
-        objective = heatmaps[joints, top:bottom, left:right] - np.rint(distance)
-        window_width = right - left
-        best = objective.reshape(joints.size, -1).argmax(axis=1)
-        y, x = np.divmod(best, window_width)
-        score = heatmaps[joints, top + y, left + x]
-        found = score > 0
-        if max_tag_distance is not None:
-            found &= distance[np.arange(joints.size), y, x] < max_tag_distance
-        refined.append(np.stack([np.full(joints.size, person), joints, top + y, left + x])[:, found])
-    if not refined:
+    people = np.flatnonzero(missing.any(axis=1))
+    if people.size == 0:
         return
-    person, joint, y, x = np.concatenate(refined, axis=1)
+    person_tags = np.asarray(person_tags, dtype=np.float32)[:, :, None, None]
+    refined = []  # per person: joints, y, x of its missing joints' best locations (filled or not)
+    for person, (top, bottom), (left, right) in zip(people.tolist(), rows[people].tolist(), columns[people].tolist()):
+        joints = missing[person].nonzero()[0]
+        difference = tags[joints, :, top:bottom, left:right]  # [J, L, h', w'], a copy: subtract in place
+        np.subtract(difference, person_tags[person], out=difference)
+        distance = np.einsum("jlyx,jlyx->jyx", difference, difference)
+        np.sqrt(distance, out=distance)
+        objective = np.rint(distance)
+        np.subtract(heatmaps[joints, top:bottom, left:right], objective, out=objective)
+        y, x = np.divmod(objective.reshape(joints.size, -1).argmax(axis=1), right - left)
+        if max_tag_distance is not None:
+            far = distance[np.arange(joints.size), y, x] >= max_tag_distance
+            y, x = np.where(far, -1, y + top), np.where(far, -1, x + left)  # -1: not filled
+        else:
+            y, x = y + top, x + left
+        refined.append((np.full(joints.size, person), joints, y, x))
+    person, joint, y, x = (np.concatenate(parts) for parts in zip(*refined))
+    keep = y >= 0
+    keep[keep] = heatmaps[joint[keep], y[keep], x[keep]] > 0
+    person, joint, y, x = person[keep], joint[keep], y[keep], x[keep]
+    if person.size == 0:
+        return
     xf, yf = x.astype(np.float32), y.astype(np.float32)
     if adjust:
         dx, dy = _quarter_offsets(heatmaps, joint, x, y)
@@ -476,9 +499,12 @@ def decode_people(
         dx, dy = _quarter_offsets(heatmaps, candidates.joint, candidates.x, candidates.y)
         x, y = x + dx, y + dy
     keypoints[person_of, candidates.joint] = np.stack([x, y, candidates.score], axis=1)
-    tag_sum = np.zeros((num_people, tag_dim), dtype=np.float64)
-    np.add.at(tag_sum, person_of, candidates.tag)
-    person_tags = (tag_sum / np.bincount(person_of, minlength=num_people)[:, None]).astype(np.float32)
+    # Each person's tags summed in candidate order (as np.add.at would, at a third of its cost): reduceat adds
+    # a segment's rows one after another; every person has at least one candidate.
+    by_person = np.argsort(person_of, kind="stable")
+    segments = np.searchsorted(person_of[by_person], np.arange(num_people))
+    tag_sum = np.add.reduceat(candidates.tag[by_person].astype(np.float64), segments, axis=0)
+    person_tags = (tag_sum / np.diff(segments, append=person_of.size)[:, None]).astype(np.float32)
 
     # Person score as in pose-ae: mean detection score over all K joints, before refinement.
     scores = keypoints[:, :, 2].mean(axis=1)

@@ -252,12 +252,12 @@ def test_bad_input_size(tiny_checkpoint, photo, capsys):
 
 
 def test_default_model_on_vtest_frames_decodes_as_before_issue_17(shared_data):
-    """Real maps (the bundled default model on PETS 2009 frames): the pipeline's preprocessing and decoder give
-    the same network input and the same people, to the bit, as the code they replaced (bench.baseline)."""
+    """Real maps (the bundled default model on PETS 2009 frames): the decoder gives the same people, to the bit,
+    as the code it replaced (bench.baseline), on the network input made as before issue 17. (The preprocessing
+    itself changed within a stated tolerance: the next test.)"""
     from tagtrack.bench.baseline import baseline_poses_from_maps, baseline_preprocess
     from tagtrack.bench.decode import same_poses
     from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
-    from tagtrack.model.transforms import Preprocessor
 
     video = shared_data / "videos" / "opencv_vtest_pets2009.avi"
     if not video.is_file():
@@ -266,7 +266,6 @@ def test_default_model_on_vtest_frames_decodes_as_before_issue_17(shared_data):
     loaded = load_checkpoint(resolve_weights(None))
     infer = torch_infer_fn(loaded.model)
     input_hw = (loaded.config.input_height, loaded.config.input_width)
-    preprocess = Preprocessor(input_hw)
     capture = cv2.VideoCapture(str(video))
     people = 0
     try:
@@ -274,8 +273,8 @@ def test_default_model_on_vtest_frames_decodes_as_before_issue_17(shared_data):
             capture.set(cv2.CAP_PROP_POS_FRAMES, index)
             ok, image = capture.read()
             assert ok
-            letterbox, network_input = preprocess(image)
-            np.testing.assert_array_equal(network_input, baseline_preprocess(letterbox, image))
+            letterbox = Letterbox.fit(image.shape[:2], input_hw)
+            network_input = baseline_preprocess(letterbox, image)
             heatmaps, tags = infer(network_input[None])
             poses = poses_from_maps(heatmaps[0], tags[0], letterbox, COCO17, DecodeConfig())
             assert same_poses(poses, baseline_poses_from_maps(heatmaps[0], tags[0], letterbox, COCO17, DecodeConfig()))
@@ -283,3 +282,27 @@ def test_default_model_on_vtest_frames_decodes_as_before_issue_17(shared_data):
     finally:
         capture.release()
     assert people >= 8  # 3-8 walkers a frame: the comparison covered real grouping and refinement
+
+
+def test_default_model_on_vtest_frames_stays_within_the_preprocessing_tolerance(shared_data):
+    """The two-step shrink (model.transforms.resize_into) against the single area resize it replaced, through
+    the bundled default model and the decoder, on 24 PETS 2009 frames. The tolerance docs/realtime.md states
+    (measured there on 100 frames: 95 % of people matched, 95 % of their joints within 4.5 px, median 0):
+    at least 90 % of the people matched, their joints' median displacement 0 and 90 % within 4.5 image px
+    (half a map pixel at this scale), the count per frame changed by at most 2."""
+    from tagtrack.bench.preprocess import compare_preprocessing, read_frames
+    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
+
+    video = shared_data / "videos" / "opencv_vtest_pets2009.avi"
+    if not video.is_file():
+        pytest.skip(f"{video} not found")
+    torch.set_num_threads(1)
+    loaded = load_checkpoint(resolve_weights(None))
+    images = read_frames(str(video), 24, 33)
+    agreement = compare_preprocessing(torch_infer_fn(loaded.model), images,
+                                      (loaded.config.input_height, loaded.config.input_width), COCO17)
+    assert agreement.frames == 24 and agreement.people_before >= 100
+    assert agreement.matched >= 0.9 * agreement.people_before
+    assert agreement.largest_count_change <= 2
+    assert agreement.displacement(0.5) == 0.0 and agreement.displacement(0.9) <= 4.5
+    assert 0 < np.mean(agreement.input_mean_abs) < 2.0
