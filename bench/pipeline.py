@@ -182,14 +182,16 @@ def _engine_for(options):
 
 def _run_pipeline(options, source, engine, extra_sinks=(), tracker=None) -> RunSummary:
     from tagtrack.realtime.pipeline import Pipeline, PipelineSettings
-    from tagtrack.realtime.run import decode_config, make_tracker, output_sinks
+    from tagtrack.realtime.run import effective_settings, make_tracker, output_sinks, run_settings
 
     schema = getattr(engine, "schema", None)
     if schema is None:
         from tagtrack.model.schema import COCO17 as schema
-    sinks = output_sinks(options, source, schema) + list(extra_sinks)
-    pipeline = Pipeline(source, engine, schema, PipelineSettings(decode=decode_config(options)),
-                        tracker if tracker is not None else make_tracker(options.track), sinks,
+    settings = effective_settings(options, getattr(engine, "stored_settings", None))
+    sinks = output_sinks(options, source, schema, run_settings(settings, options, engine, schema)) + list(extra_sinks)
+    if tracker is None:
+        tracker = make_tracker(settings.tracker if options.track else None, schema)
+    pipeline = Pipeline(source, engine, schema, PipelineSettings(decode=settings.decode), tracker, sinks,
                         queue_size=options.queue_size)
     return pipeline.run()
 

@@ -185,9 +185,11 @@ def test_predict_writes_json_and_a_drawn_image(tiny_checkpoint, photo, tmp_path,
         "--detection-threshold", "0", "--flip",
     )
     assert code == 0, err
-    (line,) = out_json.read_text().splitlines()  # one JSON Lines record, the layout of `run --json`
-    record = json.loads(line)
-    assert record["schema_version"] == 2 and record["frame_index"] == 0 and record["source_id"] == str(photo)
+    # the header (settings), then one JSON Lines record, the layout of `run --json`
+    header, line = out_json.read_text().splitlines()
+    settings, record = json.loads(header)["settings"], json.loads(line)
+    assert settings["flip"] is True and settings["decode"]["detection_threshold"] == 0.0
+    assert record["schema_version"] == 3 and record["frame_index"] == 0 and record["source_id"] == str(photo)
     assert record["image"] == {"width": 100, "height": 60}
     assert 1 <= len(record["people"]) <= 30
     person = record["people"][0]

@@ -55,11 +55,15 @@ def video_frame_count(path: Path) -> int:
 
 
 def validated_lines(path: Path) -> list[dict]:
+    """The frame records of a JSON Lines file, every line checked against the schema; the first line is the
+    header with the run's settings."""
     validator = jsonschema.Draft202012Validator(json.loads(JSONL_SCHEMA_PATH.read_text()))
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for record in records:
         validator.validate(record)
-    return records
+    header, *frames = records
+    assert set(header) == {"schema_version", "settings"} and all("frame_index" in frame for frame in frames)
+    return frames
 
 
 def test_run_writes_every_frame_to_video_json_and_exports(tmp_path, tiny_weights):
