@@ -10,6 +10,7 @@ Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -105,21 +106,12 @@ def load_checkpoint(
     `expected_schema`: the keypoint schema the caller works with; a checkpoint for another one is refused.
     """
     path = Path(path)
-    if not path.exists():
-        raise UserFacingError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise UserFacingError(f"checkpoint {path} is not a file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as reader:
-            header = reader.metadata() or {}
-            config, schema, metadata = _parse_header(path, header)
-            settings = _parse_settings(path, header)
-            _check_schema(path, schema, expected_schema)
-            tensors = {name: reader.get_tensor(name) for name in reader.keys()}
-    except SafetensorError as error:
-        raise UserFacingError(f"checkpoint {path} is not a valid safetensors file ({error})") from error
-    except OSError as error:
-        raise UserFacingError(f"cannot read checkpoint {path}: {error.strerror or error}") from error
+    with _reading(path) as reader:
+        header = reader.metadata() or {}
+        config, schema, metadata = _parse_header(path, header)
+        settings = _parse_settings(path, header)
+        _check_schema(path, schema, expected_schema)
+        tensors = {name: reader.get_tensor(name) for name in reader.keys()}
 
     if _tensors_sha256(tensors) != header[_KEY_WEIGHTS_SHA256]:
         raise UserFacingError(f"checkpoint {path} is corrupt: its weights do not match their stored checksum")
@@ -138,17 +130,26 @@ def load_checkpoint(
 def read_checkpoint_settings(path: str | Path) -> dict:
     """The settings stored in a checkpoint (`{}` for one without), read from its header only (no weights)."""
     path = Path(path)
-    if not path.is_file():
+    with _reading(path) as reader:
+        header = reader.metadata() or {}
+    _parse_header(path, header)
+    return _parse_settings(path, header)
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """The checkpoint open for reading (safetensors), every problem with the file one UserFacingError."""
+    if not path.exists():
         raise UserFacingError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise UserFacingError(f"checkpoint {path} is not a file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as reader:
-            header = reader.metadata() or {}
+            yield reader
     except SafetensorError as error:
         raise UserFacingError(f"checkpoint {path} is not a valid safetensors file ({error})") from error
     except OSError as error:
         raise UserFacingError(f"cannot read checkpoint {path}: {error.strerror or error}") from error
-    _parse_header(path, header)
-    return _parse_settings(path, header)
 
 
 def resolve_weights(path: str | Path | None) -> Path:
