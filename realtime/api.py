@@ -65,8 +65,8 @@ class Person:
 
     keypoints: joint name (the model's keypoint schema; COCO-17 for the default model: "nose",
     "left_shoulder", ...) -> Keypoint, in the schema's order.
-    score: the person score (model.pose.Pose.score: mean over all joint types, a missing joint counting 0). box: (x1, y1, x2, y2) around the found
-    joints. tag: the person's mean associative-embedding tag. track_id: stable across the frames of
+    score: the person score (model.pose.Pose.score: mean over all joint types, a missing joint
+    counting 0). box: (x1, y1, x2, y2) around the found joints. tag: the person's mean associative-embedding tag. track_id: stable across the frames of
     one `track` run (1, 2, ...); None for single images and with tracking=False.
     Values are those of the JSON Lines file: pixels to 0.01, scores and tags to 0.0001.
     """
@@ -179,8 +179,8 @@ class PoseEstimator:
     "cpu" or "cuda". input_size: network input (height, width), multiples of 64; None is the
     checkpoint's. detection_threshold / tag_threshold / min_person_score: decoder settings (None: the
     checkpoint's, else the defaults). settings: any decoder and tracker setting, {"decode": {"top_k": 20},
-    "tracker": {"tag_gate": 1.0}} (realtime/settings.py), above the thresholds. flip and scales: test-time augmentation for single images (scales other than 1.0 need the torch
-    engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one
+    "tracker": {"tag_gate": 1.0}} (realtime/settings.py), above the thresholds. flip and scales:
+    test-time augmentation for single images (scales other than 1.0 need the torch engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one
     thread at a time.
     """
 

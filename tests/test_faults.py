@@ -78,7 +78,7 @@ def signal_when_written(process: subprocess.Popen, path: Path, lines: int, signu
 def wait_for_lines(process: subprocess.Popen, path: Path, lines: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        if path.exists() and len(path.read_bytes().splitlines()) >= lines:
+        if path.exists() and len(path.read_bytes().splitlines()) >= 1 + lines:  # header + frames
             return
         time.sleep(0.02)
     assert process.poll() is None, "the run ended before the fault could be injected"

@@ -104,11 +104,11 @@ def test_max_frames_and_no_track(tmp_path, tiny_weights):
 
 def signal_after_lines(process: subprocess.Popen, lines_file: Path, lines: int, signum: int,
                        timeout: float = 120) -> tuple[str, str]:
-    """Send `signum` to a running `tagtrack run` once `lines_file` has `lines` lines; its stdout and stderr."""
+    """Send `signum` to a running `tagtrack run` once `lines_file` has `lines` frame lines; its stdout and stderr."""
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and process.poll() is None:
-            if lines_file.exists() and len(lines_file.read_bytes().splitlines()) >= lines:
+            if lines_file.exists() and len(lines_file.read_bytes().splitlines()) >= 1 + lines:  # header + frames
                 break
             time.sleep(0.05)
         assert process.poll() is None, "the run ended before it could be interrupted"
