@@ -40,20 +40,23 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import dataclasses
     import time
     from pathlib import Path
 
-    from tagtrack.model.predict import read_image
+    from tagtrack.model.config import check_input_size
+    from tagtrack.model.files import read_image
     from tagtrack.realtime.api import PoseEstimator
     from tagtrack.realtime.draw import draw_poses
     from tagtrack.realtime.run import check_ranges
     from tagtrack.realtime.sinks import refuse_overwriting, write_image, write_image_record
 
-    if args.input_size and any(side <= 0 or side % 64 for side in args.input_size):
-        raise UserFacingError(f"--input-size {args.input_size[0]} {args.input_size[1]}: both must be positive multiples of 64")
+    if args.input_size:
+        check_input_size(args.input_size, "--input-size")
     if min(args.scales) <= 0:
         raise UserFacingError("--scales must be positive")
     check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score)
+    settings = _settings_overrides(args)
     outputs = {}
     if args.json:
         outputs["--json"] = Path(args.json)
@@ -63,8 +66,7 @@ def _predict(args: argparse.Namespace) -> int:
     refuse_overwriting(inputs, outputs)
     image = read_image(args.image)
     estimator = PoseEstimator(args.weights, engine="torch", device=args.device, input_size=args.input_size,
-                              detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
-                              min_person_score=args.min_person_score, flip=args.flip, scales=args.scales)
+                              flip=args.flip, scales=args.scales, settings=settings)
     input_hw = estimator.input_size
 
     start = time.perf_counter()
@@ -75,7 +77,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_image_record(out, image, str(args.image), poses, estimator.schema)
+        record = {"decode": dataclasses.asdict(estimator.settings.decode), "tracker": None,
+                  "input_hw": list(input_hw), "weights": str(estimator.engine.weights),
+                  "keypoints": list(estimator.schema.keypoint_names), "flip": args.flip, "scales": list(args.scales)}
+        write_image_record(out, image, str(args.image), poses, estimator.schema, settings=record)
         written.append(str(out))
     if args.draw:
         out_dir = Path(args.draw)
@@ -122,9 +127,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `run`, `view` and `bench run`: the model and the engine that runs it."""
+    from tagtrack.realtime.backends import AUTO, ENGINE_CHOICES, engine_help
+
     p.add_argument("--weights", default=None, help="checkpoint (.safetensors); default: bundled weights")
-    p.add_argument("--engine", choices=("auto", "torch", "ort", "trt"), default="auto",
-                   help="inference backend (auto: TensorRT on an NVIDIA GPU, else ONNX Runtime, else torch)")
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default=AUTO, help=engine_help())
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the network runs (auto: cuda when a GPU is usable, else cpu)")
     p.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA, TensorRT)")
@@ -141,13 +147,42 @@ def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_decode_arguments(p: argparse.ArgumentParser) -> None:
-    """Decoder thresholds shared by `predict`, `run`, `view` and `bench run` (ranges checked by check_ranges)."""
+    """Decoder thresholds and the settings options shared by `predict`, `eval`, `run`, `view` and `bench run`
+    (ranges checked by check_ranges; everything else by _settings_overrides)."""
     p.add_argument("--detection-threshold", type=float, default=None, metavar="0..1",
                    help="min joint heatmap score of a joint candidate (default 0.1)")
     p.add_argument("--tag-threshold", type=float, default=None, metavar="DIST",
                    help="max tag distance for a joint to join a person, > 0 (default 1.0)")
     p.add_argument("--min-person-score", type=float, default=None, metavar="0..1",
                    help="leave out people scoring below this (default 0: every person found)")
+    _add_settings_arguments(p)
+
+
+def _add_settings_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="decoder and tracker settings, JSON or TOML: {\"decode\": {\"top_k\": 20}, \"tracker\": "
+                        "{\"tag_gate\": 1.0}} (defaults: the checkpoint's stored settings, else the built-in ones)")
+    p.add_argument("--set", dest="set_values", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                   help="one setting, above --config and the flags, e.g. --set decode.top_k=20 --set tracker.tag_gate=1.0 "
+                        "(names: DecodeConfig in model/codec.py, TrackerConfig in tracker/config.py) (repeatable)")
+
+
+def _settings_overrides(args: argparse.Namespace) -> dict:
+    """--config FILE, then the named thresholds, then --set, as one {section: {name: value}} layer over the
+    checkpoint's stored settings (realtime/settings.py). Every name and value is checked here, before anything
+    is opened or loaded."""
+    from tagtrack.realtime.settings import build_settings, check_meaningful, parse_assignments, read_settings_file
+
+    thresholds = {name: getattr(args, name, None) for name in ("detection_threshold", "tag_threshold", "min_person_score")}
+    layers = [(f"--config {args.config}", read_settings_file(args.config) if args.config else {}),
+              ("thresholds", {"decode": {name: value for name, value in thresholds.items() if value is not None}}),
+              ("--set", parse_assignments(args.set_values))]
+    check_meaningful(build_settings(layers))
+    merged: dict = {}
+    for _, values in layers:
+        for section, section_values in values.items():
+            merged.setdefault(section, {}).update(section_values)
+    return merged
 
 
 def _quiet_opencv(verbose: bool) -> None:
@@ -169,7 +204,8 @@ def _run_options(args: argparse.Namespace, **extra):
         device=args.device, fp16=args.fp16, track=not args.no_track,
         input_hw=tuple(args.input_size) if args.input_size else None,
         detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
-        min_person_score=args.min_person_score, max_frames=args.max_frames, **extra)
+        min_person_score=args.min_person_score, max_frames=args.max_frames, settings=_settings_overrides(args),
+        **extra)
 
 
 class _StopOnSignal:
@@ -234,6 +270,23 @@ def _run_until_done(pipeline, signals: _StopOnSignal):
             close()
 
 
+class _ExportFormatNames:
+    """`--format`'s choices: the names in realtime/sinks.py's EXPORT_FORMATS, read only when argparse checks a
+    value or shows a command's help (importing the sinks takes most of a second; `tagtrack --help` must not).
+    The option has a metavar, so argparse lists the names only through %(choices)s in its help."""
+
+    def _names(self) -> tuple[str, ...]:
+        from tagtrack.realtime.sinks import EXPORT_FORMATS
+
+        return tuple(EXPORT_FORMATS)
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+
 def add_run_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "run", help="poses and tracks for a video, image folder, camera or stream, written to files",
@@ -244,9 +297,10 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
                         "with --out-dir")
     p.add_argument("--out", default=None, help="annotated video (.mp4); written as OUT's stem.partial.mp4 until complete")
     p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
-    p.add_argument("--format", dest="formats", action="append", choices=("coco", "posetrack", "openpose", "mot"),
-                   default=[], help="also export COCO results / PoseTrack18 JSON / OpenPose files / MOTChallenge "
-                                    "tracks beside --json (else --out, else SOURCE's name) (repeatable)")
+    p.add_argument("--format", dest="formats", action="append", choices=_ExportFormatNames(), metavar="FORMAT",
+                   default=[], help="also export %(choices)s (realtime/sinks.py: EXPORT_FORMATS) beside --json (else "
+                                    "--out, else SOURCE's name), with the run's settings in <name>.settings.json "
+                                    "(repeatable)")
     p.add_argument("--codec", choices=("h264", "mp4v"), default=None,
                    help="video codec of --out (default: h264 through PyAV where installed, else mp4v)")
     p.add_argument("--boxes", action="store_true", help="draw person boxes in the annotated video")
@@ -398,26 +452,32 @@ def _view(args: argparse.Namespace) -> int:
 
     _quiet_opencv(args.verbose)
     from tagtrack.realtime.engines import create_engine
-    from tagtrack.realtime.run import RunOptions, check_ranges, decode_config
+    from tagtrack.realtime.run import RunOptions, check_ranges, effective_settings
+    from tagtrack.realtime.settings import check_meaningful
     from tagtrack.realtime.sources import open_source
     from tagtrack.realtime.viewer import check_display, run_viewer
 
     check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score)
-    decode = decode_config(RunOptions(source=args.source, detection_threshold=args.detection_threshold,
-                                      tag_threshold=args.tag_threshold, min_person_score=args.min_person_score))
+    options = RunOptions(source=args.source, settings=_settings_overrides(args))
     record_dir = Path(args.record_dir)
     if not record_dir.is_dir():
         raise UserFacingError(f"--record-dir {record_dir} is not a folder")
     check_display()  # before loading anything: without a display there is nothing to show
     source = open_source(args.source)
+    engine = None
     try:
         engine = create_engine(args.engine, Path(args.weights) if args.weights else None, args.device, args.fp16,
                                tuple(args.input_size) if args.input_size else None)
+        settings = effective_settings(options, engine.stored_settings)  # the checkpoint's, then the command line's
+        check_meaningful(settings)
     except BaseException:
         source.close()
+        if engine is not None:
+            engine.close()
         raise
     try:
-        return run_viewer(source, args.source, engine, decode=decode, record_dir=record_dir, engine_label=engine.name)
+        return run_viewer(source, args.source, engine, schema=engine.schema, decode=settings.decode,
+                          tracker=settings.tracker, record_dir=record_dir, engine_label=engine.name)
     finally:
         engine.close()
 
@@ -552,6 +612,7 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json-out", default=None, help="write the COCO keypoint results file here")
     p.add_argument("--detection-threshold", type=float, default=None, help="min joint heatmap score")
     p.add_argument("--tag-threshold", type=float, default=None, help="max tag distance to join a person")
+    _add_settings_arguments(p)
     p.add_argument("--grouping", action="store_true",
                    help="also group ground-truth joint locations by the network's tags, and report the group margin")
     p.add_argument("--temporal", action="store_true",
@@ -574,6 +635,7 @@ def _eval(args: argparse.Namespace) -> int:
     from tagtrack.realtime.run import check_ranges
 
     check_ranges(args.detection_threshold, args.tag_threshold)
+    overrides = _settings_overrides(args)
     if args.teacher:
         if args.weights or args.grouping or args.temporal:
             raise UserFacingError("--teacher scores the teacher alone: drop --weights, --grouping and --temporal")
@@ -587,26 +649,35 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     if args.tiles:
         raise UserFacingError("--tiles applies to --teacher only")
-    from tagtrack.model.checkpoint import resolve_weights
+    from tagtrack.model.checkpoint import read_checkpoint_settings, resolve_weights
     from tagtrack.model.predict import PredictConfig
+    from tagtrack.realtime.settings import build_settings
 
     weights = resolve_weights(args.weights)
-    config = PredictConfig(flip=args.flip, scales=tuple(args.scales or (1.0,)))
+    settings = build_settings([("checkpoint settings", read_checkpoint_settings(weights)), ("settings", overrides)],
+                              lenient_first=True)
+    config = PredictConfig(decode=settings.decode, flip=args.flip, scales=tuple(args.scales or (1.0,)))
     if min(config.scales) <= 0:
         raise UserFacingError("--scales must be positive")
-    if args.detection_threshold is not None:
-        config.decode.detection_threshold = args.detection_threshold
-    if args.tag_threshold is not None:
-        config.decode.tag_threshold = args.tag_threshold
-    input_hw = tuple(args.input_size) if args.input_size else None
-    if input_hw and (input_hw[0] % 64 or input_hw[1] % 64 or min(input_hw) <= 0):
-        raise UserFacingError(f"--input-size {input_hw[0]} {input_hw[1]}: both must be positive multiples of 64")
+    from tagtrack.model.config import check_input_size
+
+    input_hw = check_input_size(args.input_size, "--input-size") if args.input_size else None
     metrics = evaluate_checkpoint(weights, args.data, args.images, config, input_hw, args.max_images,
                                   args.json_out, device=args.device)
     print(f"checkpoint {weights} (scales {list(config.scales)}, flip {args.flip})")
     print(format_metrics(metrics))
     if args.json_out:
-        print(f"wrote results to {args.json_out}")
+        from dataclasses import asdict
+        from pathlib import Path
+
+        from tagtrack.realtime.sinks import write_settings_file
+
+        # COCO results are a bare list (pycocotools loadRes), so the settings go beside them.
+        settings_path = Path(args.json_out).with_suffix(".settings.json")
+        write_settings_file(settings_path, {"decode": asdict(config.decode), "tracker": None,
+                                            "input_hw": list(input_hw) if input_hw else None, "weights": str(weights),
+                                            "flip": args.flip, "scales": list(config.scales)})
+        print(f"wrote results to {args.json_out} (settings: {settings_path})")
     if args.grouping:
         result = evaluate_grouping_with_gt_locations(weights, args.data, args.images, input_hw, args.max_images,
                                                      config.decode, device=args.device)

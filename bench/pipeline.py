@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import threading
@@ -182,14 +183,16 @@ def _engine_for(options):
 
 def _run_pipeline(options, source, engine, extra_sinks=(), tracker=None) -> RunSummary:
     from tagtrack.realtime.pipeline import Pipeline, PipelineSettings
-    from tagtrack.realtime.run import decode_config, make_tracker, output_sinks
+    from tagtrack.realtime.run import effective_settings, make_tracker, output_sinks, run_settings
 
     schema = getattr(engine, "schema", None)
     if schema is None:
         from tagtrack.model.schema import COCO17 as schema
-    sinks = output_sinks(options, source, schema) + list(extra_sinks)
-    pipeline = Pipeline(source, engine, schema, PipelineSettings(decode=decode_config(options)),
-                        tracker if tracker is not None else make_tracker(options.track), sinks,
+    settings = effective_settings(options, getattr(engine, "stored_settings", None))
+    sinks = output_sinks(options, source, schema, run_settings(settings, options, engine, schema)) + list(extra_sinks)
+    if tracker is None:
+        tracker = make_tracker(settings.tracker if options.track else None, schema)
+    pipeline = Pipeline(source, engine, schema, PipelineSettings(decode=settings.decode), tracker, sinks,
                         queue_size=options.queue_size)
     return pipeline.run()
 
@@ -283,6 +286,8 @@ def soak(options, frames: int, frame_hw: tuple[int, int] = (240, 320), engine=No
     """`frames` generated frames through the full pipeline (a tracker that keeps every person unless
     --no-track, JSON Lines to a temporary file), with resident memory sampled after the warm-up, at
     the middle and at the end."""
+    from tagtrack.realtime.sinks import is_header
+
     engine = engine or _engine_for(options)
     start_at = min(100, max(0, frames // 10))
     sampler = MemorySampler([start_at, frames // 2, frames - 1])
@@ -292,6 +297,6 @@ def soak(options, frames: int, frame_hw: tuple[int, int] = (240, 320), engine=No
         soak_options = replace(options, json=json_path, out=None, formats=list(SOAK_EXPORTS), progress=False)
         summary = _run_pipeline(soak_options, GeneratedSource(frames, frame_hw), engine, [sampler],
                                 tracker=_accept_everything_tracker() if options.track else None)
-        with open(json_path, encoding="utf-8") as lines:
-            json_lines = sum(1 for _ in lines)
+        with open(json_path, encoding="utf-8") as lines:  # frame lines, after the settings header
+            json_lines = sum(1 for line in lines if not is_header(json.loads(line)))
     return SoakReport(frames, summary, sampler.samples, json_lines)

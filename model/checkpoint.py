@@ -1,9 +1,11 @@
 """Checkpoints: safetensors weights with the model config and keypoint schema stored beside them.
 
 The safetensors header holds string metadata: the format name and version, the `ModelConfig`
-and `KeypointSchema` as JSON, free-form JSON metadata (training info) and a SHA-256 of the
-tensor bytes, so a damaged file is refused instead of silently giving wrong poses. Nothing is
-ever unpickled.
+(network and its input size) and `KeypointSchema` as JSON, free-form JSON metadata (training info),
+optionally the settings to use the model with (`{"decode": {DecodeConfig fields}, "tracker":
+{TrackerConfig fields}}`, the app's defaults for this model; older checkpoints have none) and a
+SHA-256 of the tensor bytes, so a damaged file is refused instead of silently giving wrong poses.
+Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from safetensors.torch import save_file
 
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import write_atomically
 from tagtrack.model.hourglass import AllStacks, HourglassNet
 from tagtrack.model.schema import COCO17, KeypointSchema
 
@@ -37,6 +39,8 @@ _KEY_CONFIG = "model_config"
 _KEY_SCHEMA = "keypoint_schema"
 _KEY_METADATA = "metadata"
 _KEY_WEIGHTS_SHA256 = "weights_sha256"
+_KEY_SETTINGS = "settings"  # optional: added after version 1 files existed, absent from older ones
+SETTINGS_SECTIONS = ("decode", "tracker")
 
 
 @dataclass
@@ -45,6 +49,7 @@ class LoadedCheckpoint:
     config: ModelConfig
     schema: KeypointSchema
     metadata: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # {"decode": {...}, "tracker": {...}}, either may be absent
 
 
 def save_checkpoint(
@@ -52,8 +57,10 @@ def save_checkpoint(
     model: torch.nn.Module,
     schema: KeypointSchema = COCO17,
     metadata: dict | None = None,
+    settings: dict | None = None,
 ) -> Path:
-    """Write the model's weights, config, schema and `metadata` (JSON-serialisable) to `path`.
+    """Write the model's weights, config, schema, `metadata` (JSON-serialisable) and `settings`
+    (`{"decode": {...}, "tracker": {...}}`: the decoder and tracker settings to use it with) to `path`.
 
     The file is written to a temporary name and renamed, so an existing checkpoint is never
     left half-overwritten.
@@ -79,18 +86,12 @@ def save_checkpoint(
         _KEY_METADATA: json.dumps(metadata or {}),
         _KEY_WEIGHTS_SHA256: _tensors_sha256(tensors),
     }
-    if path.is_dir():
-        raise UserFacingError(f"cannot write checkpoint {path}: it is a directory")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: the rename is atomic
+    if settings:
+        header[_KEY_SETTINGS] = json.dumps(_checked_settings(settings, f"settings for {path}"))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(temporary), metadata=header)
-        os.replace(temporary, path)
-    except (OSError, SafetensorError) as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise UserFacingError(f"cannot write checkpoint {path}: {reason}") from error
+        write_atomically(path, lambda temporary: save_file(tensors, str(temporary), metadata=header), "checkpoint")
+    except SafetensorError as error:
+        raise UserFacingError(f"cannot write checkpoint {path}: {error}") from error
     logger.info("saved checkpoint %s (%d tensors)", path, len(tensors))
     return path
 
@@ -105,20 +106,12 @@ def load_checkpoint(
     `expected_schema`: the keypoint schema the caller works with; a checkpoint for another one is refused.
     """
     path = Path(path)
-    if not path.exists():
-        raise UserFacingError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise UserFacingError(f"checkpoint {path} is not a file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as reader:
-            header = reader.metadata() or {}
-            config, schema, metadata = _parse_header(path, header)
-            _check_schema(path, schema, expected_schema)
-            tensors = {name: reader.get_tensor(name) for name in reader.keys()}
-    except SafetensorError as error:
-        raise UserFacingError(f"checkpoint {path} is not a valid safetensors file ({error})") from error
-    except OSError as error:
-        raise UserFacingError(f"cannot read checkpoint {path}: {error.strerror or error}") from error
+    with _reading(path) as reader:
+        header = reader.metadata() or {}
+        config, schema, metadata = _parse_header(path, header)
+        settings = _parse_settings(path, header)
+        _check_schema(path, schema, expected_schema)
+        tensors = {name: reader.get_tensor(name) for name in reader.keys()}
 
     if _tensors_sha256(tensors) != header[_KEY_WEIGHTS_SHA256]:
         raise UserFacingError(f"checkpoint {path} is corrupt: its weights do not match their stored checksum")
@@ -131,7 +124,32 @@ def load_checkpoint(
         raise UserFacingError(f"cannot use device '{device}': {str(error).splitlines()[0]}") from error
     model.eval()
     logger.info("loaded checkpoint %s: %s, schema %s", path, config, schema.name)
-    return LoadedCheckpoint(model=model, config=config, schema=schema, metadata=metadata)
+    return LoadedCheckpoint(model=model, config=config, schema=schema, metadata=metadata, settings=settings)
+
+
+def read_checkpoint_settings(path: str | Path) -> dict:
+    """The settings stored in a checkpoint (`{}` for one without), read from its header only (no weights)."""
+    path = Path(path)
+    with _reading(path) as reader:
+        header = reader.metadata() or {}
+    _parse_header(path, header)
+    return _parse_settings(path, header)
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """The checkpoint open for reading (safetensors), every problem with the file one UserFacingError."""
+    if not path.exists():
+        raise UserFacingError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise UserFacingError(f"checkpoint {path} is not a file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            yield reader
+    except SafetensorError as error:
+        raise UserFacingError(f"checkpoint {path} is not a valid safetensors file ({error})") from error
+    except OSError as error:
+        raise UserFacingError(f"cannot read checkpoint {path}: {error.strerror or error}") from error
 
 
 def resolve_weights(path: str | Path | None) -> Path:
@@ -200,6 +218,30 @@ def _parse_header(path: Path, header: dict[str, str]) -> tuple[ModelConfig, Keyp
             f"but the model predicts {config.num_keypoints}"
         )
     return config, schema, metadata
+
+
+def _checked_settings(settings: object, what: str) -> dict:
+    """`settings` as stored: a JSON object of sections ("decode", "tracker"), each a JSON object.
+    The fields inside are checked where they are used (realtime/settings.py)."""
+    if not isinstance(settings, dict):
+        raise UserFacingError(f"{what}: expected a JSON object, got {type(settings).__name__}")
+    unknown = sorted(set(settings) - set(SETTINGS_SECTIONS))
+    if unknown:
+        raise UserFacingError(f"{what}: unknown section {unknown[0]!r} (known: {', '.join(SETTINGS_SECTIONS)})")
+    for section, values in settings.items():
+        if not isinstance(values, dict):
+            raise UserFacingError(f"{what}: section {section!r} must be a JSON object")
+    return settings
+
+
+def _parse_settings(path: Path, header: dict[str, str]) -> dict:
+    if _KEY_SETTINGS not in header:
+        return {}
+    try:
+        settings = json.loads(header[_KEY_SETTINGS])
+    except ValueError as error:
+        raise UserFacingError(f"checkpoint {path} has invalid settings JSON: {error}") from error
+    return _checked_settings(settings, f"checkpoint {path} settings")
 
 
 def _check_schema(path: Path, schema: KeypointSchema, expected: KeypointSchema | None) -> None:

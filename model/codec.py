@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from tagtrack.model.oks import object_keypoint_similarity
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
 
@@ -195,6 +196,22 @@ class DecodeConfig:
     min_person_score: float = 0.0
     duplicate_oks_threshold: float = 0.9
 
+    def __post_init__(self) -> None:
+        # Only what would break the decoder; the ranges where a value means something (a detection
+        # threshold within 0..1) are the command line's checks (realtime/settings.py).
+        if not self.tag_threshold > 0:
+            raise ValueError(f"tag_threshold must be a positive tag distance, got {self.tag_threshold}")
+        for name in ("top_k", "max_people", "nms_kernel"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("spatial_weight", "duplicate_oks_threshold"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.refine_reach is not None and not self.refine_reach >= 0:
+            raise ValueError(f"refine_reach must be None or not negative, got {self.refine_reach}")
+        if self.refine_max_tag_distance is not None and not self.refine_max_tag_distance > 0:
+            raise ValueError(f"refine_max_tag_distance must be None or positive, got {self.refine_max_tag_distance}")
+
 
 @dataclass
 class _Candidates:
@@ -206,18 +223,6 @@ class _Candidates:
     score: np.ndarray  # [C] float32
     tag: np.ndarray  # [C, L] float32
     starts: np.ndarray  # [K+1] candidate slice of each joint type
-
-
-def peak_mask(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
-    """[K,h,w] bool: pixels equal to the maximum of their kernel x kernel window (max-pool NMS via cv2.dilate)."""
-    num_joints, height, width = heatmaps.shape
-    if kernel <= 1:
-        return np.ones(heatmaps.shape, dtype=bool)
-    channels_last = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))
-    pooled = cv2.dilate(channels_last, np.ones((kernel, kernel), np.uint8))
-    if pooled.ndim == 2:  # cv2 drops a single channel axis
-        pooled = pooled[:, :, None]
-    return heatmaps == pooled.transpose(2, 0, 1)
 
 
 def _find_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> _Candidates:
@@ -438,12 +443,8 @@ def pairwise_oks(keypoints: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     xy = keypoints[:, :, :2]
     boxes = keypoint_boxes(keypoints)
     area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0)
-    squared = ((xy[:, None] - xy[None, :]) ** 2).sum(axis=3)  # [P,P,K]
-    variances = (2.0 * np.asarray(sigmas)) ** 2
-    similarity = np.exp(-squared / (2.0 * area[:, None, None] * variances[None, None, :]))
-    both = found[:, None, :] & found[None, :, :]
-    count = both.sum(axis=2)
-    return np.where(count > 0, (similarity * both).sum(axis=2) / np.maximum(count, 1), 0.0)
+    both = found[:, None, :] & found[None, :, :]  # [P,P,K]
+    return object_keypoint_similarity(xy[:, None], xy[None, :], both, both, area[:, None], sigmas)
 
 
 @dataclass

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from tagtrack.model.errors import UserFacingError
+
 OUTPUT_STRIDE = 4  # the hourglass stem down-samples by 4; heatmaps and tags are at 1/4 input size
+INPUT_MULTIPLE = 64  # the stem's 4 times the 4 halvings of an hourglass: input sides are multiples of this
+
+
+def check_input_size(input_hw, what: str = "input size") -> tuple[int, int]:
+    """(height, width) as ints, both positive multiples of INPUT_MULTIPLE, else UserFacingError naming `what`:
+    the one check of a network input size (command line, engines, export)."""
+    height, width = (int(side) for side in input_hw)
+    if height <= 0 or width <= 0 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+        raise UserFacingError(f"{what} {height}x{width}: both sides must be positive multiples of {INPUT_MULTIPLE}")
+    return height, width
 
 
 @dataclass(frozen=True)
@@ -25,7 +37,7 @@ class ModelConfig:
     input_width: int = 256
 
     def __post_init__(self) -> None:
-        if self.input_height % 64 or self.input_width % 64:
+        if self.input_height % INPUT_MULTIPLE or self.input_width % INPUT_MULTIPLE:
             raise ValueError(f"input size {self.input_height}x{self.input_width} must be a multiple of 64")
         if self.num_stacks < 1 or self.width < 1 or self.tag_dim < 1 or self.num_keypoints < 1:
             raise ValueError(f"invalid model config {self}")

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
 from tagtrack.model.errors import UserFacingError, import_extra
-from tagtrack.model.hourglass import INPUT_MULTIPLE, HourglassNet
+from tagtrack.model.files import write_atomically
+from tagtrack.model.config import check_input_size
+from tagtrack.model.hourglass import HourglassNet
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +44,13 @@ def export_onnx(
     onnx = import_extra("onnx", "export", EXPORT_NEEDED_FOR)
     import_extra("onnxscript", "export", EXPORT_NEEDED_FOR)  # torch's ONNX exporter runs on it
     path = Path(path)
-    if input_height <= 0 or input_width <= 0 or input_height % INPUT_MULTIPLE or input_width % INPUT_MULTIPLE:
-        raise UserFacingError(f"ONNX input size {input_height}x{input_width} must be positive multiples of {INPUT_MULTIPLE}")
+    input_height, input_width = check_input_size((input_height, input_width), "ONNX input size")
     if batch_size < 1:
         raise UserFacingError(f"ONNX batch size must be at least 1, got {batch_size}")
-    temporary = _temporary_beside(path)
     device = next(model.parameters()).device
     images = torch.rand(batch_size, 3, input_height, input_width, device=device)
-    was_training = model.training
-    model.eval()
-    try:
+
+    def export_and_check(temporary: Path) -> None:
         with _quiet_exporter(), torch.no_grad():
             torch.onnx.export(
                 model,
@@ -66,10 +64,14 @@ def export_onnx(
                 verbose=False,
             )
         onnx.checker.check_model(str(temporary), full_check=True)
-        os.replace(temporary, path)
+
+    was_training = model.training
+    model.eval()
+    try:
+        write_atomically(path, export_and_check, "ONNX model")
+    except UserFacingError:
+        raise
     except Exception as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
         os_error = _os_error_in(error)
         if os_error is not None:
             raise UserFacingError(f"cannot write ONNX model {path}: {os_error.strerror or os_error}") from error
@@ -78,19 +80,6 @@ def export_onnx(
         model.train(was_training)
     logger.info("exported ONNX model %s (batch %d, %dx%d, opset %d)", path, batch_size, input_height, input_width, opset)
     return path
-
-
-def _temporary_beside(path: Path) -> Path:
-    """A writable temporary file next to `path` (same file system, so the final rename is atomic)."""
-    if path.is_dir():
-        raise UserFacingError(f"cannot write ONNX model {path}: it is a directory")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.touch()
-    except OSError as error:
-        raise UserFacingError(f"cannot write ONNX model {path}: {error.strerror or error}") from error
-    return temporary
 
 
 def _os_error_in(error: BaseException) -> OSError | None:

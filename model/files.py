@@ -1,23 +1,63 @@
-"""Writing a file whole or not at all."""
+"""Files: writing one whole or not at all, and reading an image."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from tagtrack.model.errors import UserFacingError
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` through `write(temporary)` beside it, renamed into place only when complete, so a full
-    disk or a kill never leaves a cut file under the final name; an OSError is one UserFacingError naming it."""
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as BGR uint8 [H,W,3], or UserFacingError with one clear line naming it."""
+    import cv2
+
     path = Path(path)
-    temporary = path.with_name(f"{path.name}.tmp{path.suffix}")  # same suffix: np.save keeps the name
+    if not path.exists():
+        raise UserFacingError(f"image not found: {path}")
+    if not path.is_file():
+        raise UserFacingError(f"{path} is not a file")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # imdecode, unlike imread, handles any file name
+    except OSError as error:
+        raise UserFacingError(f"cannot read image {path}: {error.strerror or error}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise UserFacingError(f"cannot read image {path}: not an image, or an unsupported or corrupt image file")
+    return image
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None], what: str = "",
+                     temporary: Path | None = None) -> Path:
+    """Write `path` through `write(temporary)` beside it, renamed into place only when complete, so a full
+    disk, an error or a kill never leaves a cut file under the final name (nor, but for a kill, a temporary).
+
+    The temporary is unique to this call (concurrent writers of one cache file never mix their bytes) and
+    keeps the suffix (np.save and exporters keep the name), unless `temporary` names one. An OSError becomes
+    one UserFacingError "cannot write [what ]PATH: reason"; anything else raised by `write` passes through.
+    """
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        raise UserFacingError(f"cannot write {label}: it is a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if temporary is None:
+            handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+            os.close(handle)
+            temporary = Path(name)
         write(temporary)
         os.replace(temporary, path)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise UserFacingError(f"cannot write {path}: {error.strerror or error}") from None
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise UserFacingError(f"cannot write {label}: {error.strerror or error}") from None
+    except BaseException:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise
+    return path

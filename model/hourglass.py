@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tagtrack.model.config import OUTPUT_STRIDE, ModelConfig
+from tagtrack.model.config import INPUT_MULTIPLE, OUTPUT_STRIDE, ModelConfig
 
 # ImageNet statistics; the network normalises its [0,1] RGB input itself so that every engine
 # (torch, ONNX Runtime, TensorRT) is fed the same plain tensor.
@@ -19,7 +19,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 HOURGLASS_DEPTH = 4  # max-pool down-samplings per hourglass
-INPUT_MULTIPLE = OUTPUT_STRIDE * 2**HOURGLASS_DEPTH  # 64
+assert INPUT_MULTIPLE == OUTPUT_STRIDE * 2**HOURGLASS_DEPTH  # config's input-size check is this network's
 
 HeatmapsAndTags = tuple[torch.Tensor, torch.Tensor]
 

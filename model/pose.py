@@ -12,7 +12,9 @@ class Pose:
     """One person found in one image, in image pixel coordinates.
 
     keypoints: [K, 3] float32 (x, y, score); a joint with score 0 was not found.
-    score: person score (mean of the found joints' scores, as in the AE papers).
+    score: person score as in the AE papers (pose-ae): the mean over all K joint types of the heatmap
+        scores of the joints grouped into the person, a joint not found counting 0, taken before
+        refinement fills missing joints (so a person found whole scores higher than a fragment).
     box: [4] float32 (x1, y1, x2, y2) around the found joints.
     tag: [L] float32, the person's mean tag vector (the associative embedding).
     """

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 
 from tagtrack.model.codec import DecodeConfig, decode_people
+from tagtrack.model.config import INPUT_MULTIPLE
+from tagtrack.model.files import read_image  # noqa: F401 - the reader `predict` and the API use, named here too
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
 from tagtrack.model.transforms import Letterbox, to_network_input
@@ -25,7 +27,6 @@ log = logging.getLogger(__name__)
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """batch float32 [B,3,H,W] RGB 0..1 -> (heatmaps [B,K,H/4,W/4], tags [B,K,L,H/4,W/4]), numpy float32."""
 
-INPUT_MULTIPLE = 64  # the hourglass needs input sides that are multiples of 64
 _WARP_CHANNELS = 64  # cv2.warpAffine refuses arrays with more than 128 channels
 
 
@@ -165,24 +166,6 @@ def predict_image(
     heatmaps = heatmap_sum / len(per_scale)
     tags = np.concatenate(all_tags, axis=1)
     return poses_from_maps(heatmaps, tags, target, schema, config.decode)
-
-
-def read_image(path) -> np.ndarray:
-    """Read an image file as BGR uint8, or raise UserFacingError with one clear line."""
-    from pathlib import Path
-
-    from tagtrack.model.errors import UserFacingError
-
-    path = Path(path)
-    if not path.exists():
-        raise UserFacingError(f"image not found: {path}")
-    if not path.is_file():
-        raise UserFacingError(f"{path} is not a file")
-    data = np.fromfile(str(path), dtype=np.uint8)  # imdecode, unlike imread, handles any file name
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise UserFacingError(f"cannot read {path}: not an image or an unsupported/corrupt image file")
-    return image
 
 
 def pose_records(poses: list[Pose], schema: KeypointSchema) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The one keypoint schema (COCO-17) used by training, decoding, drawing, tracking and export."""
+"""Keypoint schemas: COCO-17, the default model's, and any other a checkpoint or a COCO-format data set names."""
 
 from __future__ import annotations
 
@@ -69,3 +69,36 @@ COCO17 = KeypointSchema(
     # Head and torso first: they are seen most reliably and anchor the person's tag, then limbs outward.
     grouping_order=(0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16),
 )
+
+
+# OKS sigma of a joint COCO does not name (COCO-17's mean): a neutral scale for a schema read from a data set.
+UNKNOWN_JOINT_SIGMA = 0.067
+
+
+def schema_from_coco_category(category: dict) -> KeypointSchema:
+    """The schema of a COCO keypoint category ({"keypoints": [names], "skeleton": [[a, b], ...] 1-based}).
+
+    COCO17 itself when the names are COCO's 17 joints. Otherwise the names and skeleton as given, left/right
+    pairs by their names ("left_x" <-> "right_x"), COCO's OKS sigma for a joint named as in COCO (else
+    UNKNOWN_JOINT_SIGMA) and the listed order as the grouping order.
+    """
+    names = tuple(str(name) for name in category["keypoints"])
+    if names == COCO17.keypoint_names:
+        return COCO17
+    index = {name: k for k, name in enumerate(names)}
+
+    def mirror(name: str) -> str:
+        for side, other in (("left", "right"), ("right", "left")):
+            if side in name:
+                return name.replace(side, other)
+        return name
+
+    coco_sigmas = dict(zip(COCO17.keypoint_names, COCO17.oks_sigmas))
+    return KeypointSchema(
+        name=str(category.get("schema", f"{category.get('name', 'keypoints')}-{len(names)}")),
+        keypoint_names=names,
+        flip_index=tuple(index.get(mirror(name), k) for k, name in enumerate(names)),
+        skeleton=tuple((int(a) - 1, int(b) - 1) for a, b in category.get("skeleton", [])),
+        oks_sigmas=tuple(coco_sigmas.get(name, UNKNOWN_JOINT_SIGMA) for name in names),
+        grouping_order=tuple(range(len(names))),
+    )

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
-from tagtrack.realtime.run import RunOptions, build_pipeline, decode_config
+from tagtrack.realtime.run import RunOptions, build_pipeline, effective_settings
 
 if TYPE_CHECKING:
     from tagtrack.model.pose import Pose
@@ -63,9 +63,10 @@ class Keypoint:
 class Person:
     """One person in one image (the `person` of realtime/pose_jsonl.schema.json).
 
-    keypoints: joint name (COCO-17: "nose", "left_shoulder", ...) -> Keypoint, in the schema's order.
-    score: the person score (mean score of the found joints). box: (x1, y1, x2, y2) around the found
-    joints. tag: the person's mean associative-embedding tag. track_id: stable across the frames of
+    keypoints: joint name (the model's keypoint schema; COCO-17 for the default model: "nose",
+    "left_shoulder", ...) -> Keypoint, in the schema's order.
+    score: the person score (model.pose.Pose.score: mean over all joint types, a missing joint
+    counting 0). box: (x1, y1, x2, y2) around the found joints. tag: the person's mean associative-embedding tag. track_id: stable across the frames of
     one `track` run (1, 2, ...); None for single images and with tracking=False.
     Values are those of the JSON Lines file: pixels to 0.01, scores and tags to 0.0001.
     """
@@ -176,16 +177,18 @@ class PoseEstimator:
     weights: a .safetensors checkpoint; None is the bundled default model. engine: "auto" (TensorRT
     on an NVIDIA GPU, else ONNX Runtime, else torch), "torch", "ort" or "trt". device: "auto",
     "cpu" or "cuda". input_size: network input (height, width), multiples of 64; None is the
-    checkpoint's. detection_threshold / tag_threshold: decoder settings (None: the defaults).
-    flip and scales: test-time augmentation for single images (scales other than 1.0 need the torch
-    engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one
+    checkpoint's. detection_threshold / tag_threshold / min_person_score: decoder settings (None: the
+    checkpoint's, else the defaults). settings: any decoder and tracker setting, {"decode": {"top_k": 20},
+    "tracker": {"tag_gate": 1.0}} (realtime/settings.py), above the thresholds. flip and scales:
+    test-time augmentation for single images (scales other than 1.0 need the torch engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one
     thread at a time.
     """
 
     def __init__(self, weights: str | Path | None = None, *, engine: str = "auto", device: str = "auto",
                  fp16: bool = False, input_size: tuple[int, int] | None = None,
                  detection_threshold: float | None = None, tag_threshold: float | None = None,
-                 min_person_score: float | None = None, flip: bool = False, scales: Sequence[float] = (1.0,)) -> None:
+                 min_person_score: float | None = None, flip: bool = False, scales: Sequence[float] = (1.0,),
+                 settings: dict | None = None) -> None:
         from tagtrack.model.predict import PredictConfig
 
         scales = tuple(float(s) for s in scales)
@@ -199,28 +202,26 @@ class PoseEstimator:
         self.options = RunOptions(
             source="", weights=Path(weights) if weights is not None else None, engine=engine, device=device,
             fp16=fp16, input_hw=tuple(input_size) if input_size is not None else None,
-            detection_threshold=detection_threshold, tag_threshold=tag_threshold, min_person_score=min_person_score)
-        # Threshold checks are `tagtrack run`'s, made by track(); single images take any value (as `predict`).
-        self.predict_config = PredictConfig(decode=decode_config(self.options), flip=flip, scales=scales)
-        self.engine, self.schema = self._load_engine()
+            detection_threshold=detection_threshold, tag_threshold=tag_threshold, min_person_score=min_person_score,
+            settings=dict(settings or {}))
+        effective_settings(self.options)  # a bad name or value fails before the model loads
+        self.engine = self._load_engine()
+        self.schema: KeypointSchema = self.engine.schema
+        # Threshold ranges are `tagtrack run`'s, checked by track(); single images take any value (as `predict`).
+        self.settings = effective_settings(self.options, self.engine.stored_settings)
+        self.predict_config = PredictConfig(decode=self.settings.decode, flip=flip, scales=scales)
         self._infer = self.engine.infer
         if scales != (1.0,):
             from tagtrack.model.predict import torch_infer_fn
 
             self._infer = torch_infer_fn(self.engine.model, self.engine.device)  # any input size
 
-    def _load_engine(self) -> tuple[Engine, KeypointSchema]:
-        from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
-        from tagtrack.model.schema import COCO17
-        from tagtrack.realtime.engines import TorchEngine, check_input_hw, create_engine
+    def _load_engine(self) -> Engine:
+        """The engine with the checkpoint's keypoint schema and stored settings (create_engine)."""
+        from tagtrack.realtime.engines import create_engine
 
         options = self.options
-        if options.engine == "torch":
-            # Loaded here, not through create_engine, to check the keypoint schema the records name.
-            input_hw = check_input_hw(options.input_hw) if options.input_hw is not None else None
-            loaded = load_checkpoint(resolve_weights(options.weights), expected_schema=COCO17)
-            return TorchEngine(loaded.model, options.device, options.fp16, input_hw=input_hw), loaded.schema
-        return create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw), COCO17
+        return create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -247,7 +248,7 @@ class PoseEstimator:
     def __call__(self, image: np.ndarray | str | Path) -> list[Person]:
         """The people in one image, best score first: a BGR uint8 array [H,W,3] or an image file."""
         if isinstance(image, (str, Path)):
-            from tagtrack.model.predict import read_image
+            from tagtrack.model.files import read_image
 
             image = read_image(image)
         return _people_from_poses(self.predict_poses(image), self.schema)
@@ -423,7 +424,8 @@ def track(source: str | int | Path, *, out: str | Path | None = None, json: str 
           formats: Sequence[str] = (), boxes: bool = False, tracking: bool = True, max_frames: int | None = None,
           stream: bool | None = None, progress: bool = False, weights: str | Path | None = None,
           engine: str = "auto", device: str = "auto", fp16: bool = False, input_size: tuple[int, int] | None = None,
-          detection_threshold: float | None = None, tag_threshold: float | None = None) -> FrameStream | RunSummary:
+          detection_threshold: float | None = None, tag_threshold: float | None = None,
+          settings: dict | None = None) -> FrameStream | RunSummary:
     """Poses with track IDs for every frame of a video, image folder or glob, camera or stream.
 
     source: a video file, an image folder or glob, a camera index (0) or an rtsp/http URL. Files and
@@ -438,12 +440,13 @@ def track(source: str | int | Path, *, out: str | Path | None = None, json: str 
 
     boxes: draw person boxes in the video. tracking=False: no IDs (track_id None). max_frames: stop
     after this many. progress: a tqdm bar for files. The model settings (weights, engine, device,
-    fp16, input_size, detection_threshold, tag_threshold) are PoseEstimator's; to reuse one loaded
+    fp16, input_size, detection_threshold, tag_threshold, settings) are PoseEstimator's; to reuse one loaded
     model over many videos call `PoseEstimator(...).track(source, ...)` instead.
     Raises UserFacingError (missing file, not a video, unwritable output, bad checkpoint, ...).
     """
     estimator = PoseEstimator(weights, engine=engine, device=device, fp16=fp16, input_size=input_size,
-                              detection_threshold=detection_threshold, tag_threshold=tag_threshold)
+                              detection_threshold=detection_threshold, tag_threshold=tag_threshold,
+                              settings=settings)
     try:
         return _track(estimator, True, source, out, json, formats, boxes, tracking, max_frames, stream, progress)
     except BaseException:

@@ -10,6 +10,7 @@ reported without stopping the others. Each process loads the model once and reus
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -114,12 +115,14 @@ def _estimator_for(options: RunOptions) -> PoseEstimator:
     from tagtrack.realtime.api import PoseEstimator
 
     key = (options.weights, options.engine, options.device, options.fp16, options.input_hw,
-           options.detection_threshold, options.tag_threshold)
+           options.detection_threshold, options.tag_threshold, options.min_person_score,
+           json.dumps(options.settings, sort_keys=True))
     if key not in _ESTIMATORS:
         _ESTIMATORS[key] = PoseEstimator(
             options.weights, engine=options.engine, device=options.device, fp16=options.fp16,
             input_size=options.input_hw, detection_threshold=options.detection_threshold,
-            tag_threshold=options.tag_threshold)
+            tag_threshold=options.tag_threshold, min_person_score=options.min_person_score,
+            settings=options.settings)
     return _ESTIMATORS[key]
 
 

@@ -3,8 +3,9 @@
 The pipeline hands an engine a float32 batch `[B,3,H,W]` (RGB in [0,1], the network input size)
 and gets numpy `(heatmaps [B,K,h,w], tags [B,K,L,h,w])` back, whichever backend runs.
 
-`create_engine` loads a checkpoint and picks the backend: `auto` means TensorRT on an NVIDIA GPU
-with `tensorrt` installed, else ONNX Runtime, else torch. ONNX Runtime and TensorRT run an ONNX
+`create_engine` loads a checkpoint and picks the backend by name (`realtime/backends.py`, the table
+of names, and `ENGINE_CLASSES` below): `auto` means TensorRT on an NVIDIA GPU with `tensorrt`
+installed, else ONNX Runtime, else torch. ONNX Runtime and TensorRT run an ONNX
 file exported once per (checkpoint, input shape) into the cache directory; TensorRT engines are
 built from it once per (ONNX, GPU, TensorRT version, precision, shapes) and cached beside it.
 See docs/engines.md.
@@ -25,11 +26,15 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from tagtrack.model.config import check_input_size
 from tagtrack.model.errors import UserFacingError, import_extra
+from tagtrack.model.files import write_atomically
+from tagtrack.model.schema import KeypointSchema
+from tagtrack.realtime.backends import AUTO, BACKENDS, ENGINE_CHOICES
 
 log = logging.getLogger(__name__)
 
-ENGINE_KINDS = ("auto", "torch", "ort", "trt")
+ENGINE_KINDS = ENGINE_CHOICES
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("heatmaps", "tags")
@@ -46,6 +51,11 @@ class Engine(Protocol):
     name: str                     # for logs and the summary, e.g. "onnxruntime (CPUExecutionProvider)"
     input_hw: tuple[int, int]     # network input height, width
     batch_size: int               # the batch the engine was built for; infer accepts any B
+    # Set by create_engine from the checkpoint (an engine made directly may lack them; users fall back
+    # to COCO17, no stored settings, no file): the model's keypoints, the settings stored with it, its file.
+    schema: KeypointSchema
+    stored_settings: dict
+    weights: Path
 
     def infer(self, batch: np.ndarray) -> Maps: ...
 
@@ -127,6 +137,14 @@ class TorchEngine:
         self.model = model.to(self.device).eval()
         self.name = f"torch ({self.device}, {'fp16' if fp16 else 'fp32'})"
 
+    @staticmethod
+    def unusable(device: str) -> str | None:
+        return None
+
+    @classmethod
+    def from_checkpoint(cls, model: "CheckpointModel") -> Engine:
+        return cls(model.loaded.model, model.device, model.fp16, input_hw=model.input_hw, batch_size=model.batch_size)
+
     @torch.inference_mode()
     def infer(self, batch: np.ndarray) -> Maps:
         images = torch.from_numpy(_check_batch(batch, self.input_hw)).to(self.device)
@@ -195,6 +213,16 @@ class OnnxRuntimeEngine:
             # ORT silently drops a provider whose libraries (CUDA, cuDNN) fail to load.
             raise UserFacingError("ONNX Runtime could not start its CUDA provider (CUDA/cuDNN libraries missing?)")
         self.name = f"onnxruntime ({self.providers[0]})"
+
+    @staticmethod
+    def unusable(device: str) -> str | None:
+        return None
+
+    @classmethod
+    def from_checkpoint(cls, model: "CheckpointModel") -> Engine:
+        if model.fp16:
+            log.warning("--fp16 is ignored by the ONNX Runtime engine (it runs the fp32 export)")
+        return cls(model.onnx_path(), model.device)
 
     def _run(self, batch: np.ndarray) -> Maps:
         heatmaps, tags = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
@@ -311,16 +339,8 @@ def build_tensorrt_engine(onnx_path: Path, engine_path: Path, fp16: bool,
 
 
 def _atomic_write(path: Path, data) -> None:
-    """Write to a temporary file beside `path` and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Readers never see half a file (model/files.py: write_atomically)."""
+    write_atomically(path, lambda temporary: temporary.write_bytes(data))
 
 
 def _slug(text: str) -> str:
@@ -386,6 +406,17 @@ class TensorRTEngine:
         self.input_hw = (int(input_shape[2]), int(input_shape[3]))
         self.name = f"tensorrt {trt.__version__} ({precision}, {gpu_name})"
 
+    @staticmethod
+    def unusable(device: str) -> str | None:
+        reason = tensorrt_usable()
+        if reason is None and device != "cuda":
+            return "needs --device cuda (or auto on a machine with a GPU)"
+        return reason
+
+    @classmethod
+    def from_checkpoint(cls, model: "CheckpointModel") -> Engine:
+        return cls(model.onnx_path(), model.cache_dir, model.fp16, model.device)
+
     def _run(self, batch: np.ndarray) -> Maps:
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             images = self._buffers[INPUT_NAME]
@@ -435,18 +466,36 @@ def cached_onnx(model: torch.nn.Module, checkpoint_sha256: str, input_hw: tuple[
     return path
 
 
-def check_input_hw(input_hw: tuple[int, int]) -> tuple[int, int]:
-    height, width = (int(v) for v in input_hw)
-    if height <= 0 or width <= 0 or height % 64 or width % 64:
-        raise UserFacingError(f"input size {height}x{width} must be positive multiples of 64")
-    return height, width
+# The class of each name in realtime/backends.py (same keys; `auto` tries them in that table's order).
+# Each has unusable(device) -> the reason it cannot run here or None, and from_checkpoint(CheckpointModel).
+ENGINE_CLASSES: dict[str, type] = {"trt": TensorRTEngine, "ort": OnnxRuntimeEngine, "torch": TorchEngine}
+
+
+@dataclass
+class CheckpointModel:
+    """A loaded checkpoint and how to run it: what every engine class is made from."""
+
+    loaded: object  # model.checkpoint.LoadedCheckpoint
+    weights: Path
+    device: str  # resolved: "cpu" or "cuda"
+    fp16: bool
+    input_hw: tuple[int, int]
+    batch_size: int
+    cache_dir: Path
+
+    def onnx_path(self) -> Path:
+        """The ONNX export ONNX Runtime and TensorRT run (cached; exported on first use)."""
+        from tagtrack.model.checkpoint import checkpoint_sha256
+
+        return cached_onnx(self.loaded.model, checkpoint_sha256(self.weights), self.input_hw, self.batch_size,
+                           self.cache_dir)
 
 
 def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: bool = False,
                   input_hw: tuple[int, int] | None = None, cache_dir: Path | None = None,
                   batch_size: int = 1) -> Engine:
     """Load a checkpoint and wrap it in the requested backend (see the module docstring for `auto`)."""
-    from tagtrack.model.checkpoint import checkpoint_sha256, load_checkpoint, resolve_weights
+    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
 
     if kind not in ENGINE_KINDS:
         raise UserFacingError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
@@ -457,44 +506,36 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
     loaded = load_checkpoint(weights_path)
     if input_hw is None:
         input_hw = (loaded.config.input_height, loaded.config.input_width)
-    input_hw = check_input_hw(input_hw)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    model = CheckpointModel(loaded, weights_path, resolved_device, fp16, check_input_size(input_hw), batch_size,
+                            Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    engine = _open_engine(kind, model)
+    # What the checkpoint says about its use travels with the engine: the pipeline and the API read
+    # the keypoint schema and the stored settings from here (never a COCO-17 assumption).
+    engine.schema = loaded.schema
+    engine.stored_settings = loaded.settings
+    engine.weights = weights_path
+    return engine
 
-    def onnx_path() -> Path:
-        return cached_onnx(loaded.model, checkpoint_sha256(weights_path), input_hw, batch_size, cache_dir)
 
-    def torch_engine() -> Engine:
-        return TorchEngine(loaded.model, resolved_device, fp16, input_hw=input_hw, batch_size=batch_size)
-
-    if kind == "torch":
-        return torch_engine()
-    if kind == "ort":
-        if fp16:
-            log.warning("--fp16 is ignored by the ONNX Runtime engine (it runs the fp32 export)")
-        return OnnxRuntimeEngine(onnx_path(), resolved_device)
-    if kind == "trt":
-        reason = tensorrt_usable()
+def _open_engine(kind: str, model: CheckpointModel) -> Engine:
+    if kind != AUTO:
+        reason = ENGINE_CLASSES[kind].unusable(model.device)
         if reason is not None:
-            raise UserFacingError(f"--engine trt: {reason}")
-        if resolved_device != "cuda":
-            raise UserFacingError("--engine trt needs --device cuda (or auto on a machine with a GPU)")
-        return TensorRTEngine(onnx_path(), cache_dir, fp16, resolved_device)
-
-    # auto: the fastest backend that works on the resolved device, falling through on failure.
-    if resolved_device == "cuda":
-        reason = tensorrt_usable()
-        if reason is None:
-            try:
-                return TensorRTEngine(onnx_path(), cache_dir, fp16, resolved_device)
-            except (UserFacingError, RuntimeError) as error:
-                log.warning("TensorRT engine unavailable (%s); trying the next backend", error)
-        else:
-            log.info("not using TensorRT: %s", reason)
-    try:
-        return OnnxRuntimeEngine(onnx_path(), resolved_device)
-    except (UserFacingError, ImportError, RuntimeError) as error:
-        log.warning("ONNX Runtime engine unavailable (%s); using torch", error)
-    return torch_engine()
+            raise UserFacingError(f"--engine {kind}: {reason}")
+        return ENGINE_CLASSES[kind].from_checkpoint(model)
+    # auto: the first backend in the table that works on the resolved device, falling through on failure.
+    *earlier, last = BACKENDS
+    for name in earlier:
+        engine_class = ENGINE_CLASSES[name]
+        reason = engine_class.unusable(model.device)
+        if reason is not None:
+            log.info("not using %s: %s", BACKENDS[name].description, reason)
+            continue
+        try:
+            return engine_class.from_checkpoint(model)
+        except (UserFacingError, ImportError, RuntimeError) as error:
+            log.warning("%s engine unavailable (%s); trying the next backend", BACKENDS[name].description, error)
+    return ENGINE_CLASSES[last].from_checkpoint(model)
 
 
 # ---------------------------------------------------------------- `tagtrack export`
@@ -551,16 +592,15 @@ def export_checkpoint(weights: Path | None, onnx_out: Path, input_hw: tuple[int,
     loaded = load_checkpoint(resolve_weights(weights))
     if input_hw is None:
         input_hw = (loaded.config.input_height, loaded.config.input_width)
-    height, width = check_input_hw(input_hw)
-    # Export beside the target and rename only once ONNX Runtime has run it: no half-written file.
-    temporary = onnx_out.with_name(f".{onnx_out.name}.{os.getpid()}.tmp")
-    try:
+    height, width = check_input_size(input_hw)
+    shapes = {}
+
+    def export_and_check(temporary: Path) -> None:  # renamed into place only once ONNX Runtime has run it
         export_onnx(loaded.model, temporary, height, width, batch_size=batch_size)
-        input_shape, output_shapes = _run_onnx_once(temporary)
-        os.replace(temporary, onnx_out)
-    finally:
-        temporary.unlink(missing_ok=True)
-    result = ExportResult(onnx_out, input_shape, output_shapes)
+        shapes["input"], shapes["outputs"] = _run_onnx_once(temporary)
+
+    write_atomically(onnx_out, export_and_check, "ONNX model")
+    result = ExportResult(onnx_out, shapes["input"], shapes["outputs"])
     if engine_out is not None:
         build_tensorrt_engine(onnx_out, engine_out, fp16)
         result.engine_path = engine_out

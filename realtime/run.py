@@ -10,11 +10,12 @@ from pathlib import Path
 from tagtrack.model.errors import UserFacingError
 from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink
 from tagtrack.realtime.sinks import (
-    EXPORT_FORMATS,
     VIDEO_CODECS,
     AnnotatedVideoSink,
     JsonLinesSink,
+    check_export_schema,
     check_output_path,
+    export_paths,
     export_sinks,
     progress_sink,
     refuse_overwriting,
@@ -30,7 +31,7 @@ class RunOptions:
     weights: Path | None = None
     out: Path | None = None  # annotated video
     json: Path | None = None  # JSON Lines
-    formats: list[str] = field(default_factory=list)  # coco, posetrack, openpose
+    formats: list[str] = field(default_factory=list)  # names of sinks.EXPORT_FORMATS
     engine: str = "auto"
     device: str = "auto"
     fp16: bool = False
@@ -41,6 +42,9 @@ class RunOptions:
     tag_threshold: float | None = None
     max_frames: int | None = None
     min_person_score: float | None = None
+    # {section: {name: value}} (realtime/settings.py) above the checkpoint's stored settings and the
+    # thresholds above: what the command line's --config, flags and --set add up to.
+    settings: dict = field(default_factory=dict)
     codec: str | None = None  # annotated video: h264 (PyAV) or mp4v; None: h264 where PyAV is installed
     strict: bool = False  # an unreadable image in a folder stops the run instead of being skipped
     progress: bool = True  # a bar on a terminal, a few lines otherwise
@@ -60,14 +64,8 @@ def export_base(options: RunOptions) -> Path:
 def labelled_outputs(options: RunOptions) -> dict[str, Path]:
     """Every file or folder a run writes, by the option that asks for it."""
     outputs = {label: path for label, path in (("--out", options.out), ("--json", options.json)) if path is not None}
-    if not options.formats:
-        return outputs
-    base = export_base(options)
-    names = {"coco": base.name + ".coco.json", "posetrack": base.name + ".posetrack.json",
-             "openpose": base.name + "_openpose", "mot": base.name + ".mot.txt"}
-    for name in dict.fromkeys(options.formats):
-        if name in names:
-            outputs[f"--format {name}"] = base.with_name(names[name])
+    if options.formats:
+        outputs |= export_paths(options.formats, export_base(options))
     return outputs
 
 
@@ -88,11 +86,38 @@ def check_ranges(detection_threshold: float | None = None, tag_threshold: float 
         raise UserFacingError(f"--max-frames must be at least 1, got {max_frames}")
 
 
+def settings_layers(options: RunOptions, stored: dict | None = None) -> list:
+    """The settings layers of a run, lowest first (realtime/settings.py): the checkpoint's stored
+    settings, the named thresholds, `options.settings`."""
+    thresholds = {name: getattr(options, name) for name in ("detection_threshold", "tag_threshold", "min_person_score")
+                  if getattr(options, name) is not None}
+    return [("checkpoint settings", stored or {}), ("decoder thresholds", {"decode": thresholds}),
+            ("settings", options.settings)]
+
+
+def effective_settings(options: RunOptions, stored: dict | None = None):
+    """The decoder and tracker settings of a run with a checkpoint whose stored settings are `stored`."""
+    from tagtrack.realtime.settings import build_settings
+
+    return build_settings(settings_layers(options, stored), lenient_first=True)
+
+
+def run_settings(settings, options: RunOptions, engine, schema) -> dict:
+    """What the outputs record about how they were made (the JSON Lines header, the exports' settings)."""
+    record = settings.to_dict()
+    if not options.track:
+        record["tracker"] = None
+    weights = getattr(engine, "weights", None) or options.weights
+    return record | {"input_hw": [int(side) for side in engine.input_hw], "weights": str(weights) if weights else None,
+                     "keypoints": list(schema.keypoint_names)}
+
+
 def check_options(options: RunOptions) -> None:
     """Every argument error before anything is opened or loaded."""
-    for name in options.formats:
-        if name not in EXPORT_FORMATS:
-            raise UserFacingError(f"unknown --format {name!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    from tagtrack.realtime.settings import check_meaningful
+
+    if options.formats:
+        export_paths(options.formats, Path("poses"))  # an unknown --format is named here
     if options.codec is not None and options.codec not in VIDEO_CODECS:
         raise UserFacingError(f"unknown --codec {options.codec!r} (choose from {', '.join(VIDEO_CODECS)})")
     if options.out is not None:
@@ -104,6 +129,7 @@ def check_options(options: RunOptions) -> None:
     if options.formats:
         check_output_path(export_base(options), "--format output")
     check_ranges(options.detection_threshold, options.tag_threshold, options.min_person_score, options.max_frames)
+    check_meaningful(effective_settings(options))  # with the defaults; again with the checkpoint's, once loaded
     sources = input_paths(options.source or "")
     inputs = {("SOURCE" if len(sources) == 1 else f"SOURCE image {path}"): path for path in sources}
     if options.weights is not None:
@@ -137,39 +163,26 @@ class LimitedSource:
         self.source.close()
 
 
-def decode_config(options: RunOptions):
-    from dataclasses import replace
-
-    from tagtrack.model.codec import DecodeConfig
-
-    config = DecodeConfig()
-    if options.detection_threshold is not None:
-        config = replace(config, detection_threshold=options.detection_threshold)
-    if options.tag_threshold is not None:
-        config = replace(config, tag_threshold=options.tag_threshold)
-    if options.min_person_score is not None:
-        config = replace(config, min_person_score=options.min_person_score)
-    return config
-
-
-def make_tracker(enabled: bool):
-    if not enabled:
+def make_tracker(config, schema=None):
+    """A PoseTracker with `config` (a TrackerConfig) for `schema`'s keypoints; None: no tracking."""
+    if config is None:
         return None
-    from tagtrack.tracker import PoseTracker, TrackerConfig
+    from tagtrack.tracker import PoseTracker
 
-    return PoseTracker(TrackerConfig())
+    return PoseTracker(config) if schema is None else PoseTracker(config, schema)
 
 
-def output_sinks(options: RunOptions, source: Source, schema) -> list[Sink]:
+def output_sinks(options: RunOptions, source: Source, schema, settings: dict | None = None) -> list[Sink]:
+    """The run's file outputs; `settings` (run_settings) is written with the results."""
     sinks: list[Sink] = []
     try:
         if options.out is not None:
             sinks.append(AnnotatedVideoSink(options.out, source.fps, schema, draw_boxes=options.boxes,
                                             codec=options.codec))
         if options.json is not None:
-            sinks.append(JsonLinesSink(options.json, schema))
+            sinks.append(JsonLinesSink(options.json, schema, settings))
         if options.formats:
-            sinks.extend(export_sinks(options.formats, export_base(options), schema))
+            sinks.extend(export_sinks(options.formats, export_base(options), schema, settings))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -178,11 +191,14 @@ def output_sinks(options: RunOptions, source: Source, schema) -> list[Sink]:
 
 
 def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | None = None) -> Pipeline:
-    """Check the options, open the source, create the engine (unless given), tracker and sinks."""
+    """Check the options, open the source, create the engine (unless given), tracker and sinks.
+
+    The decoder and tracker settings start from those stored in the engine's checkpoint; a model
+    whose keypoints an asked-for output cannot write is refused before any output is opened."""
     from tagtrack.model.schema import COCO17
+    from tagtrack.realtime.settings import check_meaningful
 
     check_options(options)
-    settings = PipelineSettings(decode=decode_config(options))
     source: Source = open_source(options.source, strict=options.strict)
     sinks: list[Sink] = []
     try:
@@ -193,9 +209,12 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
 
             engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw)
         schema = getattr(engine, "schema", None) or COCO17
-        tracker = make_tracker(options.track)
+        check_export_schema(options.formats, schema)
+        settings = effective_settings(options, getattr(engine, "stored_settings", None))
+        check_meaningful(settings)
+        tracker = make_tracker(settings.tracker if options.track else None, schema)
         # Outputs are opened (existing files replaced) only once everything else has loaded.
-        sinks.extend(output_sinks(options, source, schema))
+        sinks.extend(output_sinks(options, source, schema, run_settings(settings, options, engine, schema)))
         if options.progress and not source.is_live:
             sinks.append(progress_sink(getattr(source, "frame_count", None)))
         sinks.extend(extra_sinks or [])
@@ -204,4 +223,5 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
             sink.close()
         source.close()
         raise
-    return Pipeline(source, engine, schema, settings, tracker, sinks, queue_size=options.queue_size)
+    return Pipeline(source, engine, schema, PipelineSettings(decode=settings.decode), tracker, sinks,
+                    queue_size=options.queue_size)

@@ -23,12 +23,14 @@ import math
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import write_atomically
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.realtime.pipeline import FrameResult
 
@@ -37,10 +39,10 @@ log = logging.getLogger(__name__)
 # Version of the JSON Lines record layout (realtime/pose_jsonl.schema.json). Bump on any change
 # that could break a reader. 2: every detected person is written; track_id is null until the
 # tracker confirms the person (and always without tracking); scores are clipped to [0, 1].
-JSONL_SCHEMA_VERSION = 2
+# 3: a file written by a run starts with a header line, {"schema_version", "settings"} (no frame_index).
+JSONL_SCHEMA_VERSION = 3
 JSONL_SCHEMA_PATH = Path(__file__).with_name("pose_jsonl.schema.json")
 DEFAULT_VIDEO_FPS = 30.0
-EXPORT_FORMATS = ("coco", "posetrack", "openpose", "mot")
 VIDEO_CODECS = ("h264", "mp4v")
 # A keyframe (and so a new MP4 fragment) every this many seconds: what a kill can lose at most.
 KEYFRAME_SECONDS = 1.0
@@ -151,29 +153,57 @@ def frame_record(result: FrameResult, schema: KeypointSchema) -> dict:
     }
 
 
+def header_record(settings: dict) -> dict:
+    """The first line of a run's JSON Lines: the effective settings (realtime/run.py: run_settings)."""
+    return {"schema_version": JSONL_SCHEMA_VERSION, "settings": settings}
+
+
+def is_header(record: dict) -> bool:
+    """A JSON Lines record that describes the run rather than a frame."""
+    return "frame_index" not in record
+
+
+def read_pose_lines(path: str | Path) -> tuple[dict | None, list[dict]]:
+    """Our JSON Lines file: (the header's settings or None for files without one, the frame records)."""
+    settings, frames = None, []
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                record = json.loads(line)
+                if is_header(record):
+                    settings = record.get("settings")
+                else:
+                    frames.append(record)
+    return settings, frames
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+
+
 def write_whole_file(path: Path, write) -> None:
     """Write `path` through `write(temporary_path)` and rename it into place only when complete, so a
     full disk or a kill never leaves a cut file under the final name."""
-    temporary = partial_path(path)
     try:
-        write(temporary)
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise output_error(path, error) from None
+        write_atomically(path, write, temporary=partial_path(path))
+    except OutputError:
+        raise
+    except UserFacingError as error:
+        raise OutputError(str(error)) from None
 
 
 def write_image_record(path: Path, image: np.ndarray, source_id: str, poses: list,
-                       schema: KeypointSchema = COCO17) -> None:
-    """`predict --json`: one image's people as one JSON Lines record (frame 0, no track IDs)."""
+                       schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
+    """`predict --json`: one image's people as one JSON Lines record (frame 0, no track IDs), after the
+    header line with `settings` when given."""
     from tagtrack.realtime.pipeline import _untracked
     from tagtrack.realtime.sources import Frame
 
     frame = Frame(image=image, index=0, timestamp=0.0, source_id=source_id)
     result = FrameResult(frame=frame, tracked=[_untracked(pose) for pose in poses], heatmaps=None, timings={},
                          dropped=0)
-    line = json.dumps(frame_record(result, schema), separators=(",", ":"), allow_nan=False) + "\n"
-    write_whole_file(path, lambda temporary: Path(temporary).write_text(line, encoding="utf-8"))
+    text = (_json_line(header_record(settings)) if settings is not None else "") + _json_line(frame_record(result, schema))
+    write_whole_file(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
@@ -188,13 +218,14 @@ def write_image(path: Path, image: np.ndarray) -> None:
 
 
 class JsonLinesSink:
-    """One JSON object per frame, one line each, on disk as soon as the frame is done.
+    """One JSON object per frame, one line each, on disk as soon as the frame is done; with `settings`,
+    a header line first (`header_record`).
 
     Written in place (a run killed mid-way keeps every finished line). A write that fails part-way
     (disk full) is cut back to the last complete line before the error is raised.
     """
 
-    def __init__(self, path: str | Path, schema: KeypointSchema = COCO17) -> None:
+    def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
         self.path = check_output_path(path, "JSON output")
         self.schema = schema
         try:
@@ -204,11 +235,20 @@ class JsonLinesSink:
         self._complete_bytes = 0  # size of the file up to the last whole line
         self.frames_written = 0
         self.failed = False
+        if settings is not None:
+            try:
+                self._write_line(_json_line(header_record(settings)))
+            except OutputError:
+                self._file.close()
+                raise
 
     def write(self, result: FrameResult) -> None:
         if self.failed:
             return
-        line = json.dumps(frame_record(result, self.schema), separators=(",", ":"), allow_nan=False) + "\n"
+        self._write_line(_json_line(frame_record(result, self.schema)))
+        self.frames_written += 1
+
+    def _write_line(self, line: str) -> None:
         data = memoryview(line.encode("utf-8"))
         try:
             while data:
@@ -219,7 +259,6 @@ class JsonLinesSink:
             self._cut_back()
             raise output_error(self.path, error, f"kept the {self.frames_written} complete lines written before") from None
         self._complete_bytes += len(line.encode("utf-8"))
-        self.frames_written += 1
 
     def _cut_back(self) -> None:
         try:
@@ -481,7 +520,7 @@ class CocoResultsSink:
     The list pycocotools' `COCO.loadRes` takes; streamed to a partial file, renamed at close.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
         self.path = check_output_path(path, "COCO export")
         self._results = _StreamedJson(self.path, partial_path(self.path), head="[")
         self.failed = False
@@ -524,12 +563,14 @@ class PoseTrackSink:
 
     Keypoints are our COCO-17 set in the COCO layout PoseTrack18 uses (x, y, score triples plus
     a per-joint "scores" list); people without a confirmed track get track_id -1. Images and
-    annotations are streamed to two partial files; close() joins them into the document.
+    annotations are streamed to two partial files; close() joins them into the document, with the
+    run's `settings` under "settings" when given.
     """
 
-    def __init__(self, path: str | Path, schema: KeypointSchema = COCO17) -> None:
+    def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
         self.path = check_output_path(path, "PoseTrack export")
         self.schema = schema
+        self.settings = settings
         self.partial = partial_path(self.path)
         self._images = _StreamedJson(self.path, self.partial.with_name(self.partial.name + ".images"))
         try:
@@ -585,7 +626,10 @@ class PoseTrackSink:
                 _copy_into(self._images.temporary, document)
                 document.write('],"annotations":[')
                 _copy_into(self._annotations.temporary, document)
-                document.write('],"categories":' + json.dumps(categories) + "}")
+                document.write('],"categories":' + json.dumps(categories))
+                if self.settings is not None:
+                    document.write(',"settings":' + json.dumps(self.settings, allow_nan=False))
+                document.write("}")
             os.replace(self.partial, self.path)
         except OSError as error:
             self.partial.unlink(missing_ok=True)
@@ -641,14 +685,20 @@ class OpenPoseSink:
     is written under a partial name and renamed, so none is ever cut short.
     """
 
-    def __init__(self, folder: str | Path, name: str = "frame") -> None:
+    def __init__(self, folder: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None,
+                 name: str | None = None) -> None:
+        if schema.keypoint_names != COCO17.keypoint_names:
+            raise UserFacingError(f"the OpenPose export maps COCO-17 joints to BODY_25; this model's keypoints are "
+                                  f"'{schema.name}'")
         self.folder = Path(folder)
         if self.folder.is_dir():
             check_output_path(self.folder / "frame_keypoints.json", "OpenPose export")
         else:
             check_output_path(self.folder, "OpenPose export folder")
             self.folder.mkdir()
-        self.name = name
+        # Files are named after the run: poses_openpose/poses_000000000000_keypoints.json
+        self.name = name or (self.folder.name.removesuffix("_openpose") if self.folder.name.endswith("_openpose")
+                             else "frame")
 
     def write(self, result: FrameResult) -> None:
         people = [{
@@ -675,7 +725,7 @@ class MotChallengeSink:
     Rows are written and flushed per frame, so nothing is lost on Ctrl-C.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
         self.path = check_output_path(path, "MOT export")
         self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
@@ -705,21 +755,80 @@ class MotChallengeSink:
                 raise output_error(self.path, error) from None
 
 
-def export_sinks(formats: list[str], base: str | Path, schema: KeypointSchema = COCO17) -> list:
-    """The sinks for `--format`: <base>.coco.json, <base>.posetrack.json, <base>_openpose/, <base>.mot.txt."""
-    base = Path(base)
-    sinks = []
+@dataclass(frozen=True)
+class OutputFormat:
+    """One `--format`: what it is, where it writes beside the run's base name, and its sink.
+
+    sink: the class, called as sink(path, schema, settings) (path: `path_for(base)`; settings: the
+    run's, for a format that can carry them, else ignored). coco17_only: it writes
+    COCO-17 joints in a fixed layout, so a model with other keypoints is refused before any output
+    is opened."""
+
+    name: str
+    description: str
+    suffix: str  # appended to the base name: poses -> poses.coco.json
+    sink: type
+    coco17_only: bool = False
+
+    def path_for(self, base: str | Path) -> Path:
+        base = Path(base)
+        return base.with_name(base.name + self.suffix)
+
+
+# The one table of export formats: `--format` choices, the output paths reported, the checks and the sinks.
+EXPORT_FORMATS: dict[str, OutputFormat] = {
+    "coco": OutputFormat("coco", "COCO keypoint results", ".coco.json", CocoResultsSink),
+    "posetrack": OutputFormat("posetrack", "PoseTrack18 JSON", ".posetrack.json", PoseTrackSink),
+    "openpose": OutputFormat("openpose", "OpenPose BODY_25 files", "_openpose", OpenPoseSink, coco17_only=True),
+    "mot": OutputFormat("mot", "MOTChallenge tracks", ".mot.txt", MotChallengeSink),
+}
+# Beside the exports (whichever are asked for): the run's settings, as the JSON Lines header holds them.
+SETTINGS_SUFFIX = ".settings.json"
+
+
+def export_format(name: str) -> OutputFormat:
+    if name not in EXPORT_FORMATS:
+        raise UserFacingError(f"unknown --format {name!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    return EXPORT_FORMATS[name]
+
+
+def export_paths(formats: list[str], base: str | Path) -> dict[str, Path]:
+    """What `--format` writes: "--format NAME" -> its path, and "settings" -> the settings file beside them."""
+    paths = {f"--format {name}": export_format(name).path_for(base) for name in dict.fromkeys(formats)}
+    if paths:
+        paths["settings"] = Path(base).with_name(Path(base).name + SETTINGS_SUFFIX)
+    return paths
+
+
+def check_export_schema(formats: list[str], schema: KeypointSchema) -> None:
+    """Refuse a format that cannot write this model's keypoints (before anything is opened)."""
     for name in dict.fromkeys(formats):
-        if name == "coco":
-            sinks.append(CocoResultsSink(base.with_name(base.name + ".coco.json")))
-        elif name == "posetrack":
-            sinks.append(PoseTrackSink(base.with_name(base.name + ".posetrack.json"), schema))
-        elif name == "openpose":
-            sinks.append(OpenPoseSink(base.with_name(base.name + "_openpose"), name=base.name))
-        elif name == "mot":
-            sinks.append(MotChallengeSink(base.with_name(base.name + ".mot.txt")))
-        else:
-            raise UserFacingError(f"unknown export format {name!r} (choose from {', '.join(EXPORT_FORMATS)})")
+        if export_format(name).coco17_only and schema.keypoint_names != COCO17.keypoint_names:
+            raise UserFacingError(f"--format {name} writes COCO-17 joints; this model's keypoint schema is "
+                                  f"'{schema.name}' ({schema.num_keypoints} keypoints)")
+
+
+def write_settings_file(path: Path, settings: dict) -> None:
+    document = json.dumps(settings, indent=2, allow_nan=False) + "\n"
+    write_whole_file(path, lambda temporary: Path(temporary).write_text(document, encoding="utf-8"))
+
+
+def export_sinks(formats: list[str], base: str | Path, schema: KeypointSchema = COCO17,
+                 settings: dict | None = None) -> list:
+    """The sinks for `--format` (paths: `export_paths`); with `settings`, the settings file is written
+    beside them first and PoseTrack's document carries them too."""
+    check_export_schema(formats, schema)
+    sinks = []
+    try:
+        for name in dict.fromkeys(formats):
+            output = export_format(name)
+            sinks.append(output.sink(output.path_for(base), schema, settings))
+        if sinks and settings is not None:
+            write_settings_file(export_paths(formats, base)["settings"], settings)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
     return sinks
 
 

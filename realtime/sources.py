@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import read_image
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,10 @@ class ImageFolderSource:
         while self._position < len(self.paths):
             path = self.paths[self._position]
             self._position += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            try:
+                image = read_image(path)
+            except UserFacingError:
+                image = None  # skipped and counted below, or --strict stops
             if image is not None:
                 index = self._index
                 self._index += 1

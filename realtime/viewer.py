@@ -536,14 +536,16 @@ def run_viewer(
     decode: DecodeConfig | None = None,
     record_dir: Path | None = None,
     engine_label: str = "",
+    tracker: TrackerConfig | None = None,
 ) -> int:
     """Open the window on an opened source and run the Qt event loop until it closes; returns 0, or
     128 + the signal number when SIGINT / SIGTERM closed it."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     log.info("Qt platform: %s", QGuiApplication.platformName())
     settings = PipelineSettings(decode=decode if decode is not None else DecodeConfig())
+    tracker_config = tracker if tracker is not None else TrackerConfig()
     window = ViewerWindow(engine, source, source_label, schema=schema, settings=settings, record_dir=record_dir,
-                          engine_label=engine_label)
+                          engine_label=engine_label, make_tracker=lambda: PoseTracker(tracker_config, schema))
     # Ctrl-C / SIGTERM close the window like the Quit button; the timer lets Python run its signal handlers
     # while Qt's event loop is in charge.
     previous_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

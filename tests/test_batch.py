@@ -73,7 +73,7 @@ def test_cli_runs_every_file_and_reports_the_failing_one(tmp_path, inputs, tiny_
         assert {line["source_id"] for line in lines} == {str(video)}
         assert len(json.loads((out / f"{name}.coco.json").read_text())) == sum(len(line["people"]) for line in lines)
     assert sorted(path.name for path in out.iterdir()) == sorted(
-        f"{name}{suffix}" for name in ("a", "clip", "d") for suffix in (".mp4", ".jsonl", ".coco.json"))
+        f"{name}{suffix}" for name in ("a", "clip", "d") for suffix in (".mp4", ".jsonl", ".coco.json", ".settings.json"))
 
     # Each file's output is what a single `tagtrack run` of it writes: tracks start afresh per file.
     single = tmp_path / "single.jsonl"

@@ -13,8 +13,8 @@ from tagtrack.model.codec import (
     DecodeConfig,
     decode,
     joint_indices,
+    _find_candidates,
     pairwise_oks,
-    peak_mask,
     render_heatmaps,
     render_tag_maps,
 )
@@ -113,12 +113,34 @@ def test_render_tag_maps_hold_the_strongest_person_tag():
 # ------------------------------------------------------------------------------------ decode pieces
 
 
-def test_peak_mask_matches_torch_max_pool():
+def reference_candidates(heatmaps: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> list[tuple]:
+    """The decoder's candidate search as the papers write it: torch max-pool NMS, the threshold, then the
+    top_k of each joint type by score (ties: row-major order). (joint, y, x, score, tag) per candidate."""
+    kernel = config.nms_kernel
+    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(heatmaps)[None], kernel, stride=1,
+                                            padding=kernel // 2)[0].numpy()
+    found = []
+    for joint in range(heatmaps.shape[0]):
+        ys, xs = np.nonzero((heatmaps[joint] == pooled[joint]) & (heatmaps[joint] > config.detection_threshold))
+        order = np.argsort(-heatmaps[joint, ys, xs], kind="stable")[:config.top_k]
+        found += [(joint, ys[i], xs[i], heatmaps[joint, ys[i], xs[i]], tuple(tags[joint, :, ys[i], xs[i]]))
+                  for i in order]
+    return found
+
+
+@pytest.mark.parametrize("kernel, top_k, threshold", [(5, 30, 0.1), (3, 4, 0.5), (1, 30, 0.9)])
+def test_candidate_search_is_max_pool_nms_then_top_k(kernel, top_k, threshold):
     rng = np.random.default_rng(1)
     heatmaps = rng.random((17, 20, 30)).astype(np.float32)
-    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(heatmaps)[None], 5, stride=1, padding=2)[0].numpy()
-    np.testing.assert_array_equal(peak_mask(heatmaps, 5), heatmaps == pooled)
-    assert peak_mask(heatmaps[:1], 3).shape == (1, 20, 30)
+    tags = rng.normal(size=(17, 2, 20, 30)).astype(np.float32)
+    config = DecodeConfig(nms_kernel=kernel, top_k=top_k, detection_threshold=threshold)
+    candidates = _find_candidates(heatmaps, tags, config)
+    found = [(j, y, x, s, tuple(t)) for j, y, x, s, t in zip(candidates.joint, candidates.y, candidates.x,
+                                                            candidates.score, candidates.tag)]
+    assert found == reference_candidates(heatmaps, tags, config)
+    assert list(candidates.starts) == list(np.searchsorted(candidates.joint, np.arange(18)))
+    single = _find_candidates(heatmaps[:1], tags[:1], config)  # one joint type: cv2 drops the channel axis
+    assert single.joint.size == sum(1 for c in reference_candidates(heatmaps[:1], tags[:1], config))
 
 
 def test_pairwise_oks_is_one_for_identical_people_and_small_for_far_ones():
@@ -263,7 +285,8 @@ def test_a_plateau_peak_does_not_make_a_duplicate_person():
     truth, tags = synthetic_people(rng, 1, 64, 64, missing_fraction=0.0)
     truth[0, 0, 0] = np.floor(truth[0, 0, 0]) + 0.5  # the nose falls between two pixels: two equal peaks
     heatmaps, tag_maps = synthetic_maps(truth, tags, 64, 64)
-    assert (peak_mask(heatmaps, 5)[0] & (heatmaps[0] > 0.1)).sum() == 2
+    candidates = _find_candidates(heatmaps, tag_maps, DecodeConfig())
+    assert (candidates.joint == 0).sum() == 2
     # With the papers' whole-map refinement the one-nose fragment is completed into a copy of the
     # person, which the OKS de-duplication removes.
     kept = decode(heatmaps, tag_maps, COCO17, DecodeConfig(duplicate_oks_threshold=2.0, refine_reach=None))

@@ -63,7 +63,7 @@ def test_demo_with_a_checkpoint_runs_on_the_given_video(tmp_path: Path, capsys) 
     video = write_demo_video(tmp_path / "clip.mp4", frames=6)
     assert main.main(["demo", "--video", str(video), "--weights", str(weights), "--out-dir", str(tmp_path / "out")]) == 0
     lines = (tmp_path / "out" / "demo.jsonl").read_text().splitlines()
-    assert len(lines) == 6
+    assert len(lines) == 1 + 6  # the settings header and a line per frame
     capture = cv2.VideoCapture(str(tmp_path / "out" / "demo.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
 
@@ -72,7 +72,7 @@ def test_demo_with_a_checkpoint_runs_on_the_given_video(tmp_path: Path, capsys) 
 def test_synthetic_demo_finds_and_tracks_the_stick_figures(no_default_model, tmp_path: Path, capsys) -> None:
     """The committed synthetic model, through the whole app: people found in most frames, IDs that persist."""
     assert main.main(["demo", "--out-dir", str(tmp_path)]) == 0
-    records = [json.loads(line) for line in (tmp_path / "demo.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "demo.jsonl").read_text().splitlines()[1:]]  # no header
     assert len(records) == 120
     people_per_frame = [len(record["people"]) for record in records]
     assert sum(count >= 2 for count in people_per_frame) >= 0.8 * len(records), people_per_frame

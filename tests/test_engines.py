@@ -322,3 +322,23 @@ def test_tensorrt_is_imported_lazily_and_pinned_like_pyproject():
     assert probe.stdout.strip() == "False"
     pyproject = (Path(main.__file__).parent / "pyproject.toml").read_text()
     assert f'"tensorrt{engines.TRT_VERSION_RANGE}"' in pyproject
+
+
+def test_one_table_of_engines_readable_without_torch():
+    """`--engine`'s names come from realtime/backends.py, which imports no torch (nor do the parser's other
+    tables: `tagtrack --help` stays fast); every name has its class, in the same order `auto` tries them."""
+    import subprocess
+    import sys
+
+    from tagtrack.realtime.backends import BACKENDS, ENGINE_CHOICES
+
+    assert list(engines.ENGINE_CLASSES) == list(BACKENDS) == ["trt", "ort", "torch"]
+    assert engines.ENGINE_KINDS == ENGINE_CHOICES == ("auto", "trt", "ort", "torch")
+    probe = ("import sys; from tagtrack import main; main.build_parser(); "
+             "print(sorted(m for m in ('torch', 'cv2', 'tagtrack.realtime.sinks') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    parser = main.build_parser()
+    assert parser.parse_args(["run", "x.mp4", "--engine", "ort"]).engine == "ort"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "x.mp4", "--engine", "tensorflow"])

@@ -312,9 +312,16 @@ def test_main_eval_prints_the_table_and_fails_cleanly(tiny_checkpoint, generated
 
     out = tmp_path / "results.json"
     code = main.main(["eval", "--weights", str(tiny_checkpoint), "--data", str(generated),
-                      "--images", str(generated.parent / "images"), "--max-images", "2", "--json-out", str(out)])
+                      "--images", str(generated.parent / "images"), "--max-images", "2", "--json-out", str(out),
+                      "--set", "decode.top_k=7"])
     printed = capsys.readouterr().out
     assert code == 0 and "Average Precision  (AP) @[ IoU=0.50:0.95" in printed and out.is_file()
+    # COCO results stay a bare list; the settings that made them are beside them
+    settings = json.loads((tmp_path / "results.settings.json").read_text())
+    assert settings["decode"]["top_k"] == 7 and settings["weights"] == str(tiny_checkpoint)
+    code = main.main(["eval", "--weights", str(tiny_checkpoint), "--data", str(generated),
+                      "--images", str(generated.parent / "images"), "--set", "decode.top_k=many"])
+    assert code == 2 and "decode.top_k: expected int" in capsys.readouterr().err
     code = main.main(["eval", "--weights", str(tiny_checkpoint), "--data", str(tmp_path / "none.json"),
                       "--images", str(tmp_path)])
     assert code == 2 and "none.json" in capsys.readouterr().err

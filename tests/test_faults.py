@@ -78,7 +78,7 @@ def signal_when_written(process: subprocess.Popen, path: Path, lines: int, signu
 def wait_for_lines(process: subprocess.Popen, path: Path, lines: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        if path.exists() and len(path.read_bytes().splitlines()) >= lines:
+        if path.exists() and len(path.read_bytes().splitlines()) >= 1 + lines:  # header + frames
             return
         time.sleep(0.02)
     assert process.poll() is None, "the run ended before the fault could be injected"
@@ -203,7 +203,10 @@ def test_disk_full_on_the_exports_leaves_no_cut_export(tmp_path, tiny_weights, s
     # Paths are as the run names them: relative to the working folder.
     _failed_on_its_file(result, Path(coco.name if coco.name in result.stderr else posetrack.name))
     assert not coco.exists() and not posetrack.exists()
-    assert not list(folder.iterdir())  # the partial files are removed: the disk is free again
+    # The partial files are removed: the disk is free again, but for the run's settings (written, whole, at
+    # the start, so that whatever a run leaves says how it was made).
+    assert [path.name for path in folder.iterdir()] == ["clip.settings.json"]
+    assert json.loads((folder / "clip.settings.json").read_text())["decode"]["detection_threshold"] == 0.0
 
 
 # ---------------------------------------------------------------- 3. two interrupts close together

@@ -137,7 +137,8 @@ def test_eval_track_command_on_json_lines(tmp_path, capsys):
     gt = write(tmp_path / "gt.txt", truth_rows())
     lines = [jsonl_record(frame - 1, [(1, pose_at(100 + 10 * (frame - 1), 250.0)),
                                       (2, pose_at(400 - 10 * (frame - 1), 250.0))]) for frame in FRAMES]
-    poses = write(tmp_path / "poses.jsonl", lines)
+    header = '{"schema_version":3,"settings":{"decode":{},"tracker":null}}'  # a run's first line: skipped
+    poses = write(tmp_path / "poses.jsonl", [header, *lines])
     frames = read_pose_frames(poses)
     assert [f.frame for f in frames] == list(FRAMES) and frames[0].track_ids == [1, 2]
     assert main.main(["eval-track", poses, "--gt", gt]) == 0

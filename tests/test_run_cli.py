@@ -55,11 +55,15 @@ def video_frame_count(path: Path) -> int:
 
 
 def validated_lines(path: Path) -> list[dict]:
+    """The frame records of a JSON Lines file, every line checked against the schema; the first line is the
+    header with the run's settings."""
     validator = jsonschema.Draft202012Validator(json.loads(JSONL_SCHEMA_PATH.read_text()))
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for record in records:
         validator.validate(record)
-    return records
+    header, *frames = records
+    assert set(header) == {"schema_version", "settings"} and all("frame_index" in frame for frame in frames)
+    return frames
 
 
 def test_run_writes_every_frame_to_video_json_and_exports(tmp_path, tiny_weights):
@@ -100,11 +104,11 @@ def test_max_frames_and_no_track(tmp_path, tiny_weights):
 
 def signal_after_lines(process: subprocess.Popen, lines_file: Path, lines: int, signum: int,
                        timeout: float = 120) -> tuple[str, str]:
-    """Send `signum` to a running `tagtrack run` once `lines_file` has `lines` lines; its stdout and stderr."""
+    """Send `signum` to a running `tagtrack run` once `lines_file` has `lines` frame lines; its stdout and stderr."""
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and process.poll() is None:
-            if lines_file.exists() and len(lines_file.read_bytes().splitlines()) >= lines:
+            if lines_file.exists() and len(lines_file.read_bytes().splitlines()) >= 1 + lines:  # header + frames
                 break
             time.sleep(0.05)
         assert process.poll() is None, "the run ended before it could be interrupted"

@@ -16,6 +16,7 @@ from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17
 from tagtrack.realtime.pipeline import FrameResult
 from tagtrack.realtime.sinks import (
+    EXPORT_FORMATS,
     JSONL_SCHEMA_PATH,
     AnnotatedVideoSink,
     CocoResultsSink,
@@ -78,7 +79,7 @@ def test_json_lines_one_valid_line_per_frame_flushed_as_written(tmp_path):
     for record in records:
         validator.validate(record)
     first = records[0]
-    assert first["schema_version"] == 2 and first["frame_index"] == 0
+    assert first["schema_version"] == 3 and first["frame_index"] == 0
     assert first["image"] == {"width": 128, "height": 96}
     assert [p["track_id"] for p in first["people"]] == [1, 2]
     assert records[1]["people"][0]["track_id"] is None
@@ -96,12 +97,32 @@ def test_json_schema_rejects_broken_records():
         results(1)[0], COCO17)))
     validator.validate(sink_record)
     broken = json.loads(json.dumps(sink_record))
-    del broken["people"][0]["keypoints"]["nose"]
+    del broken["people"][0]["keypoints"]["nose"]["x"]
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(broken)
-    wrong_version = dict(sink_record, schema_version=1)
+    wrong_version = dict(sink_record, schema_version=2)
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(wrong_version)
+
+
+def test_json_lines_header_carries_the_settings_and_readers_skip_it(tmp_path):
+    from tagtrack.realtime.sinks import read_pose_lines
+
+    path = tmp_path / "poses.jsonl"
+    settings = {"decode": {"top_k": 3}, "tracker": None, "input_hw": [64, 64], "weights": "w.safetensors",
+                "keypoints": list(COCO17.keypoint_names)}
+    sink = JsonLinesSink(path, COCO17, settings)
+    for result in results(2):
+        sink.write(result)
+    sink.close()
+    validator = jsonl_validator()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in lines:
+        validator.validate(record)
+    assert lines[0] == {"schema_version": 3, "settings": settings} and len(lines) == 3
+    assert read_pose_lines(path) == (settings, lines[1:])
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({"schema_version": 3, "settings": {"decode": {}}})  # incomplete settings
 
 
 def count_video_frames(path: Path) -> tuple[int, tuple[int, int], float]:
@@ -313,5 +334,25 @@ def test_export_sinks_names(tmp_path):
     sinks = export_sinks(["coco", "posetrack", "openpose", "coco"], tmp_path / "clip")
     assert [type(s) for s in sinks] == [CocoResultsSink, PoseTrackSink, OpenPoseSink]
     assert (tmp_path / "clip_openpose").is_dir()
-    with pytest.raises(UserFacingError, match="unknown export format"):
+    with pytest.raises(UserFacingError, match="unknown --format 'csv'"):
         export_sinks(["csv"], tmp_path / "clip")
+
+
+@pytest.mark.parametrize("name", list(EXPORT_FORMATS))
+def test_every_registered_format_reports_the_path_it_writes(tmp_path, name):
+    """The one table (EXPORT_FORMATS): the run's report of its outputs names exactly what the sink writes."""
+    from tagtrack.realtime.run import RunOptions, labelled_outputs
+
+    options = RunOptions(source="clip.mp4", json=tmp_path / "run.jsonl", formats=[name])
+    reported = labelled_outputs(options)
+    assert set(reported) == {"--json", f"--format {name}", "settings"}
+    settings = {"decode": {"top_k": 3}, "tracker": None}
+    sinks = export_sinks([name], tmp_path / "run", COCO17, settings)
+    for result in results(3):
+        for sink in sinks:
+            sink.write(result)
+    for sink in sinks:
+        sink.close()
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == sorted([reported[f"--format {name}"].name, reported["settings"].name])
+    assert json.loads(reported["settings"].read_text()) == settings

@@ -252,3 +252,54 @@ def test_cli_init_takes_the_network_from_the_checkpoint(tiny_data: Path, tmp_pat
          "--init", str(tmp_path / "nope.safetensors")], cwd=REPO, env=_env(), capture_output=True, text=True,
         timeout=300)
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: checkpoint not found")
+
+
+def test_checkpoints_store_the_data_sets_schema_and_settings(tiny_data: Path, tmp_path: Path) -> None:
+    """A data set with its own five keypoints: the checkpoints name them (not COCO-17), with the run's settings."""
+    data = json.loads((tiny_data / "annotations.json").read_text())
+    names = ["nose", "left_shoulder", "right_shoulder", "left_hip", "right_hip"]
+    keep = [0, 5, 6, 11, 12]
+    data["categories"] = [{"id": 1, "name": "person", "keypoints": names, "skeleton": [[2, 3], [2, 4], [3, 5]]}]
+    for annotation in data["annotations"]:
+        if "keypoints" in annotation:
+            triples = [annotation["keypoints"][3 * k:3 * k + 3] for k in keep]
+            annotation["keypoints"] = [value for triple in triples for value in triple]
+            annotation["num_keypoints"] = sum(triple[2] > 0 for triple in triples)
+    (tmp_path / "five.json").write_text(json.dumps(data))
+    config = _config(tiny_data, train_annotations=str(tmp_path / "five.json"), steps=2,
+                     settings={"decode": {"top_k": 12}, "tracker": {"tag_gate": 2.0}})
+    config = replace(config, model=replace(config.model, num_keypoints=5))
+    train(config, tmp_path / "run")
+    loaded = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert list(loaded.schema.keypoint_names) == names and loaded.schema.flip_index == (0, 2, 1, 4, 3)
+    assert loaded.schema.skeleton == ((1, 2), (1, 3), (2, 4))
+    assert loaded.settings["decode"]["top_k"] == 12 and loaded.settings["decode"]["tag_threshold"] == 1.0
+    assert loaded.settings["tracker"] == {"tag_gate": 2.0}
+    with pytest.raises(UserFacingError, match="5 keypoints .* the network predicts 17"):
+        train(_config(tiny_data, train_annotations=str(tmp_path / "five.json")), tmp_path / "mismatch")
+    # COCO's own keypoint names give COCO17 itself
+    coco = load_checkpoint(train(_config(tiny_data, steps=1), tmp_path / "coco").last_checkpoint)
+    assert coco.schema.name == "coco17"
+
+
+def test_eval_every_sets_when_the_validation_ap_is_taken(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from tagtrack.training import train as train_module
+
+    evaluated = []
+
+    def fake_evaluate(weights, config, device):  # the real one runs COCO AP; here only the steps matter
+        step = load_checkpoint(weights).metadata["step"]
+        evaluated.append(step)
+        return 0.1 * step
+
+    monkeypatch.setattr(train_module, "_evaluate", fake_evaluate)
+    config = _config(tiny_data, steps=5, val_annotations="val.json", val_images="images", eval_every=2)
+    result = train(config, tmp_path / "run")
+    assert evaluated == [2, 4, 5] and result.best_metric == pytest.approx(0.5)
+    assert load_checkpoint(tmp_path / "run" / "best.safetensors").metadata["step"] == 5
+    evaluated.clear()
+    train(replace(config, eval_every=0, checkpoint_every=3), tmp_path / "at_checkpoints")
+    assert evaluated == [3, 5]
+    # A config.json written before settings and eval_every existed still loads.
+    old = {key: value for key, value in config.to_dict().items() if key not in ("settings", "eval_every")}
+    assert TrainConfig.from_dict(old) == replace(config, eval_every=0)

@@ -127,6 +127,8 @@ def read_pose_frames(path: str | Path, schema: KeypointSchema = COCO17) -> list[
                 continue
             try:
                 record = json.loads(line)
+                if "frame_index" not in record:  # the header line (the run's settings), not a frame
+                    continue
                 poses, ids = [], []
                 for person in record["people"]:
                     keypoints = np.array([[person["keypoints"][name][k] for k in ("x", "y", "score")]

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 class TrackedPose:
     """A person of the current frame with its identity.
 
-    pose: the detection as it came in (unchanged); track_id: stable id (1, 2, ...);
+    pose: the detection as it came in (unchanged); track_id: stable id (1, 2, ...), None until the
+    track is confirmed (the pipeline then writes the person without an id);
     age: seconds since the track was first seen; keypoints_smoothed: [K, 3] float32, the One-Euro
     smoothed x, y with the detection's joint scores (equal to pose.keypoints when smoothing is off).
     """

@@ -10,7 +10,7 @@ Presets:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from tagtrack.model.config import PAPER, SMALL, TINY, ModelConfig
@@ -85,8 +85,13 @@ class TrainConfig:
     seed: int = 0
     workers: int = 4
     checkpoint_every: int = 2000
-    eval_every: int = 0  # 0: evaluate only at checkpoints when val data is given
+    # with validation data: the validation AP every this many steps (and at the end); 0: at every checkpoint
+    eval_every: int = 0
     log_every: int = 20
+    # Decoder and tracker settings stored in every checkpoint, {"decode": {...}, "tracker": {...}} (names of
+    # DecodeConfig and TrackerConfig): the app's defaults for the model. The decoder's also give the validation
+    # AP. {}: the built-in defaults (the decoder's are written out in full, the tracker's only when given).
+    settings: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.sigma_mode == "adaptive":  # the name of "size" before the embedding mode existed
@@ -106,6 +111,8 @@ class TrainConfig:
             raise UserFacingError(f"optimizer must be 'adam' or 'adamw', not {self.optimizer!r}")
         if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1:
             raise UserFacingError("batch size, steps and checkpoint interval must be positive")
+        if self.eval_every < 0:
+            raise UserFacingError(f"eval_every must be 0 (at checkpoints) or positive, not {self.eval_every}")
 
     @property
     def loss_options(self) -> LossOptions:

@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 from tagtrack.model.codec import joint_indices, render_heatmaps
 from tagtrack.model.config import OUTPUT_STRIDE
 from tagtrack.model.errors import UserFacingError, import_extra
-from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.model.files import read_image
+from tagtrack.model.schema import COCO17, KeypointSchema, schema_from_coco_category
 from tagtrack.training.losses import REFERENCE_PERSON_SIZE
 from tagtrack.training.config import AugmentConfig
 from tagtrack.training.distill import (dense_targets, load_teacher_maps, maps_path, suppress_mirror_peaks,
@@ -49,8 +50,18 @@ log = logging.getLogger(__name__)
 EMPTY_ID = -1
 
 
-def load_coco(annotations_path: Path | str, images_dir: Path | str, schema: KeypointSchema = COCO17) -> COCO:
-    """Read and check a COCO keypoint file; every problem is a UserFacingError naming the file."""
+def coco_schema(data: dict) -> KeypointSchema:
+    """The keypoint schema a COCO keypoint file names in its first category with keypoint names; COCO17 for a
+    file without one (model.schema.schema_from_coco_category)."""
+    for category in data.get("categories") or []:
+        if isinstance(category, dict) and category.get("keypoints"):
+            return schema_from_coco_category(category)
+    return COCO17
+
+
+def load_coco(annotations_path: Path | str, images_dir: Path | str, schema: KeypointSchema | None = COCO17) -> COCO:
+    """Read and check a COCO keypoint file; every problem is a UserFacingError naming the file.
+    schema None: the file's own (coco_schema)."""
     path = Path(annotations_path)
     images_dir = Path(images_dir)
     if not path.is_file():
@@ -65,6 +76,8 @@ def load_coco(annotations_path: Path | str, images_dir: Path | str, schema: Keyp
         raise UserFacingError(f"{path} is not a COCO annotation file (needs 'images' and 'annotations' lists)")
     if not data["annotations"]:
         raise UserFacingError(f"{path} has no annotations")
+    if schema is None:
+        schema = coco_schema(data)
     expected = 3 * schema.num_keypoints
     for annotation in data["annotations"]:
         try:
@@ -235,7 +248,7 @@ class CocoKeypointDataset(Dataset):
         augment: AugmentConfig = AugmentConfig(),
         views: int = 1,
         max_frame_gap: int = 3,
-        schema: KeypointSchema = COCO17,
+        schema: KeypointSchema | None = None,
         seed: int = 0,
         teacher_maps: Path | str | None = None,
         suppress_mirror_peaks: bool = False,
@@ -245,6 +258,8 @@ class CocoKeypointDataset(Dataset):
         self.annotations_path = Path(annotations_path)
         self.images_dir = Path(images_dir)
         self.coco = load_coco(annotations_path, images_dir, schema)
+        # None: the file's own keypoints (COCO-17 for a file that names none), what the checkpoints store.
+        schema = schema if schema is not None else coco_schema(self.coco.dataset)
         self.targets = targets
         self.augment = augment
         self.views = views
@@ -308,11 +323,10 @@ class CocoKeypointDataset(Dataset):
 
     def read_image(self, image_id: int) -> np.ndarray:
         info = self.coco.imgs[image_id]
-        path = self.images_dir / info["file_name"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UserFacingError(f"cannot read image {path} (listed in {self.annotations_path})")
-        return image
+        try:
+            return read_image(self.images_dir / info["file_name"])
+        except UserFacingError as error:
+            raise UserFacingError(f"{error} (listed in {self.annotations_path})") from None
 
     def make_view(self, image_id: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One augmented view of an image with all its targets (numpy; see the module docstring)."""

@@ -23,6 +23,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError, import_extra
+from tagtrack.model.files import read_image
+from tagtrack.model.oks import object_keypoint_similarity
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 
@@ -352,13 +354,6 @@ def annotated_images(coco, images_dir: str | Path, max_images: int | None = None
     return pairs
 
 
-def read_image(path: Path) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserFacingError(f"image {path} could not be read (corrupt or not an image)")
-    return image
 
 
 def evaluate_teacher(
@@ -628,14 +623,10 @@ def _oks_against_truth(truth: dict, keypoints: np.ndarray, sigmas: np.ndarray) -
     """COCO's OKS of labelled keypoints [K,3] (v > 0 = labelled) against one ground-truth person."""
     gt = np.asarray(truth["keypoints"], dtype=np.float64).reshape(-1, 3)
     visible = gt[:, 2] > 0
-    if not visible.any():
-        return 0.0
-    labelled = keypoints[:, 2] > 0
-    squared = ((gt[:, :2] - keypoints[:, :2]) ** 2).sum(axis=1)
-    squared = np.where(labelled, squared, np.inf)  # an unlabelled joint matches nothing
     area = max(float(truth.get("area") or 0.0), 1.0)
-    similarity = np.exp(-squared / ((2 * sigmas) ** 2) / area / 2)
-    return float(similarity[visible].mean())
+    # an unlabelled joint matches nothing
+    found = visible & (keypoints[:, 2] > 0)
+    return float(object_keypoint_similarity(gt[:, :2], keypoints[:, :2], visible, found, area, sigmas))
 
 
 def _inside_box(point: np.ndarray, bbox: Sequence[float]) -> bool:

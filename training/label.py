@@ -26,6 +26,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import read_image
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.training.teacher import (
     MoveNetTeacher,
@@ -152,11 +153,6 @@ def _iter_video(path: Path, every: int, max_frames: int | None) -> Iterator[_Sou
         capture.release()
 
 
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserFacingError(f"image {path} could not be read (corrupt or not an image)")
-    return image
 
 
 def _iter_folder(path: Path, every: int, max_frames: int | None) -> Iterator[_SourceFrame]:
@@ -167,7 +163,7 @@ def _iter_folder(path: Path, every: int, max_frames: int | None) -> Iterator[_So
     if max_frames is not None:
         files = files[:max_frames]
     for index, file in enumerate(files):
-        yield _SourceFrame(index * every, _read_image(file), file)
+        yield _SourceFrame(index * every, read_image(file), file)
 
 
 def _iter_source(path: Path, kind: str, config: LabelConfig) -> Iterator[_SourceFrame]:
@@ -175,7 +171,7 @@ def _iter_source(path: Path, kind: str, config: LabelConfig) -> Iterator[_Source
         return _iter_video(path, config.every, config.max_frames)
     if kind == "folder":
         return _iter_folder(path, config.every, config.max_frames)
-    return iter([_SourceFrame(0, _read_image(path), path)])
+    return iter([_SourceFrame(0, read_image(path), path)])
 
 
 # ---------------------------------------------------------------- linking people over time

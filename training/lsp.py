@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
-from tagtrack.model.files import write_atomically
+from tagtrack.model.files import read_image, write_atomically
 from tagtrack.model.schema import COCO17
 from tagtrack.training.distill import maps_path, save_teacher_maps
 from tagtrack.training.label import LabelConfig, coco_categories, person_annotation
@@ -245,9 +245,7 @@ def import_lsp(
     dataset = {"info": {"description": f"LSP-format labels imported from {Path(joints_path).name} by tagtrack"},
                "licenses": [], "images": [], "annotations": [], "categories": coco_categories(COCO17)}
     for name, column in tqdm(list(zip(names, columns)), desc="import LSP", unit="image", disable=not progress):
-        image = cv2.imread(str(images_dir / name), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UserFacingError(f"cannot read image {images_dir / name}")
+        image = read_image(images_dir / name)
         image_id = len(dataset["images"]) + 1
         height, width = image.shape[:2]
         dataset["images"].append({"id": image_id, "file_name": name, "width": width, "height": height,

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.oks import object_keypoint_similarity
 from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -288,9 +289,7 @@ def keypoint_similarity(a: TeacherPerson, b: TeacherPerson, sigmas: np.ndarray,
     if both.sum() < 3:
         return box_iou(a.box, b.box)
     area = max(box_area(a.box), box_area(b.box), 1.0)
-    squared = ((a.keypoints[both, :2] - b.keypoints[both, :2]) ** 2).sum(axis=1)
-    variances = (2 * sigmas[both]) ** 2
-    return float(np.exp(-squared / variances / area / 2).mean())
+    return float(object_keypoint_similarity(a.keypoints[:, :2], b.keypoints[:, :2], both, both, area, sigmas))
 
 
 def oks_nms_merge(candidates: list[TeacherPerson], schema: KeypointSchema = COCO17,

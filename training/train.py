@@ -1,4 +1,4 @@
-"""The training loop: one flat function, in the style of torchvision's reference scripts.
+"""The training loop: `train` runs named steps (start, optimiser, restore, one step, log, checkpoint-and-evaluate).
 
 Single process:   python main.py train --preset small --data ANN.json --images DIR --out RUN
 Several (DDP):    torchrun --nproc_per_node 4 main.py train ...   (NCCL on GPUs, gloo on CPU)
@@ -41,8 +41,8 @@ from tqdm import tqdm
 
 from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
 from tagtrack.model.errors import UserFacingError, import_extra
+from tagtrack.model.files import write_atomically
 from tagtrack.model.hourglass import AllStacks, HourglassNet
-from tagtrack.model.schema import COCO17
 from tagtrack.training.config import TrainConfig
 from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
 from tagtrack.training.losses import total_loss
@@ -141,9 +141,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _atomic_torch_save(state: dict, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
 class _StopRequest:
@@ -193,7 +191,8 @@ def _make_loader(dataset: CocoKeypointDataset, sampler: Sampler[int], config: Tr
 
 
 def _evaluate(weights: Path, config: TrainConfig, device: torch.device) -> float | None:
-    """COCO AP on the validation set through the evaluation module, or None without validation data."""
+    """COCO AP on the validation set through the evaluation module (with the decoder settings the checkpoints
+    store), or None without validation data."""
     if not config.val_annotations:
         return None
     try:
@@ -201,14 +200,18 @@ def _evaluate(weights: Path, config: TrainConfig, device: torch.device) -> float
     except ImportError:
         log.warning("training.evaluate is not available; best-by-metric checkpoints are off")
         return None
-    metrics = evaluate_checkpoint(weights, config.val_annotations, config.val_images, device=str(device),
-                                  progress=False)
+    from tagtrack.model.codec import DecodeConfig
+    from tagtrack.model.predict import PredictConfig
+
+    predict_config = PredictConfig(decode=DecodeConfig(**checkpoint_settings(config)["decode"]))
+    metrics = evaluate_checkpoint(weights, config.val_annotations, config.val_images, predict_config,
+                                  device=str(device), progress=False)
     return float(metrics["AP"])
 
 
 def _load_initial_weights(model: HourglassNet, config: TrainConfig) -> None:
     """Copy a checkpoint's weights into the new model; its architecture must be the run's."""
-    initial = load_checkpoint(config.init_weights, expected_schema=COCO17)
+    initial = load_checkpoint(config.init_weights)
     if not initial.config.same_network(config.model):
         raise UserFacingError(
             f"{config.init_weights} is a {initial.config.describe()} network, but this run trains a "
@@ -218,22 +221,87 @@ def _load_initial_weights(model: HourglassNet, config: TrainConfig) -> None:
     log.info("initialised from %s", config.init_weights)
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds between its steps (built by _start and _build_optimiser)."""
+
+    config: TrainConfig
+    out_dir: Path
+    ddp: Distributed
+    device: torch.device
+    use_amp: bool
+    dataset: CocoKeypointDataset
+    sampler: DistributedSampler
+    steps_per_epoch: int
+    end: int  # the step this call stops at
+    model: HourglassNet
+    network: torch.nn.Module = None  # the model as trained: all stacks, SyncBatchNorm / DDP where used
+    parameters: list = field(default_factory=list)
+    optimizer: torch.optim.Optimizer = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler = None
+    scaler: torch.amp.GradScaler = None
+    step: int = 0
+    best_metric: float | None = None
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / "last.state.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.safetensors"
+
+    @property
+    def views(self) -> int:
+        return 2 if self.config.pairs else 1
+
+
 def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_at: int | None = None) -> TrainResult:
     """Train for config.steps steps (or until `stop_at`, for tests of resume), checkpointing into out_dir."""
-    out_dir = Path(out_dir)
+    run = _start(config, Path(out_dir), resume, stop_at)
+    _build_optimiser(run)
+    if resume:
+        _restore(run)
+    elif config.init_weights:
+        _load_initial_weights(run.model, config)
+    _wrap_network(run)
+    result = TrainResult(step=run.step, best_metric=run.best_metric)
+    with _RunLog(run, resume) as run_log, _StopRequest() as stop:
+        for epoch, batch in _batches(run):
+            terms = _one_step(run, batch)
+            result.losses.append(terms.parts["total"])
+            run_log.record(run, epoch, terms)
+            saved = _checkpoint_and_evaluate(run, run_log)
+            if saved is not None:
+                result.last_checkpoint = saved
+            if _agreed_stop(stop.requested, run.ddp, run.device):
+                result.interrupted = True
+                if saved is None:
+                    result.last_checkpoint = _save(run, "stopped")
+                break
+    result.step, result.best_metric = run.step, run.best_metric
+    _finish(run)
+    if result.interrupted:
+        log.warning("stopped at step %d; continue with --resume", run.step)
+    return result
+
+
+def _start(config: TrainConfig, out_dir: Path, resume: bool, stop_at: int | None) -> _Run:
+    """Seeds, the run folder's checks, the data set (checked before anything is written), config.json."""
     ddp = setup_distributed()
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
-    use_amp = config.amp and device.type == "cuda"
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)
-
-    state_path, last_path = out_dir / "last.state.pt", out_dir / "last.safetensors"
+    state_path = out_dir / "last.state.pt"
     if resume and not state_path.is_file():
         raise UserFacingError(f"nothing to resume in {out_dir} (no {state_path.name})")
     if not resume and state_path.is_file():
         raise UserFacingError(f"{out_dir} already holds a run; use --resume to continue it or choose another folder")
-    dataset = _build_dataset(config)  # checks the data before anything is written
+    dataset = _build_dataset(config)
+    if dataset.schema.num_keypoints != config.model.num_keypoints:
+        raise UserFacingError(f"{config.train_annotations} has {dataset.schema.num_keypoints} keypoints "
+                              f"({dataset.schema.name}), the network predicts {config.model.num_keypoints}")
     if ddp.is_main:
         (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
@@ -245,159 +313,214 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
             f"{config.train_annotations} has {len(dataset)} usable images, fewer than batch size "
             f"{config.batch_size} x {ddp.world_size} process(es)"
         )
+    end = min(config.steps, stop_at) if stop_at is not None else config.steps
+    return _Run(config, out_dir, ddp, device, config.amp and device.type == "cuda", dataset, sampler,
+                steps_per_epoch, end, HourglassNet(config.model).to(device))
 
-    model = HourglassNet(config.model).to(device)
-    parameters = [p for p in model.parameters() if p.requires_grad]
+
+def _build_optimiser(run: _Run) -> None:
+    config = run.config
+    run.parameters = [p for p in run.model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        run.optimizer = torch.optim.AdamW(run.parameters, lr=config.lr, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(config, step))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        run.optimizer = torch.optim.Adam(run.parameters, lr=config.lr, weight_decay=config.weight_decay)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda step: learning_rate_factor(config, step))
+    run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
 
-    step, best_metric = 0, None
-    if config.init_weights and not resume:
-        _load_initial_weights(model, config)
-    if resume:
-        model.load_state_dict(load_checkpoint(last_path).model.state_dict())
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated or foreign file: say which one
-            raise UserFacingError(f"cannot read training state {state_path}: {error}") from None
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:  # empty when the run so far had AMP off (e.g. began on a CPU)
-            scaler.load_state_dict(state["scaler"])
-        step, best_metric = int(state["step"]), state.get("best_metric")
-        _set_rng_state(state["rng"])
-        log.info("resumed %s at step %d", out_dir, step)
 
-    network: torch.nn.Module = AllStacks(model)
-    if ddp.world_size > 1 and device.type == "cuda":
+def _restore(run: _Run) -> None:
+    """Weights, optimiser, scheduler, scaler, step and RNG states of the last checkpoint."""
+    run.model.load_state_dict(load_checkpoint(run.last_path).model.state_dict())
+    try:
+        state = torch.load(run.state_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which one
+        raise UserFacingError(f"cannot read training state {run.state_path}: {error}") from None
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:  # empty when the run so far had AMP off (e.g. began on a CPU)
+        run.scaler.load_state_dict(state["scaler"])
+    run.step, run.best_metric = int(state["step"]), state.get("best_metric")
+    _set_rng_state(state["rng"])
+    log.info("resumed %s at step %d", run.out_dir, run.step)
+
+
+def _wrap_network(run: _Run) -> None:
+    network: torch.nn.Module = AllStacks(run.model)
+    if run.ddp.world_size > 1 and run.device.type == "cuda":
         # Per-GPU batches are small: normalise with statistics over all processes (NCCL only).
         network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
-    if ddp.world_size > 1:
-        network = DistributedDataParallel(network, device_ids=[ddp.local_rank] if device.type == "cuda" else None)
-
-    def save(reason: str) -> Path:
-        """Rank 0 writes weights then training state; the state names the step both belong to."""
-        if ddp.is_main:
-            metadata = {"step": step, "train_config": config.to_dict(), "best_metric": best_metric}
-            save_checkpoint(last_path, model, COCO17, metadata)
-            if step % config.checkpoint_every == 0:
-                save_checkpoint(out_dir / "checkpoints" / f"step_{step:07d}.safetensors", model, COCO17, metadata)
-            _atomic_torch_save({
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_state(),
-                "best_metric": best_metric,
-            }, state_path)
-            log.info("checkpoint at step %d (%s)", step, reason)
-        if ddp.world_size > 1:
-            dist.barrier()
-        return last_path
-
-    writer = csv_file = csv_writer = None
-    if ddp.is_main:
-        # imported here: slow, only rank 0 needs it, and tensorboard is the `train` extra
-        SummaryWriter = import_extra("torch.utils.tensorboard", "train", "the training log").SummaryWriter
-
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step if resume else None)
-        if resume:
-            _drop_log_rows_after(out_dir / "log.csv", step)
-        new_csv = not (out_dir / "log.csv").is_file()
-        csv_file = open(out_dir / "log.csv", "a", newline="")
-        csv_writer = csv.writer(csv_file)
-        if new_csv:
-            csv_writer.writerow(["step", "epoch", "lr", *LOSS_NAMES, "images_per_s"])
-
-    result = TrainResult(step=step, best_metric=best_metric)
-    end = min(config.steps, stop_at) if stop_at is not None else config.steps
-    progress = tqdm(total=config.steps, initial=step, desc="train", disable=not ddp.is_main, dynamic_ncols=True)
+    if run.ddp.world_size > 1:
+        network = DistributedDataParallel(network, device_ids=[run.ddp.local_rank] if run.device.type == "cuda" else None)
+    run.network = network
     network.train()
-    last_time, last_step = time.perf_counter(), step
-    images_per_step = config.batch_size * ddp.world_size * (2 if config.pairs else 1)
+
+
+def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
+    """(epoch, batch on the device) until run.step reaches run.end; a resumed run re-enters its epoch where it
+    stopped. The caller advances run.step (_one_step)."""
+    config = run.config
+    while run.step < run.end:
+        epoch, offset = divmod(run.step, run.steps_per_epoch)
+        run.sampler.set_epoch(epoch)
+        run.dataset.set_epoch(epoch)
+        loader = _make_loader(run.dataset, SkipSampler(run.sampler, offset * config.batch_size), config, epoch,
+                              run.device)
+        for batch in loader:
+            yield epoch, {k: v.to(run.device, non_blocking=True) for k, v in flatten_views(batch).items()}
+            if run.step >= run.end:
+                return
+
+
+def _one_step(run: _Run, batch: dict):
+    """Forward, loss, backward and the optimiser step; run.step + 1. Returns the loss terms."""
+    config = run.config
+    autocast = torch.autocast("cuda", dtype=torch.float16) if run.use_amp else nullcontext()
+    with autocast:
+        stacks = run.network(batch["images"])
+    terms = total_loss(stacks, batch["heatmaps"], batch["masks"], batch["joints"], config.loss,
+                       scales=batch["scales"], ids=batch["ids"], num_views=run.views,
+                       options=config.loss_options, keypoints=batch["keypoints"])
+    if not math.isfinite(terms.parts["total"]):
+        raise UserFacingError(f"loss became {terms.parts['total']} at step {run.step}; lower --lr")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(terms.total).backward()
+    if config.clip_grad_norm > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.parameters, config.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    run.step += 1
+    return terms
+
+
+def checkpoint_settings(config: TrainConfig) -> dict:
+    """The settings saved with the run's checkpoints: the decoder's in full, the tracker's as given."""
+    from dataclasses import asdict
+
+    from tagtrack.model.codec import DecodeConfig
+
     try:
-        with _StopRequest() as stop:
-            while step < end:
-                epoch, offset = divmod(step, steps_per_epoch)
-                sampler.set_epoch(epoch)
-                dataset.set_epoch(epoch)
-                loader = _make_loader(dataset, SkipSampler(sampler, offset * config.batch_size), config, epoch, device)
-                for batch in loader:
-                    batch = {k: v.to(device, non_blocking=True) for k, v in flatten_views(batch).items()}
-                    autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
-                    with autocast:
-                        stacks = network(batch["images"])
-                    terms = total_loss(stacks, batch["heatmaps"], batch["masks"], batch["joints"], config.loss,
-                                       scales=batch["scales"], ids=batch["ids"], num_views=2 if config.pairs else 1,
-                                       options=config.loss_options, keypoints=batch["keypoints"])
-                    if not math.isfinite(terms.parts["total"]):
-                        raise UserFacingError(f"loss became {terms.parts['total']} at step {step}; lower --lr")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(terms.total).backward()
-                    if config.clip_grad_norm > 0:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    step += 1
-                    result.losses.append(terms.parts["total"])
-                    progress.update(1)
+        decode = DecodeConfig(**config.settings.get("decode", {}))
+    except (TypeError, ValueError) as error:
+        raise UserFacingError(f"training config settings.decode: {error}") from None
+    tracker = config.settings.get("tracker")
+    return {"decode": asdict(decode)} | ({"tracker": dict(tracker)} if tracker else {})
 
-                    if ddp.is_main and (step % config.log_every == 0 or step == end):
-                        now = time.perf_counter()
-                        speed = (step - last_step) * images_per_step / max(now - last_time, 1e-9)
-                        last_time, last_step = now, step
-                        lr = optimizer.param_groups[0]["lr"]
-                        csv_writer.writerow([step, epoch, f"{lr:.6g}", *(f"{terms.parts[n]:.6g}" for n in LOSS_NAMES),
-                                             f"{speed:.2f}"])
-                        csv_file.flush()
-                        for name in LOSS_NAMES:
-                            writer.add_scalar(f"loss/{name}", terms.parts[name], step)
-                        writer.add_scalar("lr", lr, step)
-                        writer.add_scalar("images_per_s", speed, step)
-                        progress.set_postfix(loss=f"{terms.parts['total']:.4g}", lr=f"{lr:.2g}")
 
-                    if step % config.checkpoint_every == 0 or step == end:
-                        result.last_checkpoint = save("interval" if step < end else "end")
-                        metric = _evaluate(last_path, config, device) if ddp.is_main else None
-                        if metric is not None:
-                            writer.add_scalar("val/AP", metric, step)
-                            if best_metric is None or metric > best_metric:
-                                best_metric = metric
-                                save_checkpoint(out_dir / "best.safetensors", model, COCO17,
-                                                {"step": step, "AP": metric, "train_config": config.to_dict()})
-                                log.info("new best AP %.4f at step %d", metric, step)
-                    if _agreed_stop(stop.requested, ddp, device):
-                        result.interrupted = True
-                        break
-                    if step >= end:
-                        break
-                if result.interrupted:
-                    break
-            if result.interrupted and step % config.checkpoint_every != 0 and step != end:
-                result.last_checkpoint = save("stopped")
-    finally:
-        progress.close()
-        if writer is not None:
-            writer.close()
-        if csv_file is not None:
-            csv_file.close()
+def _save(run: _Run, reason: str) -> Path:
+    """Rank 0 writes weights then training state; the state names the step both belong to."""
+    if run.ddp.is_main:
+        config, step = run.config, run.step
+        metadata = {"step": step, "train_config": config.to_dict(), "best_metric": run.best_metric}
+        schema, settings = run.dataset.schema, checkpoint_settings(config)
+        save_checkpoint(run.last_path, run.model, schema, metadata, settings)
+        if step % config.checkpoint_every == 0:
+            save_checkpoint(run.out_dir / "checkpoints" / f"step_{step:07d}.safetensors", run.model, schema,
+                            metadata, settings)
+        _atomic_torch_save({
+            "step": step,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "rng": _rng_state(),
+            "best_metric": run.best_metric,
+        }, run.state_path)
+        log.info("checkpoint at step %d (%s)", step, reason)
+    if run.ddp.world_size > 1:
+        dist.barrier()
+    return run.last_path
 
-    result.step, result.best_metric = step, best_metric
+
+def _checkpoint_and_evaluate(run: _Run, run_log: "_RunLog") -> Path | None:
+    """At a checkpoint step (and the last) save; with validation data, at an evaluation step (eval_every; 0: every
+    checkpoint) save and keep best.safetensors by AP. The checkpoint path when one was saved, else None."""
+    config, step = run.config, run.step
+    at_end = step == run.end
+    checkpoint_due = step % config.checkpoint_every == 0 or at_end
+    evaluation_due = bool(config.val_annotations) and (
+        at_end or step % (config.eval_every or config.checkpoint_every) == 0)
+    if not (checkpoint_due or evaluation_due):
+        return None
+    saved = _save(run, "end" if at_end else "interval" if checkpoint_due else "evaluation")
+    metric = _evaluate(run.last_path, config, run.device) if run.ddp.is_main and evaluation_due else None
+    if metric is not None:
+        run_log.add_scalar("val/AP", metric, step)
+        if run.best_metric is None or metric > run.best_metric:
+            run.best_metric = metric
+            save_checkpoint(run.out_dir / "best.safetensors", run.model, run.dataset.schema,
+                            {"step": step, "AP": metric, "train_config": config.to_dict()}, checkpoint_settings(config))
+            log.info("new best AP %.4f at step %d", metric, step)
+    return saved
+
+
+class _RunLog:
+    """Rank 0's record of the run: log.csv, TensorBoard and the progress bar (every rank's bar is off but rank 0's)."""
+
+    def __init__(self, run: _Run, resume: bool) -> None:
+        self.writer = self.csv_file = self.csv_writer = None
+        config, out_dir = run.config, run.out_dir
+        if run.ddp.is_main:
+            # imported here: slow, only rank 0 needs it, and tensorboard is the `train` extra
+            SummaryWriter = import_extra("torch.utils.tensorboard", "train", "the training log").SummaryWriter
+
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=run.step if resume else None)
+            if resume:
+                _drop_log_rows_after(out_dir / "log.csv", run.step)
+            new_csv = not (out_dir / "log.csv").is_file()
+            self.csv_file = open(out_dir / "log.csv", "a", newline="")  # noqa: SIM115 - closed in __exit__
+            self.csv_writer = csv.writer(self.csv_file)
+            if new_csv:
+                self.csv_writer.writerow(["step", "epoch", "lr", *LOSS_NAMES, "images_per_s"])
+        self.progress = tqdm(total=config.steps, initial=run.step, desc="train", disable=not run.ddp.is_main,
+                             dynamic_ncols=True)
+        self.last_time, self.last_step = time.perf_counter(), run.step
+        self.images_per_step = config.batch_size * run.ddp.world_size * run.views
+
+    def __enter__(self) -> "_RunLog":
+        return self
+
+    def record(self, run: _Run, epoch: int, terms) -> None:
+        """One step done: the bar, and every log_every steps (and the last) a row and the scalars."""
+        self.progress.update(1)
+        step = run.step
+        if not run.ddp.is_main or not (step % run.config.log_every == 0 or step == run.end):
+            return
+        now = time.perf_counter()
+        speed = (step - self.last_step) * self.images_per_step / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, step
+        lr = run.optimizer.param_groups[0]["lr"]
+        self.csv_writer.writerow([step, epoch, f"{lr:.6g}", *(f"{terms.parts[n]:.6g}" for n in LOSS_NAMES),
+                                  f"{speed:.2f}"])
+        self.csv_file.flush()
+        for name in LOSS_NAMES:
+            self.writer.add_scalar(f"loss/{name}", terms.parts[name], step)
+        self.writer.add_scalar("lr", lr, step)
+        self.writer.add_scalar("images_per_s", speed, step)
+        self.progress.set_postfix(loss=f"{terms.parts['total']:.4g}", lr=f"{lr:.2g}")
+
+    def add_scalar(self, name: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(name, value, step)
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.csv_file is not None:
+            self.csv_file.close()
+
+
+def _finish(run: _Run) -> None:
+    """DDP: every rank writes its parameter checksum (ranks/rank_R.json), then the process group ends."""
+    ddp = run.ddp
     if ddp.world_size > 1:
-        (out_dir / "ranks").mkdir(parents=True, exist_ok=True)
-        (out_dir / "ranks" / f"rank_{ddp.rank}.json").write_text(
-            f'{{"rank": {ddp.rank}, "step": {step}, "parameters_sha256": "{parameters_sha256(model)}"}}\n')
+        (run.out_dir / "ranks").mkdir(parents=True, exist_ok=True)
+        (run.out_dir / "ranks" / f"rank_{ddp.rank}.json").write_text(
+            f'{{"rank": {ddp.rank}, "step": {run.step}, "parameters_sha256": "{parameters_sha256(run.model)}"}}\n')
         dist.barrier()
         dist.destroy_process_group()
-    if result.interrupted:
-        log.warning("stopped at step %d; continue with --resume", step)
-    return result
 
 
 def _drop_log_rows_after(path: Path, step: int) -> None:

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import read_image
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,7 @@ def _encode_all(data: dict, images_dir: Path, max_side: int, quality: int) -> li
     encoded = []
     for record in data["images"]:
         path = images_dir / record["file_name"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UserFacingError(f"cannot read image {path} (listed in the annotation file)")
+        image = read_image(path)
         source_hw = image.shape[:2]
         scale = min(1.0, max_side / max(source_hw))
         if scale < 1.0:

@@ -47,6 +47,7 @@ import torch
 import tagtrack
 from tagtrack.model.config import PAPER, SMALL, TINY, ModelConfig
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import write_atomically
 
 log = logging.getLogger("gpu_run")
 
@@ -126,9 +127,8 @@ class Report:
 
     def save(self) -> None:
         self.data["elapsed_seconds"] = round(time.monotonic() - self.started, 1)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
-        os.replace(temporary, self.path)
+        document = json.dumps(self.data, indent=2, default=str) + "\n"
+        write_atomically(self.path, lambda temporary: temporary.write_text(document))
 
     @contextmanager
     def section(self, name: str, needs_seconds: float = 0.0):
