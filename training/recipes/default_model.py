@@ -385,14 +385,13 @@ def export_default(weights: Path, out: Path) -> None:
 
 def oks(teacher: dict, keypoints: np.ndarray, sigmas: np.ndarray) -> float:
     """COCO OKS of found joints (score > 0) against the teacher's confident joints (v > 0), box area as scale."""
+    from tagtrack.model.oks import object_keypoint_similarity
+
     truth = np.asarray(teacher["keypoints"], dtype=np.float64).reshape(-1, 3)
     labelled = truth[:, 2] > 0
-    if not labelled.any():
-        return 0.0
-    found = keypoints[:, 2] > 0
-    squared = np.where(found, ((truth[:, :2] - keypoints[:, :2]) ** 2).sum(axis=1), np.inf)
     area = max(teacher["bbox"][2] * teacher["bbox"][3], 1.0)
-    return float(np.exp(-squared / ((2 * sigmas) ** 2) / area / 2)[labelled].mean())
+    return float(object_keypoint_similarity(truth[:, :2], keypoints[:, :2].astype(np.float64), labelled,
+                                            labelled & (keypoints[:, 2] > 0), area, sigmas))
 
 
 def collapsed_skeleton(keypoints: np.ndarray, schema, tolerance: float = 2.0) -> bool:
