@@ -493,8 +493,12 @@ class CheckpointModel:
 
 def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: bool = False,
                   input_hw: tuple[int, int] | None = None, cache_dir: Path | None = None,
-                  batch_size: int = 1) -> Engine:
-    """Load a checkpoint and wrap it in the requested backend (see the module docstring for `auto`)."""
+                  batch_size: int = 1, frame_hw: tuple[int, int] | None = None) -> Engine:
+    """Load a checkpoint and wrap it in the requested backend (see the module docstring for `auto`).
+
+    Input shape: input_hw when given; else, for frames of frame_hw, the shape with no more pixels than the
+    checkpoint's input that covers the frame best (`transforms.input_hw_for_frame`: a portrait video gets a
+    portrait input); else the checkpoint's. Each shape has its own ONNX / TensorRT cache entry."""
     from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
 
     if kind not in ENGINE_KINDS:
@@ -506,6 +510,10 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
     loaded = load_checkpoint(weights_path)
     if input_hw is None:
         input_hw = (loaded.config.input_height, loaded.config.input_width)
+        if frame_hw is not None:
+            from tagtrack.model.transforms import input_hw_for_frame
+
+            input_hw = input_hw_for_frame(frame_hw, input_hw)
     model = CheckpointModel(loaded, weights_path, resolved_device, fp16, check_input_size(input_hw), batch_size,
                             Path(cache_dir) if cache_dir is not None else default_cache_dir())
     engine = _open_engine(kind, model)

@@ -145,6 +145,7 @@ class LimitedSource:
         self.limit = limit
         self.is_live = source.is_live
         self.fps = source.fps
+        self.frame_hw = getattr(source, "frame_hw", None)
         count = getattr(source, "frame_count", None)
         self.frame_count = limit if count is None else min(count, limit)
         self._read = 0
@@ -207,7 +208,9 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
         if engine is None:
             from tagtrack.realtime.engines import create_engine
 
-            engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw)
+            # Without --input-size the input's shape follows the source's (chosen once, from its first frame).
+            engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw,
+                                   frame_hw=getattr(source, "frame_hw", None))
         schema = getattr(engine, "schema", None) or COCO17
         check_export_schema(options.formats, schema)
         settings = effective_settings(options, getattr(engine, "stored_settings", None))

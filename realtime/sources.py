@@ -57,6 +57,7 @@ class Frame:
 class Source(Protocol):
     is_live: bool
     fps: float | None
+    frame_hw: tuple[int, int] | None  # the frames' height and width when known before reading (else None)
 
     def read(self) -> Frame | None: ...
 
@@ -106,6 +107,7 @@ class VideoFileSource:
             self._capture.release()
             raise UserFacingError(f"{self.path} has no frames that can be decoded")
         self._pending: np.ndarray | None = first
+        self.frame_hw: tuple[int, int] | None = (int(first.shape[0]), int(first.shape[1]))
         self._index = 0
         self.ended_early = False
 
@@ -149,6 +151,7 @@ class ImageFolderSource:
         self.frame_count: int | None = len(paths)
         self.strict = strict
         self.skipped: list[Path] = []  # unreadable images passed over (not strict)
+        self.frame_hw: tuple[int, int] | None = None  # images may differ in size: the model's own input
         self._position = 0  # next path to try
         self._index = 0  # frame index of the next image read
 
@@ -212,6 +215,9 @@ class LiveSource:
             raise UserFacingError(self._open_failure_message())
         fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps: float | None = fps if 0 < fps < 1000 else None
+        width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        height = int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        self.frame_hw: tuple[int, int] | None = (height, width) if width > 0 and height > 0 else None
         self._index = 0
         self._clock_start = time.monotonic()
 
