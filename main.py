@@ -359,11 +359,14 @@ def _run_many(args: argparse.Namespace) -> int:
             print(f"error: {result.source}: {result.error}", file=sys.stderr, flush=True)
 
     # SIGTERM stops the batch like Ctrl-C: the file being processed keeps valid outputs, the rest do not start.
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # SIGINT is set explicitly too: a process started with it ignored (a script's background job) would
+    # otherwise keep ignoring it, as the single-file run does not.
+    previous = {signum: signal.signal(signum, _raise_keyboard_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         results = batch.run_jobs(jobs, args.workers, args.ray, on_result=report)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(batch.format_table(results))
     if any(result.interrupted for result in results):
         return EXIT_INTERRUPTED
