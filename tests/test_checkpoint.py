@@ -295,3 +295,16 @@ def test_checkpoint_sha256(saved: tuple[Path, HourglassNet], tmp_path: Path) -> 
     assert checkpoint_sha256(other) != checkpoint_sha256(path)
     with pytest.raises(UserFacingError, match="not found"):
         checkpoint_sha256(tmp_path / "missing.safetensors")
+
+
+def test_bundled_model_names_resolve_to_the_installed_checkpoints(tmp_path, monkeypatch):
+    from tagtrack.model.checkpoint import BUNDLED_WEIGHTS, resolve_weights
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_weights(None) == BUNDLED_WEIGHTS["default"]
+    general = resolve_weights("general")
+    assert general == BUNDLED_WEIGHTS["general"] and general.is_file()
+    loaded = load_checkpoint(general)
+    assert loaded.settings["tracker"]["high_score"] == 0.35  # its people score lower: tracks start earlier
+    (tmp_path / "general").write_bytes(b"")  # a file of that name here wins over the bundled model
+    assert resolve_weights("general") == Path("general")
