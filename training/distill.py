@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
-from tagtrack.model.files import write_atomically
+from tagtrack.model.files import read_image, write_atomically
 from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ def write_teacher_maps(teacher_path: str | Path, annotations: str | Path, images
         target = maps_path(maps_dir, image["file_name"])
         if target.is_file():
             continue
-        bgr = cv2.imread(str(images_dir / image["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise UserFacingError(f"cannot read image {images_dir / image['file_name']} (listed in {annotations})")
+        bgr = read_image(images_dir / image["file_name"])
         _, maps = teacher.run_dense(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), long_side)
         save_teacher_maps(target, maps)
         written += 1
