@@ -1,7 +1,7 @@
 """Object keypoint similarity (OKS), as COCO's keypoint evaluation defines it (cocoeval.computeOks).
 
 The one implementation the decoder (duplicate removal), the teacher (OKS-NMS), pseudo-label and recall
-checks share. The tracker's association cost keeps its own form over precomputed joint offsets.
+checks share. The tracker's association cost uses it from the squared joint offsets it already has.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ def object_keypoint_similarity(xy_a: np.ndarray, xy_b: np.ndarray, counted: np.n
     both found (counted = matched = found_a & found_b), or COCO's ground truth against a detection
     (counted = labelled_a, matched = labelled_a & found_b). Works in the inputs' precision.
     """
-    squared = ((xy_a - xy_b) ** 2).sum(axis=-1)
+    return oks_from_squared_distances(((xy_a - xy_b) ** 2).sum(axis=-1), counted, matched, area, sigmas)
+
+
+def oks_from_squared_distances(squared: np.ndarray, counted: np.ndarray, matched: np.ndarray,
+                               area: np.ndarray | float, sigmas: np.ndarray) -> np.ndarray:
+    """`object_keypoint_similarity` from the joints' squared distances [..., K] (for callers that already
+    have them, such as the tracker's joint offsets)."""
     variances = (2.0 * np.asarray(sigmas)) ** 2
     similarity = np.exp(-squared / (2.0 * np.asarray(area)[..., None] * variances))
     count = counted.sum(axis=-1)

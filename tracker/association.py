@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from tagtrack.model.oks import oks_from_squared_distances
+
 FORBIDDEN = 1e6  # cost of a gated pair; finite so that linear_sum_assignment always has a solution
 
 
@@ -65,10 +67,7 @@ def spread_ratio(offsets: PoseOffsets, keypoints_a: np.ndarray, keypoints_b: np.
 
 def oks_from_offsets(offsets: PoseOffsets, areas_a: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     """OKS as in COCO evaluation (scale: the area of A) over the common joints; 0 where none."""
-    variances = (2.0 * sigmas) ** 2
-    e = offsets.squared / (2.0 * variances[None, None, :] * (areas_a[:, None, None] + 1e-9))
-    total = (np.exp(-e) * offsets.common).sum(-1)
-    return np.where(offsets.count > 0, total / np.maximum(offsets.count, 1.0), 0.0)
+    return oks_from_squared_distances(offsets.squared, offsets.common, offsets.common, areas_a[:, None] + 1e-9, sigmas)
 
 
 def oks_matrix(
