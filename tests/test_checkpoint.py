@@ -305,6 +305,7 @@ def test_bundled_model_names_resolve_to_the_installed_checkpoints(tmp_path, monk
     general = resolve_weights("general")
     assert general == BUNDLED_WEIGHTS["general"] and general.is_file()
     loaded = load_checkpoint(general)
-    assert loaded.settings["tracker"]["high_score"] == 0.35  # its people score lower: tracks start earlier
+    assert loaded.settings["tracker"]["high_score"] == 0.4  # its people score lower: tracks start earlier
+    assert loaded.settings["decode"]["detection_threshold"] == 0.4  # its peaks are higher
     (tmp_path / "general").write_bytes(b"")  # a file of that name here wins over the bundled model
     assert resolve_weights("general") == Path("general")
