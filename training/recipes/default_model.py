@@ -365,8 +365,14 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3) -> int:
 # ---------------------------------------------------------------- export
 
 
-def export_default(weights: Path, out: Path) -> None:
-    """Same weights, with the inference input size recorded (the checkpoint's size is the app's default)."""
+# The bundled general model (phase 6b) is used with these settings, stored in its checkpoint; chosen on held-out
+# video (model/weights/MODEL_CARD.md, phase 6b): its peaks are higher and its person scores lower than phase 3's.
+GENERAL_SETTINGS = {"decode": {"detection_threshold": 0.4}, "tracker": {"high_score": 0.4, "new_track_score": 0.4}}
+
+
+def export_default(weights: Path, out: Path, settings: dict | None = None) -> None:
+    """Same weights, with the inference input size recorded (the checkpoint's size is the app's default) and
+    the settings the model is used with, if any."""
     from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
     from tagtrack.model.hourglass import HourglassNet
 
@@ -376,7 +382,7 @@ def export_default(weights: Path, out: Path) -> None:
     net.load_state_dict(loaded.model.state_dict())
     metadata = dict(loaded.metadata, source_checkpoint=str(weights.name),
                     note="tagtrack default model; see model/weights/MODEL_CARD.md")
-    save_checkpoint(out, net, loaded.schema, metadata)
+    save_checkpoint(out, net, loaded.schema, metadata, settings=settings)
     log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
 
 
@@ -547,7 +553,9 @@ def main() -> int:
     p.add_argument("--phase", type=int, choices=(5, 6), default=5)
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
-    p.add_argument("--out", type=Path, default=REPO / "model" / "weights" / "default.safetensors")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: model/weights/default.safetensors (general.safetensors with --general)")
+    p.add_argument("--general", action="store_true", help="the bundled general model: its settings stored too")
     p = commands.add_parser("recall", help="teacher-confident people found on held-out video frames")
     p.add_argument("weights", type=Path)
     p.add_argument("--confident-score", type=float, default=0.5)
@@ -576,7 +584,11 @@ def main() -> int:
     elif args.command == "general":
         return start_fine_tuning(args.root, args.init, phase=args.phase)
     elif args.command == "export":
-        export_default(args.weights, args.out)
+        weights_dir = REPO / "model" / "weights"
+        if args.general:
+            export_default(args.weights, args.out or weights_dir / "general.safetensors", GENERAL_SETTINGS)
+        else:
+            export_default(args.weights, args.out or weights_dir / "default.safetensors")
     elif args.command == "lspet-pck":
         predict = (teacher_predictor(args.teacher) if args.teacher else
                    model_predictor(args.weights, tuple(args.input_size) if args.input_size else None))
