@@ -225,7 +225,6 @@ class PoseTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
         self._last_timestamp: float | None = None
-        self._previous_timestamp: float | None = None
         self._tag_dim: int | None = None
         # What the tags have been seen to mean across frames (tracker.costs.learn_tag_statistics).
         self.tag_stats = TagStatistics()
@@ -247,8 +246,8 @@ class PoseTracker:
         if self._last_timestamp is not None and timestamp < self._last_timestamp:
             raise ValueError(f"timestamps must not go backwards ({timestamp} after {self._last_timestamp}); "
                              "call reset() for a new video")
-        dt = 0.0 if self._last_timestamp is None else timestamp - self._last_timestamp
-        self._previous_timestamp = self._last_timestamp
+        previous = timestamp if self._last_timestamp is None else self._last_timestamp
+        dt = timestamp - previous
         self._last_timestamp = timestamp
         config = self.config
 
@@ -268,7 +267,7 @@ class PoseTracker:
         # Round 1: confident people against every track. Its unambiguous pairs first teach the tag
         # statistics (before the costs, which measure tags in the learned units).
         candidates = list(self.tracks)
-        cues = self._cues(candidates, detections, high, have_tags)
+        cues = self._cues(candidates, detections, high, have_tags, previous)
         if cues is not None and cues.distance is not None and not np.isnan(cues.distance).any():
             self.tag_stats = learn_tag_statistics(self.tag_stats, cues.oks, cues.distance, config)
         pairs = self._match(cues, trust)
@@ -277,7 +276,7 @@ class PoseTracker:
         # Round 2: weak people may only extend confirmed (or lost) tracks, never start one (ByteTrack).
         taken = {id(t) for t in matched.values()}
         candidates = [t for t in self.tracks if t.state is not TrackState.TENTATIVE and id(t) not in taken]
-        pairs = self._match(self._cues(candidates, detections, low, have_tags), trust)
+        pairs = self._match(self._cues(candidates, detections, low, have_tags, previous), trust)
         self._apply(pairs, candidates, low, poses, detections, timestamp, matched)
 
         # Round 3: re-identify lost tracks from the people left, weak ones included, and from the people
@@ -344,9 +343,10 @@ class PoseTracker:
                 sizes[none] = np.log(detections.sizes[indices][None, :] / track_sizes[:, None])[none]
         return offsets, sizes
 
-    def _cues(self, tracks: list[Track], detections: _Detections, indices: np.ndarray,
-              have_tags: bool) -> RoundCues | None:
-        """OKS, IoU, motion and tag distances of the tracks against detections[indices] (None: nothing to match)."""
+    def _cues(self, tracks: list[Track], detections: _Detections, indices: np.ndarray, have_tags: bool,
+              previous: float) -> RoundCues | None:
+        """OKS, IoU, motion and tag distances of the tracks against detections[indices], and how long each
+        track had gone unseen by the previous frame (at `previous`); None: nothing to match."""
         if not tracks or len(indices) == 0:
             return None
         config = self.config
@@ -363,8 +363,6 @@ class PoseTracker:
         covariance[:, 1, 1] += measured
         motion = mahalanobis_matrix(offsets.shift, covariance)
         distance = self._tag_distances(tracks, detections, indices) if have_tags else None
-        # Time each track has gone unseen before this frame (0: found in the previous frame).
-        previous = self._previous_timestamp if self._previous_timestamp is not None else self._last_timestamp
         missed_for = np.array([max(previous - t.last_seen, 0.0) for t in tracks])
         return RoundCues(oks, iou, motion, distance, missed_for)
 
