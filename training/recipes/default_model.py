@@ -275,10 +275,6 @@ def training_config(root: Path, phase: int = 1):
     from tagtrack.training.config import AugmentConfig, preset
     from tagtrack.training.losses import LossWeights
 
-    if phase == 66:  # phase 6b: phase 6's run continued (see PHASE6B_FROM_STEP)
-        phase6 = training_config(root, phase=6)
-        return replace(phase6, steps=PHASE6B_STEPS, lr_decay_steps=(PHASE6B_LR_DECAY_STEP,),
-                       loss=replace(phase6.loss, heatmap_foreground=PHASE6B_HEATMAP_FOREGROUND))
     if phase == 6:
         phase5 = training_config(root, phase=5)
         return replace(
@@ -316,6 +312,13 @@ def training_config(root: Path, phase: int = 1):
     )
 
 
+def phase6b_config(root: Path):
+    """Phase 6's run from PHASE6B_FROM_STEP on: peak pixels weighted, a longer schedule."""
+    phase6 = training_config(root, phase=6)
+    return replace(phase6, steps=PHASE6B_STEPS, lr_decay_steps=(PHASE6B_LR_DECAY_STEP,),
+                   loss=replace(phase6.loss, heatmap_foreground=PHASE6B_HEATMAP_FOREGROUND))
+
+
 def start_training(root: Path) -> int:
     from tagtrack.training.config import TrainConfig
 
@@ -350,10 +353,10 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3) -> int:
     run = root / "runs" / f"phase{phase}"
     command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
-        if phase == 6 and TrainConfig.load(run / "config.json") != training_config(root, phase=66):
+        if phase == 6 and TrainConfig.load(run / "config.json") != phase6b_config(root):
             # Phase 6 was stopped at PHASE6B_FROM_STEP: the same run continues as phase 6b.
             log.info("switching %s to phase 6b (heatmap foreground weight %g)", run, PHASE6B_HEATMAP_FOREGROUND)
-            training_config(root, phase=66).save(run / "config.json")
+            phase6b_config(root).save(run / "config.json")
         command.append("--resume")
     else:
         config_path = root / f"phase{phase}_train_config.json"
