@@ -23,7 +23,13 @@ import pytest
 
 from tagtrack import main
 from tagtrack.realtime.sinks import h264_encoder
-from tests.test_run_cli import REPO_ROOT, tiny_weights, validated_lines, video_frame_count  # noqa: F401 (fixture)
+from tests.test_run_cli import (  # noqa: F401 (tiny_weights: a fixture)
+    REPO_ROOT,
+    tiny_weights,
+    validated_lines,
+    video_frame_count,
+    wait_for_lines,
+)
 from tests.test_sources import write_video
 
 TORCH_CPU = ("--engine", "torch", "--device", "cpu")
@@ -74,15 +80,6 @@ def signal_when_written(process: subprocess.Popen, path: Path, lines: int, signu
             process.kill()
     return stderr
 
-
-def wait_for_lines(process: subprocess.Popen, path: Path, lines: int, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if path.exists() and len(path.read_bytes().splitlines()) >= 1 + lines:  # header + frames
-            return
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before the fault could be injected"
-    raise AssertionError(f"{path} did not reach {lines} lines")
 
 
 # ---------------------------------------------------------------- 1. outputs never replace inputs

@@ -102,16 +102,22 @@ def test_max_frames_and_no_track(tmp_path, tiny_weights):
     assert all(p["track_id"] is None for r in records for p in r["people"])
 
 
+def wait_for_lines(process: subprocess.Popen, path: Path, lines: int, timeout: float = 300) -> None:
+    """Return once the running `tagtrack run` has written `lines` frame lines (after its header) to `path`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.exists() and len(path.read_bytes().splitlines()) >= 1 + lines:  # header + frames
+            return
+        time.sleep(0.02)
+    assert process.poll() is None, f"the run ended before {path} had {lines} frame lines"
+    raise AssertionError(f"{path} did not reach {lines} frame lines in {timeout} s")
+
+
 def signal_after_lines(process: subprocess.Popen, lines_file: Path, lines: int, signum: int,
                        timeout: float = 120) -> tuple[str, str]:
     """Send `signum` to a running `tagtrack run` once `lines_file` has `lines` frame lines; its stdout and stderr."""
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process.poll() is None:
-            if lines_file.exists() and len(lines_file.read_bytes().splitlines()) >= 1 + lines:  # header + frames
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be interrupted"
+        wait_for_lines(process, lines_file, lines, timeout)
         process.send_signal(signum)
         return process.communicate(timeout=60)
     finally:

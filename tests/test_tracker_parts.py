@@ -50,10 +50,11 @@ def test_offsets_and_oks_use_only_the_joints_both_have():
     offsets = pose_offsets(predicted, known, detection, np.ones((1, 3), bool))
     assert offsets.count[0, 0] == 2
     np.testing.assert_allclose(offsets.shift[0, 0], [2.0, 1.0])
-    area = np.array([100.0])
-    expected = oks_matrix(predicted[:, :2], known[:, :2], area, detection[:, :2], np.ones((1, 2), bool), SIGMAS[:2])
-    np.testing.assert_allclose(oks_from_offsets(offsets, area, SIGMAS), expected)
-    assert 0.0 < expected[0, 0] < 1.0
+    # COCO OKS over the two shared joints, each 5 px^2 away: exp(-5 / (2 * area 100 * (2 * 0.1)^2))
+    expected = math.exp(-5.0 / (2 * 100.0 * 0.2 ** 2))
+    np.testing.assert_allclose(oks_from_offsets(offsets, np.array([100.0]), SIGMAS), [[expected]])
+    all_joints = oks_matrix(predicted, np.ones((1, 3), bool), np.array([100.0]), detection, np.ones((1, 3), bool), SIGMAS)
+    assert all_joints[0, 0] < expected  # the far joint, counted, pulls it down
 
 
 def test_mahalanobis_with_identity_covariance_is_the_length():
