@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tagtrack.model.codec import render_heatmaps
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.files import read_image, write_atomically
 from tagtrack.model.schema import COCO17, KeypointSchema
@@ -110,14 +111,12 @@ def suppress_mirror_peaks(teacher_heatmaps: np.ndarray, keypoints: np.ndarray, s
     1 - gaussian(sigma) at the person's flip_index[k] joint, wherever both are labelled and at least
     min_separation sigmas apart (closer than that the two sides are one blob and nothing is cleared).
     """
-    from tagtrack.model.codec import render_heatmaps
-
     keypoints = np.asarray(keypoints, dtype=np.float64)
     if keypoints.size == 0:
         return teacher_heatmaps
     flip_index = list(schema.flip_index)
     mirror = keypoints[:, flip_index].copy()
-    sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (keypoints.shape[0],))
+    sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (keypoints.shape[0],))  # one per person
     distance = np.linalg.norm(keypoints[..., :2] - mirror[..., :2], axis=-1)
     far_apart = distance >= min_separation * sigmas[:, None]
     mirror[..., 2] = ((keypoints[..., 2] > 0) & (mirror[..., 2] > 0) & far_apart).astype(np.float64)
