@@ -108,7 +108,9 @@ def match_cost(oks: np.ndarray, iou: np.ndarray, motion: np.ndarray, distance: n
     oks: against the predicted pose; iou: box IoU (only used when weighted); motion: Mahalanobis length
     of the joints' mean shift; distance: tag distances (None without tags). Gates, each of which can
     forbid a pair and none force one: motion > motion_gate; OKS (or IoU when weighted) < min_overlap;
-    tag distance > tag_gate units (once tags are half trusted); cost > max_cost.
+    tag distance > `match_gate_units(missed_for)` learned units (once tags are half trusted; missed_for
+    [tracks]: seconds each track went unseen before this frame, None: long enough for the full tag_gate);
+    cost > max_cost.
     """
     cost = config.oks_weight * (1.0 - oks) + config.iou_weight * (1.0 - iou)
     weight = config.oks_weight + config.iou_weight
