@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     from tagtrack.model.transforms import Preprocessor
     from tagtrack.realtime.engines import create_engine
     from tagtrack.realtime.pipeline import Pipeline, PipelineSettings
-    from tagtrack.realtime.run import LimitedSource, RunOptions, decode_config, make_tracker, output_sinks
+    from tagtrack.realtime.run import LimitedSource, RunOptions, effective_settings, make_tracker, output_sinks
     from tagtrack.realtime.sources import open_source
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> None:
                              progress=False)
         clock = PostThreadClock()
         sinks = [TimedSink(sink) for sink in output_sinks(options, source, COCO17)]
-        pipeline = Pipeline(source, engine, COCO17, PipelineSettings(decode=decode_config(options)),
-                            make_tracker(True), [clock] + sinks)
+        settings = effective_settings(options, engine.stored_settings)
+        pipeline = Pipeline(source, engine, COCO17, PipelineSettings(decode=settings.decode),
+                            make_tracker(settings.tracker, COCO17), [clock] + sinks)
         summary = pipeline.run()
     frames = max(clock.writes - 1, 1)
     sink_ms = {type(timed.sink).__name__: timed.cpu_seconds / timed.writes * 1e3 for timed in sinks}

@@ -337,3 +337,13 @@ def test_reused_input_buffers_are_not_overwritten_while_queued_or_inferred(queue
     engine = InputCheckingEngine()
     Pipeline(GreyLevelSource(20), engine, COCO17, settings(), None, [RecordingSink()], queue_size=queue_size).run()
     assert engine.seen_levels == pytest.approx([10 * i / 255 for i in range(20)])
+
+
+def test_sinks_benchmark_times_the_post_thread(tmp_path, capsys):
+    from tagtrack.bench import sinks as sinks_bench
+    from tests.test_api import write_noise_video
+
+    video = write_noise_video(tmp_path / "clip.avi", 6)
+    sinks_bench.main([str(video), "--max-frames", "4", "--engine", "torch"])
+    out = capsys.readouterr().out
+    assert "4 frames of" in out and "AnnotatedVideoSink" in out and "JsonLinesSink" in out
