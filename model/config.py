@@ -54,6 +54,13 @@ class ModelConfig:
         """Whether both describe the same weights (the input size is free: the network is fully convolutional)."""
         return replace(self, input_height=other.input_height, input_width=other.input_width) == other
 
+    def widens_to(self, other: "ModelConfig") -> bool:
+        """Whether OTHER is this network made wider (width and increase not smaller, all else equal), so that
+        its weights can start from this one's (`hourglass.widened_state_dict`)."""
+        grown = replace(self, width=other.width, increase=other.increase)
+        return (grown.same_network(other) and other.width >= self.width and other.increase >= self.increase
+                and not self.same_network(other))
+
     def describe(self) -> str:
         return (f"{self.num_stacks}-stack, width {self.width}+{self.increase}, L={self.tag_dim}, "
                 f"{self.num_keypoints}-keypoint")

@@ -200,3 +200,34 @@ def count_flops(config: ModelConfig) -> float:
     with torch.no_grad(), counter:
         model(images)
     return counter.get_total_flops() / 1e9
+
+
+def widened_state_dict(narrow: HourglassNet, wide: HourglassNet) -> dict[str, torch.Tensor]:
+    """WIDE's state dict with NARROW's weights embedded so that WIDE computes NARROW's maps exactly.
+
+    For growing a trained network (more width or increase, same stacks, keypoints and tag length): every
+    channel dimension of NARROW is a leading slice of WIDE's. The old weights go into that slice; the weights
+    from new input channels into old output channels are zero, so the old channels compute what they did
+    and the heads see only them; new output channels keep WIDE's random initialisation and start to matter
+    as soon as training moves those zeros (Net2Net's idea, with zero instead of copied units).
+    """
+    narrow_state, state = narrow.state_dict(), wide.state_dict()
+    if narrow_state.keys() != state.keys():
+        raise ValueError(f"cannot widen a {narrow.config.describe()} network to a {wide.config.describe()} one: "
+                         "the layers differ (stacks, or depth)")
+    widened = {}
+    for name, new in state.items():
+        old = narrow_state[name]
+        if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
+            raise ValueError(f"cannot widen a {narrow.config.describe()} network to a {wide.config.describe()} "
+                             f"one: {name} is {tuple(old.shape)} there and {tuple(new.shape)} here")
+        new = new.clone()
+        if old.dim() == 0:
+            new = old.clone()
+        elif old.dim() == 1:
+            new[: old.shape[0]] = old
+        else:
+            new[: old.shape[0]] = 0
+            new[tuple(slice(0, size) for size in old.shape)] = old
+        widened[name] = new
+    return widened

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tagtrack.model.config import SMALL, TINY, ModelConfig
-from tagtrack.model.hourglass import AllStacks, HourglassNet, count_flops
+from tagtrack.model.hourglass import AllStacks, HourglassNet, count_flops, widened_state_dict
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +137,41 @@ def test_presets_flops() -> None:
     assert count_flops(TINY) < 0.1
     # The real-time default is sized to about 4 GFLOPs at 256x384.
     assert 3.0 < count_flops(SMALL) < 5.0
+
+
+def test_a_widened_network_computes_the_narrow_networks_maps_and_can_learn_more() -> None:
+    torch.manual_seed(0)
+    narrow_config = ModelConfig(num_stacks=2, width=32, increase=16, tag_dim=4, input_height=64, input_width=64)
+    wide_config = ModelConfig(num_stacks=2, width=48, increase=24, tag_dim=4, input_height=64, input_width=64)
+    narrow, wide = HourglassNet(narrow_config), HourglassNet(wide_config)
+    narrow.train()
+    with torch.no_grad():
+        for _ in range(3):  # BatchNorm statistics that are not the defaults
+            narrow(torch.rand(2, 3, 64, 64))
+        for stack in narrow.stacks:  # heatmaps far from their near-zero start
+            stack.heatmap_head.weight.normal_(std=0.1)
+    wide.load_state_dict(widened_state_dict(narrow, wide))
+    narrow.eval(), wide.eval()
+    images = torch.rand(2, 3, 128, 64)
+    with torch.no_grad():
+        (narrow_heatmaps, narrow_tags), (wide_heatmaps, wide_tags) = narrow(images), wide(images)
+    assert narrow_heatmaps.abs().mean() > 1e-3
+    torch.testing.assert_close(wide_heatmaps, narrow_heatmaps, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(wide_tags, narrow_tags, atol=1e-5, rtol=1e-4)
+    # The new channels are live: the zero weights that read them receive gradient.
+    wide.train()
+    heatmaps, tags = wide(images)
+    (heatmaps.square().mean() + tags.square().mean()).backward()
+    head = wide.stacks[-1].heatmap_head.weight
+    assert head.grad[:, narrow_config.width:].abs().sum() > 0
+
+
+def test_widening_refuses_networks_of_another_shape() -> None:
+    narrow = HourglassNet(ModelConfig(num_stacks=1, width=32, tag_dim=4, input_height=64, input_width=64))
+    with pytest.raises(ValueError, match="layers differ"):
+        widened_state_dict(narrow, HourglassNet(ModelConfig(num_stacks=2, width=48, tag_dim=4)))
+    with pytest.raises(ValueError, match="cannot widen"):
+        widened_state_dict(narrow, HourglassNet(ModelConfig(num_stacks=1, width=16, tag_dim=4)))
+    assert ModelConfig(width=32, increase=16).widens_to(ModelConfig(width=48, increase=16))
+    assert not ModelConfig(width=32).widens_to(ModelConfig(width=32))
+    assert not ModelConfig(width=32).widens_to(ModelConfig(width=48, tag_dim=2))

@@ -233,6 +233,14 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_data: Path, tmp_path: Pa
     other = replace(config, init_weights=str(base.last_checkpoint), model=replace(config.model, width=16))
     with pytest.raises(UserFacingError, match="network, but this run trains"):
         train(other, tmp_path / "other")
+    # A wider network of the same shape starts from the narrower one's weights (embedded, see
+    # hourglass.widened_state_dict); at lr 0 they come out as they went in.
+    wider = replace(tuned_config, model=replace(config.model, width=config.model.width + 16))
+    train(wider, tmp_path / "wider")
+    widened = load_checkpoint(tmp_path / "wider" / "last.safetensors").model
+    for (name, a), (_, b) in zip(before.model.named_parameters(), widened.named_parameters()):
+        assert torch.equal(b[tuple(slice(0, size) for size in a.shape)], a), name
+    assert widened.config.width == config.model.width + 16
 
 
 def test_cli_init_takes_the_network_from_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:

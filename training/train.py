@@ -42,7 +42,7 @@ from tqdm import tqdm
 from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
 from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.files import write_atomically
-from tagtrack.model.hourglass import AllStacks, HourglassNet
+from tagtrack.model.hourglass import AllStacks, HourglassNet, widened_state_dict
 from tagtrack.training.config import TrainConfig
 from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
 from tagtrack.training.losses import total_loss
@@ -210,15 +210,21 @@ def _evaluate(weights: Path, config: TrainConfig, device: torch.device) -> float
 
 
 def _load_initial_weights(model: HourglassNet, config: TrainConfig) -> None:
-    """Copy a checkpoint's weights into the new model; its architecture must be the run's."""
+    """Copy a checkpoint's weights into the new model: the run's architecture, or a narrower one of the same
+    shape, embedded so that the wider model starts computing what the checkpoint did."""
     initial = load_checkpoint(config.init_weights)
-    if not initial.config.same_network(config.model):
+    if initial.config.same_network(config.model):
+        model.load_state_dict(initial.model.state_dict())
+        log.info("initialised from %s", config.init_weights)
+    elif initial.config.widens_to(config.model):
+        model.load_state_dict(widened_state_dict(initial.model, model))
+        log.info("initialised from %s, widened from %s to %s", config.init_weights, initial.config.describe(),
+                 config.model.describe())
+    else:
         raise UserFacingError(
             f"{config.init_weights} is a {initial.config.describe()} network, but this run trains a "
             f"{config.model.describe()} one"
         )
-    model.load_state_dict(initial.model.state_dict())
-    log.info("initialised from %s", config.init_weights)
 
 
 @dataclass
