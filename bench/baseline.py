@@ -14,7 +14,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 # Unchanged by issue 17, so shared rather than copied: the candidates' sort and top-k, quarter-pixel offsets, OKS.
-from tagtrack.model.codec import DecodeConfig, _Candidates, _quarter_offsets, pairwise_oks, top_k_candidates
+from tagtrack.model.codec import DecodeConfig, _Candidates, _peak_offsets, pairwise_oks, top_k_candidates
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
 from tagtrack.model.transforms import PAD_VALUE, Letterbox
@@ -118,7 +118,7 @@ def _refine(
     tags: np.ndarray,
     keypoints: np.ndarray,
     person_tags: np.ndarray,
-    adjust: bool,
+    peak_fit: str | None,
     max_tag_distance: float | None,
     reach: float | None = None,
 ) -> None:
@@ -172,8 +172,8 @@ def _refine(
         people, best, score = people[found], best[found], score[found]
         y, x = np.divmod(best, width)
         xf, yf = x.astype(np.float32), y.astype(np.float32)
-        if adjust and people.size:
-            dx, dy = _quarter_offsets(heatmaps, np.full(x.size, joint), x, y)
+        if peak_fit is not None and people.size:
+            dx, dy = _peak_offsets(heatmaps, np.full(x.size, joint), x, y, peak_fit)
             xf, yf = xf + dx, yf + dy
         keypoints[people, joint, 0] = xf
         keypoints[people, joint, 1] = yf
@@ -226,7 +226,7 @@ def baseline_decode(
     x = candidates.x.astype(np.float32)
     y = candidates.y.astype(np.float32)
     if config.adjust:
-        dx, dy = _quarter_offsets(heatmaps, candidates.joint, candidates.x, candidates.y)
+        dx, dy = _peak_offsets(heatmaps, candidates.joint, candidates.x, candidates.y, config.peak_fit)
         x, y = x + dx, y + dy
     keypoints[person_of, candidates.joint] = np.stack([x, y, candidates.score], axis=1)
     tag_sum = np.zeros((num_people, tag_dim), dtype=np.float64)
@@ -240,8 +240,8 @@ def baseline_decode(
     keypoints, person_tags, scores = keypoints[order], person_tags[order], scores[order]
 
     if config.refine and len(keypoints):
-        _refine(heatmaps, tags, keypoints, person_tags, config.adjust, config.refine_max_tag_distance,
-                config.refine_reach)
+        _refine(heatmaps, tags, keypoints, person_tags, config.peak_fit if config.adjust else None,
+                config.refine_max_tag_distance, config.refine_reach)
 
     if config.duplicate_oks_threshold <= 1.0 and len(keypoints) > 1:
         oks = pairwise_oks(keypoints, schema.sigmas_array())

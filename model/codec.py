@@ -14,7 +14,7 @@ Encode (training targets):
 Decode (Newell et al. 2017, "Associative Embedding"; the pose-ae reference decoder):
     max-pool NMS -> top-k peaks per joint -> grouping joint type by joint type in the schema's
     grouping order (Hungarian match on rounded tag distance, then distance to the person's joints, then
-    detection score) -> quarter-pixel adjustment
+    detection score) -> sub-pixel adjustment (quarter pixel, or a quadratic fit)
     -> refinement of missing joints from the person's mean tag -> person score, cap, OKS de-duplication.
 """
 
@@ -150,6 +150,9 @@ def render_tag_maps(
 # ---------------------------------------------------------------------------------------- decode
 
 
+PEAK_FITS = ("quarter", "quadratic")
+
+
 @dataclass
 class DecodeConfig:
     """Every threshold of the decoder, with the defaults of the AE papers / pose-ae reference code.
@@ -165,7 +168,10 @@ class DecodeConfig:
         to the person's nearest joint so far / the map's longer side, at most 1). It never outweighs one
         step of rounded tag distance (100), so tags still decide; among people whose tags are equally
         close it picks the nearer person before the stronger detection. 0 gives pose-ae's cost.
-    adjust: move each joint a quarter pixel toward its higher neighbour in x and in y.
+    adjust: move each joint off its pixel centre toward the heatmap's true peak, by `peak_fit`.
+    peak_fit: "quarter" (the papers: a quarter pixel toward the higher neighbour in x and in y) or
+        "quadratic" (the vertex of a parabola through the log heatmap at the joint and its two neighbours,
+        per axis: the exact centre of a Gaussian peak, within half a pixel).
     refine: fill a person's missing joints at the best location of that joint's heatmap minus the
         rounded tag distance to the person's mean tag.
     refine_max_tag_distance: when set, refinement fills a joint only where its tag is closer than
@@ -190,6 +196,7 @@ class DecodeConfig:
     # found from 49 % to 79 % with the same network (docs/decoder.md).
     spatial_weight: float = 10.0
     adjust: bool = True
+    peak_fit: str = "quarter"
     refine: bool = True
     refine_max_tag_distance: float | None = None
     refine_reach: float | None = 1.0
@@ -207,6 +214,8 @@ class DecodeConfig:
         for name in ("spatial_weight", "duplicate_oks_threshold"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.peak_fit not in PEAK_FITS:
+            raise ValueError(f"peak_fit must be one of {', '.join(PEAK_FITS)}, got {self.peak_fit!r}")
         if self.refine_reach is not None and not self.refine_reach >= 0:
             raise ValueError(f"refine_reach must be None or not negative, got {self.refine_reach}")
         if self.refine_max_tag_distance is not None and not self.refine_max_tag_distance > 0:
@@ -321,19 +330,38 @@ def _group(
     return person_of, num_people
 
 
-def _quarter_offsets(
-    heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray
+def _peak_offsets(
+    heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray, peak_fit: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Quarter-pixel offsets (-0.25, 0 or +0.25) toward the higher neighbour in x and in y, per point.
+    """Sub-pixel offsets in x and in y, per point (see ``DecodeConfig.peak_fit``).
 
-    Equal neighbours give no offset, so a peak exactly on a pixel centre stays there.
+    quarter: -0.25, 0 or +0.25 toward the higher neighbour; equal neighbours give no offset, so a peak
+    exactly on a pixel centre stays there. quadratic: where the log heatmap curves down along an axis,
+    the vertex of the parabola through it at the point and its two neighbours, clipped to half a pixel;
+    elsewhere (a point that is not a maximum along the axis, or at the map's edge) the quarter offset.
     """
     _, height, width = heatmaps.shape
+    centre = heatmaps[joint, y, x]
     right = heatmaps[joint, y, np.minimum(x + 1, width - 1)]
     left = heatmaps[joint, y, np.maximum(x - 1, 0)]
     down = heatmaps[joint, np.minimum(y + 1, height - 1), x]
     up = heatmaps[joint, np.maximum(y - 1, 0), x]
-    return 0.25 * np.sign(right - left), 0.25 * np.sign(down - up)
+    dx, dy = 0.25 * np.sign(right - left), 0.25 * np.sign(down - up)
+    if peak_fit == "quadratic":
+        dx = np.where((x > 0) & (x < width - 1), _log_parabola_vertex(left, centre, right, dx), dx)
+        dy = np.where((y > 0) & (y < height - 1), _log_parabola_vertex(up, centre, down, dy), dy)
+    return dx.astype(np.float32), dy.astype(np.float32)
+
+
+def _log_parabola_vertex(before: np.ndarray, centre: np.ndarray, after: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Vertex of the parabola through (-1, log before), (0, log centre), (1, log after), within +-0.5; FALLBACK
+    where it has no maximum. A Gaussian's log is a parabola, so for a Gaussian peak this is its centre."""
+    tiny = np.float32(1e-6)  # heatmaps are network outputs: clamp so that zero or negative values have a log
+    low, mid, high = (np.log(np.maximum(value, tiny)) for value in (before, centre, after))
+    curvature = low - 2 * mid + high
+    peaked = curvature < -1e-6
+    vertex = 0.5 * (low - high) / np.where(peaked, curvature, -1.0)
+    return np.where(peaked, np.clip(vertex, -0.5, 0.5), fallback)
 
 
 def _refine(
@@ -341,7 +369,7 @@ def _refine(
     tags: np.ndarray,
     keypoints: np.ndarray,
     person_tags: np.ndarray,
-    adjust: bool,
+    peak_fit: str | None,
     max_tag_distance: float | None,
     reach: float | None = None,
 ) -> None:
@@ -388,8 +416,8 @@ def _refine(
     if person.size == 0:
         return
     xf, yf = x.astype(np.float32), y.astype(np.float32)
-    if adjust:
-        dx, dy = _quarter_offsets(heatmaps, joint, x, y)
+    if peak_fit is not None:
+        dx, dy = _peak_offsets(heatmaps, joint, x, y, peak_fit)
         xf, yf = xf + dx, yf + dy
     keypoints[person, joint, 0] = xf
     keypoints[person, joint, 1] = yf
@@ -497,7 +525,7 @@ def decode_people(
     x = candidates.x.astype(np.float32)
     y = candidates.y.astype(np.float32)
     if config.adjust:
-        dx, dy = _quarter_offsets(heatmaps, candidates.joint, candidates.x, candidates.y)
+        dx, dy = _peak_offsets(heatmaps, candidates.joint, candidates.x, candidates.y, config.peak_fit)
         x, y = x + dx, y + dy
     keypoints[person_of, candidates.joint] = np.stack([x, y, candidates.score], axis=1)
     # Each person's tags summed in candidate order (as np.add.at would, at a third of its cost): reduceat adds
@@ -514,8 +542,8 @@ def decode_people(
     keypoints, person_tags, scores = keypoints[order], person_tags[order], scores[order]
 
     if config.refine and len(keypoints):
-        _refine(heatmaps, tags, keypoints, person_tags, config.adjust, config.refine_max_tag_distance,
-                config.refine_reach)
+        _refine(heatmaps, tags, keypoints, person_tags, config.peak_fit if config.adjust else None,
+                config.refine_max_tag_distance, config.refine_reach)
 
     if config.duplicate_oks_threshold <= 1.0 and len(keypoints) > 1:
         oks = pairwise_oks(keypoints, schema.sigmas_array())

@@ -48,9 +48,13 @@ def _convert(hint: Any, value: Any) -> Any:
     """`value` (text from the command line, or a JSON / TOML value) as the field's type."""
     optional = type(None) in get_args(hint)
     kind = next(arg for arg in get_args(hint) if arg is not type(None)) if optional else hint
-    if kind not in (bool, int, float):  # every field today; a new kind of field needs its own parsing here
+    if kind not in (bool, int, float, str):  # every field today; a new kind of field needs its own parsing here
         raise ValueError(f"a {hint} setting cannot be given as a value here")
     expected = kind.__name__ + (" or none" if optional else "")
+    if kind is str:  # a name; the dataclass checks it is one it knows
+        if not isinstance(value, str):
+            raise ValueError(f"expected a name, got {value!r}")
+        return value.strip()
     if isinstance(value, str):
         text = value.strip().lower()
         if optional and text in ("none", "null"):

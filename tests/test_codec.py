@@ -323,6 +323,26 @@ def test_quarter_pixel_adjustment_moves_toward_the_true_location():
     np.testing.assert_array_equal(np.sign(adjusted - rounded), np.sign(truth[0, :, :2] - rounded))
 
 
+def test_quadratic_peak_fit_finds_a_gaussians_centre_between_pixels():
+    truth = np.zeros((1, 17, 3))
+    truth[0, :, :2] = np.random.default_rng(9).uniform(8, 40, (17, 2))
+    truth[0, :, 2] = 1
+    heatmaps, tags = synthetic_maps(truth, np.zeros((1, 1), np.float32), 48, 48)
+    fitted = decode(heatmaps, tags, COCO17, DecodeConfig(peak_fit="quadratic"))[0].keypoints[:, :2]
+    quarter = decode(heatmaps, tags, COCO17, DecodeConfig())[0].keypoints[:, :2]
+    # The renderer draws each Gaussian at the sub-pixel location, so the fit recovers it closely.
+    assert np.abs(fitted - truth[0, :, :2]).max() < 0.05
+    assert np.abs(quarter - truth[0, :, :2]).mean() > 2 * np.abs(fitted - truth[0, :, :2]).mean()
+    # Refined (filled) joints are fitted too: a weak joint (peak 0.3, under the detection threshold) is
+    # not a candidate, refinement fills it from the maps, and the fit lands near the truth.
+    heatmaps[5] *= 0.3
+    person = decode(heatmaps, tags, COCO17, DecodeConfig(peak_fit="quadratic", detection_threshold=0.5))[0]
+    assert 0 < person.keypoints[5, 2] < 0.5  # filled by refinement: no candidate reaches 0.5 there
+    assert np.abs(person.keypoints[5, :2] - truth[0, 5, :2]).max() < 0.05
+    with pytest.raises(ValueError, match="peak_fit must be one of"):
+        DecodeConfig(peak_fit="cubic")
+
+
 def test_empty_maps_decode_to_no_people_and_bad_shapes_are_refused():
     assert decode(np.zeros((17, 16, 16)), np.zeros((17, 1, 16, 16)), COCO17) == []
     with pytest.raises(ValueError):

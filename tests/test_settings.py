@@ -88,8 +88,9 @@ def test_layers_apply_in_order_and_values_take_their_fields_types():
     settings = build_settings([
         ("checkpoint", {"decode": {"top_k": 10, "refine_reach": 2.0}, "tracker": {"use_tags": False}}),
         ("--set", parse_assignments(["decode.top_k=20", "decode.refine_reach=none", "tracker.tag_gate=1",
-                                     "tracker.use_tags=true"])),
+                                     "tracker.use_tags=true", "decode.peak_fit=quadratic"])),
     ])
+    assert settings.decode.peak_fit == "quadratic"
     assert settings.decode.top_k == 20 and settings.decode.refine_reach is None
     assert settings.tracker.tag_gate == 1.0 and isinstance(settings.tracker.tag_gate, float)
     assert settings.tracker.use_tags is True
@@ -104,6 +105,7 @@ def test_layers_apply_in_order_and_values_take_their_fields_types():
     ("tracker.use_tags=maybe", "tracker.use_tags: expected bool"),
     ("tracker.low_score=0.9", "need 0 <= low_score <= high_score"),
     ("decode.top_k", "expected SECTION.NAME=VALUE"),
+    ("decode.peak_fit=cubic", "peak_fit must be one of quarter, quadratic"),
 ])
 def test_bad_names_and_values_are_refused_with_the_layer_named(assignment, message):
     with pytest.raises(UserFacingError, match=message) as error:
