@@ -23,6 +23,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -444,14 +445,15 @@ def in_any_box(point: np.ndarray, boxes: list[list[float]]) -> bool:
 
 
 def teacher_recall(weights: Path, annotations: Path, images: Path, confident_score: float = 0.5,
-                   person_score: float = 0.2, input_hw: tuple[int, int] | None = None, every: int = 1) -> dict:
+                   person_score: float = 0.2, input_hw: tuple[int, int] | None = None, every: int = 1,
+                   assignments: Sequence[str] = ()) -> dict:
     """Per source: teacher-confident people (label score >= confident_score) found by the model at OKS >= 0.5
     (one-to-one, greedy by OKS), and model people (score >= person_score) matching no teacher label at
     OKS >= 0.5 and whose box centre lies in no ignore region ('extra': people the teacher may miss, or
     false alarms; look at the frames)."""
     from tagtrack.model.predict import read_image
 
-    predict, schema = checkpoint_poses(weights, input_hw)
+    predict, schema = checkpoint_poses(weights, input_hw, assignments)
     sigmas = schema.sigmas_array()
     data = json.loads(annotations.read_text())
     by_image: dict[int, list[dict]] = {}
@@ -531,19 +533,24 @@ def lspet_pck(annotations: Path, predict, threshold: float = 0.2, every: int = 1
     return {"people": people, "joints": labelled, "correct": correct, "pck": correct / max(labelled, 1)}
 
 
-def checkpoint_poses(weights: Path, input_hw: tuple[int, int] | None = None):
-    """(image -> list[Pose] in image pixels, the checkpoint's schema), at input_hw or the checkpoint's size."""
-    from tagtrack.model.checkpoint import load_checkpoint
-    from tagtrack.model.predict import predict_image, torch_infer_fn
+def checkpoint_poses(weights: Path, input_hw: tuple[int, int] | None = None, assignments: Sequence[str] = ()):
+    """(image -> list[Pose] in image pixels, the checkpoint's schema), at input_hw or the checkpoint's size, with
+    the decoder settings the app would use: the checkpoint's stored ones, then ASSIGNMENTS (`--set` style)."""
+    from tagtrack.model.checkpoint import load_checkpoint, read_checkpoint_settings
+    from tagtrack.model.predict import PredictConfig, predict_image, torch_infer_fn
+    from tagtrack.realtime.settings import build_settings, parse_assignments
 
     loaded = load_checkpoint(weights)
+    settings = build_settings([("checkpoint", read_checkpoint_settings(weights)),
+                               ("--set", parse_assignments(assignments))], lenient_first=True)
+    config = PredictConfig(decode=settings.decode)
     infer = torch_infer_fn(loaded.model)
     hw = input_hw or (loaded.config.input_height, loaded.config.input_width)
-    return (lambda image: predict_image(infer, image, hw, loaded.schema)), loaded.schema
+    return (lambda image: predict_image(infer, image, hw, loaded.schema, config)), loaded.schema
 
 
-def model_predictor(weights: Path, input_hw: tuple[int, int] | None = None):
-    predict, _ = checkpoint_poses(weights, input_hw)
+def model_predictor(weights: Path, input_hw: tuple[int, int] | None = None, assignments: Sequence[str] = ()):
+    predict, _ = checkpoint_poses(weights, input_hw, assignments)
     return lambda image: [pose.keypoints for pose in predict(image)]
 
 
@@ -595,11 +602,15 @@ def main() -> int:
     p.add_argument("--every", type=int, default=1, help="use every Nth held-out frame")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input (default: the checkpoint's; run checkpoints record 192x192, use 256 384)")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="decode.NAME=VALUE",
+                   help="decoder settings over the checkpoint's stored ones (as `tagtrack run --set`)")
     p = commands.add_parser("lspet-pck", help="PCK@0.2 (torso) on the held-out LSPET people: a model or the teacher")
     p.add_argument("weights", type=Path, nargs="?", default=None, help="checkpoint (omit with --teacher)")
     p.add_argument("--teacher", type=int, default=None, metavar="LONG_SIDE", help="measure the teacher at this input")
     p.add_argument("--every", type=int, default=1, help="use every Nth held-out image")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="decode.NAME=VALUE",
+                   help="decoder settings over the checkpoint's stored ones (as `tagtrack run --set`)")
     args = parser.parse_args()
 
     if args.command == "data":
@@ -625,14 +636,16 @@ def main() -> int:
             export_default(args.weights, args.out or weights_dir / "default.safetensors")
     elif args.command == "lspet-pck":
         predict = (teacher_predictor(args.teacher) if args.teacher else
-                   model_predictor(args.weights, tuple(args.input_size) if args.input_size else None))
+                   model_predictor(args.weights, tuple(args.input_size) if args.input_size else None,
+                                   args.assignments))
         result = lspet_pck(args.root / "data" / "heldout_lspet.json", predict, every=args.every)
         print(f"LSPET held-out PCK@0.2: {result['pck']:.3f} ({result['correct']}/{result['joints']} joints, "
               f"{result['people']} people)")
     elif args.command == "recall":
         input_hw = tuple(args.input_size) if args.input_size else None
         stats = teacher_recall(args.weights, args.root / "data" / "heldout_video.json", args.root / "data" / "images",
-                               args.confident_score, args.person_score, input_hw=input_hw, every=args.every)
+                               args.confident_score, args.person_score, input_hw=input_hw, every=args.every,
+                               assignments=args.assignments)
         total = {key: sum(s[key] for s in stats.values()) for key in next(iter(stats.values()))}
         for name, s in [*stats.items(), ("all", total)]:
             share = s["found"] / max(s["confident"], 1)
