@@ -543,7 +543,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--scale-truth", choices=("onehot", "soft"), help="scale ground truth of --scale-loss wang")
     p.add_argument("--no-pairs", action="store_true", help="single views, no cross-view temporal loss")
     p.add_argument("--init", metavar="WEIGHTS",
-                   help="fine-tune: start from this checkpoint's weights and network (e.g. the default model)")
+                   help="fine-tune: start from this checkpoint's weights and network (e.g. the default model); "
+                        "a --config whose network is the same made wider keeps it, the weights embedded")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     p.set_defaults(handler=_train)
 
@@ -576,7 +577,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = preset(args.preset, **overrides)
     if args.init and not args.resume:
-        config = _with_initial_weights(config, args.init)
+        config = _with_initial_weights(config, args.init, widen=bool(args.config))
     result = train(config, out, resume=args.resume)
     if result.interrupted:
         print(f"stopped at step {result.step}; checkpoint {result.last_checkpoint}; continue with --resume")
@@ -586,13 +587,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_initial_weights(config: "TrainConfig", weights: str) -> "TrainConfig":
-    """The run trains the checkpoint's network (at the run's own training input size) from its weights."""
+def _with_initial_weights(config: "TrainConfig", weights: str, widen: bool = False) -> "TrainConfig":
+    """The run trains the checkpoint's network (at the run's own training input size) from its weights; with
+    WIDEN (a --config naming its network), a config whose network is the checkpoint's made wider keeps it."""
     from dataclasses import replace
 
     from tagtrack.model.checkpoint import load_checkpoint
 
     network = load_checkpoint(weights).config
+    if widen and network.widens_to(config.model):
+        return replace(config, init_weights=weights)
     model = replace(network, input_height=config.model.input_height, input_width=config.model.input_width)
     return replace(config, model=model, init_weights=weights)
 

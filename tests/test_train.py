@@ -254,6 +254,16 @@ def test_cli_init_takes_the_network_from_the_checkpoint(tiny_data: Path, tmp_pat
     assert completed.returncode == 0, completed.stderr
     saved = TrainConfig.load(tmp_path / "run" / "config.json")
     assert saved.model.tag_dim == 2 and saved.init_weights == str(base.last_checkpoint)
+    # A --config naming the same network made wider keeps its width (the weights are embedded).
+    wider = replace(_config(tiny_data, steps=1, pairs=False), model=replace(PRESETS["tiny"].model, tag_dim=2, width=48))
+    wider.save(tmp_path / "wider.json")
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "train", "--config", str(tmp_path / "wider.json"),
+         "--out", str(tmp_path / "wide"), "--init", str(base.last_checkpoint)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert TrainConfig.load(tmp_path / "wide" / "config.json").model.width == 48
+    assert "widened from" in completed.stderr
     missing = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data",
          str(tiny_data / "annotations.json"), "--images", str(tiny_data / "images"), "--out", str(tmp_path / "r2"),
