@@ -180,6 +180,11 @@ class DecodeConfig:
         found joints grown on every side by refine_reach x its longer side (at least 5 % of the map's
         longer side); None (the papers) searches the whole map, where with weak tags the best location
         is often another person's joint across the image.
+    split_mirror_pairs: where a person's left and right joint of a pair land on one spot (closer than
+        mirror_gap map pixels) and the two channels together show a second peak near the person (at least
+        mirror_ratio of the spot's value, 2+ pixels away, a tag within tag_threshold), put one joint on each
+        peak, the person taken to face the camera (see ``_split_mirror_pairs``). For networks whose left and
+        right maps hedge between the sides; off in the papers.
     min_person_score: people scoring below this are dropped (the papers keep all: 0).
     duplicate_oks_threshold: of two people whose OKS exceeds this, the lower-scoring one is
         dropped (set above 1 to keep duplicates).
@@ -200,6 +205,9 @@ class DecodeConfig:
     refine: bool = True
     refine_max_tag_distance: float | None = None
     refine_reach: float | None = 1.0
+    split_mirror_pairs: bool = False
+    mirror_gap: float = 1.0
+    mirror_ratio: float = 0.5
     min_person_score: float = 0.0
     duplicate_oks_threshold: float = 0.9
 
@@ -211,7 +219,7 @@ class DecodeConfig:
         for name in ("top_k", "max_people", "nms_kernel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("spatial_weight", "duplicate_oks_threshold"):
+        for name in ("spatial_weight", "duplicate_oks_threshold", "mirror_gap", "mirror_ratio"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.peak_fit not in PEAK_FITS:
@@ -424,6 +432,76 @@ def _refine(
     keypoints[person, joint, 2] = heatmaps[joint, y, x]
 
 
+def _split_mirror_pairs(heatmaps: np.ndarray, tags: np.ndarray, keypoints: np.ndarray, person_tags: np.ndarray,
+                        schema: KeypointSchema, config: DecodeConfig) -> None:
+    """In place: a person's left and right joint of a pair found on one spot move onto two peaks (see
+    ``DecodeConfig.split_mirror_pairs``).
+
+    Why: a network that cannot tell a person's left side from their right draws each side's map with a peak on
+    both joints, and the decoder puts both joints on the stronger one: skeletons drawn as lines (the bundled
+    models: left and right argmax on one pixel for 97 % of the shoulder, hip, knee and ankle pairs of close-up
+    people). The two peaks are there; only which side is which is unknown. The person is taken to face the
+    camera: their left joint is the peak further along their left, the direction 90 degrees clockwise (in image
+    coordinates) from their body axis, hips to shoulders (image up when those are not found). On labelled
+    photos that holds for about two pairs in three (docs/decoder.md).
+    """
+    pairs = np.array([(k, m) for k, m in enumerate(schema.flip_index) if k < m], dtype=np.int64).reshape(-1, 2)
+    if pairs.size == 0 or len(keypoints) == 0:
+        return
+    _, height, width = heatmaps.shape
+    rows, columns = _reach_windows(keypoints, 0.25, height, width)
+    axis_joints = [schema.keypoint_names.index(name) if name in schema.keypoint_names else -1
+                   for name in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+    for person in range(len(keypoints)):
+        joints = keypoints[person]
+        left, right = pairs[:, 0], pairs[:, 1]
+        gap = np.hypot(*(joints[left, :2] - joints[right, :2]).T)
+        collapsed = (joints[left, 2] > 0) & (joints[right, 2] > 0) & (gap < config.mirror_gap)
+        if not collapsed.any():
+            continue
+        left, right = left[collapsed], right[collapsed]
+        (top, bottom), (first, last) = rows[person], columns[person]
+        combined = heatmaps[left, top:bottom, first:last] + heatmaps[right, top:bottom, first:last]  # [C,h,w]
+        local_max = np.stack([combined[c] >= cv2.dilate(combined[c], np.ones((3, 3), np.uint8))
+                              for c in range(len(left))])
+        spot = (joints[left, :2] + joints[right, :2]) / 2
+        spot_x = np.clip(np.rint(spot[:, 0]).astype(np.int64), 0, width - 1)
+        spot_y = np.clip(np.rint(spot[:, 1]).astype(np.int64), 0, height - 1)
+        spot_value = heatmaps[left, spot_y, spot_x] + heatmaps[right, spot_y, spot_x]
+        y, x = np.mgrid[top:bottom, first:last]
+        far = np.hypot(x[None] - spot[:, 0, None, None], y[None] - spot[:, 1, None, None]) >= 2.0
+        person_tag = person_tags[person][None, :, None, None]
+        tag_distance = np.minimum(
+            np.sqrt(np.square(tags[left, :, top:bottom, first:last] - person_tag).sum(axis=1)),
+            np.sqrt(np.square(tags[right, :, top:bottom, first:last] - person_tag).sum(axis=1)))
+        eligible = (local_max & far & (combined >= config.mirror_ratio * spot_value[:, None, None])
+                    & (tag_distance < config.tag_threshold))
+        flat = np.where(eligible, combined, -np.inf).reshape(len(left), -1)
+        best = flat.argmax(axis=1)
+        split = np.isfinite(flat[np.arange(len(left)), best])
+        if not split.any():
+            continue
+        left, right, best = left[split], right[split], best[split]
+        peak_y, peak_x = np.divmod(best, last - first)
+        peak_y, peak_x = peak_y + top, peak_x + first
+        # The person's left: 90 degrees clockwise from the body axis (image x right, y down).
+        up = np.array([0.0, -1.0])
+        if min(axis_joints) >= 0 and (joints[axis_joints, 2] > 0).all():
+            shoulders, hips = joints[axis_joints[:2], :2].mean(axis=0), joints[axis_joints[2:], :2].mean(axis=0)
+            if np.hypot(*(shoulders - hips)) > 0:
+                up = (shoulders - hips) / np.hypot(*(shoulders - hips))
+        leftward = np.array([-up[1], up[0]])
+        peak_is_left = (np.stack([peak_x, peak_y], axis=1) - spot[split]) @ leftward > 0
+        moved = np.where(peak_is_left, left, right)
+        xf, yf = peak_x.astype(np.float32), peak_y.astype(np.float32)
+        if config.adjust:
+            dx, dy = _peak_offsets(heatmaps, moved, peak_x, peak_y, config.peak_fit)
+            xf, yf = xf + dx, yf + dy
+        keypoints[person, moved, 0] = xf
+        keypoints[person, moved, 1] = yf
+        keypoints[person, moved, 2] = heatmaps[moved, peak_y, peak_x]
+
+
 def _reach_windows(keypoints: np.ndarray, reach: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Per person, [P,2] row and [P,2] column ranges (start, stop) of the box of found joints grown on every side.
 
@@ -544,6 +622,9 @@ def decode_people(
     if config.refine and len(keypoints):
         _refine(heatmaps, tags, keypoints, person_tags, config.peak_fit if config.adjust else None,
                 config.refine_max_tag_distance, config.refine_reach)
+
+    if config.split_mirror_pairs and len(keypoints):
+        _split_mirror_pairs(heatmaps, tags, keypoints, person_tags, schema, config)
 
     if config.duplicate_oks_threshold <= 1.0 and len(keypoints) > 1:
         oks = pairwise_oks(keypoints, schema.sigmas_array())

@@ -343,6 +343,45 @@ def test_quadratic_peak_fit_finds_a_gaussians_centre_between_pixels():
         DecodeConfig(peak_fit="cubic")
 
 
+def _hedged_person_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One upright person facing the camera (their left joints at larger x) whose left and right maps both
+    peak on the right joint (1.0) and less on the left one (0.8): a network that cannot tell the sides."""
+    truth = np.zeros((1, 17, 3))
+    truth[0, :, 2] = 1
+    truth[0, :, :2] = [(32, 10), (34, 9), (30, 9), (36, 10), (28, 10), (38, 18), (26, 18), (40, 26), (24, 26),
+                       (41, 34), (23, 34), (36, 36), (28, 36), (36, 46), (28, 46), (32, 56), (32, 56)]
+    heatmaps = render_heatmaps(truth, 64, 64, 1.5)
+    for k, m in enumerate(COCO17.flip_index):
+        if k != m:  # both channels of a pair: 1.0 at the right joint, 0.8 at the left one
+            right, left = (k, m) if k % 2 == 0 else (m, k)
+            one = np.zeros((1, 17, 3))
+            one[0, k] = truth[0, right]
+            strong = render_heatmaps(one, 64, 64, 1.5)[k]
+            one[0, k] = truth[0, left]
+            weak = render_heatmaps(one, 64, 64, 1.5)[k]
+            heatmaps[k] = np.maximum(strong, 0.8 * weak)
+    return truth, heatmaps, np.zeros((17, 1, 64, 64), np.float32)
+
+
+def test_split_mirror_pairs_puts_hedged_left_and_right_joints_on_their_two_peaks():
+    truth, heatmaps, tags = _hedged_person_maps()
+    collapsed = decode(heatmaps, tags, COCO17, DecodeConfig(adjust=False))[0].keypoints
+    assert np.array_equal(collapsed[5, :2], collapsed[6, :2]) and np.array_equal(collapsed[11, :2], collapsed[12, :2])
+    person = decode(heatmaps, tags, COCO17, DecodeConfig(adjust=False, split_mirror_pairs=True))[0].keypoints
+    # Every pair moved apart onto its two peaks, the left joint on the person's left (facing the camera);
+    # the ankles were one blob (both on one spot in the truth) and stay together.
+    np.testing.assert_allclose(person[:15, :2], truth[0, :15, :2], atol=0.01)
+    np.testing.assert_allclose(person[15, :2], person[16, :2])
+    assert person[5, 2] == pytest.approx(0.8, abs=0.01) and person[6, 2] == pytest.approx(1.0, abs=0.01)
+    # A second peak too weak (below mirror_ratio of the spot) or whose tag is another person's is not taken.
+    weak = decode(heatmaps, tags, COCO17, DecodeConfig(adjust=False, split_mirror_pairs=True, mirror_ratio=0.95))[0]
+    assert np.array_equal(weak.keypoints[5, :2], weak.keypoints[6, :2])
+    other = tags.copy()
+    other[:, :, :, 33:] = 5.0  # the image's right part (every left joint's peak) carries another tag
+    split = decode(heatmaps, other, COCO17, DecodeConfig(adjust=False, split_mirror_pairs=True))
+    assert np.array_equal(split[0].keypoints[5, :2], split[0].keypoints[6, :2])
+
+
 def test_empty_maps_decode_to_no_people_and_bad_shapes_are_refused():
     assert decode(np.zeros((17, 16, 16)), np.zeros((17, 1, 16, 16)), COCO17) == []
     with pytest.raises(ValueError):
