@@ -439,8 +439,8 @@ def _split_mirror_pairs(heatmaps: np.ndarray, tags: np.ndarray, keypoints: np.nd
 
     Why: a network that cannot tell a person's left side from their right draws each side's map with a peak on
     both joints, and the decoder puts both joints on the stronger one: skeletons drawn as lines (the bundled
-    models: left and right argmax on one pixel for 97 % of the shoulder, hip, knee and ankle pairs of close-up
-    people). The two peaks are there; only which side is which is unknown. The person is taken to face the
+    `general` model: left and right argmax on one pixel for 97 % of the shoulder, wrist, hip, knee and ankle
+    pairs on held-out close-up video, pose2sim cam02). The two peaks are there; only which side is which is unknown. The person is taken to face the
     camera: their left joint is the peak further along their left, the direction 90 degrees clockwise (in image
     coordinates) from their body axis, hips to shoulders (image up when those are not found). On labelled
     photos that holds for about two pairs in three (docs/decoder.md).
