@@ -33,8 +33,10 @@ FORMAT_NAME = "tagtrack.checkpoint"
 FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
 # Checkpoints installed with the package, by the name `--weights` also accepts (model/weights/MODEL_CARD.md):
-# "default" the street-scene model, "general" the general-corpus model (close-ups, sports; phase 6b).
-BUNDLED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "general": DEFAULT_WEIGHTS.parent / "general.safetensors"}
+# "default" the general model (close-ups, sports, street; "general" is its name from before it became the
+# default), "street" the earlier street-scene model (PETS-like walkers only).
+BUNDLED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "general": DEFAULT_WEIGHTS,
+                   "street": DEFAULT_WEIGHTS.parent / "street.safetensors"}
 
 _KEY_FORMAT = "format"
 _KEY_VERSION = "format_version"
@@ -157,7 +159,7 @@ def _reading(path: Path):
 
 def resolve_weights(path: str | Path | None) -> Path:
     """The checkpoint to use: `path` when given (existence is checked when loading; a bundled model's name,
-    "default" or "general", when no such file exists here), else the installed default."""
+    "default", "general" or "street", when no such file exists here), else the installed default."""
     if path is not None:
         if str(path) in BUNDLED_WEIGHTS and not Path(path).exists():
             return BUNDLED_WEIGHTS[str(path)]

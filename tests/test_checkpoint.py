@@ -301,11 +301,13 @@ def test_bundled_model_names_resolve_to_the_installed_checkpoints(tmp_path, monk
     from tagtrack.model.checkpoint import BUNDLED_WEIGHTS, resolve_weights
 
     monkeypatch.chdir(tmp_path)
-    assert resolve_weights(None) == BUNDLED_WEIGHTS["default"]
-    general = resolve_weights("general")
-    assert general == BUNDLED_WEIGHTS["general"] and general.is_file()
-    loaded = load_checkpoint(general)
+    assert resolve_weights(None) == BUNDLED_WEIGHTS["default"] == resolve_weights("default")
+    assert resolve_weights("general") == BUNDLED_WEIGHTS["default"]  # the default's name before it was the default
+    loaded = load_checkpoint(resolve_weights(None))
     assert loaded.settings["tracker"]["high_score"] == 0.4  # its people score lower: tracks start earlier
     assert loaded.settings["decode"]["detection_threshold"] == 0.4  # its peaks are higher
-    (tmp_path / "general").write_bytes(b"")  # a file of that name here wins over the bundled model
-    assert resolve_weights("general") == Path("general")
+    street = resolve_weights("street")
+    assert street == BUNDLED_WEIGHTS["street"] and street.is_file() and street != BUNDLED_WEIGHTS["default"]
+    assert load_checkpoint(street).settings == {}  # the street model runs with the app's defaults
+    (tmp_path / "street").write_bytes(b"")  # a file of that name here wins over the bundled model
+    assert resolve_weights("street") == Path("street")

@@ -8,8 +8,8 @@ from tagtrack.model.checkpoint import BUNDLED_WEIGHTS, load_checkpoint
 from tagtrack.training.recipes.default_model import PHASE7_WIDTHS, phase6b_config, phase7_config
 
 
-def test_phase7_runs_start_from_the_bundled_general_model(tmp_path: Path) -> None:
-    general = load_checkpoint(BUNDLED_WEIGHTS["general"]).config
+def test_phase7_runs_start_from_the_bundled_general_model_phase_6b(tmp_path: Path) -> None:
+    general = load_checkpoint(BUNDLED_WEIGHTS["default"]).config
     phase6b = phase6b_config(tmp_path)
     for width in PHASE7_WIDTHS:
         config = phase7_config(tmp_path, width)

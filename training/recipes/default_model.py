@@ -593,8 +593,9 @@ def main() -> int:
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
     p.add_argument("--out", type=Path, default=None,
-                   help="default: model/weights/default.safetensors (general.safetensors with --general)")
-    p.add_argument("--general", action="store_true", help="the bundled general model: its settings stored too")
+                   help="default: model/weights/default.safetensors (the street model of phase 3: street.safetensors)")
+    p.add_argument("--general", action="store_true",
+                   help="a general model (phase 6 on, the default since phase 7): its settings stored too")
     p = commands.add_parser("recall", help="teacher-confident people found on held-out video frames")
     p.add_argument("weights", type=Path)
     p.add_argument("--confident-score", type=float, default=0.5)
@@ -629,11 +630,8 @@ def main() -> int:
             parser.error("--width is for phase 7")
         return start_fine_tuning(args.root, args.init, phase=args.phase, width=args.width)
     elif args.command == "export":
-        weights_dir = REPO / "model" / "weights"
-        if args.general:
-            export_default(args.weights, args.out or weights_dir / "general.safetensors", GENERAL_SETTINGS)
-        else:
-            export_default(args.weights, args.out or weights_dir / "default.safetensors")
+        export_default(args.weights, args.out or REPO / "model" / "weights" / "default.safetensors",
+                       GENERAL_SETTINGS if args.general else None)
     elif args.command == "lspet-pck":
         predict = (teacher_predictor(args.teacher) if args.teacher else
                    model_predictor(args.weights, tuple(args.input_size) if args.input_size else None,
