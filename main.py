@@ -15,6 +15,8 @@ from tagtrack.model.errors import UserFacingError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+WEIGHTS_HELP = ("checkpoint (.safetensors), or a bundled model: default (the general model; also named general) "
+                "or street (street scenes only); default: default")
 
 
 # ---------------------------------------------------------------- predict, export (model/)
@@ -23,7 +25,7 @@ EXIT_INTERRUPTED = 130
 def add_predict_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("predict", help="find the people in one image: JSON records and a drawn image")
     p.add_argument("image", help="image file (jpg, png, ...)")
-    p.add_argument("--weights", default=None, help="checkpoint (.safetensors), or a bundled model: default (street scenes) or general (close-ups, sports); default: default")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--json", default=None, metavar="OUT_JSON",
                    help="write the image's people as one JSON Lines record (the layout `run --json` writes per frame, "
                         "realtime/pose_jsonl.schema.json; track_id null)")
@@ -98,7 +100,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("export", help="write the network as ONNX (and a TensorRT engine with --trt)")
-    p.add_argument("--weights", default=None, help="checkpoint (.safetensors), or a bundled model: default (street scenes) or general (close-ups, sports); default: default")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--onnx", required=True, help="output ONNX file")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input height and width, multiples of 64 (default: the checkpoint's)")
@@ -129,7 +131,7 @@ def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `run`, `view` and `bench run`: the model and the engine that runs it."""
     from tagtrack.realtime.backends import AUTO, ENGINE_CHOICES, engine_help
 
-    p.add_argument("--weights", default=None, help="checkpoint (.safetensors), or a bundled model: default (street scenes) or general (close-ups, sports); default: default")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--engine", choices=ENGINE_CHOICES, default=AUTO, help=engine_help())
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the network runs (auto: cuda when a GPU is usable, else cpu)")
@@ -603,7 +605,7 @@ def _with_initial_weights(config: "TrainConfig", weights: str, widen: bool = Fal
 
 def add_eval_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("eval", help="COCO keypoint AP/AR (pycocotools) of a checkpoint or a teacher model")
-    p.add_argument("--weights", default=None, help="checkpoint (.safetensors), or a bundled model: default (street scenes) or general (close-ups, sports); default: default")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--teacher", default=None,
                    help="score a MoveNet-MultiPose-format ONNX teacher instead of a checkpoint")
     p.add_argument("--data", required=True, help="COCO-format keypoint annotation JSON")
