@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_old_configs_load_with_todays_behaviour(tmp_path: Path) -> None:
-    # The committed default model's training config predates the new fields.
-    old = load_checkpoint(REPO / "model" / "weights" / "default.safetensors").metadata["train_config"]
+    # The committed street model's training config predates the new fields.
+    old = load_checkpoint(REPO / "model" / "weights" / "street.safetensors").metadata["train_config"]
     assert "scale_loss" not in old and old["sigma_mode"] == "fixed"
     config = TrainConfig.from_dict(old)
     assert (config.scale_loss, config.scale_truth, config.sigma_mode) == ("ours", "onehot", "fixed")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tagtrack import main
-from tagtrack.model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, read_checkpoint_settings, save_checkpoint
+from tagtrack.model.checkpoint import BUNDLED_WEIGHTS, load_checkpoint, read_checkpoint_settings, save_checkpoint
 from tagtrack.model.codec import DecodeConfig
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.errors import UserFacingError
@@ -68,10 +68,11 @@ def test_checkpoint_round_trips_its_settings(stored_weights):
     assert read_checkpoint_settings(stored_weights) == loaded.settings
 
 
-def test_the_committed_default_model_still_loads_without_settings():
-    if not DEFAULT_WEIGHTS.is_file():
-        pytest.skip("no default model installed")
-    loaded = load_checkpoint(DEFAULT_WEIGHTS)
+def test_the_committed_street_model_still_loads_without_settings():
+    street = BUNDLED_WEIGHTS["street"]  # saved before checkpoints stored settings
+    if not street.is_file():
+        pytest.skip("no street model installed")
+    loaded = load_checkpoint(street)
     assert loaded.schema.name == "coco17" and loaded.settings == {}
     assert effective_settings(RunOptions(source=""), loaded.settings).decode == DecodeConfig()
 
