@@ -36,6 +36,7 @@ DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
 # "default" the general model (close-ups, sports, street; "general" is its name from before it became the
 # default), "street" the earlier street-scene model (PETS-like walkers only).
 BUNDLED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "general": DEFAULT_WEIGHTS,
+                   "wide": DEFAULT_WEIGHTS.parent / "wide.safetensors",
                    "street": DEFAULT_WEIGHTS.parent / "street.safetensors"}
 
 _KEY_FORMAT = "format"

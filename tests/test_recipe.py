@@ -20,3 +20,32 @@ def test_phase7_runs_continue_phase_6b_at_its_width_or_wider(tmp_path: Path) -> 
             assert phase6b.model.same_network(config.model)
         else:
             assert phase6b.model.widens_to(config.model)
+
+
+def test_export_stores_the_settings_of_the_bundled_model_it_makes(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    import pytest
+
+    from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
+    from tagtrack.model.config import ModelConfig
+    from tagtrack.model.hourglass import HourglassNet
+    from tagtrack.model.schema import COCO17
+    from tagtrack.training.recipes.default_model import GENERAL_SETTINGS, INFERENCE_HW, WIDE_SETTINGS, main
+
+    trained = tmp_path / "last.safetensors"
+    save_checkpoint(trained, HourglassNet(ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64,
+                                                      input_width=64)), COCO17, {"step": 3})
+    for flag, settings in (("--wide", WIDE_SETTINGS), ("--general", GENERAL_SETTINGS)):
+        out = tmp_path / f"{flag[2:]}.safetensors"
+        monkeypatch.setattr(sys, "argv", ["recipe", "--root", str(tmp_path), "export", str(trained), flag,
+                                          "--out", str(out)])
+        assert not main()
+        exported = load_checkpoint(out)
+        assert exported.settings == settings
+        assert (exported.config.input_height, exported.config.input_width) == INFERENCE_HW
+    assert WIDE_SETTINGS != GENERAL_SETTINGS
+    monkeypatch.setattr(sys, "argv", ["recipe", "--root", str(tmp_path), "export", str(trained), "--wide", "--general"])
+    with pytest.raises(SystemExit) as refused:
+        main()
+    assert refused.value.code == 2

@@ -403,6 +403,10 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
 # The bundled general model (phase 6b) is used with these settings, stored in its checkpoint; chosen on held-out
 # video (model/weights/MODEL_CARD.md, phase 6b): its peaks are higher and its person scores lower than phase 3's.
 GENERAL_SETTINGS = {"decode": {"detection_threshold": 0.4}, "tracker": {"high_score": 0.4, "new_track_score": 0.4}}
+# Phase 7 at width 96 (bundled as `wide`): the same, with detection threshold 0.5, chosen on held-out video (cam02
+# at 384x256, teacher-confident people found: 0.25 81/98, 0.4 74, 0.5 79, 0.6 67; PETS and sports2d equal within
+# one person at 0.4 and 0.5, with fewer people matching no teacher person at 0.5).
+WIDE_SETTINGS = {"decode": {"detection_threshold": 0.5}, "tracker": {"high_score": 0.4, "new_track_score": 0.4}}
 
 
 def export_default(weights: Path, out: Path, settings: dict | None = None) -> None:
@@ -597,9 +601,13 @@ def main() -> int:
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
     p.add_argument("--out", type=Path, default=None,
-                   help="default: model/weights/default.safetensors (the street model of phase 3: street.safetensors)")
-    p.add_argument("--general", action="store_true",
-                   help="a general model (phase 6 on, the default since phase 7): its settings stored too")
+                   help="default: model/weights/default.safetensors, with --wide wide.safetensors (the street model "
+                        "of phase 3: street.safetensors)")
+    settings = p.add_mutually_exclusive_group()
+    settings.add_argument("--general", action="store_true",
+                          help="a general model (phase 6 on; phase 6b is the default): its settings stored too")
+    settings.add_argument("--wide", action="store_true",
+                          help="phase 7 at width 96 (bundled as wide): its settings stored too")
     p = commands.add_parser("recall", help="teacher-confident people found on held-out video frames")
     p.add_argument("weights", type=Path)
     p.add_argument("--confident-score", type=float, default=0.5)
@@ -634,8 +642,9 @@ def main() -> int:
             parser.error("--width is for phase 7")
         return start_fine_tuning(args.root, args.init, phase=args.phase, width=args.width)
     elif args.command == "export":
-        export_default(args.weights, args.out or REPO / "model" / "weights" / "default.safetensors",
-                       GENERAL_SETTINGS if args.general else None)
+        bundled = REPO / "model" / "weights" / ("wide.safetensors" if args.wide else "default.safetensors")
+        export_default(args.weights, args.out or bundled,
+                       GENERAL_SETTINGS if args.general else WIDE_SETTINGS if args.wide else None)
     elif args.command == "lspet-pck":
         predict = (teacher_predictor(args.teacher) if args.teacher else
                    model_predictor(args.weights, tuple(args.input_size) if args.input_size else None,
