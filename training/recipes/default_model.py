@@ -277,7 +277,7 @@ PHASE6B_HEATMAP_FOREGROUND = 9.0
 # `hourglass.widened_state_dict`), each run on one core for the same wall time (issue 16, item 5): about
 # 2.6 and 1.6 steps/s. Both started with 40,000 steps and no decay; an hour in, the schedules were set so
 # that both end at the same time with the last quarter at x0.1 (the runs continued; the schedule before
-# the change is the same).
+# the change is the same). The width-96 run, taken to its end on 2 Dec, is the bundled `wide` model.
 PHASE7_STEPS, PHASE7_LR_DECAY_STEP = 16000, 12000
 PHASE7_WIDE_STEPS, PHASE7_WIDE_LR_DECAY_STEP = 9500, 7000
 PHASE7_WIDTHS = (64, 96)
