@@ -60,19 +60,29 @@ def test_default_model_finds_the_walkers_in_a_held_out_frame(default_model) -> N
     assert len(walkers) >= 3, f"{len(walkers)} plausible walkers among {len(confident)} confident people"
 
 
+def _as_the_app_runs_it(weights: str):
+    """The bundled model WEIGHTS and the predict config its stored decoder settings make."""
+    from tagtrack.model.checkpoint import resolve_weights
+    from tagtrack.model.codec import DecodeConfig
+
+    loaded = load_checkpoint(resolve_weights(weights), expected_schema=COCO17)
+    return loaded, PredictConfig(decode=DecodeConfig(**loaded.settings.get("decode", {})))
+
+
+def _confident(person) -> bool:
+    return person.score >= 0.25 and (person.keypoints[:, 2] >= 0.3).sum() >= 8
+
+
 def _close_up_people(weights: str, shared_data) -> int:
     """Large confident people the bundled model WEIGHTS finds, as the app runs it (its stored settings, the input
     shape `run` picks), on five frames of pose2sim cam02: a portrait phone clip, two people a few metres away
     (held out from every phase of training)."""
-    from tagtrack.model.checkpoint import resolve_weights
-    from tagtrack.model.codec import DecodeConfig
     from tagtrack.model.transforms import input_hw_for_frame
 
     video = shared_data / "videos" / "pose2sim_multiperson" / "cam02.mp4"
     if not video.is_file():
         pytest.skip(f"{video} not found")
-    loaded = load_checkpoint(resolve_weights(weights), expected_schema=COCO17)
-    config = PredictConfig(decode=DecodeConfig(**loaded.settings.get("decode", {})))
+    loaded, config = _as_the_app_runs_it(weights)
     infer = torch_infer_fn(loaded.model)
     capture = cv2.VideoCapture(str(video))
     found = 0
@@ -84,7 +94,7 @@ def _close_up_people(weights: str, shared_data) -> int:
             input_hw = input_hw_for_frame(frame.shape[:2], (loaded.config.input_height, loaded.config.input_width))
             for person in predict_image(infer, frame, input_hw, COCO17, config):
                 tall = person.box[3] - person.box[1] >= 0.3 * frame.shape[0]
-                found += int(person.score >= 0.25 and (person.keypoints[:, 2] >= 0.3).sum() >= 8 and tall)
+                found += int(_confident(person) and tall)
     finally:
         capture.release()
     return found
@@ -104,16 +114,13 @@ def test_the_wide_model_finds_close_up_people_too(shared_data) -> None:
 def _collapsed_people(weights: str) -> tuple[int, int]:
     """Confident people, and those drawn as lines (every left/right pair on one spot), on four held-out vtest.avi
     frames, as the app runs the bundled model WEIGHTS (its stored settings, 256x384)."""
-    from tagtrack.model.checkpoint import resolve_weights
-    from tagtrack.model.codec import DecodeConfig
     from tagtrack.training.recipes.default_model import collapsed_skeleton
 
-    loaded = load_checkpoint(resolve_weights(weights), expected_schema=COCO17)
-    config = PredictConfig(decode=DecodeConfig(**loaded.settings.get("decode", {})))
+    loaded, config = _as_the_app_runs_it(weights)
     input_hw = (loaded.config.input_height, loaded.config.input_width)
     people = [person for index in (610, 650, 700, 750)
               for person in predict_image(torch_infer_fn(loaded.model), _frame(index), input_hw, COCO17, config)
-              if person.score >= 0.25 and (person.keypoints[:, 2] >= 0.3).sum() >= 8]
+              if _confident(person)]
     return len(people), sum(collapsed_skeleton(person.keypoints, COCO17) for person in people)
 
 

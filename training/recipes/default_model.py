@@ -406,7 +406,7 @@ GENERAL_SETTINGS = {"decode": {"detection_threshold": 0.4}, "tracker": {"high_sc
 # Phase 7 at width 96 (bundled as `wide`): the same, with detection threshold 0.5, chosen on held-out video (cam02
 # at 384x256, teacher-confident people found: 0.25 81/98, 0.4 74, 0.5 79, 0.6 67; PETS and sports2d equal within
 # one person at 0.4 and 0.5, with fewer people matching no teacher person at 0.5).
-WIDE_SETTINGS = {"decode": {"detection_threshold": 0.5}, "tracker": {"high_score": 0.4, "new_track_score": 0.4}}
+WIDE_SETTINGS = {**GENERAL_SETTINGS, "decode": {"detection_threshold": 0.5}}
 
 
 def export_default(weights: Path, out: Path, settings: dict | None = None) -> None:
@@ -642,8 +642,9 @@ def main() -> int:
             parser.error("--width is for phase 7")
         return start_fine_tuning(args.root, args.init, phase=args.phase, width=args.width)
     elif args.command == "export":
-        bundled = REPO / "model" / "weights" / ("wide.safetensors" if args.wide else "default.safetensors")
-        export_default(args.weights, args.out or bundled,
+        from tagtrack.model.checkpoint import BUNDLED_WEIGHTS
+
+        export_default(args.weights, args.out or BUNDLED_WEIGHTS["wide" if args.wide else "default"],
                        GENERAL_SETTINGS if args.general else WIDE_SETTINGS if args.wide else None)
     elif args.command == "lspet-pck":
         predict = (teacher_predictor(args.teacher) if args.teacher else
