@@ -79,6 +79,30 @@ def test_foreground_weight_counts_peak_pixels_more() -> None:
     assert float(heatmap_loss(target, target, mask, foreground=9.0)) == 0.0
 
 
+def test_mirror_weight_charges_a_peak_on_the_other_sides_joint() -> None:
+    # Two channels, a left/right pair: the left joint at pixel (0, 0), the right one at (1, 1).
+    target = torch.zeros(1, 2, 2, 2)
+    target[0, 0, 0, 0] = 1.0
+    target[0, 1, 1, 1] = 1.0
+    mask = torch.ones(1, 2, 2)
+    confused = target.clone()
+    confused[0, 0, 1, 1] = 0.5  # the left map also peaks on the right joint
+    elsewhere = target.clone()
+    elsewhere[0, 0, 1, 0] = 0.5  # the same error on a background pixel
+    plain = float(heatmap_loss(confused, target, mask))
+    assert plain == pytest.approx(float(heatmap_loss(elsewhere, target, mask)))
+    mirrored = float(heatmap_loss(confused, target, mask, mirror=4.0, flip_index=(1, 0)))
+    assert mirrored == pytest.approx(5 * plain)
+    # A background error is charged as before, and a perfect prediction costs nothing.
+    assert float(heatmap_loss(elsewhere, target, mask, mirror=4.0, flip_index=(1, 0))) == pytest.approx(plain)
+    assert float(heatmap_loss(target, target, mask, mirror=4.0, flip_index=(1, 0))) == 0.0
+    # Without the pair order (or a wrong one) the weight cannot be drawn.
+    with pytest.raises(ValueError, match="flip_index"):
+        heatmap_loss(confused, target, mask, mirror=4.0)
+    with pytest.raises(ValueError, match="flip_index"):
+        heatmap_loss(confused, target, mask, mirror=4.0, flip_index=(0, 2, 1))
+
+
 def test_heatmap_loss_respects_mask() -> None:
     predicted = torch.zeros(1, 2, 2, 2)
     target = torch.zeros(1, 2, 2, 2)

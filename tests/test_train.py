@@ -89,6 +89,16 @@ def test_the_loss_falls_and_checkpoints_are_written(tiny_data: Path, tmp_path: P
         train(config, tmp_path / "empty", resume=True)
 
 
+def test_mirror_weight_reaches_the_loss_through_the_data_sets_schema(tiny_data: Path, tmp_path: Path) -> None:
+    plain = train(_config(tiny_data, steps=1), tmp_path / "plain")
+    config = _config(tiny_data, steps=1)
+    mirrored = train(replace(config, loss=replace(config.loss, heatmap_mirror=9.0)), tmp_path / "mirror")
+    # The same first forward pass (same seed and weights): pixels at the other side's joints now weigh 10x.
+    assert mirrored.losses[0] > plain.losses[0]
+    with pytest.raises(UserFacingError, match="mirror weights must be 0"):
+        replace(config, loss=replace(config.loss, heatmap_mirror=-1.0))
+
+
 def test_learning_rate_schedule_and_presets() -> None:
     paper = PRESETS["paper"]
     assert paper.lr == 2e-4 and paper.optimizer == "adam" and paper.model.num_stacks == 4

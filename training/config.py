@@ -111,6 +111,8 @@ class TrainConfig:
             raise UserFacingError(f"optimizer must be 'adam' or 'adamw', not {self.optimizer!r}")
         if self.batch_size < 1 or self.steps < 1 or self.checkpoint_every < 1:
             raise UserFacingError("batch size, steps and checkpoint interval must be positive")
+        if self.loss.heatmap_foreground < 0 or self.loss.heatmap_mirror < 0:
+            raise UserFacingError("the heatmap foreground and mirror weights must be 0 (off) or positive")
         if self.eval_every < 0:
             raise UserFacingError(f"eval_every must be 0 (at checkpoints) or positive, not {self.eval_every}")
 

@@ -41,17 +41,29 @@ class LossWeights:
     # Extra weight of a heatmap pixel by its target: w = 1 + heatmap_foreground * target. 0 is the papers'
     # plain MSE, where the few peak pixels weigh as little as any background pixel.
     heatmap_foreground: float = 0.0
+    # Extra weight of a pixel of joint k's map by the target of k's mirror joint (the same joint on the other
+    # side, the schema's flip_index): w += heatmap_mirror * target[flip_index[k]]. A network that does not
+    # tell left from right peaks both maps of a pair on both joints; plain MSE charges that false peak as
+    # one more background pixel among thousands, this charges it like a missed joint. 0: off.
+    heatmap_mirror: float = 0.0
 
 
 def heatmap_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                 foreground: float = 0.0) -> torch.Tensor:
+                 foreground: float = 0.0, mirror: float = 0.0,
+                 flip_index: tuple[int, ...] | None = None) -> torch.Tensor:
     """Mean squared error over all pixels, with ignored pixels (mask 0) contributing nothing; with foreground
-    > 0 each pixel weighs 1 + foreground * target (peaks count more than background)."""
+    > 0 each pixel weighs 1 + foreground * target (peaks count more than background); with mirror > 0 also
+    + mirror * (the mirror joint's target) (a peak on the other side's joint counts as much as a missed one)."""
     target = target.float()
     squared = (predicted.float() - target) ** 2 * mask[:, None].float()
+    weight = 1.0
     if foreground > 0.0:
-        squared = squared * (1.0 + foreground * target)
-    return squared.mean()
+        weight = weight + foreground * target
+    if mirror > 0.0:
+        if flip_index is None or len(flip_index) != target.shape[1]:
+            raise ValueError("the mirror weight needs the schema's flip_index, one entry per heatmap channel")
+        weight = weight + mirror * target[:, list(flip_index)]
+    return (squared * weight).mean()
 
 
 def gather_person_tags(tags: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,13 +309,15 @@ def total_loss(
     num_views: int = 1,
     options: LossOptions = LossOptions(),
     keypoints: torch.Tensor | None = None,
+    flip_index: tuple[int, ...] | None = None,
 ) -> LossTerms:
     """All terms over every stack (intermediate supervision), summed over stacks.
 
     The batch holds B*V items, views of one sample adjacent (item b*V + v); with num_views == 2 the
     cross-view terms pair item 2b with 2b+1 using ids [B*V,M]. With options.sigma_mode "embedding" the
     given heatmaps are replaced by targets drawn from `keypoints` [B*V,M,K,3] (map pixels) with sigma
-    times the Gamma of the last stack's tags, one target for every stack.
+    times the Gamma of the last stack's tags, one target for every stack. flip_index (the schema's left/right
+    permutation) is needed when weights.heatmap_mirror > 0.
     """
     parts = {"heatmap": 0.0, "pull": 0.0, "push": 0.0, "scale": 0.0, "cross_pull": 0.0, "cross_push": 0.0}
     if options.sigma_mode == "embedding":
@@ -316,7 +330,8 @@ def total_loss(
     total = heatmaps.new_zeros((), dtype=torch.float32)
     for predicted_heatmaps, predicted_tags in stacks:
         terms: dict[str, torch.Tensor] = {}
-        terms["heatmap"] = heatmap_loss(predicted_heatmaps, heatmaps, masks, weights.heatmap_foreground)
+        terms["heatmap"] = heatmap_loss(predicted_heatmaps, heatmaps, masks, weights.heatmap_foreground,
+                                         weights.heatmap_mirror, flip_index)
         joint_tags, valid = gather_person_tags(predicted_tags, joints)
         pull, push, reference, present = grouping_loss(joint_tags, valid, weights.push_sigma, pull_mean)
         terms["pull"], terms["push"] = pull, push

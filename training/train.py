@@ -386,7 +386,8 @@ def _one_step(run: _Run, batch: dict):
         stacks = run.network(batch["images"])
     terms = total_loss(stacks, batch["heatmaps"], batch["masks"], batch["joints"], config.loss,
                        scales=batch["scales"], ids=batch["ids"], num_views=run.views,
-                       options=config.loss_options, keypoints=batch["keypoints"])
+                       options=config.loss_options, keypoints=batch["keypoints"],
+                       flip_index=run.dataset.schema.flip_index)
     if not math.isfinite(terms.parts["total"]):
         raise UserFacingError(f"loss became {terms.parts['total']} at step {run.step}; lower --lr")
     run.optimizer.zero_grad(set_to_none=True)
