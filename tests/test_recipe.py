@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagtrack.training.recipes.default_model import PHASE7_WIDTHS, phase6b_config, phase7_config
+from tagtrack.training.recipes.default_model import PHASE7_WIDTHS, phase6b_config, phase7_config, phase8_config
 
 
 def test_phase7_runs_continue_phase_6b_at_its_width_or_wider(tmp_path: Path) -> None:
@@ -20,6 +20,15 @@ def test_phase7_runs_continue_phase_6b_at_its_width_or_wider(tmp_path: Path) -> 
             assert phase6b.model.same_network(config.model)
         else:
             assert phase6b.model.widens_to(config.model)
+
+
+def test_phase8_is_phase7_at_width_64_with_the_mirror_weight(tmp_path: Path) -> None:
+    phase7, phase8 = phase7_config(tmp_path, 64), phase8_config(tmp_path)
+    assert phase7.loss.heatmap_mirror == 0 and phase8.loss.heatmap_mirror > 0
+    assert phase8.loss.heatmap_foreground == phase7.loss.heatmap_foreground
+    assert phase7.model.same_network(phase8.model)
+    assert (phase8.train_annotations, phase8.augment, phase8.lr) == (phase7.train_annotations, phase7.augment, phase7.lr)
+    assert phase8.lr_decay_steps[0] < phase8.steps
 
 
 def test_export_stores_the_settings_of_the_bundled_model_it_makes(tmp_path: Path, monkeypatch) -> None:

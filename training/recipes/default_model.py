@@ -282,6 +282,12 @@ PHASE7_STEPS, PHASE7_LR_DECAY_STEP = 16000, 12000
 PHASE7_WIDE_STEPS, PHASE7_WIDE_LR_DECAY_STEP = 9500, 7000
 PHASE7_WIDTHS = (64, 96)
 
+# Phase 8 (2 Dec): phase 7 at width 64 from phase 6b's weights, with the mirror weight in the heatmap loss
+# (LossWeights.heatmap_mirror 9: a pixel of a joint's map weighs 1 + 9 x the target of the same joint on the
+# other side), against the default's skeletons drawn as lines (left and right maps peaking on both joints).
+PHASE8_STEPS, PHASE8_LR_DECAY_STEP = 14000, 10500
+PHASE8_HEATMAP_MIRROR = 9.0
+
 
 def training_config(root: Path, phase: int = 1):
     from tagtrack.model.config import ModelConfig
@@ -333,6 +339,13 @@ def phase7_config(root: Path, width: int = 64):
                    lr_decay_steps=(decay,), warmup_steps=100)
 
 
+def phase8_config(root: Path):
+    """Phase 8: phase 7 at width 64, with left/right confusions charged in the heatmap loss."""
+    phase7 = phase7_config(root, 64)
+    return replace(phase7, steps=PHASE8_STEPS, lr_decay_steps=(PHASE8_LR_DECAY_STEP,),
+                   loss=replace(phase7.loss, heatmap_mirror=PHASE8_HEATMAP_MIRROR))
+
+
 def phase6b_config(root: Path):
     """Phase 6's run from PHASE6B_FROM_STEP on: peak pixels weighted, a longer schedule."""
     phase6 = training_config(root, phase=6)
@@ -368,12 +381,13 @@ def run_training(command: list[str]) -> int:
 
 
 def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -> int:
-    """Phase 3, 5, 6 or 7 in ROOT/runs/phaseN (phase 7 at another width: phase7-widthW): start from INIT (the
+    """Phase 3, 5, 6, 7 or 8 in ROOT/runs/phaseN (phase 7 at another width: phase7-widthW): start from INIT (the
     previous phase's weights), or continue the run."""
     from tagtrack.training.config import TrainConfig
 
     name = f"phase{phase}" if width == 64 else f"phase{phase}-width{width}"
-    config = phase7_config(root, width) if phase == 7 else training_config(root, phase=phase)
+    config = (phase7_config(root, width) if phase == 7 else phase8_config(root) if phase == 8 else
+              training_config(root, phase=phase))
     run = root / "runs" / name
     command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
@@ -381,12 +395,12 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
             # Phase 6 was stopped at PHASE6B_FROM_STEP: the same run continues as phase 6b.
             log.info("switching %s to phase 6b (heatmap foreground weight %g)", run, PHASE6B_HEATMAP_FOREGROUND)
             phase6b_config(root).save(run / "config.json")
-        elif phase == 7:
+        elif phase in (7, 8):
             saved = TrainConfig.load(run / "config.json")
             config = replace(config, init_weights=saved.init_weights)  # where the run started stays recorded
             if saved != config:
                 # The recipe's schedule was set after the run started: the same run continues with it.
-                log.info("updating %s to the recipe's phase-7 schedule (%d steps, lr x0.1 at %s)", run,
+                log.info("updating %s to the recipe's phase-%d schedule (%d steps, lr x0.1 at %s)", run, phase,
                          config.steps, config.lr_decay_steps)
                 config.save(run / "config.json")
         command.append("--resume")
@@ -593,9 +607,10 @@ def main() -> int:
     p.add_argument("init", type=Path, help="phase 2's weights (ROOT/runs/default/last.safetensors)")
     p = commands.add_parser("general-data", help="the general corpus: LSPET import, train_general.json, teacher maps")
     p.add_argument("--phase", type=int, choices=(5, 6), default=5, help="6: train_general6.json (PETS x16)")
-    p = commands.add_parser("general", help="phase 5, 6 or 7: train the general model in ROOT/runs/phaseN (or continue)")
-    p.add_argument("init", type=Path, help="the previous phase's weights (phase 7: model/weights/general.safetensors)")
-    p.add_argument("--phase", type=int, choices=(5, 6, 7), default=5)
+    p = commands.add_parser("general", help="phase 5-8: train the general model in ROOT/runs/phaseN (or continue)")
+    p.add_argument("init", type=Path, help="the previous phase's weights (phases 7 and 8: phase 6b's, "
+                                           "model/weights/default.safetensors)")
+    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8), default=5)
     p.add_argument("--width", type=int, choices=PHASE7_WIDTHS, default=64,
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
