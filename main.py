@@ -37,7 +37,8 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
                    help="test scales, e.g. 1.0 0.5 (default 1.0)")
     _add_decode_arguments(p)
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="network input height and width, multiples of 64 (default: the checkpoint's)")
+                   help="network input height and width, multiples of 64 (default: the checkpoint's pixels in "
+                        "the shape that covers the image best, as `run` picks for a video)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(handler=_predict)
 
@@ -68,8 +69,9 @@ def _predict(args: argparse.Namespace) -> int:
     inputs = {"IMAGE": Path(args.image)} | ({"--weights": Path(args.weights)} if args.weights else {})
     refuse_overwriting(inputs, outputs)
     image = read_image(args.image)
+    # Without --input-size the image's shape picks the input, as `run` does for a video (portrait for portrait).
     estimator = PoseEstimator(args.weights, engine="torch", device=args.device, input_size=args.input_size,
-                              flip=args.flip, scales=args.scales, settings=settings)
+                              flip=args.flip, scales=args.scales, settings=settings, frame_hw=image.shape[:2])
     input_hw = estimator.input_size
 
     start = time.perf_counter()
@@ -617,7 +619,8 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
                         "teacher: input long sides in px (e.g. 256 384 512)")
     p.add_argument("--tiles", action="store_true", help="teacher only: also run on overlapping tiles")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="network input height and width at scale 1, multiples of 64 (default: the checkpoint's)")
+                   help="network input height and width at scale 1, multiples of 64 (default: per image, the "
+                        "checkpoint's pixels in the shape that covers it best, as `predict` and `run` pick)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (by id)")
     p.add_argument("--json-out", default=None, help="write the COCO keypoint results file here")
     p.add_argument("--detection-threshold", type=float, default=None, help="min joint heatmap score")

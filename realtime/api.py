@@ -177,7 +177,8 @@ class PoseEstimator:
     weights: a .safetensors checkpoint; None is the bundled default model. engine: "auto" (TensorRT
     on an NVIDIA GPU, else ONNX Runtime, else torch), "torch", "ort" or "trt". device: "auto",
     "cpu" or "cuda". input_size: network input (height, width), multiples of 64; None is the
-    checkpoint's. detection_threshold / tag_threshold / min_person_score: decoder settings (None: the
+    checkpoint's, or with frame_hw (the images to come, height and width) the shape within the checkpoint's
+    pixels that covers such an image best, as `tagtrack run` picks for a video. detection_threshold / tag_threshold / min_person_score: decoder settings (None: the
     checkpoint's, else the defaults). settings: any decoder and tracker setting, {"decode": {"top_k": 20},
     "tracker": {"tag_gate": 1.0}} (realtime/settings.py), above the thresholds. flip and scales:
     test-time augmentation for single images (scales other than 1.0 need the torch engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one
@@ -188,7 +189,7 @@ class PoseEstimator:
                  fp16: bool = False, input_size: tuple[int, int] | None = None,
                  detection_threshold: float | None = None, tag_threshold: float | None = None,
                  min_person_score: float | None = None, flip: bool = False, scales: Sequence[float] = (1.0,),
-                 settings: dict | None = None) -> None:
+                 settings: dict | None = None, frame_hw: tuple[int, int] | None = None) -> None:
         from tagtrack.model.predict import PredictConfig
 
         scales = tuple(float(s) for s in scales)
@@ -205,7 +206,7 @@ class PoseEstimator:
             detection_threshold=detection_threshold, tag_threshold=tag_threshold, min_person_score=min_person_score,
             settings=dict(settings or {}))
         effective_settings(self.options)  # a bad name or value fails before the model loads
-        self.engine = self._load_engine()
+        self.engine = self._load_engine(frame_hw)
         self.schema: KeypointSchema = self.engine.schema
         # Threshold ranges are `tagtrack run`'s, checked by track(); single images take any value (as `predict`).
         self.settings = effective_settings(self.options, self.engine.stored_settings)
@@ -216,12 +217,13 @@ class PoseEstimator:
 
             self._infer = torch_infer_fn(self.engine.model, self.engine.device)  # any input size
 
-    def _load_engine(self) -> Engine:
+    def _load_engine(self, frame_hw: tuple[int, int] | None) -> Engine:
         """The engine with the checkpoint's keypoint schema and stored settings (create_engine)."""
         from tagtrack.realtime.engines import create_engine
 
         options = self.options
-        return create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw)
+        return create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw,
+                             frame_hw=frame_hw)
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -411,22 +411,26 @@ def evaluate_checkpoint(
     """COCO keypoint AP/AR of a checkpoint on an annotated image folder.
 
     predict_config (`model.predict.PredictConfig`) selects single scale, flip and multi-scale testing;
-    input_hw is the network input at scale 1 (default: the checkpoint's training input size).
+    input_hw is the network input at scale 1; by default each image gets the checkpoint's input pixels in
+    the shape that covers it best (`transforms.input_hw_for_frame`), as `tagtrack predict` does.
     results_json, when given, receives the COCO results file. Returns the `evaluate_results` dict.
     """
     from tqdm import tqdm
 
     from tagtrack.model.predict import PredictConfig, predict_image
+    from tagtrack.model.transforms import input_hw_for_frame
 
     coco = load_coco_annotations(annotations_json)
     images = annotated_images(coco, images_dir, max_images)
     loaded, infer = _load_network(weights, device)
     predict_config = predict_config or PredictConfig()
-    input_hw = tuple(input_hw) if input_hw else (loaded.config.input_height, loaded.config.input_width)
+    checkpoint_hw = (loaded.config.input_height, loaded.config.input_width)
     category_id = person_category_id(coco)
     results: list[dict] = []
     for image_id, path in tqdm(images, desc="eval", unit="img", disable=not progress):
-        poses = predict_image(infer, read_image(path), input_hw, loaded.schema, predict_config)
+        image = read_image(path)
+        image_hw = tuple(input_hw) if input_hw else input_hw_for_frame(image.shape[:2], checkpoint_hw)
+        poses = predict_image(infer, image, image_hw, loaded.schema, predict_config)
         results.extend(poses_to_coco_results(poses, image_id, category_id))
     if results_json:
         write_results(results, results_json)
