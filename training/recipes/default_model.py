@@ -286,8 +286,9 @@ PHASE7_WIDTHS = (64, 96)
 # (LossWeights.heatmap_mirror 9: a pixel of a joint's map weighs 1 + 9 x the target of the same joint on the
 # other side), against the default's skeletons drawn as lines (left and right maps peaking on both joints).
 # Chosen over the plain phase 7 by an A/B of 1,000 steps each (one core each, the model card); the run went
-# on alone with two threads, its schedule set at step 1,000 (before any decay) to fit the session.
-PHASE8_STEPS, PHASE8_LR_DECAY_STEP = 12000, 9000
+# on alone with two threads, its schedule set at step 1,000 and again at 5,200 (before any decay) to fit
+# the session.
+PHASE8_STEPS, PHASE8_LR_DECAY_STEP = 11000, 8250
 PHASE8_HEATMAP_MIRROR = 9.0
 
 
