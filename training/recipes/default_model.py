@@ -287,7 +287,7 @@ PHASE7_WIDTHS = (64, 96)
 # other side), against the default's skeletons drawn as lines (left and right maps peaking on both joints).
 # Chosen over the plain phase 7 by an A/B of 1,000 steps each (one core each, the model card); the run went
 # on alone with two threads, its schedule set at step 1,000 and again at 5,200 (before any decay) to fit
-# the session.
+# the session. Measured and not adopted (fewer close-up people found, worse tracking: the model card).
 PHASE8_STEPS, PHASE8_LR_DECAY_STEP = 11000, 8250
 PHASE8_HEATMAP_MIRROR = 9.0
 
