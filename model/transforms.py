@@ -242,6 +242,15 @@ class Preprocessor:
         return self._letterbox, network_input
 
 
+def choose_input_hw(checkpoint_hw: tuple[int, int], input_hw: tuple[int, int] | None = None,
+                    frame_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The network input everything that runs a checkpoint uses: input_hw when the user pinned one, else the
+    shape within the checkpoint's pixels that covers frames of frame_hw best, else the checkpoint's own."""
+    if input_hw is not None:
+        return tuple(input_hw)
+    return input_hw_for_frame(frame_hw, checkpoint_hw) if frame_hw is not None else tuple(checkpoint_hw)
+
+
 def input_hw_for_frame(frame_hw: tuple[int, int], base_hw: tuple[int, int], multiple: int = 64) -> tuple[int, int]:
     """The network input shape for frames of frame_hw: of all shapes in multiples of `multiple` with no more
     pixels than base_hw, the one on which the letterboxed frame covers the most pixels (ties: the smaller input,

@@ -177,9 +177,10 @@ class PoseEstimator:
     weights: a .safetensors checkpoint; None is the bundled default model. engine: "auto" (TensorRT
     on an NVIDIA GPU, else ONNX Runtime, else torch), "torch", "ort" or "trt". device: "auto",
     "cpu" or "cuda". input_size: network input (height, width), multiples of 64; None is the
-    checkpoint's, or with frame_hw (the images to come, height and width) the shape within the checkpoint's
-    pixels that covers such an image best, as `tagtrack run` picks for a video. detection_threshold / tag_threshold / min_person_score: decoder settings (None: the
-    checkpoint's, else the defaults). settings: any decoder and tracker setting, {"decode": {"top_k": 20},
+    checkpoint's, or with frame_hw (height and width of the images to come) the shape within the
+    checkpoint's pixels that covers them best, as `tagtrack run` picks for a video
+    (`transforms.choose_input_hw`). detection_threshold / tag_threshold / min_person_score: decoder
+    settings (None: the checkpoint's, else the defaults). settings: any decoder and tracker setting, {"decode": {"top_k": 20},
     "tracker": {"tag_gate": 1.0}} (realtime/settings.py), above the thresholds. flip and scales:
     test-time augmentation for single images (scales other than 1.0 need the torch engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one
     thread at a time.

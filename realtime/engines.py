@@ -497,9 +497,10 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
     """Load a checkpoint and wrap it in the requested backend (see the module docstring for `auto`).
 
     Input shape: input_hw when given; else, for frames of frame_hw, the shape with no more pixels than the
-    checkpoint's input that covers the frame best (`transforms.input_hw_for_frame`: a portrait video gets a
+    checkpoint's input that covers the frame best (`transforms.choose_input_hw`: a portrait video gets a
     portrait input); else the checkpoint's. Each shape has its own ONNX / TensorRT cache entry."""
     from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
+    from tagtrack.model.transforms import choose_input_hw
 
     if kind not in ENGINE_KINDS:
         raise UserFacingError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
@@ -508,12 +509,7 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
         raise UserFacingError(f"batch size must be at least 1, got {batch_size}")
     weights_path = resolve_weights(weights)
     loaded = load_checkpoint(weights_path)
-    if input_hw is None:
-        input_hw = (loaded.config.input_height, loaded.config.input_width)
-        if frame_hw is not None:
-            from tagtrack.model.transforms import input_hw_for_frame
-
-            input_hw = input_hw_for_frame(frame_hw, input_hw)
+    input_hw = choose_input_hw((loaded.config.input_height, loaded.config.input_width), input_hw, frame_hw)
     model = CheckpointModel(loaded, weights_path, resolved_device, fp16, check_input_size(input_hw), batch_size,
                             Path(cache_dir) if cache_dir is not None else default_cache_dir())
     engine = _open_engine(kind, model)

@@ -222,3 +222,12 @@ def test_preprocessing_agreement_matches_people_and_measures_their_joints():
     assert agreement.joints_only_in_one == 2
     assert agreement.displacement(0.0) == 0.0 and agreement.displacement(1.0) == pytest.approx(5.0)
     assert len(agreement.displacements) == 17 + 15
+
+
+def test_choose_input_hw_pinned_then_frame_then_checkpoint():
+    from tagtrack.model.transforms import choose_input_hw
+
+    checkpoint = (256, 384)
+    assert choose_input_hw(checkpoint) == (256, 384)
+    assert choose_input_hw(checkpoint, frame_hw=(1920, 1088)) == (384, 256)
+    assert choose_input_hw(checkpoint, input_hw=(320, 320), frame_hw=(1920, 1088)) == (320, 320)

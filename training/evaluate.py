@@ -412,13 +412,13 @@ def evaluate_checkpoint(
 
     predict_config (`model.predict.PredictConfig`) selects single scale, flip and multi-scale testing;
     input_hw is the network input at scale 1; by default each image gets the checkpoint's input pixels in
-    the shape that covers it best (`transforms.input_hw_for_frame`), as `tagtrack predict` does.
+    the shape that covers it best (`transforms.choose_input_hw`), as `tagtrack predict` does.
     results_json, when given, receives the COCO results file. Returns the `evaluate_results` dict.
     """
     from tqdm import tqdm
 
     from tagtrack.model.predict import PredictConfig, predict_image
-    from tagtrack.model.transforms import input_hw_for_frame
+    from tagtrack.model.transforms import choose_input_hw
 
     coco = load_coco_annotations(annotations_json)
     images = annotated_images(coco, images_dir, max_images)
@@ -429,8 +429,8 @@ def evaluate_checkpoint(
     results: list[dict] = []
     for image_id, path in tqdm(images, desc="eval", unit="img", disable=not progress):
         image = read_image(path)
-        image_hw = tuple(input_hw) if input_hw else input_hw_for_frame(image.shape[:2], checkpoint_hw)
-        poses = predict_image(infer, image, image_hw, loaded.schema, predict_config)
+        poses = predict_image(infer, image, choose_input_hw(checkpoint_hw, input_hw, image.shape[:2]),
+                              loaded.schema, predict_config)
         results.extend(poses_to_coco_results(poses, image_id, category_id))
     if results_json:
         write_results(results, results_json)
