@@ -166,6 +166,47 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny_data: Path, tmp_pat
     assert f"trained {step + 2} steps" in resumed.stdout
 
 
+def _children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.is_file() else []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker process through /proc (Linux)")
+def test_a_killed_data_worker_ends_in_one_line_with_the_state_saved(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data",
+               str(tiny_data / "annotations.json"), "--images", str(tiny_data / "images"), "--out", str(out),
+               "--steps", "100000", "--checkpoint-every", "100000", "--workers", "1"]
+    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 120
+        killed = False
+        while time.monotonic() < deadline and not killed:
+            log = out / "log.csv"
+            if log.is_file() and len(log.read_text().splitlines()) >= 3:
+                for child in _children(process.pid):  # the loader's worker (a new one each epoch)
+                    os.kill(child, signal.SIGKILL)
+                    killed = True
+            time.sleep(0.2)
+        assert killed, "no data-loading worker found"
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "DataLoader worker" in error_lines[0] and "--resume" in error_lines[0]
+    step = torch.load(out / "last.state.pt", weights_only=True)["step"]
+    assert step >= 2 and f"saved step {step}" in error_lines[0]
+    assert load_checkpoint(out / "last.safetensors").metadata["step"] == step
+    resumed = subprocess.run([*command[:-6], "--steps", str(step + 2), "--resume"], cwd=REPO, env=_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"trained {step + 2} steps" in resumed.stdout
+
+
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")

@@ -273,23 +273,43 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
     _wrap_network(run)
     result = TrainResult(step=run.step, best_metric=run.best_metric)
     with _RunLog(run, resume) as run_log, _StopRequest() as stop:
-        for epoch, batch in _batches(run):
-            terms = _one_step(run, batch)
-            result.losses.append(terms.parts["total"])
-            run_log.record(run, epoch, terms)
-            saved = _checkpoint_and_evaluate(run, run_log)
-            if saved is not None:
-                result.last_checkpoint = saved
-            if _agreed_stop(stop.requested, run.ddp, run.device):
-                result.interrupted = True
-                if saved is None:
-                    result.last_checkpoint = _save(run, "stopped")
-                break
+        try:
+            for epoch, batch in _batches(run):
+                terms = _one_step(run, batch)
+                result.losses.append(terms.parts["total"])
+                run_log.record(run, epoch, terms)
+                saved = _checkpoint_and_evaluate(run, run_log)
+                if saved is not None:
+                    result.last_checkpoint = saved
+                if _agreed_stop(stop.requested, run.ddp, run.device):
+                    result.interrupted = True
+                    if saved is None:
+                        result.last_checkpoint = _save(run, "stopped")
+                    break
+        except RuntimeError as error:
+            if not _is_loader_worker_death(error):
+                raise
+            raise UserFacingError(_after_worker_death(run, error)) from None
     result.step, result.best_metric = run.step, run.best_metric
     _finish(run)
     if result.interrupted:
         log.warning("stopped at step %d; continue with --resume", run.step)
     return result
+
+
+def _is_loader_worker_death(error: RuntimeError) -> bool:
+    # torch's DataLoader reports a worker that was killed or exited as a RuntimeError with this prefix.
+    return str(error).startswith("DataLoader worker")
+
+
+def _after_worker_death(run: _Run, error: RuntimeError) -> str:
+    """A data-loading worker died between steps: the model and optimiser are whole, so save them (one process;
+    under DDP the other ranks could not join the save) and say how to go on."""
+    reason = str(error).split(". ")[0].rstrip(".")
+    if run.ddp.world_size > 1:
+        return f"{reason}; the last checkpoint is kept, continue with --resume"
+    _save(run, "data-loading worker died")
+    return f"{reason}; saved step {run.step}, continue with --resume"
 
 
 def _start(config: TrainConfig, out_dir: Path, resume: bool, stop_at: int | None) -> _Run:
