@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagtrack.training.recipes.default_model import PHASE7_WIDTHS, phase6b_config, phase7_config, phase8_config
+from tagtrack.training.recipes.default_model import (PHASE7_WIDTHS, phase6b_config, phase7_config, phase8_config,
+                                                     phase9_config)
 
 
 def test_phase7_runs_continue_phase_6b_at_its_width_or_wider(tmp_path: Path) -> None:
@@ -29,6 +30,16 @@ def test_phase8_is_phase7_at_width_64_with_the_mirror_weight(tmp_path: Path) -> 
     assert phase7.model.same_network(phase8.model)
     assert (phase8.train_annotations, phase8.augment, phase8.lr) == (phase7.train_annotations, phase7.augment, phase7.lr)
     assert phase8.lr_decay_steps[0] < phase8.steps
+
+
+def test_phase9_is_phase8_at_a_lower_rate_and_mirror_weight(tmp_path: Path) -> None:
+    phase8, phase9 = phase8_config(tmp_path), phase9_config(tmp_path)
+    assert phase9.lr < phase8.lr
+    assert 0 < phase9.loss.heatmap_mirror < phase8.loss.heatmap_mirror
+    assert phase9.loss.heatmap_foreground == phase8.loss.heatmap_foreground
+    assert phase8.model.same_network(phase9.model)
+    assert (phase9.train_annotations, phase9.augment) == (phase8.train_annotations, phase8.augment)
+    assert phase9.warmup_steps < phase9.lr_decay_steps[0] < phase9.steps
 
 
 def test_export_stores_the_settings_of_the_bundled_model_it_makes(tmp_path: Path, monkeypatch) -> None:

@@ -291,6 +291,13 @@ PHASE7_WIDTHS = (64, 96)
 PHASE8_STEPS, PHASE8_LR_DECAY_STEP = 11000, 8250
 PHASE8_HEATMAP_MIRROR = 9.0
 
+# Phase 9 (2 Dec): phase 8 at a third of the rate and a third of the mirror weight. Phases 7 and 8 restarted
+# phase 6b at 1e-3 and lost some of its close-up people and its tracking; a lower peak rate keeps the run near
+# the default's weights while the smaller mirror weight still charges left/right confusions.
+PHASE9_STEPS, PHASE9_LR_DECAY_STEP = 12000, 9000
+PHASE9_LR = 3e-4
+PHASE9_HEATMAP_MIRROR = 3.0
+
 
 def training_config(root: Path, phase: int = 1):
     from tagtrack.model.config import ModelConfig
@@ -349,6 +356,13 @@ def phase8_config(root: Path):
                    loss=replace(phase7.loss, heatmap_mirror=PHASE8_HEATMAP_MIRROR))
 
 
+def phase9_config(root: Path):
+    """Phase 9: phase 8 with a lower rate and a smaller mirror weight."""
+    phase8 = phase8_config(root)
+    return replace(phase8, steps=PHASE9_STEPS, lr_decay_steps=(PHASE9_LR_DECAY_STEP,), lr=PHASE9_LR,
+                   loss=replace(phase8.loss, heatmap_mirror=PHASE9_HEATMAP_MIRROR))
+
+
 def phase6b_config(root: Path):
     """Phase 6's run from PHASE6B_FROM_STEP on: peak pixels weighted, a longer schedule."""
     phase6 = training_config(root, phase=6)
@@ -384,13 +398,13 @@ def run_training(command: list[str]) -> int:
 
 
 def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -> int:
-    """Phase 3, 5, 6, 7 or 8 in ROOT/runs/phaseN (phase 7 at another width: phase7-widthW): start from INIT (the
+    """Phase 3, 5, 6, 7, 8 or 9 in ROOT/runs/phaseN (phase 7 at another width: phase7-widthW): start from INIT (the
     previous phase's weights), or continue the run."""
     from tagtrack.training.config import TrainConfig
 
     name = f"phase{phase}" if width == 64 else f"phase{phase}-width{width}"
     config = (phase7_config(root, width) if phase == 7 else phase8_config(root) if phase == 8 else
-              training_config(root, phase=phase))
+              phase9_config(root) if phase == 9 else training_config(root, phase=phase))
     run = root / "runs" / name
     command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
@@ -398,7 +412,7 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
             # Phase 6 was stopped at PHASE6B_FROM_STEP: the same run continues as phase 6b.
             log.info("switching %s to phase 6b (heatmap foreground weight %g)", run, PHASE6B_HEATMAP_FOREGROUND)
             phase6b_config(root).save(run / "config.json")
-        elif phase in (7, 8):
+        elif phase in (7, 8, 9):
             saved = TrainConfig.load(run / "config.json")
             config = replace(config, init_weights=saved.init_weights)  # where the run started stays recorded
             if saved != config:
@@ -610,10 +624,10 @@ def main() -> int:
     p.add_argument("init", type=Path, help="phase 2's weights (ROOT/runs/default/last.safetensors)")
     p = commands.add_parser("general-data", help="the general corpus: LSPET import, train_general.json, teacher maps")
     p.add_argument("--phase", type=int, choices=(5, 6), default=5, help="6: train_general6.json (PETS x16)")
-    p = commands.add_parser("general", help="phase 5-8: train the general model in ROOT/runs/phaseN (or continue)")
-    p.add_argument("init", type=Path, help="the previous phase's weights (phases 7 and 8: phase 6b's, "
+    p = commands.add_parser("general", help="phase 5-9: train the general model in ROOT/runs/phaseN (or continue)")
+    p.add_argument("init", type=Path, help="the previous phase's weights (phases 7-9: phase 6b's, "
                                            "model/weights/default.safetensors)")
-    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8), default=5)
+    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8, 9), default=5)
     p.add_argument("--width", type=int, choices=PHASE7_WIDTHS, default=64,
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
