@@ -135,19 +135,40 @@ def test_two_process_torchrun_keeps_ranks_identical(tiny_data: Path, tmp_path: P
 
 
 @pytest.mark.slow
+def _cli_train(data: Path, out: Path) -> list[str]:
+    return [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data",
+            str(data / "annotations.json"), "--images", str(data / "images"), "--out", str(out)]
+
+
+def _start_long_run(command: list[str], *extra: str) -> subprocess.Popen:
+    """The run of `command` for far more steps than a test waits for, checkpoints only when it stops."""
+    return subprocess.Popen([*command, "--steps", "100000", "--checkpoint-every", "100000", *extra], cwd=REPO,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _steps_logged(out: Path, rows: int = 3) -> bool:
+    log = out / "log.csv"
+    return log.is_file() and len(log.read_text().splitlines()) >= rows
+
+
+def _saved_step_resumes(command: list[str], out: Path) -> int:
+    """The step a stopped run saved (weights and state agree on it); the run resumed from it trains 2 more."""
+    step = torch.load(out / "last.state.pt", weights_only=True)["step"]
+    assert load_checkpoint(out / "last.safetensors").metadata["step"] == step
+    resumed = subprocess.run([*command, "--steps", str(step + 2), "--resume"], cwd=REPO, env=_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"trained {step + 2} steps" in resumed.stdout
+    return step
+
+
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    command = [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data",
-               str(tiny_data / "annotations.json"), "--images", str(tiny_data / "images"), "--out", str(out),
-               "--steps", "100000", "--checkpoint-every", "100000"]
-    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    command = _cli_train(tiny_data, out)
+    process = _start_long_run(command)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait until a few steps are logged
-            log = out / "log.csv"
-            if log.is_file() and len(log.read_text().splitlines()) >= 3:
-                break
+        while time.monotonic() < deadline and not _steps_logged(out):  # wait until a few steps are logged
             time.sleep(0.5)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
@@ -157,13 +178,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny_data: Path, tmp_pat
     assert process.returncode == 130, stderr[-2000:]
     assert "continue with --resume" in stdout
     assert "Traceback" not in stderr
-    step = torch.load(out / "last.state.pt", weights_only=True)["step"]
-    assert step >= 5
-    assert load_checkpoint(out / "last.safetensors").metadata["step"] == step
-    resumed = subprocess.run([*command[:-4], "--steps", str(step + 2), "--resume"], cwd=REPO, env=_env(),
-                             capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"trained {step + 2} steps" in resumed.stdout
+    assert _saved_step_resumes(command, out) >= 5
 
 
 def _children(pid: int) -> list[int]:
@@ -174,17 +189,13 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker process through /proc (Linux)")
 def test_a_killed_data_worker_ends_in_one_line_with_the_state_saved(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    command = [sys.executable, str(REPO / "main.py"), "train", "--preset", "tiny", "--data",
-               str(tiny_data / "annotations.json"), "--images", str(tiny_data / "images"), "--out", str(out),
-               "--steps", "100000", "--checkpoint-every", "100000", "--workers", "1"]
-    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    command = _cli_train(tiny_data, out)
+    process = _start_long_run(command, "--workers", "1")
     try:
         deadline = time.monotonic() + 120
         killed = False
         while time.monotonic() < deadline and not killed:
-            log = out / "log.csv"
-            if log.is_file() and len(log.read_text().splitlines()) >= 3:
+            if _steps_logged(out):
                 for child in _children(process.pid):  # the loader's worker (a new one each epoch)
                     os.kill(child, signal.SIGKILL)
                     killed = True
@@ -198,13 +209,8 @@ def test_a_killed_data_worker_ends_in_one_line_with_the_state_saved(tiny_data: P
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "DataLoader worker" in error_lines[0] and "--resume" in error_lines[0]
-    step = torch.load(out / "last.state.pt", weights_only=True)["step"]
+    step = _saved_step_resumes(command, out)
     assert step >= 2 and f"saved step {step}" in error_lines[0]
-    assert load_checkpoint(out / "last.safetensors").metadata["step"] == step
-    resumed = subprocess.run([*command[:-6], "--steps", str(step + 2), "--resume"], cwd=REPO, env=_env(),
-                             capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"trained {step + 2} steps" in resumed.stdout
 
 
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:

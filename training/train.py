@@ -274,18 +274,7 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
     result = TrainResult(step=run.step, best_metric=run.best_metric)
     with _RunLog(run, resume) as run_log, _StopRequest() as stop:
         try:
-            for epoch, batch in _batches(run):
-                terms = _one_step(run, batch)
-                result.losses.append(terms.parts["total"])
-                run_log.record(run, epoch, terms)
-                saved = _checkpoint_and_evaluate(run, run_log)
-                if saved is not None:
-                    result.last_checkpoint = saved
-                if _agreed_stop(stop.requested, run.ddp, run.device):
-                    result.interrupted = True
-                    if saved is None:
-                        result.last_checkpoint = _save(run, "stopped")
-                    break
+            _steps(run, run_log, stop, result)
         except RuntimeError as error:
             if not _is_loader_worker_death(error):
                 raise
@@ -297,8 +286,25 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
     return result
 
 
+def _steps(run: _Run, run_log: "_RunLog", stop: _StopRequest, result: TrainResult) -> None:
+    """The training steps until the end of the schedule or an agreed stop (then a checkpoint is saved)."""
+    for epoch, batch in _batches(run):
+        terms = _one_step(run, batch)
+        result.losses.append(terms.parts["total"])
+        run_log.record(run, epoch, terms)
+        saved = _checkpoint_and_evaluate(run, run_log)
+        if saved is not None:
+            result.last_checkpoint = saved
+        if _agreed_stop(stop.requested, run.ddp, run.device):
+            result.interrupted = True
+            if saved is None:
+                result.last_checkpoint = _save(run, "stopped")
+            return
+
+
 def _is_loader_worker_death(error: RuntimeError) -> bool:
-    # torch's DataLoader reports a worker that was killed or exited as a RuntimeError with this prefix.
+    # torch's DataLoader (training or validation) reports a worker that was killed or exited as a RuntimeError
+    # with this prefix.
     return str(error).startswith("DataLoader worker")
 
 
