@@ -364,6 +364,10 @@ def phase9_config(root: Path):
                    loss=replace(phase8.loss, heatmap_mirror=PHASE9_HEATMAP_MIRROR))
 
 
+# The phases after 7: each a change of phase 7's config at width 64, all from phase 6b's weights.
+LATER_PHASES = {8: phase8_config, 9: phase9_config}
+
+
 def phase6b_config(root: Path):
     """Phase 6's run from PHASE6B_FROM_STEP on: peak pixels weighted, a longer schedule."""
     phase6 = training_config(root, phase=6)
@@ -404,8 +408,8 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
     from tagtrack.training.config import TrainConfig
 
     name = f"phase{phase}" if width == 64 else f"phase{phase}-width{width}"
-    config = (phase7_config(root, width) if phase == 7 else phase8_config(root) if phase == 8 else
-              phase9_config(root) if phase == 9 else training_config(root, phase=phase))
+    config = (phase7_config(root, width) if phase == 7 else LATER_PHASES[phase](root) if phase in LATER_PHASES else
+              training_config(root, phase=phase))
     run = root / "runs" / name
     command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
@@ -413,7 +417,7 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
             # Phase 6 was stopped at PHASE6B_FROM_STEP: the same run continues as phase 6b.
             log.info("switching %s to phase 6b (heatmap foreground weight %g)", run, PHASE6B_HEATMAP_FOREGROUND)
             phase6b_config(root).save(run / "config.json")
-        elif phase in (7, 8, 9):
+        elif phase == 7 or phase in LATER_PHASES:
             saved = TrainConfig.load(run / "config.json")
             config = replace(config, init_weights=saved.init_weights)  # where the run started stays recorded
             if saved != config:
@@ -628,7 +632,7 @@ def main() -> int:
     p = commands.add_parser("general", help="phase 5-9: train the general model in ROOT/runs/phaseN (or continue)")
     p.add_argument("init", type=Path, help="the previous phase's weights (phases 7-9: phase 6b's, "
                                            "model/weights/default.safetensors)")
-    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8, 9), default=5)
+    p.add_argument("--phase", type=int, choices=(5, 6, 7, *LATER_PHASES), default=5)
     p.add_argument("--width", type=int, choices=PHASE7_WIDTHS, default=64,
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
