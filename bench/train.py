@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.data import DataLoader
 
-from tagtrack.model.hourglass import HourglassNet
+from tagtrack.model.networks import build_network
 from tagtrack.training.config import preset
 from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
 from tagtrack.training.losses import total_loss
@@ -63,7 +63,7 @@ def benchmark_training(preset_name: str = "small", steps: int = 5, batch_size: i
                                       TargetConfig(height, width, config.sigma, config.sigma_mode, config.max_people),
                                       config.augment, views=2 if config.pairs else 1)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
-        model = HourglassNet(config.model).to(device).train()
+        model = build_network(config.model).to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         times: list[float] = []
         while len(times) < warmup + steps:

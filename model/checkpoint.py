@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.files import write_atomically
-from tagtrack.model.hourglass import AllStacks, HourglassNet
+from tagtrack.model.networks import build_network, is_network, unwrap_network
 from tagtrack.model.schema import COCO17, KeypointSchema
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ SETTINGS_SECTIONS = ("decode", "tracker")
 
 @dataclass
 class LoadedCheckpoint:
-    model: HourglassNet  # in eval mode, on the requested device
+    model: torch.nn.Module  # a network of config.family (model/networks.py), in eval mode, on the requested device
     config: ModelConfig
     schema: KeypointSchema
     metadata: dict = field(default_factory=dict)
@@ -72,12 +72,9 @@ def save_checkpoint(
     left half-overwritten.
     """
     path = Path(path)
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    if isinstance(model, AllStacks):
-        model = model.net
-    if not isinstance(model, HourglassNet):
-        raise TypeError(f"save_checkpoint expects a HourglassNet, got {type(model).__name__}")
+    model = unwrap_network(model)
+    if not is_network(model):
+        raise TypeError(f"save_checkpoint expects a network of model/networks.py, got {type(model).__name__}")
     config = model.config
     if schema.num_keypoints != config.num_keypoints:
         raise ValueError(
@@ -121,7 +118,7 @@ def load_checkpoint(
 
     if _tensors_sha256(tensors) != header[_KEY_WEIGHTS_SHA256]:
         raise UserFacingError(f"checkpoint {path} is corrupt: its weights do not match their stored checksum")
-    model = HourglassNet(config)
+    model = build_network(config)
     _check_tensors(path, model, tensors)
     model.load_state_dict(tensors, strict=True)
     try:
@@ -267,7 +264,7 @@ def _check_schema(path: Path, schema: KeypointSchema, expected: KeypointSchema |
     )
 
 
-def _check_tensors(path: Path, model: HourglassNet, tensors: dict[str, torch.Tensor]) -> None:
+def _check_tensors(path: Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -6,28 +6,34 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from tagtrack.model.errors import UserFacingError
 
-OUTPUT_STRIDE = 4  # the hourglass stem down-samples by 4; heatmaps and tags are at 1/4 input size
-INPUT_MULTIPLE = 64  # the stem's 4 times the 4 halvings of an hourglass: input sides are multiples of this
+OUTPUT_STRIDE = 4  # every network family predicts heatmaps and tags at 1/4 of the input size
+# Input sides are multiples of this for every family (the hourglass's stem 4 times its 4 halvings; the
+# MobileNet family needs 32, which 64 also is): the app's input-shape rules use it.
+INPUT_MULTIPLE = 64
+HOURGLASS = "hourglass"
 
 
-def check_input_size(input_hw, what: str = "input size") -> tuple[int, int]:
-    """(height, width) as ints, both positive multiples of INPUT_MULTIPLE, else UserFacingError naming `what`:
+def check_input_size(input_hw, what: str = "input size", multiple: int = INPUT_MULTIPLE) -> tuple[int, int]:
+    """(height, width) as ints, both positive multiples of `multiple`, else UserFacingError naming `what`:
     the one check of a network input size (command line, engines, export)."""
     height, width = (int(side) for side in input_hw)
-    if height <= 0 or width <= 0 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
-        raise UserFacingError(f"{what} {height}x{width}: both sides must be positive multiples of {INPUT_MULTIPLE}")
+    if height <= 0 or width <= 0 or height % multiple or width % multiple:
+        raise UserFacingError(f"{what} {height}x{width}: both sides must be positive multiples of {multiple}")
     return height, width
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a stacked-hourglass associative-embedding network.
+    """Shape of an associative-embedding network.
 
-    width: channels inside the hourglasses; increase: extra channels added per down-sampling
+    family: the network family (`model/networks.py`; files from before families existed are "hourglass").
+    The hourglass fields: width: channels inside the hourglasses; increase: extra channels added per down-sampling
     level (pose-ae-train uses 128 for its 4x256 model); tag_dim: L, the tag vector length.
-    Input height and width must be multiples of 64 (stride 4 stem times 4 hourglass poolings).
+    Input height and width must be multiples of the family's `input_multiple` (hourglass 64: stride 4 stem
+    times 4 poolings). Other families fix their own layers and use only tag_dim and num_keypoints.
     """
 
+    family: str = HOURGLASS
     num_stacks: int = 2
     width: int = 128
     increase: int = 0
@@ -37,10 +43,20 @@ class ModelConfig:
     input_width: int = 256
 
     def __post_init__(self) -> None:
-        if self.input_height % INPUT_MULTIPLE or self.input_width % INPUT_MULTIPLE:
-            raise ValueError(f"input size {self.input_height}x{self.input_width} must be a multiple of 64")
+        from tagtrack.model.networks import network_class  # the family table imports this module
+
+        network_class(self.family)  # an unknown family is refused here, naming it
+        multiple = self.input_multiple
+        if self.input_height % multiple or self.input_width % multiple:
+            raise ValueError(f"input size {self.input_height}x{self.input_width} must be a multiple of {multiple}")
         if self.num_stacks < 1 or self.width < 1 or self.tag_dim < 1 or self.num_keypoints < 1:
             raise ValueError(f"invalid model config {self}")
+
+    @property
+    def input_multiple(self) -> int:
+        from tagtrack.model.networks import network_class
+
+        return network_class(self.family).input_multiple
 
     @property
     def output_height(self) -> int:
@@ -58,10 +74,12 @@ class ModelConfig:
         """Whether OTHER is this network made wider (width and increase not smaller, all else equal), so that
         its weights can start from this one's (`hourglass.widened_state_dict`)."""
         grown = replace(self, width=other.width, increase=other.increase)
-        return (grown.same_network(other) and other.width >= self.width and other.increase >= self.increase
+        return (self.family == HOURGLASS and grown.same_network(other) and other.width >= self.width and other.increase >= self.increase
                 and not self.same_network(other))
 
     def describe(self) -> str:
+        if self.family != HOURGLASS:
+            return f"{self.family}, L={self.tag_dim}, {self.num_keypoints}-keypoint"
         return (f"{self.num_stacks}-stack, width {self.width}+{self.increase}, L={self.tag_dim}, "
                 f"{self.num_keypoints}-keypoint")
 
@@ -74,7 +92,7 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
-        return cls(**{k: int(v) for k, v in data.items()})
+        return cls(**{k: str(v) if k == "family" else int(v) for k, v in data.items()})
 
 
 # Named presets. tiny: tests and CI; small: the real-time default (about 4 GFLOPs at 256x384);

@@ -1,4 +1,4 @@
-"""ONNX export of a HourglassNet: the hand-off to ONNX Runtime and TensorRT.
+"""ONNX export of a network (any family of model/networks.py): the hand-off to ONNX Runtime and TensorRT.
 
 Shapes are static (batch, height, width fixed at export time): TensorRT builds its fastest
 engines for fixed shapes, and the engine cache keys on them.
@@ -16,7 +16,6 @@ import torch
 from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.files import write_atomically
 from tagtrack.model.config import check_input_size
-from tagtrack.model.hourglass import HourglassNet
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ EXPORT_NEEDED_FOR = "exporting the model to ONNX (tagtrack export; the ONNX Runt
 
 
 def export_onnx(
-    model: HourglassNet,
+    model: torch.nn.Module,
     path: str | Path,
     input_height: int,
     input_width: int,
@@ -44,7 +43,8 @@ def export_onnx(
     onnx = import_extra("onnx", "export", EXPORT_NEEDED_FOR)
     import_extra("onnxscript", "export", EXPORT_NEEDED_FOR)  # torch's ONNX exporter runs on it
     path = Path(path)
-    input_height, input_width = check_input_size((input_height, input_width), "ONNX input size")
+    input_height, input_width = check_input_size((input_height, input_width), "ONNX input size",
+                                                 type(model).input_multiple)
     if batch_size < 1:
         raise UserFacingError(f"ONNX batch size must be at least 1, got {batch_size}")
     device = next(model.parameters()).device

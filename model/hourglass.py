@@ -8,6 +8,8 @@ exports cleanly to ONNX / TensorRT.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -137,6 +139,8 @@ class HourglassNet(nn.Module):
     """images float32 [B,3,H,W] RGB in [0,1], H and W multiples of 64 ->
     heatmaps [B,K,H/4,W/4] and tags [B,K,L,H/4,W/4]."""
 
+    input_multiple: ClassVar[int] = INPUT_MULTIPLE
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -182,7 +186,7 @@ class AllStacks(nn.Module):
     `forward`: wrap as `DistributedDataParallel(AllStacks(net))`, and save `net` itself.
     """
 
-    def __init__(self, net: HourglassNet) -> None:
+    def __init__(self, net: nn.Module) -> None:  # any network family (model/networks.py)
         super().__init__()
         self.net = net
 

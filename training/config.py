@@ -62,6 +62,8 @@ class TrainConfig:
     pairs: bool = True  # two views per sample with the cross-view temporal loss
     max_frame_gap: int = 3  # for clips: the second view is a frame up to this far away
     init_weights: str = ""  # start from this checkpoint's weights (fine-tuning); same architecture
+    # parameter-name prefixes that learn (e.g. ("tag_head.",): the rest frozen); empty: everything learns
+    trainable: tuple[str, ...] = ()
     train_teacher_maps: str = ""  # dense distillation: the teacher's stored heatmaps (training.distill)
     # clear each teacher channel around the person's mirror joint (distill.suppress_mirror_peaks); off in
     # configs written before it existed, so they train as they did
@@ -77,6 +79,9 @@ class TrainConfig:
     warmup_steps: int = 500
     clip_grad_norm: float = 1.0  # 0 switches clipping off
     amp: bool = True  # used on CUDA only
+    # channels-last memory format for the network and its input images: faster for the MobileNet family's
+    # depthwise convs on a CPU (docs/training.md has the measurement); off in configs written before it existed
+    channels_last: bool = False
     loss: LossWeights = LossWeights()
     # form of the grouping + scale terms (training/losses.py, docs/training.md): "ours" or "wang"
     scale_loss: str = "ours"
@@ -131,6 +136,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["lr_decay_steps"] = list(self.lr_decay_steps)
+        data["trainable"] = list(self.trainable)
         return data
 
     @classmethod
@@ -148,6 +154,8 @@ class TrainConfig:
             data["loss"] = LossWeights(**data["loss"])
         if "lr_decay_steps" in data:
             data["lr_decay_steps"] = tuple(int(s) for s in data["lr_decay_steps"])
+        if "trainable" in data:
+            data["trainable"] = tuple(str(prefix) for prefix in data["trainable"])
         return cls(**data)
 
     def save(self, path: Path | str) -> None:

@@ -42,7 +42,8 @@ from tqdm import tqdm
 from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
 from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.files import write_atomically
-from tagtrack.model.hourglass import AllStacks, HourglassNet, widened_state_dict
+from tagtrack.model.hourglass import AllStacks, widened_state_dict
+from tagtrack.model.networks import build_network
 from tagtrack.training.config import TrainConfig
 from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
 from tagtrack.training.losses import total_loss
@@ -209,7 +210,7 @@ def _evaluate(weights: Path, config: TrainConfig, device: torch.device) -> float
     return float(metrics["AP"])
 
 
-def _load_initial_weights(model: HourglassNet, config: TrainConfig) -> None:
+def _load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
     """Copy a checkpoint's weights into the new model: the run's architecture, or a narrower one of the same
     shape, embedded so that the wider model starts computing what the checkpoint did."""
     initial = load_checkpoint(config.init_weights)
@@ -240,7 +241,7 @@ class _Run:
     sampler: DistributedSampler
     steps_per_epoch: int
     end: int  # the step this call stops at
-    model: HourglassNet
+    model: torch.nn.Module  # a network of config.model.family
     network: torch.nn.Module = None  # the model as trained: all stacks, SyncBatchNorm / DDP where used
     parameters: list = field(default_factory=list)
     optimizer: torch.optim.Optimizer = None
@@ -347,11 +348,12 @@ def _start(config: TrainConfig, out_dir: Path, resume: bool, stop_at: int | None
         )
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     return _Run(config, out_dir, ddp, device, config.amp and device.type == "cuda", dataset, sampler,
-                steps_per_epoch, end, HourglassNet(config.model).to(device))
+                steps_per_epoch, end, build_network(config.model).to(device))
 
 
 def _build_optimiser(run: _Run) -> None:
     config = run.config
+    _freeze(run.model, config.trainable)
     run.parameters = [p for p in run.model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         run.optimizer = torch.optim.AdamW(run.parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -359,6 +361,21 @@ def _build_optimiser(run: _Run) -> None:
         run.optimizer = torch.optim.Adam(run.parameters, lr=config.lr, weight_decay=config.weight_decay)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda step: learning_rate_factor(config, step))
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
+
+
+def _freeze(model: torch.nn.Module, trainable: tuple[str, ...]) -> None:
+    """Only parameters whose names start with one of `trainable` learn (all when it is empty)."""
+    if not trainable:
+        return
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in trainable:
+        if not any(name.startswith(prefix) for name in names):
+            raise UserFacingError(f"trainable {prefix!r} names no parameter of the {type(model).__name__}")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(any(name.startswith(prefix) for prefix in trainable))
+    learning = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("training %d of %d parameters (%s)", learning, sum(p.numel() for p in model.parameters()),
+             ", ".join(trainable))
 
 
 def _restore(run: _Run) -> None:
@@ -378,6 +395,8 @@ def _restore(run: _Run) -> None:
 
 
 def _wrap_network(run: _Run) -> None:
+    if run.config.channels_last:
+        run.model.to(memory_format=torch.channels_last)
     network: torch.nn.Module = AllStacks(run.model)
     if run.ddp.world_size > 1 and run.device.type == "cuda":
         # Per-GPU batches are small: normalise with statistics over all processes (NCCL only).
@@ -399,7 +418,10 @@ def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
         loader = _make_loader(run.dataset, SkipSampler(run.sampler, offset * config.batch_size), config, epoch,
                               run.device)
         for batch in loader:
-            yield epoch, {k: v.to(run.device, non_blocking=True) for k, v in flatten_views(batch).items()}
+            batch = {k: v.to(run.device, non_blocking=True) for k, v in flatten_views(batch).items()}
+            if config.channels_last:
+                batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
+            yield epoch, batch
             if run.step >= run.end:
                 return
 

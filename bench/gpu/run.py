@@ -451,11 +451,12 @@ def one_training_batch(config, device: torch.device) -> dict[str, torch.Tensor]:
 def training_step_rate(config, device: torch.device, amp: bool, warmup: int, steps: int) -> dict:
     """Images/s of training.train's step (forward under autocast when AMP, loss, scaled backward, clipping,
     Adam) on one batch held on the device: the network's training speed without data loading."""
-    from tagtrack.model.hourglass import AllStacks, HourglassNet
+    from tagtrack.model.hourglass import AllStacks
+    from tagtrack.model.networks import build_network
     from tagtrack.training.losses import total_loss
 
     batch = one_training_batch(config, device)
-    model = HourglassNet(config.model).to(device).train()
+    model = build_network(config.model).to(device).train()
     network = AllStacks(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
