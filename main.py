@@ -826,6 +826,38 @@ def _import_lsp(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_import_teacher_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("import-teacher", help="a pretrained start: MoveNet MultiPose's ONNX weights in a "
+                            "mobilenet_fpn checkpoint with a new tag head (train it with `train --init`)")
+    p.add_argument("--onnx", required=True, help="MoveNet MultiPose Lightning ONNX file")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--tag-dim", type=int, default=4, help="tag length L (default 4)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=(256, 256),
+                   help="input size stored in the checkpoint, multiples of 32 (default 256 256)")
+    p.set_defaults(handler=_import_teacher)
+
+
+def _import_teacher(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tagtrack.model.checkpoint import BUNDLED_WEIGHTS, save_checkpoint
+    from tagtrack.model.config import check_input_size
+    from tagtrack.model.schema import COCO17
+    from tagtrack.model.teacher_import import LINEAGE, import_teacher
+    from tagtrack.realtime.sinks import refuse_overwriting
+
+    if args.tag_dim < 1:
+        raise UserFacingError(f"--tag-dim must be at least 1, got {args.tag_dim}")
+    input_hw = check_input_size(args.input_size, "--input-size", multiple=32)
+    refuse_overwriting({"--onnx": Path(args.onnx), **{f"bundled model {name}": path for name, path
+                                                     in BUNDLED_WEIGHTS.items()}}, {"--out": Path(args.out)})
+    net = import_teacher(args.onnx, args.tag_dim, input_hw)
+    metadata = {"lineage": LINEAGE, "source_onnx": Path(args.onnx).name, "step": 0}
+    save_checkpoint(args.out, net, COCO17, metadata)
+    print(f"wrote {args.out}: {net.config.describe()} network, heatmaps from {Path(args.onnx).name}, new tag head")
+    return 0
+
+
 def add_teacher_maps_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("teacher-maps", help="store a teacher's dense heatmaps for every image of a COCO set "
                             "(dense distillation: train with train_teacher_maps)")
@@ -1005,6 +1037,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_track_command(commands)
     add_label_command(commands)
     add_import_lsp_command(commands)
+    add_import_teacher_command(commands)
     add_teacher_maps_command(commands)
     add_export_command(commands)
     add_bench_decode_command(bench)

@@ -12,9 +12,11 @@ import torch
 
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.hourglass import AllStacks, HourglassNet
+from tagtrack.model.mobilenet_fpn import MobileNetFPN
 
 NETWORK_FAMILIES: dict[str, type[torch.nn.Module]] = {
     "hourglass": HourglassNet,
+    "mobilenet_fpn": MobileNetFPN,  # MoveNet MultiPose's network, importable from its ONNX file
 }
 
 

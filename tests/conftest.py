@@ -15,3 +15,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+NETWORK_FAMILIES = ("hourglass", "mobilenet_fpn")
+
+
+def tiny_network(family: str):
+    """A random-weight network of FAMILY with TINY's keypoints, tag length and 64x64 input (seeded), in eval mode."""
+    import torch
+
+    from tagtrack.model.config import TINY
+    from tagtrack.model.networks import build_network
+    from tagtrack.model.teacher_import import mobilenet_fpn_config
+
+    torch.manual_seed(0)
+    if family == "hourglass":
+        config = TINY
+    else:
+        config = mobilenet_fpn_config(TINY.tag_dim, TINY.num_keypoints, (TINY.input_height, TINY.input_width))
+    return build_network(config).eval()

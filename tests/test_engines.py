@@ -14,8 +14,8 @@ from tagtrack import main
 from tagtrack.model.checkpoint import save_checkpoint
 from tagtrack.model.config import TINY
 from tagtrack.model.errors import UserFacingError
-from tagtrack.model.hourglass import HourglassNet
 from tagtrack.realtime import engines
+from tests.conftest import NETWORK_FAMILIES, tiny_network
 from tagtrack.realtime.engines import (
     OnnxRuntimeEngine,
     TensorRTEngine,
@@ -38,12 +38,11 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = HourglassNet(TINY).eval()
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_checkpoint(path, model)
+@pytest.fixture(scope="module", params=NETWORK_FAMILIES)
+def tiny_weights(request, tmp_path_factory) -> Path:
+    """A tiny random-weight checkpoint of each network family: every engine test runs on both."""
+    path = tmp_path_factory.mktemp("weights") / f"tiny-{request.param}.safetensors"
+    save_checkpoint(path, tiny_network(request.param))
     return path
 
 
