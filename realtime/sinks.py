@@ -345,7 +345,16 @@ class _PyAvH264Writer:
             self._container.close()
 
     def verify(self, path: Path, frames: int) -> None:
-        pass  # every mux and the close raise on a failed write
+        """Count the frames the closed file holds. A mux raises on a failed write, but FFmpeg's last flush
+        at close does not report one: a disk that fills at the last fragment leaves a cut file and no error.
+        Demuxing reads the packets only (no decoding), so this costs a read of the file."""
+        try:
+            with self._av.open(str(path)) as container:
+                found = sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+        except (self._av.FFmpegError, IndexError) as error:  # no video stream at all: cut before its header
+            raise OSError(f"the finished file cannot be read back ({error}; disk full?)") from None
+        if found != frames:
+            raise OSError(f"the finished file holds {found} of {frames} frames (disk full?)")
 
 
 class _OpenCvMp4vWriter:
