@@ -69,3 +69,23 @@ def test_export_stores_the_settings_of_the_bundled_model_it_makes(tmp_path: Path
     with pytest.raises(SystemExit) as refused:
         main()
     assert refused.value.code == 2
+
+
+def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path: Path) -> None:
+    from tagtrack.model.networks import build_network
+    from tagtrack.training.recipes.default_model import PRETRAINED_STAGES, pretrained_config
+    from tagtrack.training.train import _freeze
+
+    phase6b = phase6b_config(tmp_path)
+    tags, full = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
+    for config in (tags, full):
+        assert config.model.family == "mobilenet_fpn" and config.model.same_network(tags.model)
+        assert (config.loss, config.train_annotations, config.train_teacher_maps, config.suppress_mirror_peaks) == (
+            phase6b.loss, phase6b.train_annotations, phase6b.train_teacher_maps, phase6b.suppress_mirror_peaks)
+        assert config.warmup_steps < config.lr_decay_steps[0] < config.steps
+    # The tags stage trains the tag head only; the full stage everything, at a lower rate than the tags stage.
+    net = build_network(tags.model)
+    _freeze(net, tags.trainable)
+    learning = {name.split(".")[0] for name, p in net.named_parameters() if p.requires_grad}
+    assert learning == {"tag_head"}
+    assert full.trainable == () and full.lr < tags.lr

@@ -368,6 +368,49 @@ def phase9_config(root: Path):
 LATER_PHASES = {8: phase8_config, 9: phase9_config}
 
 
+# ---------------------------------------------------------------- the pretrained start (MobileNet FPN family)
+
+# The network of MoveNet MultiPose with its weights (`tagtrack import-teacher`), trained in stages on phase 6b's
+# corpus and loss (teacher maps with mirror peaks cleared, human labels, peak pixels weighted). 192x192 views as
+# the hourglass phases; channels-last (faster on the CPU for depthwise convs: docs/training.md).
+PRETRAINED_VIEW_HW = (192, 192)
+PRETRAINED_TAG_DIM = 4
+# Stage "tags": only the new tag head learns (the encoder, decoder and heatmap head stay the teacher's), at the
+# hourglass phases' tag weights; each step is cheap (no backward through the encoder).
+TAGS_STEPS, TAGS_LR_DECAY_STEP = 4000, 3200
+# Stage "full": everything learns from the tags stage's weights, at a lower rate than the from-scratch phases
+# (the features are already good; a high rate would first destroy them).
+FULL_STEPS, FULL_LR_DECAY_STEP, FULL_LR = 4000, 3200, 2e-4
+PRETRAINED_STAGES = ("tags", "full")
+
+
+def pretrained_config(root: Path, stage: str):
+    """The training config of a stage of the pretrained start."""
+    from tagtrack.model.teacher_import import mobilenet_fpn_config
+
+    base = replace(phase6b_config(root), model=mobilenet_fpn_config(PRETRAINED_TAG_DIM, 17, PRETRAINED_VIEW_HW),
+                   batch_size=8, warmup_steps=100, checkpoint_every=500, channels_last=True)
+    if stage == "tags":
+        return replace(base, trainable=("tag_head.",), steps=TAGS_STEPS, lr_decay_steps=(TAGS_LR_DECAY_STEP,))
+    if stage == "full":
+        return replace(base, steps=FULL_STEPS, lr_decay_steps=(FULL_LR_DECAY_STEP,), lr=FULL_LR)
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def start_pretrained(root: Path, init: Path, stage: str) -> int:
+    """A stage of the pretrained start in ROOT/runs/pretrained-STAGE: from INIT (`import-teacher`'s checkpoint for
+    "tags", the tags stage's weights for "full"), or continue the run."""
+    run = root / "runs" / f"pretrained-{stage}"
+    command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
+    if (run / "last.state.pt").is_file():
+        command.append("--resume")
+    else:
+        config_path = root / f"pretrained-{stage}_train_config.json"
+        pretrained_config(root, stage).save(config_path)
+        command += ["--config", str(config_path), "--init", str(init)]
+    return run_training(command)
+
+
 def phase6b_config(root: Path):
     """Phase 6's run from PHASE6B_FROM_STEP on: peak pixels weighted, a longer schedule."""
     phase6 = training_config(root, phase=6)
@@ -449,11 +492,11 @@ def export_default(weights: Path, out: Path, settings: dict | None = None) -> No
     """Same weights, with the inference input size recorded (the checkpoint's size is the app's default) and
     the settings the model is used with, if any."""
     from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
-    from tagtrack.model.hourglass import HourglassNet
+    from tagtrack.model.networks import build_network
 
     loaded = load_checkpoint(weights)
     config = replace(loaded.config, input_height=INFERENCE_HW[0], input_width=INFERENCE_HW[1])
-    net = HourglassNet(config)
+    net = build_network(config)
     net.load_state_dict(loaded.model.state_dict())
     metadata = dict(loaded.metadata, source_checkpoint=str(weights.name),
                     note="tagtrack default model; see model/weights/MODEL_CARD.md")
@@ -635,6 +678,10 @@ def main() -> int:
     p.add_argument("--phase", type=int, choices=(5, 6, 7, *LATER_PHASES), default=5)
     p.add_argument("--width", type=int, choices=PHASE7_WIDTHS, default=64,
                    help="phase 7: the network's width (96: the init weights widened)")
+    p = commands.add_parser("pretrained", help="the pretrained start: train a stage in ROOT/runs/pretrained-STAGE "
+                                               "(or continue it)")
+    p.add_argument("init", type=Path, help="tags: `tagtrack import-teacher`'s checkpoint; full: the tags stage's weights")
+    p.add_argument("--stage", choices=PRETRAINED_STAGES, required=True)
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
     p.add_argument("--out", type=Path, default=None,
@@ -678,6 +725,8 @@ def main() -> int:
         if args.width != 64 and args.phase != 7:
             parser.error("--width is for phase 7")
         return start_fine_tuning(args.root, args.init, phase=args.phase, width=args.width)
+    elif args.command == "pretrained":
+        return start_pretrained(args.root, args.init, args.stage)
     elif args.command == "export":
         from tagtrack.model.checkpoint import BUNDLED_WEIGHTS
 
