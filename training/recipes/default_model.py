@@ -377,10 +377,11 @@ PRETRAINED_VIEW_HW = (192, 192)
 PRETRAINED_TAG_DIM = 4
 # Stage "tags": only the new tag head learns (the encoder, decoder and heatmap head stay the teacher's), at the
 # hourglass phases' tag weights; each step is cheap (no backward through the encoder).
-TAGS_STEPS, TAGS_LR_DECAY_STEP = 4000, 3200
+TAGS_STEPS, TAGS_LR_DECAY_STEP = 2000, 1600
 # Stage "full": everything learns from the tags stage's weights, at a lower rate than the from-scratch phases
-# (the features are already good; a high rate would first destroy them).
-FULL_STEPS, FULL_LR_DECAY_STEP, FULL_LR = 4000, 3200, 2e-4
+# (the features are already good; a high rate would first destroy them); batch 4 (8 views with the pairs) as the
+# hourglass phases, since a step with the encoder's backward costs about 3x a tags-stage step.
+FULL_STEPS, FULL_LR_DECAY_STEP, FULL_LR = 3600, 3000, 2e-4
 PRETRAINED_STAGES = ("tags", "full")
 
 
@@ -393,7 +394,7 @@ def pretrained_config(root: Path, stage: str):
     if stage == "tags":
         return replace(base, trainable=("tag_head.",), steps=TAGS_STEPS, lr_decay_steps=(TAGS_LR_DECAY_STEP,))
     if stage == "full":
-        return replace(base, steps=FULL_STEPS, lr_decay_steps=(FULL_LR_DECAY_STEP,), lr=FULL_LR)
+        return replace(base, steps=FULL_STEPS, lr_decay_steps=(FULL_LR_DECAY_STEP,), lr=FULL_LR, batch_size=4)
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -486,11 +487,14 @@ GENERAL_SETTINGS = {"decode": {"detection_threshold": 0.4}, "tracker": {"high_sc
 # at 384x256, teacher-confident people found: 0.25 81/98, 0.4 74, 0.5 79, 0.6 67; PETS and sports2d equal within
 # one person at 0.4 and 0.5, with fewer people matching no teacher person at 0.5).
 WIDE_SETTINGS = {**GENERAL_SETTINGS, "decode": {"detection_threshold": 0.5}}
+# The pretrained-start model (MobileNet FPN family): its sigmoid heatmaps peak at 0.3-0.9 on people.
+PRETRAINED_SETTINGS = {"decode": {"detection_threshold": 0.3}, "tracker": {"high_score": 0.4, "new_track_score": 0.4}}
 
 
-def export_default(weights: Path, out: Path, settings: dict | None = None) -> None:
+def export_default(weights: Path, out: Path, settings: dict | None = None, half: bool = False) -> None:
     """Same weights, with the inference input size recorded (the checkpoint's size is the app's default) and
-    the settings the model is used with, if any."""
+    the settings the model is used with, if any; HALF stores the weights as float16 (half the file; they load
+    into a float32 network)."""
     from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
     from tagtrack.model.networks import build_network
 
@@ -498,6 +502,8 @@ def export_default(weights: Path, out: Path, settings: dict | None = None) -> No
     config = replace(loaded.config, input_height=INFERENCE_HW[0], input_width=INFERENCE_HW[1])
     net = build_network(config)
     net.load_state_dict(loaded.model.state_dict())
+    if half:
+        net.half()
     metadata = dict(loaded.metadata, source_checkpoint=str(weights.name),
                     note="tagtrack default model; see model/weights/MODEL_CARD.md")
     save_checkpoint(out, net, loaded.schema, metadata, settings=settings)
@@ -692,6 +698,8 @@ def main() -> int:
                           help="a general model (phase 6 on; phase 6b is the default): its settings stored too")
     settings.add_argument("--wide", action="store_true",
                           help="phase 7 at width 96 (bundled as wide): its settings stored too")
+    settings.add_argument("--pretrained", action="store_true",
+                          help="a pretrained-start model (mobilenet_fpn): its settings stored, weights as float16")
     p = commands.add_parser("recall", help="teacher-confident people found on held-out video frames")
     p.add_argument("weights", type=Path)
     p.add_argument("--confident-score", type=float, default=0.5)
@@ -731,7 +739,8 @@ def main() -> int:
         from tagtrack.model.checkpoint import BUNDLED_WEIGHTS
 
         export_default(args.weights, args.out or BUNDLED_WEIGHTS["wide" if args.wide else "default"],
-                       GENERAL_SETTINGS if args.general else WIDE_SETTINGS if args.wide else None)
+                       GENERAL_SETTINGS if args.general else WIDE_SETTINGS if args.wide else
+                       PRETRAINED_SETTINGS if args.pretrained else None, half=args.pretrained)
     elif args.command == "lspet-pck":
         predict = (teacher_predictor(args.teacher) if args.teacher else
                    model_predictor(args.weights, tuple(args.input_size) if args.input_size else None,
