@@ -381,6 +381,7 @@ class Pipeline:
                 return
 
     def _post_loop(self) -> None:
+        failed = False
         try:
             while True:
                 item = self._get(self._maps)
@@ -392,9 +393,12 @@ class Pipeline:
                     return
                 assert isinstance(item, _Inferred)
                 self._process(item)
+        except BaseException:
+            failed = True  # recorded by _guarded once this returns; the sinks must know now
+            raise
         finally:
             self._ended_at = time.perf_counter()
-            self._close_sinks()
+            self._close_sinks(failed)
 
     def _drain_inferred(self) -> None:
         """On stop, still write the frames the engine already finished (cheap: decode and sinks)."""
@@ -439,17 +443,43 @@ class Pipeline:
         for stage in STAGES:
             self._stage_seconds[stage] += timings.get(stage, 0.0)
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self, failed: bool = False) -> None:
+        """Close every sink. File outputs (sinks.FileSink) are closed in two steps, so that a run replaces
+        the earlier files of its output names only when every output is complete: all are finished under
+        their temporary names, then, if nothing in the run failed (a stop by the user is not a failure),
+        all are renamed into place; else none is, and what is valid of them is kept under the temporary
+        names, which a warning lists."""
         if self._closed_sinks:
             return
         self._closed_sinks = True
         for sink in self.sinks:
             try:
-                sink.close()
+                finish = getattr(sink, "finish", None)
+                finish() if finish is not None else sink.close()
             except BaseException as error:  # noqa: BLE001 - close the others, surface in join()
                 log.debug("closing sink %r failed", sink, exc_info=True)
-                with self._errors_lock:
-                    self._errors.append(error)
+                self._record(error)
+        kept = []
+        for sink in self.sinks:
+            if not hasattr(sink, "publish"):
+                continue
+            with self._errors_lock:
+                failed = failed or bool(self._errors)
+            try:
+                if failed:
+                    kept.extend(sink.abandon())
+                else:
+                    sink.publish()
+            except BaseException as error:  # noqa: BLE001 - surface in join(); the rest are abandoned
+                log.debug("publishing sink %r failed", sink, exc_info=True)
+                self._record(error)
+        if kept:
+            log.warning("the run failed, so no output replaced a file of its name; what it wrote is kept in %s",
+                        ", ".join(str(path) for path in kept))
+
+    def _record(self, error: BaseException) -> None:
+        with self._errors_lock:
+            self._errors.append(error)
 
 
 def _every_person(poses: list, confirmed: list[TrackedPose]) -> list[TrackedPose]:

@@ -15,6 +15,7 @@ from tagtrack.realtime.sinks import (
     JsonLinesSink,
     check_export_schema,
     check_output_path,
+    discard_outputs,
     export_paths,
     export_sinks,
     progress_sink,
@@ -185,8 +186,7 @@ def output_sinks(options: RunOptions, source: Source, schema, settings: dict | N
         if options.formats:
             sinks.extend(export_sinks(options.formats, export_base(options), schema, settings))
     except BaseException:
-        for sink in sinks:
-            sink.close()
+        discard_outputs(sinks)
         raise
     return sinks
 
@@ -222,8 +222,7 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
             sinks.append(progress_sink(getattr(source, "frame_count", None)))
         sinks.extend(extra_sinks or [])
     except BaseException:
-        for sink in sinks:
-            sink.close()
+        discard_outputs(sinks)  # nothing was processed: earlier files of the output names stay as they were
         source.close()
         raise
     return Pipeline(source, engine, schema, PipelineSettings(decode=settings.decode), tracker, sinks,

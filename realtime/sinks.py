@@ -4,13 +4,15 @@ Every sink takes `FrameResult`s through write() and finishes its file(s) in clos
 folders are checked when the sink is created (missing or read-only folder -> UserFacingError),
 so a run never processes a whole video only to fail at the end.
 
-No output ever leaves a broken file under its final name:
-- whole-file outputs (the video, the COCO and PoseTrack exports, each OpenPose file) are written
-  to `<stem>.partial<suffix>` beside the final name and renamed only when complete;
-- JSON Lines are written in place, one whole line at a time: a failed write is cut back to the
-  last complete line;
-- every write and close is checked; a failure raises `OutputError` naming the file, and the run
-  exits non-zero while the other outputs are still closed and kept.
+Nothing the user had is ever lost, and no output leaves a broken file under its final name:
+- every file output is written under a `Temporary` name beside the final one (`a.mp4` ->
+  `a.partial-3f9c2a.mp4`): new, created exclusively, so never an input or a file the user had;
+- a run's outputs are renamed into place together, only when every one of them is complete
+  (`FileSink`: finish, then publish; the pipeline does both steps for all its sinks); a run that
+  fails replaces nothing, keeps what is valid of its outputs under the temporary names and says so;
+- JSON Lines are written one whole line at a time: a failed write is cut back to the last
+  complete line; every write and close is checked, and the H.264 video is read back after closing;
+  a failure raises `OutputError` naming the file, and the run exits non-zero.
 The COCO and PoseTrack exports are streamed to disk, so memory stays flat however long the run.
 No sink skips a frame: a frame whose size differs from the video's is resized, not dropped.
 """
@@ -21,6 +23,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass
@@ -30,7 +33,6 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
-from tagtrack.model.files import write_atomically
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.realtime.pipeline import FrameResult
 
@@ -57,11 +59,74 @@ def output_error(path: Path, error: BaseException, kept: str = "") -> OutputErro
     return OutputError(f"cannot write {path}: {reason}{'; ' + kept if kept else ''}")
 
 
-def partial_path(path: Path) -> Path:
-    """Where a whole-file output is written until it is complete: `poses.coco.json` ->
-    `poses.coco.partial.json` (same folder, so the final rename is atomic; same suffix, so a
-    player still opens a video that a kill left behind)."""
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
+# The longest file name most file systems take, in bytes (a temporary's name is shortened to fit).
+NAME_MAX = 255
+
+
+class Temporary:
+    """Where an output is written until it is complete: a new file beside `final`, `a.mp4` ->
+    `a.partial-3f9c2a.mp4`, `poses.coco.json` -> `poses.coco.partial-3f9c2a.json`.
+
+    The name is new: it is created exclusively (O_EXCL), so it is never a file the user had, an input
+    of the run, or another run's temporary. It says what it is, sits in the same folder (the final
+    rename is atomic) and keeps the suffix (a player opens a video that a kill left behind). `tail`
+    goes before the suffix (a second temporary of one output: `.images`); `folder` makes a folder.
+    publish() renames it into place, discard() removes it, keep() leaves it (a failed run's partial
+    result, named to the user).
+    """
+
+    def __init__(self, final: Path, tail: str = "", folder: bool = False) -> None:
+        self.final = Path(final)
+        self.folder = folder
+        self.path = self._create(tail)
+        self.done = False  # published, discarded or kept
+
+    def _create(self, tail: str) -> Path:
+        stem, suffix = self.final.stem, self.final.suffix
+        for _ in range(100):
+            ending = f".partial-{secrets.token_hex(3)}{tail}{suffix}"
+            # A long name stays within the file system's limit: shorten the stem, not the ending.
+            room = NAME_MAX - len(os.fsencode(ending))
+            while stem and len(os.fsencode(stem)) > room:
+                stem = stem[:-1]
+            path = self.final.with_name(stem + ending)
+            try:
+                if self.folder:
+                    os.mkdir(path)
+                else:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            except FileExistsError:
+                continue  # someone's file (or another run's temporary) has this name: draw another
+            except OSError as error:
+                raise output_error(self.final, error) from None
+            return path
+        raise OutputError(f"cannot write {self.final}: no free temporary name beside it")
+
+    def publish(self) -> None:
+        """Rename into place (replacing an earlier file of that name: the output the user asked for)."""
+        self.done = True
+        try:
+            os.replace(self.path, self.final)
+        except OSError as error:
+            self._remove()
+            raise output_error(self.final, error) from None
+
+    def discard(self) -> None:
+        self.done = True
+        self._remove()
+
+    def keep(self) -> Path:
+        self.done = True
+        return self.path
+
+    def _remove(self) -> None:
+        try:
+            if self.folder:
+                shutil.rmtree(self.path)
+            else:
+                self.path.unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not remove the temporary %s", self.path)
 
 
 def check_output_path(path: str | Path, what: str = "output") -> Path:
@@ -183,13 +248,20 @@ def _json_line(record: dict) -> str:
 
 def write_whole_file(path: Path, write) -> None:
     """Write `path` through `write(temporary_path)` and rename it into place only when complete, so a
-    full disk or a kill never leaves a cut file under the final name."""
+    full disk or a kill never leaves a cut file under the final name (see `Temporary`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    temporary = Temporary(path)
     try:
-        write_atomically(path, write, temporary=partial_path(path))
-    except OutputError:
+        write(temporary.path)
+    except OSError as error:
+        temporary.discard()
+        raise output_error(path, error) from None
+    except BaseException:
+        temporary.discard()
         raise
-    except UserFacingError as error:
-        raise OutputError(str(error)) from None
+    temporary.publish()
 
 
 def write_image_record(path: Path, image: np.ndarray, source_id: str, poses: list,
@@ -217,20 +289,63 @@ def write_image(path: Path, image: np.ndarray) -> None:
     write_whole_file(path, encode)
 
 
-class JsonLinesSink:
+class FileSink:
+    """What every file output shares: written under `Temporary` names, then, in two steps so that a run
+    replaces its earlier results only when all of them are complete:
+
+    - finish(): complete the file(s) under the temporary names (flush, close, check); raises OutputError;
+    - publish(): rename them into place (the run succeeded, or was stopped by the user);
+    - abandon(): the run failed: leave every earlier file of the final names as it was, keep what is valid
+      of this run under its temporary name (returned, so the user is told) and remove the rest;
+    - discard(): remove the temporaries (the run failed before it processed anything).
+
+    close() is finish() then publish() (abandon() when this output itself failed), for a caller that
+    holds one sink; the pipeline calls the steps itself for all its sinks (pipeline.close_outputs)."""
+
+    failed: bool = False
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def publish(self) -> None:
+        raise NotImplementedError
+
+    def abandon(self) -> list[Path]:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        try:
+            self.finish()
+        except BaseException:
+            self.abandon()
+            raise
+        if self.failed:  # a write failed (reported then): its output must not replace an earlier file
+            self.abandon()
+        else:
+            self.publish()
+
+
+class JsonLinesSink(FileSink):
     """One JSON object per frame, one line each, on disk as soon as the frame is done; with `settings`,
     a header line first (`header_record`).
 
-    Written in place (a run killed mid-way keeps every finished line). A write that fails part-way
-    (disk full) is cut back to the last complete line before the error is raised.
+    Written to a `Temporary` (a run killed mid-way keeps every finished line there) and renamed into place
+    when the run ends. A write that fails part-way (disk full) is cut back to the last complete line before
+    the error is raised.
     """
 
     def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
         self.path = check_output_path(path, "JSON output")
         self.schema = schema
+        self._temporary = Temporary(self.path)
+        self.partial = self._temporary.path
         try:
-            self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+            self._file = open(self.partial, "wb", buffering=0)  # noqa: SIM115 - closed in finish()
         except OSError as error:
+            self._temporary.discard()
             raise output_error(self.path, error) from None
         self._complete_bytes = 0  # size of the file up to the last whole line
         self.frames_written = 0
@@ -239,7 +354,7 @@ class JsonLinesSink:
             try:
                 self._write_line(_json_line(header_record(settings)))
             except OutputError:
-                self._file.close()
+                self.discard()
                 raise
 
     def write(self, result: FrameResult) -> None:
@@ -257,22 +372,49 @@ class JsonLinesSink:
         except OSError as error:
             self.failed = True
             self._cut_back()
-            raise output_error(self.path, error, f"kept the {self.frames_written} complete lines written before") from None
+            kept = (f"its first {self.frames_written} frames are kept in {self.partial}" if self.frames_written
+                    else "no frame had been written")
+            raise output_error(self.path, error, kept) from None
         self._complete_bytes += len(line.encode("utf-8"))
 
     def _cut_back(self) -> None:
         try:
             os.ftruncate(self._file.fileno(), self._complete_bytes)
         except OSError:
-            log.warning("could not cut %s back to its last complete line", self.path)
+            log.warning("could not cut %s back to its last complete line", self.partial)
 
-    def close(self) -> None:
+    def finish(self) -> None:
         if self._file.closed:
             return
         try:
             self._file.close()
         except OSError as error:
+            self.failed = True
             raise output_error(self.path, error) from None
+
+    def publish(self) -> None:
+        if not self._temporary.done:
+            self._temporary.publish()
+
+    def abandon(self) -> list[Path]:
+        self._close_quietly()
+        if self._temporary.done:
+            return []
+        if self.frames_written:  # whole lines only (cut back on a failed write): worth keeping
+            return [self._temporary.keep()]
+        self._temporary.discard()
+        return []
+
+    def discard(self) -> None:
+        self._close_quietly()
+        if not self._temporary.done:
+            self._temporary.discard()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
 
 
 def _even(image: np.ndarray) -> np.ndarray:
@@ -383,24 +525,25 @@ class _OpenCvMp4vWriter:
             raise OSError(f"the finished file holds {found} of {frames} frames (disk full?)")
 
 
-class AnnotatedVideoSink:
+class AnnotatedVideoSink(FileSink):
     """The input frames with skeletons, track IDs (stable colours) and optional boxes, as mp4.
 
     Written at the input's size and frame rate, H.264 through PyAV (fragmented MP4) by default where
-    PyAV is installed, else OpenCV's `mp4v`. The file is `<stem>.partial.mp4` until close() renames
-    it. The writer opens at the first frame, when the size is known.
+    PyAV is installed, else OpenCV's `mp4v`. The file is a `Temporary` (`a.partial-3f9c2a.mp4`) until
+    close() renames it. The writer opens at the first frame, when the size is known.
     """
 
     def __init__(self, path: str | Path, fps: float | None, schema: KeypointSchema = COCO17,
                  draw_boxes: bool = False, draw_ids: bool = True, codec: str | None = None) -> None:
         self.path = check_output_path(path, "video output")
-        self.partial = partial_path(self.path)
         self.fps = fps if fps and fps > 0 else DEFAULT_VIDEO_FPS
         self.codec = codec or default_video_codec()
         if self.codec not in VIDEO_CODECS:
             raise UserFacingError(f"unknown video codec {self.codec!r} (choose from {', '.join(VIDEO_CODECS)})")
         if self.codec == "h264" and h264_encoder() is None:
             raise UserFacingError("--codec h264 needs PyAV with an H.264 encoder (pip install av); or --codec mp4v")
+        self._temporary = Temporary(self.path)
+        self.partial = self._temporary.path
         self.schema = schema
         self.draw_boxes = draw_boxes
         self.draw_ids = draw_ids
@@ -408,6 +551,8 @@ class AnnotatedVideoSink:
         self._size: tuple[int, int] | None = None  # (width, height) of the written frames
         self.frames_written = 0
         self.failed = False
+        self._closed_writer = False  # a writer was opened (a first frame came) and closed
+        self._complete = False  # closed and checked: holds every frame written
 
     def _open(self, width: int, height: int) -> None:
         writer_class = _PyAvH264Writer if self.codec == "h264" else _OpenCvMp4vWriter
@@ -444,26 +589,57 @@ class AnnotatedVideoSink:
         self.frames_written += 1
 
     def _kept_note(self) -> str:
-        if self.codec == "h264":
+        # Only a fragmented MP4 plays when cut; name the file only when there is one to play.
+        if self.codec == "h264" and self.frames_written and self.partial.exists():
             return f"the frames written so far play from {self.partial}"
         return ""
 
-    def close(self) -> None:
+    def finish(self) -> None:
         writer, self._writer = self._writer, None
         if writer is None:
             return
+        self._closed_writer = True
         try:
             writer.close()
             if not self.failed:
                 writer.verify(self.partial, self.frames_written)
         except Exception as error:  # noqa: BLE001 - disk full at close: the file is not complete
             self.failed = True
-            if self.codec != "h264":
-                self.partial.unlink(missing_ok=True)  # an mp4v file without its index plays nowhere
             raise output_error(self.path, error, self._kept_note()) from None
-        if self.failed:
-            return  # the write error was reported; the partial file stays as it is
-        os.replace(self.partial, self.path)
+        self._complete = not self.failed
+
+    def publish(self) -> None:
+        if self._temporary.done:
+            return
+        if not self._closed_writer:  # no frame came: no video (and no empty file) to leave
+            self._temporary.discard()
+            return
+        self._temporary.publish()
+
+    def abandon(self) -> list[Path]:
+        if self._writer is not None:  # the run failed elsewhere: close the video so that it plays
+            try:
+                self.finish()
+            except OutputError:
+                pass
+        if self._temporary.done:
+            return []
+        # A complete file plays, and so do the finished fragments of a cut H.264 file; a cut mp4v file
+        # has no index and plays nowhere.
+        if self.frames_written and (self._complete or self.codec == "h264"):
+            return [self._temporary.keep()]
+        self._temporary.discard()
+        return []
+
+    def discard(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - being removed anyway
+                pass
+        if not self._temporary.done:
+            self._temporary.discard()
 
 
 def _flat_keypoints(keypoints: np.ndarray) -> list[float]:
@@ -480,19 +656,24 @@ def image_id_for(frame) -> int:
 
 
 class _StreamedJson:
-    """A JSON list streamed to a temporary file item by item (memory stays flat whatever the run's
-    length) after `head`; finish() adds `tail` and closes it. Every write is checked and reported
-    as an OutputError naming `path`, the output it is for."""
+    """A JSON list streamed to a `Temporary` item by item (memory stays flat whatever the run's length)
+    after `head`; finish() adds `tail` and closes it. Every write is checked and reported as an
+    OutputError naming `path`, the output it is for."""
 
-    def __init__(self, path: Path, temporary: Path, head: str = "") -> None:
+    def __init__(self, path: Path, temporary: Temporary, head: str = "") -> None:
         self.path = path
         self.temporary = temporary
         self.count = 0
         try:
-            self._file = open(temporary, "w", encoding="utf-8")  # noqa: SIM115 - closed in finish()
+            self._file = open(temporary.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finish()
         except OSError as error:
+            temporary.discard()
             raise output_error(path, error) from None
-        self._write(head)
+        try:
+            self._write(head)
+        except OutputError:
+            self.discard()
+            raise
 
     @property
     def closed(self) -> bool:
@@ -520,18 +701,20 @@ class _StreamedJson:
             self._file.close()
         except OSError:
             pass
-        self.temporary.unlink(missing_ok=True)
+        if not self.temporary.done:
+            self.temporary.discard()
 
 
-class CocoResultsSink:
+class CocoResultsSink(FileSink):
     """COCO keypoint results JSON: [{image_id, category_id: 1, keypoints [x,y,score]*K, score}].
 
-    The list pycocotools' `COCO.loadRes` takes; streamed to a partial file, renamed at close.
+    The list pycocotools' `COCO.loadRes` takes; streamed to a `Temporary`, renamed at close.
     """
 
     def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
         self.path = check_output_path(path, "COCO export")
-        self._results = _StreamedJson(self.path, partial_path(self.path), head="[")
+        self._results = _StreamedJson(self.path, Temporary(self.path), head="[")
+        self.partial = self._results.temporary.path
         self.failed = False
 
     def write(self, result: FrameResult) -> None:
@@ -550,44 +733,58 @@ class CocoResultsSink:
             self.failed = True
             raise
 
-    def close(self) -> None:
-        if self._results.closed:
-            return
-        if self.failed:
-            self._results.discard()
+    def finish(self) -> None:
+        if self._results.closed or self.failed:
             return
         try:
             self._results.finish("]")
-            os.replace(self._results.temporary, self.path)
-        except OSError as error:
-            self._results.discard()
-            raise output_error(self.path, error) from None
         except OutputError:
-            self._results.discard()
+            self.failed = True
             raise
 
+    def publish(self) -> None:
+        if not self._results.temporary.done:
+            self._results.temporary.publish()
 
-class PoseTrackSink:
+    def abandon(self) -> list[Path]:
+        if not self.failed:  # the run failed elsewhere: close the list, so that what it holds is valid JSON
+            try:
+                self.finish()
+            except OutputError:
+                pass
+        if self.failed or self._results.temporary.done:
+            self.discard()
+            return []
+        return [self._results.temporary.keep()]
+
+    def discard(self) -> None:
+        self._results.discard()
+
+
+class PoseTrackSink(FileSink):
     """PoseTrack18-style JSON: images (one per frame), annotations with track_id, categories.
 
     Keypoints are our COCO-17 set in the COCO layout PoseTrack18 uses (x, y, score triples plus
     a per-joint "scores" list); people without a confirmed track get track_id -1. Images and
-    annotations are streamed to two partial files; close() joins them into the document, with the
-    run's `settings` under "settings" when given.
+    annotations are streamed to two temporaries; finish() joins them into the document (a third
+    temporary, renamed into place by publish()), with the run's `settings` under "settings" when given.
     """
 
     def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
         self.path = check_output_path(path, "PoseTrack export")
         self.schema = schema
         self.settings = settings
-        self.partial = partial_path(self.path)
-        self._images = _StreamedJson(self.path, self.partial.with_name(self.partial.name + ".images"))
+        self._document = Temporary(self.path)
+        self.partial = self._document.path
+        self._images = self._annotations = None
         try:
-            self._annotations = _StreamedJson(self.path, self.partial.with_name(self.partial.name + ".annotations"))
+            self._images = _StreamedJson(self.path, Temporary(self.path, ".images"))
+            self._annotations = _StreamedJson(self.path, Temporary(self.path, ".annotations"))
         except OutputError:
-            self._images.discard()
+            self.discard()
             raise
         self.failed = False
+        self._finished = False
 
     def write(self, result: FrameResult) -> None:
         if self.failed:
@@ -616,13 +813,11 @@ class PoseTrackSink:
             self.failed = True
             raise
 
-    def close(self) -> None:
-        parts = (self._images, self._annotations)
-        if all(part.closed for part in parts):
+    def finish(self) -> None:
+        if self._finished or self.failed:
             return
+        parts = (self._images, self._annotations)
         try:
-            if self.failed:
-                return
             categories = [{
                 "id": 1, "name": "person", "supercategory": "person",
                 "keypoints": list(self.schema.keypoint_names),
@@ -630,22 +825,47 @@ class PoseTrackSink:
             }]
             for part in parts:
                 part.finish()
-            with open(self.partial, "w", encoding="utf-8") as document:
+            with open(self._document.path, "w", encoding="utf-8") as document:
                 document.write('{"images":[')
-                _copy_into(self._images.temporary, document)
+                _copy_into(self._images.temporary.path, document)
                 document.write('],"annotations":[')
-                _copy_into(self._annotations.temporary, document)
+                _copy_into(self._annotations.temporary.path, document)
                 document.write('],"categories":' + json.dumps(categories))
                 if self.settings is not None:
                     document.write(',"settings":' + json.dumps(self.settings, allow_nan=False))
                 document.write("}")
-            os.replace(self.partial, self.path)
+            self._finished = True
         except OSError as error:
-            self.partial.unlink(missing_ok=True)
+            self.failed = True
             raise output_error(self.path, error) from None
+        except OutputError:
+            self.failed = True
+            raise
         finally:
             for part in parts:
                 part.discard()
+
+    def publish(self) -> None:
+        if not self._document.done:
+            self._document.publish()
+
+    def abandon(self) -> list[Path]:
+        if not self.failed:  # the run failed elsewhere: what was written is still a valid document
+            try:
+                self.finish()
+            except OutputError:
+                pass
+        if self.failed or not self._finished or self._document.done:
+            self.discard()
+            return []
+        return [self._document.keep()]
+
+    def discard(self) -> None:
+        for part in (self._images, self._annotations):
+            if part is not None:
+                part.discard()
+        if not self._document.done:
+            self._document.discard()
 
 
 def _copy_into(path: Path, target) -> None:
@@ -687,11 +907,20 @@ def openpose_body25(keypoints: np.ndarray) -> list[float]:
     return flat
 
 
-class OpenPoseSink:
+def check_openpose_folder(folder: Path) -> None:
+    """The OpenPose export is a folder: a file of that name is refused before anything is opened."""
+    if folder.exists() and not folder.is_dir():
+        raise UserFacingError(f"OpenPose export folder {folder} exists and is not a folder: move it or choose "
+                              "another --json name")
+    check_output_path(folder / "frame_keypoints.json" if folder.is_dir() else folder, "OpenPose export folder")
+
+
+class OpenPoseSink(FileSink):
     """OpenPose-style JSON, one `<name>_<frame:012d>_keypoints.json` per frame, BODY_25 layout.
 
-    Written per frame, like OpenPose's own `--write_json`, so nothing is lost on Ctrl-C; each file
-    is written under a partial name and renamed, so none is ever cut short.
+    Written per frame, like OpenPose's own `--write_json`, into a temporary folder beside the export's
+    (`poses_openpose.partial-3f9c2a`); publish() moves the files into the export's folder (made if missing;
+    other files in it stay), so a failed run leaves an earlier export as it was.
     """
 
     def __init__(self, folder: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None,
@@ -700,16 +929,18 @@ class OpenPoseSink:
             raise UserFacingError(f"the OpenPose export maps COCO-17 joints to BODY_25; this model's keypoints are "
                                   f"'{schema.name}'")
         self.folder = Path(folder)
-        if self.folder.is_dir():
-            check_output_path(self.folder / "frame_keypoints.json", "OpenPose export")
-        else:
-            check_output_path(self.folder, "OpenPose export folder")
-            self.folder.mkdir()
+        check_openpose_folder(self.folder)
         # Files are named after the run: poses_openpose/poses_000000000000_keypoints.json
         self.name = name or (self.folder.name.removesuffix("_openpose") if self.folder.name.endswith("_openpose")
                              else "frame")
+        self._temporary = Temporary(self.folder, folder=True)
+        self.partial = self._temporary.path
+        self.frames_written = 0
+        self.failed = False
 
     def write(self, result: FrameResult) -> None:
+        if self.failed:
+            return
         people = [{
             "person_id": [-1 if tracked.track_id is None else int(tracked.track_id)],
             "pose_keypoints_2d": openpose_body25(tracked.pose.keypoints),
@@ -717,51 +948,149 @@ class OpenPoseSink:
             "pose_keypoints_3d": [], "face_keypoints_3d": [], "hand_left_keypoints_3d": [],
             "hand_right_keypoints_3d": [],
         } for tracked in result.tracked]
-        path = self.folder / f"{self.name}_{result.frame.index:012d}_keypoints.json"
+        path = self.partial / f"{self.name}_{result.frame.index:012d}_keypoints.json"
         document = json.dumps({"version": 1.3, "people": people}, allow_nan=False)
-        write_whole_file(path, lambda temporary: Path(temporary).write_text(document, encoding="utf-8"))
+        try:
+            path.write_text(document, encoding="utf-8")
+        except OSError as error:
+            self.failed = True
+            path.unlink(missing_ok=True)  # never a cut file, even in the temporary folder
+            raise output_error(self.folder, error) from None
+        self.frames_written += 1
 
-    def close(self) -> None:
-        pass
+    def finish(self) -> None:
+        pass  # every file was closed as it was written
+
+    def publish(self) -> None:
+        if self._temporary.done:
+            return
+        try:
+            self.folder.mkdir(exist_ok=True)
+            for path in sorted(self.partial.iterdir()):
+                os.replace(path, self.folder / path.name)
+        except OSError as error:
+            self._temporary.keep()  # the files not moved yet stay where they are
+            raise output_error(self.folder, error, f"files not moved are in {self.partial}") from None
+        self._temporary.discard()
+
+    def abandon(self) -> list[Path]:
+        if self._temporary.done:
+            return []
+        if self.frames_written:
+            return [self._temporary.keep()]
+        self._temporary.discard()
+        return []
+
+    def discard(self) -> None:
+        if not self._temporary.done:
+            self._temporary.discard()
 
 
-class MotChallengeSink:
+class MotChallengeSink(FileSink):
     """MOTChallenge result rows, `frame,id,left,top,width,height,score,-1,-1,-1`, one per tracked person.
 
     Frames are 1-based (frame index + 1), as MOTChallenge numbers them; people without a track id are
-    left out. The box is the pose's box widened to the tracker's person box (`widened_boxes`: at least
-    0.4 as wide as tall), nearer a pedestrian box than the thin box around a walker's joints.
-    Rows are written and flushed per frame, so nothing is lost on Ctrl-C.
+    left out. The box is the pose's box: the whole body estimated from the joints (`model.body_box`).
+    Rows are written and flushed per frame to a `Temporary`, renamed into place at the end.
     """
 
     def __init__(self, path: str | Path, schema: KeypointSchema = COCO17, settings: dict | None = None) -> None:
         self.path = check_output_path(path, "MOT export")
-        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._temporary = Temporary(self.path)
+        self.partial = self._temporary.path
+        try:
+            self._file = open(self.partial, "w", encoding="utf-8")  # noqa: SIM115 - closed in finish()
+        except OSError as error:
+            self._temporary.discard()
+            raise output_error(self.path, error) from None
+        self.failed = False
+        self.rows_written = 0
 
     def write(self, result: FrameResult) -> None:
-        from tagtrack.tracker.tracker import widened_boxes
-
+        if self.failed:
+            return
         people = [t for t in result.tracked if t.track_id is not None]
         if not people:
             return
-        boxes = widened_boxes(np.array([np.asarray(t.pose.box, dtype=np.float64).reshape(4) for t in people]), 0.4)
         rows = []
-        for tracked, box in zip(people, boxes):
-            x, y, w, h = _xywh(box)
+        for tracked in people:
+            x, y, w, h = _xywh(tracked.pose.box)
             rows.append(f"{result.frame.index + 1},{int(tracked.track_id)},{x},{y},{w},{h},"
                         f"{_number(tracked.pose.score, 4)},-1,-1,-1\n")
         try:
             self._file.write("".join(rows))
             self._file.flush()
         except OSError as error:
+            self.failed = True
+            raise output_error(self.path, error) from None
+        self.rows_written += len(rows)
+
+    def finish(self) -> None:
+        if self._file.closed:
+            return
+        try:
+            self._file.close()
+        except OSError as error:
+            self.failed = True
             raise output_error(self.path, error) from None
 
-    def close(self) -> None:
-        if not self._file.closed:
-            try:
-                self._file.close()
-            except OSError as error:
-                raise output_error(self.path, error) from None
+    def publish(self) -> None:
+        if not self._temporary.done:
+            self._temporary.publish()
+
+    def abandon(self) -> list[Path]:
+        self._close_quietly()
+        if self._temporary.done:
+            return []
+        if self.rows_written and not self.failed:
+            return [self._temporary.keep()]
+        self._temporary.discard()
+        return []
+
+    def discard(self) -> None:
+        self._close_quietly()
+        if not self._temporary.done:
+            self._temporary.discard()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+
+class SettingsFileSink(FileSink):
+    """`<base>.settings.json` beside the exports: the run's settings, written whole when the run starts (to a
+    `Temporary`: whatever a failed run keeps says how it was made) and renamed into place with the exports.
+    The file is what `--config` reads back."""
+
+    def __init__(self, path: Path, settings: dict) -> None:
+        self.path = check_output_path(path, "settings file")
+        self._temporary = Temporary(self.path)
+        self.partial = self._temporary.path
+        self.failed = False
+        try:
+            self.partial.write_text(json.dumps(settings, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        except OSError as error:
+            self._temporary.discard()
+            raise output_error(self.path, error) from None
+
+    def write(self, result: FrameResult) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def publish(self) -> None:
+        if not self._temporary.done:
+            self._temporary.publish()
+
+    def abandon(self) -> list[Path]:
+        return [] if self._temporary.done else [self._temporary.keep()]
+
+    def discard(self) -> None:
+        if not self._temporary.done:
+            self._temporary.discard()
 
 
 @dataclass(frozen=True)
@@ -822,10 +1151,21 @@ def write_settings_file(path: Path, settings: dict) -> None:
     write_whole_file(path, lambda temporary: Path(temporary).write_text(document, encoding="utf-8"))
 
 
+def discard_outputs(sinks) -> None:
+    """Remove what `sinks` wrote so far (a run that failed before it processed a frame); a sink without
+    temporaries is closed."""
+    for sink in sinks:
+        try:
+            discard = getattr(sink, "discard", None)
+            discard() if discard is not None else sink.close()
+        except Exception:  # noqa: BLE001 - the error being raised is the one to report
+            log.debug("discarding %r failed", sink, exc_info=True)
+
+
 def export_sinks(formats: list[str], base: str | Path, schema: KeypointSchema = COCO17,
                  settings: dict | None = None) -> list:
     """The sinks for `--format` (paths: `export_paths`); with `settings`, the settings file is written
-    beside them first and PoseTrack's document carries them too."""
+    beside them (SettingsFileSink) and PoseTrack's document carries them too."""
     check_export_schema(formats, schema)
     sinks = []
     try:
@@ -833,10 +1173,9 @@ def export_sinks(formats: list[str], base: str | Path, schema: KeypointSchema = 
             output = export_format(name)
             sinks.append(output.sink(output.path_for(base), schema, settings))
         if sinks and settings is not None:
-            write_settings_file(export_paths(formats, base)["settings"], settings)
+            sinks.append(SettingsFileSink(export_paths(formats, base)["settings"], settings))
     except BaseException:
-        for sink in sinks:
-            sink.close()
+        discard_outputs(sinks)
         raise
     return sinks
 

@@ -25,6 +25,7 @@ from tagtrack import main
 from tagtrack.realtime.sinks import h264_encoder
 from tests.test_run_cli import (  # noqa: F401 (tiny_weights: a fixture)
     REPO_ROOT,
+    temporaries,
     tiny_weights,
     validated_lines,
     video_frame_count,
@@ -182,10 +183,12 @@ def test_disk_full_on_json_lines_keeps_whole_lines_and_names_the_file(tmp_path, 
     result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(poses),
                  "--detection-threshold", "0", cache=tmp_path / "cache", preexec_fn=preexec)
     _failed_on_its_file(result, poses)
-    records = validated_lines(poses)  # every line whole and valid
+    assert not poses.exists()  # a failed run replaces nothing
+    (kept,) = temporaries(poses)
+    records = validated_lines(kept)  # every line whole and valid
     assert 0 < len(records) < 300
-    assert poses.read_bytes().endswith(b"\n")
-    assert f"kept the {len(records)} complete lines" in result.stderr
+    assert kept.read_bytes().endswith(b"\n")
+    assert f"its first {len(records)} frames are kept in {kept}" in result.stderr
 
 
 @pytest.mark.slow
@@ -200,10 +203,11 @@ def test_disk_full_on_the_exports_leaves_no_cut_export(tmp_path, tiny_weights, s
     # Paths are as the run names them: relative to the working folder.
     _failed_on_its_file(result, Path(coco.name if coco.name in result.stderr else posetrack.name))
     assert not coco.exists() and not posetrack.exists()
-    # The partial files are removed: the disk is free again, but for the run's settings (written, whole, at
-    # the start, so that whatever a run leaves says how it was made).
-    assert [path.name for path in folder.iterdir()] == ["clip.settings.json"]
-    assert json.loads((folder / "clip.settings.json").read_text())["decode"]["detection_threshold"] == 0.0
+    # The cut exports are removed: the disk is free again, but for the run's settings (written, whole, at
+    # the start, so that whatever a run leaves says how it was made), kept aside as the run failed.
+    (settings,) = folder.iterdir()
+    assert settings.name.startswith("clip.settings.partial-") and str(settings.name) in result.stderr
+    assert json.loads(settings.read_text())["decode"]["detection_threshold"] == 0.0
 
 
 # ---------------------------------------------------------------- 3. two interrupts close together
@@ -252,10 +256,10 @@ def test_sigkill_leaves_no_unplayable_file_and_a_playable_partial(tmp_path, tiny
     process = start_cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
                         "--out", str(out), "--json", str(poses), "--codec", "h264", cache=tmp_path / "cache")
     signal_when_written(process, poses, 120, [signal.SIGKILL])  # four keyframe intervals at 30 FPS
-    assert not out.exists()
-    partial = tmp_path / "annotated.partial.mp4"
+    assert not out.exists() and not poses.exists()
+    (partial,) = temporaries(out)
     assert video_frame_count(partial) >= 30  # the finished fragments play
-    validated_lines(poses)  # and the JSON Lines hold whole lines only
+    validated_lines(temporaries(poses)[0])  # and the JSON Lines hold whole lines only
 
 
 # ---------------------------------------------------------------- 5. corrupt ONNX cache
@@ -322,7 +326,9 @@ def test_strict_stops_at_an_unreadable_image(tmp_path, tiny_weights, capfd):
                       "--strict", "--quiet"])
     err = capfd.readouterr().err
     assert code == main.EXIT_USER_ERROR and "0002.png" in err
-    assert len(validated_lines(poses)) == 2  # the frames before it are kept
+    assert not poses.exists()  # a failed run replaces nothing ...
+    (kept,) = temporaries(poses)
+    assert len(validated_lines(kept)) == 2  # ... and the frames before it are kept aside
 
 
 def test_a_truncated_video_is_reported(tmp_path, tiny_weights):

@@ -83,3 +83,124 @@ def test_b1_disk_full_when_the_video_is_closed_fails_and_keeps_the_old_file(tmp_
     one_error(result, str(out))
     assert f"wrote {out}" not in result.stdout
     assert digest(out) == before
+
+
+# ---------------------------------------------------------------- B2: temporary names that are the user's files
+
+
+def test_b2_an_input_named_like_a_temporary_is_never_touched(tmp_path, tiny_weights):
+    from tests.test_run_cli import video_frame_count
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "s.partial.mp4", 12, size_hw=(48, 64), fourcc="mp4v")
+    before = digest(video)
+    out = tmp_path / "s.mp4"
+    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out", str(out),
+                 cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert digest(video) == before
+    assert video_frame_count(out) == 12
+
+
+def test_b2_files_of_the_user_with_the_old_temporary_names_are_kept(tmp_path, tiny_weights):
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 6, size_hw=(48, 64))
+    mine = {tmp_path / name: f"the user's {name}".encode() for name in
+            ("a.partial.mp4", "poses.partial.jsonl", "poses.coco.partial.json", "poses.posetrack.partial.json",
+             "poses.mot.partial.txt", "poses.settings.partial.json")}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out", str(tmp_path / "a.mp4"),
+                 "--json", str(tmp_path / "poses.jsonl"), "--format", "coco", "--format", "posetrack",
+                 "--format", "mot", cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert {path: path.read_bytes() for path in mine} == mine
+    # and nothing else is left beside the outputs: every temporary was renamed into place
+    assert sorted(path.name for path in tmp_path.iterdir() if "partial" in path.name) == sorted(p.name for p in mine)
+
+
+# ---------------------------------------------------------------- B6: a failed run destroys the previous results
+
+
+def _previous_results(folder: Path) -> dict[Path, bytes]:
+    """Files an earlier run left, each with recognisable bytes."""
+    names = ("a.mp4", "poses.jsonl", "poses.coco.json", "poses.posetrack.json", "poses.settings.json")
+    files = {folder / name: f"earlier {name}".encode() for name in names}
+    for path, data in files.items():
+        path.write_bytes(data)
+    return files
+
+
+def _folder_with_a_bad_image(root: Path, count: int = 4, bad: int = 2) -> Path:
+    import cv2
+    import numpy as np
+
+    folder = root / "frames"
+    folder.mkdir()
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), np.full((40, 50, 3), 30 * i, np.uint8))
+    (folder / f"{bad:04d}.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_b6_a_run_that_fails_mid_way_leaves_the_previous_results_and_keeps_its_own_aside(tmp_path, tiny_weights):
+    from tests.test_run_cli import temporaries, validated_lines
+
+    folder = _folder_with_a_bad_image(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = _previous_results(out)
+    result = cli("run", str(folder), "--weights", str(tiny_weights), *TORCH_CPU, "--strict", "--codec", "mp4v",
+                 "--out", str(out / "a.mp4"), "--json", str(out / "poses.jsonl"), "--format", "coco",
+                 "--format", "posetrack", cache=tmp_path / "cache")
+    one_error(result, "0002.png")
+    assert {path: path.read_bytes() for path in previous} == previous
+    # The frames before the bad image are kept under names that say what they are, and the warning lists them.
+    (jsonl,) = temporaries(out / "poses.jsonl")
+    assert len(validated_lines(jsonl)) == 2
+    assert str(jsonl) in result.stderr
+    (coco,) = temporaries(out / "poses.coco.json")
+    assert str(coco) in result.stderr
+
+
+def test_b6_a_run_refused_before_it_starts_leaves_the_previous_results(tmp_path, tiny_weights):
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
+    previous = _previous_results(tmp_path)
+    (tmp_path / "poses_openpose").write_bytes(b"a file where the OpenPose folder would go")
+    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(tmp_path / "poses.jsonl"),
+                 "--format", "openpose", "--format", "coco", cache=tmp_path / "cache")
+    one_error(result, "poses_openpose")
+    assert {path: path.read_bytes() for path in previous} == previous
+    assert not [path for path in tmp_path.iterdir() if ".partial-" in path.name]
+
+
+@pytest.mark.slow
+def test_b6_sigkill_leaves_the_previous_results_and_only_temporaries_that_say_what_they_are(tmp_path, tiny_weights):
+    import signal
+
+    from tests.test_faults import start_cli
+    from tests.test_run_cli import temporaries, validated_lines, wait_for_lines
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = _previous_results(out)
+    process = start_cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+                        "--out", str(out / "a.mp4"), "--json", str(out / "poses.jsonl"), "--format", "coco",
+                        "--format", "posetrack", cache=tmp_path / "cache")
+    try:
+        wait_for_lines(process, out / "poses.jsonl", 40)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert {path: path.read_bytes() for path in previous} == previous
+    new = sorted(path.name for path in out.iterdir() if path not in previous)
+    assert new and all(".partial-" in name for name in new), new
+    (jsonl,) = temporaries(out / "poses.jsonl")
+    assert len(validated_lines(jsonl)) >= 40  # whole lines only

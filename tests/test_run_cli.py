@@ -102,12 +102,22 @@ def test_max_frames_and_no_track(tmp_path, tiny_weights):
     assert all(p["track_id"] is None for r in records for p in r["people"])
 
 
+def temporaries(path: Path) -> list[Path]:
+    """The temporaries a run writes `path` under until it ends (realtime/sinks.py: Temporary)."""
+    return sorted(path.parent.glob(f"{path.stem}.partial-*{path.suffix}"))
+
+
 def wait_for_lines(process: subprocess.Popen, path: Path, lines: int, timeout: float = 300) -> None:
-    """Return once the running `tagtrack run` has written `lines` frame lines (after its header) to `path`."""
+    """Return once the running `tagtrack run` has written `lines` frame lines (after its header) to `path`'s
+    temporary (the file is renamed to `path` when the run ends)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        if path.exists() and len(path.read_bytes().splitlines()) >= 1 + lines:  # header + frames
-            return
+        for temporary in temporaries(path):
+            try:
+                if len(temporary.read_bytes().splitlines()) >= 1 + lines:  # header + frames
+                    return
+            except FileNotFoundError:  # renamed into place meanwhile
+                pass
         time.sleep(0.02)
     assert process.poll() is None, f"the run ended before {path} had {lines} frame lines"
     raise AssertionError(f"{path} did not reach {lines} frame lines in {timeout} s")

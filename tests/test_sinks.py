@@ -28,7 +28,6 @@ from tagtrack.realtime.sinks import (
     export_sinks,
     h264_encoder,
     openpose_body25,
-    partial_path,
 )
 from tagtrack.realtime.sources import Frame
 from tagtrack.tracker import TrackedPose
@@ -72,8 +71,9 @@ def test_json_lines_one_valid_line_per_frame_flushed_as_written(tmp_path):
     validator = jsonl_validator()
     for count, result in enumerate(results(4), start=1):
         sink.write(result)
-        # Flushed per frame: readable before close.
-        assert len(path.read_text().splitlines()) == count
+        # Flushed per frame: readable before close, in the temporary that a kill leaves.
+        assert len(sink.partial.read_text().splitlines()) == count
+        assert sink.partial.name.startswith("poses.partial-") and not path.exists()
     sink.close()
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for record in records:
@@ -205,12 +205,15 @@ def test_json_lines_on_a_full_disk_keep_whole_lines_and_name_the_file(tmp_path):
     frames = results(6)
     sink.write(frames[0])
     sink._file = SmallDisk(sink._file, budget=100)  # room for 100 more bytes: part of the next line
-    with pytest.raises(OutputError, match=f"cannot write {path}: No space left on device; kept the 1 complete"):
+    partial = sink.partial
+    with pytest.raises(OutputError, match=f"cannot write {path}: No space left on device; its first 1 frames are "
+                                          f"kept in {partial}"):
         sink.write(frames[1])
     sink.write(frames[2])  # a failed sink writes nothing more
     sink.close()
-    assert len(path.read_text().splitlines()) == 1
-    json.loads(path.read_text())
+    assert not path.exists()  # a failed output never takes the final name
+    assert len(partial.read_text().splitlines()) == 1
+    json.loads(partial.read_text())
 
 
 def test_scores_in_records_stay_within_0_and_1():
@@ -261,7 +264,7 @@ def test_coco_results_load_in_pycocotools(tmp_path):
         sink.write(result)
     assert not path.exists()  # renamed into place only when complete
     sink.close()
-    assert not partial_path(path).exists()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left beside it
     detections = json.loads(path.read_text())
     assert len(detections) == 2 + 1 + 2
     assert all(len(d["keypoints"]) == 51 and d["category_id"] == 1 for d in detections)
@@ -282,7 +285,7 @@ def test_exports_are_streamed_to_disk_not_kept_in_memory(tmp_path):
         for sink in sinks:
             sink.write(frames[index % 2])
     # Before close: the people are on disk in the partial files (a buffer's worth at most in memory).
-    on_disk = sum(path.stat().st_size for path in tmp_path.glob("*.partial.json*"))
+    on_disk = sum(path.stat().st_size for path in tmp_path.glob("*.partial-*"))
     assert on_disk > 300 * 1.5 * 300  # about 450 people of several hundred bytes each
     for sink in sinks:
         sink.close()
@@ -333,7 +336,9 @@ def test_openpose_body25_mapping():
 def test_export_sinks_names(tmp_path):
     sinks = export_sinks(["coco", "posetrack", "openpose", "coco"], tmp_path / "clip")
     assert [type(s) for s in sinks] == [CocoResultsSink, PoseTrackSink, OpenPoseSink]
-    assert (tmp_path / "clip_openpose").is_dir()
+    for sink in sinks:
+        sink.close()
+    assert (tmp_path / "clip_openpose").is_dir()  # made when the export is complete
     with pytest.raises(UserFacingError, match="unknown --format 'csv'"):
         export_sinks(["csv"], tmp_path / "clip")
 
