@@ -582,6 +582,7 @@ def export_checkpoint(weights: Path | None, onnx_out: Path, input_hw: tuple[int,
     """Write the checkpoint as ONNX (checked by running it once in ONNX Runtime) and optionally a TensorRT engine."""
     from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
     from tagtrack.model.export import export_onnx
+    from tagtrack.realtime.sinks import refuse_overwriting
 
     if batch_size < 1:
         raise UserFacingError(f"--batch must be at least 1, got {batch_size}")
@@ -590,6 +591,10 @@ def export_checkpoint(weights: Path | None, onnx_out: Path, input_hw: tuple[int,
     _check_writable(onnx_out, "--onnx")
     if engine_out is not None:
         _check_writable(engine_out, "--trt")
+    # Never over the checkpoint it reads (nor a bundled model: refuse_overwriting adds them).
+    refuse_overwriting({"--weights": resolve_weights(weights)} if weights is not None else {},
+                       {"--onnx": onnx_out} | ({"--trt": engine_out} if engine_out is not None else {}))
+    if engine_out is not None:
         reason = tensorrt_usable()  # fail before the export, not after it
         if reason is not None:
             raise UserFacingError(f"--trt: {reason}")

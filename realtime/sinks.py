@@ -157,16 +157,23 @@ def refuse_overwriting(inputs: dict[str, Path], outputs: dict[str, Path]) -> Non
     inputs: label -> a file or folder that is read (a folder's images are inputs). outputs: label ->
     a file or folder that is written. Paths are compared resolved (symlinks, `..`, relative paths),
     and by inode for hard links. An output inside an input folder is refused when it has an image
-    suffix (the run would read it back, or overwrite one of the images).
+    suffix (the run would read it back, or overwrite one of the images). The bundled models are
+    inputs of every command: no command ever writes over one.
     """
+    from tagtrack.model.checkpoint import BUNDLED_WEIGHTS
     from tagtrack.realtime.sources import IMAGE_SUFFIXES
 
+    bundled = {}
+    for name, path in BUNDLED_WEIGHTS.items():
+        bundled.setdefault(Path(path), f"the bundled model {name!r}")  # "default" before its alias "general"
+    inputs = {**{label: path for path, label in bundled.items()}, **inputs}
     resolved_outputs = {label: Path(path).expanduser().resolve() for label, path in outputs.items()}
     for in_label, in_path in inputs.items():
         source = Path(in_path).expanduser().resolve()
         for out_label, target in resolved_outputs.items():
             if target == source or _same_file(target, source):
-                raise UserFacingError(f"{out_label} {outputs[out_label]} is the input {in_label}; "
+                what = in_label if in_label.startswith("the ") else f"the input {in_label}"
+                raise UserFacingError(f"{out_label} {outputs[out_label]} is {what}; "
                                       "it would be overwritten: choose another output name")
             if source.is_dir() and target.parent == source and target.suffix.lower() in IMAGE_SUFFIXES:
                 raise UserFacingError(f"{out_label} {outputs[out_label]} is an image inside the input folder "

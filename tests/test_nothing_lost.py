@@ -204,3 +204,62 @@ def test_b6_sigkill_leaves_the_previous_results_and_only_temporaries_that_say_wh
     assert new and all(".partial-" in name for name in new), new
     (jsonl,) = temporaries(out / "poses.jsonl")
     assert len(validated_lines(jsonl)) >= 40  # whole lines only
+
+
+# ---------------------------------------------------------------- B4: a checkpoint overwritten
+
+
+@pytest.fixture
+def bundled(tmp_path, tiny_weights, monkeypatch):
+    """The bundled models, as copies in tmp_path (a failing test must not destroy the repository's)."""
+    import shutil
+
+    from tagtrack.model import checkpoint
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    copies = {}
+    for name in ("default", "wide", "street"):
+        copies[name] = folder / f"{name}.safetensors"
+        shutil.copyfile(tiny_weights, copies[name])
+    monkeypatch.setattr(checkpoint, "DEFAULT_WEIGHTS", copies["default"])
+    monkeypatch.setattr(checkpoint, "BUNDLED_WEIGHTS", {**copies, "general": copies["default"]})
+    return copies
+
+
+def _refused_in_process(args: list[str], kept: list[Path], capfd) -> str:
+    from tagtrack import main
+
+    before = {path: digest(path) for path in kept}
+    code = main.main(args)
+    err = capfd.readouterr().err
+    assert code == main.EXIT_USER_ERROR, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert {path: digest(path) for path in kept} == before
+    return lines[0]
+
+
+def test_b4_export_onto_its_own_weights_is_refused(tmp_path, tiny_weights, capfd):
+    import shutil
+
+    weights = tmp_path / "w.safetensors"
+    shutil.copyfile(tiny_weights, weights)
+    line = _refused_in_process(["export", "--weights", str(weights), "--onnx", str(weights)], [weights], capfd)
+    assert "--onnx" in line and "--weights" in line
+
+
+def test_b4_export_onto_a_bundled_model_is_refused(tmp_path, bundled, capfd):
+    for target in ("default", "street"):
+        line = _refused_in_process(["export", "--onnx", str(bundled[target])], list(bundled.values()), capfd)
+        assert f"is the bundled model {target!r}" in line
+
+
+def test_b4_predict_json_onto_a_bundled_model_is_refused(tmp_path, bundled, capfd):
+    import cv2
+    import numpy as np
+
+    photo = tmp_path / "a.jpg"
+    cv2.imwrite(str(photo), np.full((40, 50, 3), 90, np.uint8))
+    line = _refused_in_process(["predict", str(photo), "--json", str(bundled["wide"])], list(bundled.values()), capfd)
+    assert "is the bundled model 'wide'" in line
