@@ -67,6 +67,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.draw:
         outputs["--draw"] = Path(args.draw) / f"{Path(args.image).stem}_poses.png"
     inputs = {"IMAGE": Path(args.image)} | ({"--weights": Path(args.weights)} if args.weights else {})
+    inputs |= {"--config": Path(args.config)} if args.config else {}
     refuse_overwriting(inputs, outputs)
     image = read_image(args.image)
     # Without --input-size the image's shape picks the input, as `run` does for a video (portrait for portrait).
@@ -210,7 +211,7 @@ def _run_options(args: argparse.Namespace, **extra):
         input_hw=tuple(args.input_size) if args.input_size else None,
         detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
         min_person_score=args.min_person_score, max_frames=args.max_frames, settings=_settings_overrides(args),
-        **extra)
+        config=Path(args.config) if args.config else None, **extra)
 
 
 class _StopOnSignal:

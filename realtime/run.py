@@ -46,6 +46,7 @@ class RunOptions:
     # {section: {name: value}} (realtime/settings.py) above the checkpoint's stored settings and the
     # thresholds above: what the command line's --config, flags and --set add up to.
     settings: dict = field(default_factory=dict)
+    config: Path | None = None  # the --config file `settings` came from: an input, never overwritten
     codec: str | None = None  # annotated video: h264 (PyAV) or mp4v; None: h264 where PyAV is installed
     strict: bool = False  # an unreadable image in a folder stops the run instead of being skipped
     progress: bool = True  # a bar on a terminal, a few lines otherwise
@@ -135,6 +136,8 @@ def check_options(options: RunOptions) -> None:
     inputs = {("SOURCE" if len(sources) == 1 else f"SOURCE image {path}"): path for path in sources}
     if options.weights is not None:
         inputs["--weights"] = options.weights
+    if options.config is not None:
+        inputs["--config"] = options.config
     refuse_overwriting(inputs, labelled_outputs(options))
 
 

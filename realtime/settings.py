@@ -142,8 +142,17 @@ def parse_assignments(assignments: Sequence[str], origin: str = "--set") -> Valu
     return values
 
 
+# What a run records beside its settings (realtime/run.py: run_settings; predict adds flip and scales):
+# in a settings file a run wrote, these describe the run and are not settings to apply.
+RUN_RECORD_KEYS = ("input_hw", "weights", "keypoints", "flip", "scales")
+
+
 def read_settings_file(path: str | Path) -> Values:
-    """A settings file: TOML (`.toml`) or JSON (anything else), `{section: {name: value}}`."""
+    """A settings file: TOML (`.toml`) or JSON (anything else), `{section: {name: value}}`.
+
+    The settings file a run writes (`<base>.settings.json`) reads back as it is: its record of the run
+    (RUN_RECORD_KEYS) is left out, and a section written as null (`"tracker": null`, a run without
+    tracking) is no layer at all."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -163,7 +172,8 @@ def read_settings_file(path: str | Path) -> Values:
         raise UserFacingError(f"--config {path}: not valid {kind} ({error})") from None
     if not isinstance(values, dict):
         raise UserFacingError(f"--config {path}: expected sections {', '.join(SECTIONS)}, got {type(values).__name__}")
-    return values
+    return {section: section_values for section, section_values in values.items()
+            if section not in RUN_RECORD_KEYS and not (section in SECTIONS and section_values is None)}
 
 
 def check_meaningful(settings: Settings, origin: str = "settings") -> None:

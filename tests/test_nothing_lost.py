@@ -263,3 +263,45 @@ def test_b4_predict_json_onto_a_bundled_model_is_refused(tmp_path, bundled, capf
     cv2.imwrite(str(photo), np.full((40, 50, 3), 90, np.uint8))
     line = _refused_in_process(["predict", str(photo), "--json", str(bundled["wide"])], list(bundled.values()), capfd)
     assert "is the bundled model 'wide'" in line
+
+
+# ---------------------------------------------------------------- B3: the config overwritten; settings round trip
+
+
+def test_b3_an_output_that_is_the_config_is_refused(tmp_path, tiny_weights):
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
+    q = tmp_path / "q"
+    q.mkdir()
+    config = q / "poses.settings.json"
+    config.write_text('{"decode": {"top_k": 7}}')
+    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(q / "poses.jsonl"),
+                 "--format", "coco", "--config", str(config), cache=tmp_path / "cache")
+    one_error(result, "--config")
+    assert config.read_text() == '{"decode": {"top_k": 7}}'
+    assert sorted(path.name for path in q.iterdir()) == ["poses.settings.json"]
+
+
+@pytest.mark.parametrize("tracking", [True, False])
+def test_b3_the_settings_a_run_writes_are_a_config_the_next_run_takes(tmp_path, tiny_weights, tracking):
+    import json
+
+    from tests.test_run_cli import validated_lines
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
+    untracked = [] if tracking else ["--no-track"]
+    first = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, *untracked,
+                "--json", str(tmp_path / "a.jsonl"), "--format", "coco", "--set", "decode.top_k=7",
+                "--set", "tracker.confirm_hits=2", cache=tmp_path / "cache")
+    assert first.returncode == 0, first.stderr
+    written = json.loads((tmp_path / "a.settings.json").read_text())
+    again = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, *untracked,
+                "--json", str(tmp_path / "b.jsonl"), "--config", str(tmp_path / "a.settings.json"),
+                cache=tmp_path / "cache")
+    assert again.returncode == 0, again.stderr
+    header = json.loads((tmp_path / "b.jsonl").read_text().splitlines()[0])["settings"]
+    assert header["decode"] == written["decode"] and header["decode"]["top_k"] == 7
+    assert header["tracker"] == written["tracker"]
+    assert len(validated_lines(tmp_path / "b.jsonl")) == 4
