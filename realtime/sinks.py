@@ -19,6 +19,7 @@ No sink skips a frame: a frame whose size differs from the video's is resized, n
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
@@ -35,6 +36,11 @@ import numpy as np
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.realtime.pipeline import FrameResult
+
+try:
+    import fcntl  # locks on temporaries (Unix); without it two runs onto one output are not detected
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +79,18 @@ class Temporary:
     goes before the suffix (a second temporary of one output: `.images`); `folder` makes a folder.
     publish() renames it into place, discard() removes it, keep() leaves it (a failed run's partial
     result, named to the user).
+
+    While it is written the temporary is locked (flock, released when the process ends, however it ends),
+    and a new one first looks for a locked temporary of the same output: another run writing that output
+    right now. Two runs writing one output would each rename a complete file into place, but a set of
+    outputs could then mix files of both; so the second run is refused (UserFacingError) before it writes
+    anything. Unlocked temporaries (a killed run's) are left alone.
     """
 
     def __init__(self, final: Path, tail: str = "", folder: bool = False) -> None:
         self.final = Path(final)
         self.folder = folder
+        self._lock: int | None = None  # the locked file descriptor while this is written
         self.path = self._create(tail)
         self.done = False  # published, discarded or kept
 
@@ -93,12 +106,23 @@ class Temporary:
             try:
                 if self.folder:
                     os.mkdir(path)
+                    self._lock = os.open(path, os.O_RDONLY)
                 else:
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                    self._lock = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
                 continue  # someone's file (or another run's temporary) has this name: draw another
             except OSError as error:
                 raise output_error(self.final, error) from None
+            if fcntl is not None:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+                pattern = f"{glob.escape(stem)}.partial-{'[0-9a-f]' * 6}{glob.escape(tail + suffix)}"
+                for other in self.final.parent.glob(pattern):
+                    if other != path and _locked(other):
+                        self._release()
+                        self._remove(path)
+                        raise UserFacingError(
+                            f"{self.final} is being written by another run right now (its temporary {other} is in "
+                            "use): wait until that run ends, or choose another output name")
             return path
         raise OutputError(f"cannot write {self.final}: no free temporary name beside it")
 
@@ -108,25 +132,51 @@ class Temporary:
         try:
             os.replace(self.path, self.final)
         except OSError as error:
-            self._remove()
+            self._remove(self.path)
             raise output_error(self.final, error) from None
+        finally:
+            self._release()
 
     def discard(self) -> None:
         self.done = True
-        self._remove()
+        self._release()
+        self._remove(self.path)
 
     def keep(self) -> Path:
         self.done = True
+        self._release()
         return self.path
 
-    def _remove(self) -> None:
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
+
+    def _remove(self, path: Path) -> None:
         try:
             if self.folder:
-                shutil.rmtree(self.path)
+                shutil.rmtree(path)
             else:
-                self.path.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
         except OSError:
-            log.warning("could not remove the temporary %s", self.path)
+            log.warning("could not remove the temporary %s", path)
+
+
+def _locked(path: Path) -> bool:
+    """Another process holds `path`'s flock (a temporary being written), as far as we may look."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+    return False
 
 
 def check_output_path(path: str | Path, what: str = "output") -> Path:

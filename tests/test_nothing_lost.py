@@ -305,3 +305,39 @@ def test_b3_the_settings_a_run_writes_are_a_config_the_next_run_takes(tmp_path, 
     assert header["decode"] == written["decode"] and header["decode"]["top_k"] == 7
     assert header["tracker"] == written["tracker"]
     assert len(validated_lines(tmp_path / "b.jsonl")) == 4
+
+
+# ---------------------------------------------------------------- B5: two runs with the same outputs at once
+
+
+@pytest.mark.slow
+def test_b5_a_second_run_onto_the_outputs_of_a_running_one_is_refused(tmp_path, tiny_weights):
+    import json
+    import signal
+
+    from tests.test_faults import start_cli
+    from tests.test_run_cli import signal_after_lines, validated_lines, video_frame_count
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
+    outputs = ["--out", str(tmp_path / "a.mp4"), "--json", str(tmp_path / "poses.jsonl"), "--format", "coco"]
+    first = start_cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+                      "--codec", "mp4v", *outputs, cache=tmp_path / "cache")
+    try:
+        from tests.test_run_cli import wait_for_lines
+
+        wait_for_lines(first, tmp_path / "poses.jsonl", 10)
+        second = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+                     "--codec", "mp4v", *outputs, cache=tmp_path / "cache")
+        one_error(second, "another run")
+        assert first.poll() is None  # the first run goes on
+        signal_after_lines(first, tmp_path / "poses.jsonl", 20, signal.SIGINT)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130
+    # The first run's files are whole and its own: as many frames in the video as lines, COCO valid.
+    records = validated_lines(tmp_path / "poses.jsonl")
+    assert video_frame_count(tmp_path / "a.mp4") == len(records) >= 20
+    assert len(json.loads((tmp_path / "poses.coco.json").read_text())) == sum(len(r["people"]) for r in records)
+    assert not [path for path in tmp_path.iterdir() if ".partial-" in path.name]
