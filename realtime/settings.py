@@ -69,18 +69,25 @@ def _convert(hint: Any, value: Any) -> Any:
                 value = kind(text)
             except ValueError:
                 raise ValueError(f"expected {expected}, got {value!r}") from None
-            if kind is float and math.isnan(value):
-                raise ValueError("expected a number, got nan")
-            return value
+            return _finite(value)
     elif value is None and optional:
         return None
     elif kind is bool and isinstance(value, bool):
         return value
     elif kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        _finite(value)
         if kind is int and value != int(value):
             raise ValueError(f"expected int, got {value!r}")
         return kind(value)
     raise ValueError(f"expected {expected}, got {value!r}")
+
+
+def _finite(value: int | float) -> int | float:
+    """Every number setting is finite: inf or nan would reach the outputs (the JSON Lines header, the
+    settings file), which JSON cannot hold; a setting meant as "no limit" is None where it exists."""
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    return value
 
 
 def _checked_values(origin: str, values: Values, lenient: bool = False) -> Values:

@@ -341,3 +341,42 @@ def test_b5_a_second_run_onto_the_outputs_of_a_running_one_is_refused(tmp_path, 
     assert video_frame_count(tmp_path / "a.mp4") == len(records) >= 20
     assert len(json.loads((tmp_path / "poses.coco.json").read_text())) == sum(len(r["people"]) for r in records)
     assert not [path for path in tmp_path.iterdir() if ".partial-" in path.name]
+
+
+# ---------------------------------------------------------------- T1-T5: inputs that crashed the CLI
+
+
+def _refused(tmp_path: Path, *args, kept: list[Path] = ()) -> str:
+    """`tagtrack ARGS` in a subprocess: one error line, exit 2, no traceback, files in `kept` untouched, nothing new."""
+    before = {path: digest(path) for path in kept}
+    existing = set(tmp_path.iterdir())
+    result = cli(*args, cache=tmp_path / "cache", timeout=120)
+    line = one_error(result)
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
+    assert {path: digest(path) for path in kept} == before
+    assert set(tmp_path.iterdir()) - existing <= {tmp_path / "cache"}
+    return line
+
+
+@pytest.mark.parametrize("assignment", ["tracker.reid_time=inf", "decode.spatial_weight=inf",
+                                        "decode.tag_threshold=-inf", "tracker.max_cost=nan"])
+def test_t1_non_finite_settings_are_refused_before_any_output_opens(tmp_path, tiny_weights, assignment):
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
+    poses = tmp_path / "poses.jsonl"
+    poses.write_text("an earlier result\n")
+    line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(poses),
+                    "--set", assignment, kept=[poses, video])
+    assert assignment.split("=")[0] in line and "finite" in line
+
+
+def test_t1_non_finite_settings_in_a_config_file_are_refused(tmp_path, tiny_weights):
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
+    config = tmp_path / "tuned.json"
+    config.write_text('{"tracker": {"reid_time": Infinity}}')  # Python's json reads it
+    line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU,
+                    "--json", str(tmp_path / "poses.jsonl"), "--config", str(config), kept=[config])
+    assert "tracker.reid_time" in line and str(config) in line
