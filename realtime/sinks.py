@@ -180,7 +180,11 @@ def _locked(path: Path) -> bool:
 
 
 def check_output_path(path: str | Path, what: str = "output") -> Path:
-    """Fail early, with one line, when `path` cannot be written (missing or read-only folder)."""
+    """Fail early, with one line, when `path` cannot be written (missing or read-only folder, a name that is
+    not UTF-8)."""
+    from tagtrack.realtime.sources import check_name
+
+    check_name(path, what)
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():

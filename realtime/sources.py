@@ -257,6 +257,21 @@ class LiveSource:
             self._capture.release()
 
 
+def printable_name(path: str | Path) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 shown as \\xff."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_name(path: str | Path, what: str) -> None:
+    """Refuse a file name that is not UTF-8 (Python keeps such bytes as lone surrogates): OpenCV takes names
+    as UTF-8 and its VideoCapture crashes the whole process (a segfault) on one; nor can the name be printed."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserFacingError(f"{what} {printable_name(path)}: the name is not valid UTF-8 (OpenCV cannot open it); "
+                              "rename the file") from None
+
+
 def _has_glob_magic(spec: str) -> bool:
     return any(char in spec for char in "*?[")
 
@@ -287,6 +302,7 @@ def open_source(spec: str, strict: bool = False) -> Source:
     spec = spec.strip()
     if not spec:
         raise UserFacingError("empty source: give a camera index, a video file, an image folder or a URL")
+    check_name(spec, "SOURCE")
     if spec.lstrip("+-").isdigit():
         index = int(spec)
         # cv2.VideoCapture(-1) takes down the whole process on some backends: refuse it here.

@@ -380,3 +380,23 @@ def test_t1_non_finite_settings_in_a_config_file_are_refused(tmp_path, tiny_weig
     line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU,
                     "--json", str(tmp_path / "poses.jsonl"), "--config", str(config), kept=[config])
     assert "tracker.reid_time" in line and str(config) in line
+
+
+def test_t2_a_name_that_is_not_utf8_is_refused_not_a_segfault(tmp_path, tiny_weights):
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/clip\xff.avi"))
+    video.rename(odd)
+    line = _refused(tmp_path, "run", odd, "--weights", str(tiny_weights), *TORCH_CPU, "--json",
+                    str(tmp_path / "poses.jsonl"), kept=[odd])
+    assert "UTF-8" in line
+
+
+def test_t2_an_output_name_that_is_not_utf8_is_refused(tmp_path, tiny_weights):
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
+    line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out",
+                    Path(os.fsdecode(bytes(tmp_path) + b"/a\xff.mp4")))
+    assert "UTF-8" in line
