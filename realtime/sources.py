@@ -36,6 +36,8 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 FOLDER_FPS = 30.0
 # A video that ends before this fraction of its declared frame count is reported as cut short.
 TRUNCATION_RATIO = 0.95
+# OpenCV takes a camera index as a C int (an index can also name a backend: 200 + N is V4L2's camera N).
+MAX_CAMERA_INDEX = 2**31 - 1
 
 
 @dataclass
@@ -223,7 +225,11 @@ class LiveSource:
 
     def _open(self) -> cv2.VideoCapture | None:
         with _quiet_opencv():
-            capture = cv2.VideoCapture(self.target)
+            try:
+                capture = cv2.VideoCapture(self.target)
+            except cv2.error:  # a target OpenCV refuses outright: as a device that does not open
+                log.debug("OpenCV refused to open %s", self.source_id, exc_info=True)
+                return None
         if capture.isOpened():
             return capture
         capture.release()
@@ -305,9 +311,10 @@ def open_source(spec: str, strict: bool = False) -> Source:
     check_name(spec, "SOURCE")
     if spec.lstrip("+-").isdigit():
         index = int(spec)
-        # cv2.VideoCapture(-1) takes down the whole process on some backends: refuse it here.
-        if index < 0:
-            raise UserFacingError(f"camera index must be 0 or more, got {index}")
+        # cv2.VideoCapture(-1) takes down the whole process on some backends, and an index beyond a C int
+        # raises cv2.error: refuse both here.
+        if not 0 <= index <= MAX_CAMERA_INDEX:
+            raise UserFacingError(f"camera index must be between 0 and {MAX_CAMERA_INDEX}, got {index}")
         return LiveSource(index, f"camera:{index}")
     if "://" in spec:
         return _open_url(spec)

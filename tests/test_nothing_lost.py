@@ -400,3 +400,9 @@ def test_t2_an_output_name_that_is_not_utf8_is_refused(tmp_path, tiny_weights):
     line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out",
                     Path(os.fsdecode(bytes(tmp_path) + b"/a\xff.mp4")))
     assert "UTF-8" in line
+
+
+@pytest.mark.parametrize("index", ["2147483648", "99999999999999999999"])
+def test_t3_a_camera_index_out_of_range_is_refused(tmp_path, tiny_weights, index):
+    line = _refused(tmp_path, "run", index, "--weights", str(tiny_weights), *TORCH_CPU)
+    assert index in line
