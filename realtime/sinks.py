@@ -182,9 +182,10 @@ def _locked(path: Path) -> bool:
 def check_output_path(path: str | Path, what: str = "output") -> Path:
     """Fail early, with one line, when `path` cannot be written (missing or read-only folder, a name that is
     not UTF-8)."""
-    from tagtrack.realtime.sources import check_name
+    from tagtrack.realtime.sources import check_name, check_not_a_loop
 
     check_name(path, what)
+    check_not_a_loop(path, what)
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -205,6 +206,15 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _resolved(path: str | Path, label: str) -> Path:
+    """The path with symlinks and `..` resolved; a symlink loop is one error line naming it."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a loop, later versions OSError
+        raise UserFacingError(f"{label.removeprefix('the ')} {path}: too many levels of symbolic links "
+                              "(a symbolic link loop)") from None
+
+
 def refuse_overwriting(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
     """Refuse any output that would destroy an input or another output, before anything is opened.
 
@@ -221,9 +231,9 @@ def refuse_overwriting(inputs: dict[str, Path], outputs: dict[str, Path]) -> Non
     for name, path in BUNDLED_WEIGHTS.items():
         bundled.setdefault(Path(path), f"the bundled model {name!r}")  # "default" before its alias "general"
     inputs = {**{label: path for path, label in bundled.items()}, **inputs}
-    resolved_outputs = {label: Path(path).expanduser().resolve() for label, path in outputs.items()}
+    resolved_outputs = {label: _resolved(path, label) for label, path in outputs.items()}
     for in_label, in_path in inputs.items():
-        source = Path(in_path).expanduser().resolve()
+        source = _resolved(in_path, in_label)
         for out_label, target in resolved_outputs.items():
             if target == source or _same_file(target, source):
                 what = in_label if in_label.startswith("the ") else f"the input {in_label}"

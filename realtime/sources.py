@@ -11,6 +11,7 @@ reopened a few times (logged as warnings) before it gives up with a `UserFacingE
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -278,6 +279,16 @@ def check_name(path: str | Path, what: str) -> None:
                               "rename the file") from None
 
 
+def check_not_a_loop(path: str | Path, what: str) -> None:
+    """Refuse a symlink loop by name (Python's path resolving raises a RuntimeError on one)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UserFacingError(f"{what} {printable_name(path)}: too many levels of symbolic links "
+                                  "(a symbolic link loop)") from None
+
+
 def _has_glob_magic(spec: str) -> bool:
     return any(char in spec for char in "*?[")
 
@@ -291,6 +302,7 @@ def input_paths(spec: str) -> list[Path]:
     spec = spec.strip()
     if not spec or spec.lstrip("+-").isdigit() or "://" in spec:
         return []
+    check_not_a_loop(spec, "SOURCE")
     path = Path(spec)
     if not path.exists() and _has_glob_magic(spec):
         return _glob_images(spec)
@@ -318,6 +330,7 @@ def open_source(spec: str, strict: bool = False) -> Source:
         return LiveSource(index, f"camera:{index}")
     if "://" in spec:
         return _open_url(spec)
+    check_not_a_loop(spec, "SOURCE")
     path = Path(spec)
     if path.is_dir():
         return ImageFolderSource.from_folder(path, strict)

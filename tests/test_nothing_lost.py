@@ -406,3 +406,21 @@ def test_t2_an_output_name_that_is_not_utf8_is_refused(tmp_path, tiny_weights):
 def test_t3_a_camera_index_out_of_range_is_refused(tmp_path, tiny_weights, index):
     line = _refused(tmp_path, "run", index, "--weights", str(tiny_weights), *TORCH_CPU)
     assert index in line
+
+
+def test_t4_a_symlink_loop_is_refused(tmp_path, tiny_weights):
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    line = _refused(tmp_path, "run", str(tmp_path / "loop1"), "--weights", str(tiny_weights), *TORCH_CPU)
+    assert "loop1" in line and "symbolic link" in line
+
+
+def test_t4_an_output_that_is_a_symlink_loop_is_refused(tmp_path, tiny_weights):
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
+    (tmp_path / "loop1.jsonl").symlink_to(tmp_path / "loop2.jsonl")
+    (tmp_path / "loop2.jsonl").symlink_to(tmp_path / "loop1.jsonl")
+    line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json",
+                    str(tmp_path / "loop1.jsonl"))
+    assert "loop1.jsonl" in line and "symbolic link" in line
