@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from tagtrack import main
-from tagtrack.model.checkpoint import BUNDLED_WEIGHTS, load_checkpoint, save_checkpoint
+from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.hourglass import HourglassNet
@@ -56,23 +56,28 @@ def test_checkpoint_records_the_family_and_rebuilds_it(family, tmp_path):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_checkpoints_from_before_families_are_hourglasses():
-    loaded = load_checkpoint(BUNDLED_WEIGHTS["street"])
-    assert "family" not in json.dumps(loaded.metadata.get("train_config", {}).get("model", {}))
-    assert loaded.config.family == "hourglass" and isinstance(loaded.model, HourglassNet)
-
-
-def test_unknown_family_is_refused_naming_it(tmp_path):
-    path = save_checkpoint(tmp_path / "net.safetensors", tiny_network("hourglass"))
+def _rewrite_model_config(path: Path, change) -> None:
+    """Rewrite a checkpoint's stored model config with CHANGE(dict) -> dict (keeping its weights and checksum)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     with safe_open(str(path), framework="pt") as reader:
         header = reader.metadata()
         tensors = {name: reader.get_tensor(name) for name in reader.keys()}
-    config = json.loads(header["model_config"])
-    header["model_config"] = json.dumps(dict(config, family="transformer9000"))
+    header["model_config"] = json.dumps(change(json.loads(header["model_config"])))
     save_file(tensors, str(path), metadata=header)
+
+
+def test_checkpoints_from_before_families_are_hourglasses(tmp_path):
+    path = save_checkpoint(tmp_path / "old.safetensors", tiny_network("hourglass"))
+    _rewrite_model_config(path, lambda config: {k: v for k, v in config.items() if k != "family"})
+    loaded = load_checkpoint(path)
+    assert loaded.config.family == "hourglass" and isinstance(loaded.model, HourglassNet)
+
+
+def test_unknown_family_is_refused_naming_it(tmp_path):
+    path = save_checkpoint(tmp_path / "net.safetensors", tiny_network("hourglass"))
+    _rewrite_model_config(path, lambda config: dict(config, family="transformer9000"))
     with pytest.raises(UserFacingError, match="unknown network family 'transformer9000'"):
         load_checkpoint(path)
 
