@@ -491,6 +491,22 @@ class CheckpointModel:
                            self.cache_dir)
 
 
+# The largest network input side accepted. The network's memory grows with the input's pixels: 2048x2048 is
+# 16 times the pixels of the paper preset's 512x512 and already needs gigabytes; 64000x64000 took 23 s to
+# fail with a MemoryError (45.8 GiB for the input alone).
+MAX_INPUT_SIDE = 2048
+
+
+def check_input_limit(input_hw: tuple[int, int] | None, what: str = "--input-size") -> None:
+    """Refuse an input size beyond MAX_INPUT_SIDE at once (None: the checkpoint's, always fine)."""
+    if input_hw is None:
+        return
+    height, width = (int(side) for side in input_hw)
+    if max(height, width) > MAX_INPUT_SIDE:
+        raise UserFacingError(f"{what} {height}x{width}: at most {MAX_INPUT_SIDE} per side (the network's memory "
+                              "grows with the input's pixels)")
+
+
 def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: bool = False,
                   input_hw: tuple[int, int] | None = None, cache_dir: Path | None = None,
                   batch_size: int = 1, frame_hw: tuple[int, int] | None = None) -> Engine:
@@ -504,6 +520,7 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
 
     if kind not in ENGINE_KINDS:
         raise UserFacingError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")
+    check_input_limit(input_hw, "input size")
     resolved_device = resolve_device(device)
     if batch_size < 1:
         raise UserFacingError(f"batch size must be at least 1, got {batch_size}")
@@ -588,6 +605,7 @@ def export_checkpoint(weights: Path | None, onnx_out: Path, input_hw: tuple[int,
         raise UserFacingError(f"--batch must be at least 1, got {batch_size}")
     if fp16 and engine_out is None:
         raise UserFacingError("--fp16 applies to the TensorRT engine; add --trt out.engine")
+    check_input_limit(input_hw)
     _check_writable(onnx_out, "--onnx")
     if engine_out is not None:
         _check_writable(engine_out, "--trt")

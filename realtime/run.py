@@ -131,6 +131,11 @@ def check_options(options: RunOptions) -> None:
     if options.formats:
         check_output_path(export_base(options), "--format output")
     check_ranges(options.detection_threshold, options.tag_threshold, options.min_person_score, options.max_frames)
+    if options.input_hw is not None:
+        from tagtrack.model.config import check_input_size
+        from tagtrack.realtime.engines import check_input_limit
+
+        check_input_limit(check_input_size(options.input_hw, "--input-size"))
     check_meaningful(effective_settings(options))  # with the defaults; again with the checkpoint's, once loaded
     sources = input_paths(options.source or "")
     inputs = {("SOURCE" if len(sources) == 1 else f"SOURCE image {path}"): path for path in sources}

@@ -424,3 +424,20 @@ def test_t4_an_output_that_is_a_symlink_loop_is_refused(tmp_path, tiny_weights):
     line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json",
                     str(tmp_path / "loop1.jsonl"))
     assert "loop1.jsonl" in line and "symbolic link" in line
+
+
+@pytest.mark.parametrize("command", ["predict", "run"])
+def test_t5_a_huge_input_size_is_refused_at_once(tmp_path, tiny_weights, command):
+    import time
+
+    import cv2
+    import numpy as np
+
+    photo = tmp_path / "a.jpg"
+    cv2.imwrite(str(photo), np.full((40, 50, 3), 90, np.uint8))
+    extra = ["--device", "cpu"] if command == "predict" else list(TORCH_CPU)
+    started = time.monotonic()
+    line = _refused(tmp_path, command, str(photo), "--weights", str(tiny_weights), *extra,
+                    "--input-size", "64000", "64000", kept=[photo])
+    assert "64000" in line and "at most" in line
+    assert time.monotonic() - started < 60  # not after minutes of allocating
