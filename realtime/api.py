@@ -405,6 +405,8 @@ def _track(estimator: PoseEstimator, owns_estimator: bool, source: str | int | P
            progress: bool) -> FrameStream | RunSummary:
     if estimator.engine is None:
         raise UserFacingError("this PoseEstimator is closed")
+    if isinstance(formats, str):  # formats="coco": one format, not the letters c, o, c, o
+        formats = [formats]
     options = dataclasses.replace(
         estimator.options, source=_source_spec(source), out=Path(out) if out is not None else None,
         json=Path(json) if json is not None else None, formats=list(formats), boxes=boxes, track=tracking,

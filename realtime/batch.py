@@ -87,6 +87,8 @@ def plan_jobs(sources: Sequence[str], out_dir: str | Path, template: RunOptions,
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserFacingError(f"cannot create --out-dir {out_dir}: {error.strerror or error}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):  # before the first job's check names its --out file instead
+        raise UserFacingError(f"--out-dir {out_dir} is not writable")
     weights = resolve_weights(template.weights)  # one clear error now, not one per file
     if not weights.is_file():
         raise UserFacingError(f"checkpoint not found: {weights}")

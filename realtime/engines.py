@@ -507,6 +507,15 @@ def check_input_limit(input_hw: tuple[int, int] | None, what: str = "--input-siz
                               "grows with the input's pixels)")
 
 
+def check_stored_settings(stored: dict | None, weights: Path) -> None:
+    """The decoder and tracker settings stored in a checkpoint, checked on their own (realtime/settings.py)
+    as soon as it is loaded: a value out of range is the checkpoint's fault, and the error names it."""
+    from tagtrack.realtime.settings import build_settings, check_meaningful
+
+    origin = f"settings stored in checkpoint {weights}"
+    check_meaningful(build_settings([(origin, stored or {})], lenient_first=True), origin)
+
+
 def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: bool = False,
                   input_hw: tuple[int, int] | None = None, cache_dir: Path | None = None,
                   batch_size: int = 1, frame_hw: tuple[int, int] | None = None) -> Engine:
@@ -526,6 +535,7 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
         raise UserFacingError(f"batch size must be at least 1, got {batch_size}")
     weights_path = resolve_weights(weights)
     loaded = load_checkpoint(weights_path)
+    check_stored_settings(loaded.settings, weights_path)  # before an ONNX export takes seconds
     input_hw = choose_input_hw((loaded.config.input_height, loaded.config.input_width), input_hw, frame_hw)
     model = CheckpointModel(loaded, weights_path, resolved_device, fp16, check_input_size(input_hw), batch_size,
                             Path(cache_dir) if cache_dir is not None else default_cache_dir())

@@ -441,3 +441,70 @@ def test_t5_a_huge_input_size_is_refused_at_once(tmp_path, tiny_weights, command
                     "--input-size", "64000", "64000", kept=[photo])
     assert "64000" in line and "at most" in line
     assert time.monotonic() - started < 60  # not after minutes of allocating
+
+
+# ---------------------------------------------------------------- messages that misled
+
+
+def test_message_out_dir_read_only_names_out_dir(tmp_path, tiny_weights, monkeypatch):
+    from tagtrack.realtime import batch
+    from tagtrack.realtime.run import RunOptions
+
+    # As root the kernel lets every write through; the refusal is checked with access() saying no.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if "ro" in str(path) else real_access(path, mode))
+    (tmp_path / "ro").mkdir()
+    from tagtrack.model.errors import UserFacingError
+
+    with pytest.raises(UserFacingError, match=r"^--out-dir .*ro is not writable"):
+        batch.plan_jobs(["clip.mp4"], tmp_path / "ro", RunOptions(source="", weights=tiny_weights))
+
+
+def test_message_a_temporary_of_a_long_name_exists_and_fits(tmp_path):
+    from tagtrack.realtime.sinks import NAME_MAX, Temporary
+
+    final = tmp_path / ("a" * 248 + ".mp4")  # 252 bytes: "<stem>.partial-xxxxxx.mp4" would not fit
+    temporary = Temporary(final)
+    assert temporary.path.exists() and len(temporary.path.name.encode()) <= NAME_MAX
+    assert temporary.path.name.endswith(".mp4") and ".partial-" in temporary.path.name
+    temporary.publish()
+    assert final.exists()
+
+
+def test_message_api_formats_as_one_string(tmp_path, tiny_weights):
+    import json
+
+    import tagtrack
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 3, size_hw=(48, 64))
+    tagtrack.track(str(video), json=tmp_path / "p.jsonl", formats="coco", weights=tiny_weights, engine="torch",
+                   device="cpu")
+    assert isinstance(json.loads((tmp_path / "p.coco.json").read_text()), list)
+
+
+def test_message_a_checkpoint_with_settings_out_of_range_is_named_before_the_export(tmp_path, capfd):
+    import torch
+
+    from tagtrack import main
+    from tagtrack.model.checkpoint import save_checkpoint
+    from tagtrack.model.hourglass import HourglassNet
+    from tests.test_run_cli import TINY
+    from tests.test_sources import write_video
+
+    torch.manual_seed(0)
+    weights = tmp_path / "odd.safetensors"
+    save_checkpoint(weights, HourglassNet(TINY), settings={"decode": {"detection_threshold": 5.0}})
+    video = write_video(tmp_path / "clip.avi", 3, size_hw=(48, 64))
+    cache = tmp_path / "cache"
+    os.environ["TAGTRACK_CACHE"] = str(cache)
+    try:
+        code = main.main(["run", str(video), "--weights", str(weights), "--engine", "ort", "--device", "cpu",
+                          "--json", str(tmp_path / "p.jsonl")])
+    finally:
+        del os.environ["TAGTRACK_CACHE"]
+    err = capfd.readouterr().err
+    assert code == 2
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert str(weights) in line and "detection_threshold" in line
+    assert not cache.exists() or not list(cache.rglob("*.onnx"))  # refused before the ONNX export
