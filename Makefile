@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	@# TrackEval (eval-track's HOTA / MOTA / IDF1) without its dependencies: see the bench extra in pyproject.toml.
+	$(BIN)/pip install -q --no-deps 'trackeval>=1.3,<2'
 	touch $@
 
 demo: setup

@@ -728,14 +728,18 @@ def _frame_range(frames: list[int] | None) -> range | None:
 
 def add_eval_track_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "eval-track", help="MOTA, IDF1, ID switches of tracks against MOTChallenge ground truth (py-motmetrics)",
-        description="Score tracks against MOTChallenge ground truth. Poses (JSON Lines of `tagtrack run --json`) "
-                    "match a person when the centroid of their confident joints lies within --max-distance box "
-                    "heights of the box centre; box results (a MOTChallenge .txt file) match by IoU.")
+        "eval-track", help="HOTA, MOTA, IDF1 of tracks against MOTChallenge ground truth (TrackEval)",
+        description="Score tracks against MOTChallenge ground truth. By default as trackers are compared in the "
+                    "literature: TrackEval's HOTA (DetA, AssA, LocA), CLEAR (MOTA, MOTP, ID switches, MT/ML) and "
+                    "Identity (IDF1) on boxes matched at IoU >= 0.5, MOT15 or MOT17 protocol as the ground truth's "
+                    "columns say. Poses (JSON Lines of `tagtrack run --json`) are scored by their boxes. "
+                    "--match centroid is our own rule (py-motmetrics): a pose matches a person when the centroid "
+                    "of its confident joints lies within --max-distance box heights of the box centre.")
     p.add_argument("results", metavar="RESULTS", help="JSON Lines of poses, or a MOTChallenge result file (.txt)")
     p.add_argument("--gt", required=True, help="ground truth, MOTChallenge format (conf 0 rows: don't care)")
-    p.add_argument("--match", choices=("centroid", "iou"), default=None,
-                   help="matching rule (default: centroid for poses, iou for boxes)")
+    p.add_argument("--match", choices=("trackeval", "centroid", "iou"), default="trackeval",
+                   help="trackeval: TrackEval on boxes (default); centroid: ours, py-motmetrics, poses by joint "
+                        "centroid; iou: py-motmetrics on boxes at --min-iou")
     p.add_argument("--max-distance", type=float, default=0.5, help="centroid: box heights (default 0.5)")
     p.add_argument("--min-iou", type=float, default=0.5, help="iou: least IoU of a match (default 0.5)")
     p.add_argument("--min-joint-score", type=float, default=0.2, help="joints making the centroid (default 0.2)")
@@ -748,18 +752,23 @@ def add_eval_track_command(commands: argparse._SubParsersAction) -> None:
 
 def _eval_track(args: argparse.Namespace) -> int:
     from tagtrack.tracker import TrackerConfig
-    from tagtrack.tracker.mot_eval import MatchRule, evaluate_file, format_scores, is_pose_file
+    from tagtrack.tracker.mot_eval import MatchRule, evaluate_file, format_scores
 
     if args.max_distance <= 0 or not 0 < args.min_iou <= 1 or args.min_joint_score < 0:
         raise UserFacingError("--max-distance > 0, 0 < --min-iou <= 1 and --min-joint-score >= 0")
-    mode = args.match or ("centroid" if is_pose_file(args.results) else "iou")
-    rule = MatchRule(mode=mode, max_distance=args.max_distance, min_iou=args.min_iou,
-                     min_joint_score=args.min_joint_score)
+    rule = MatchRule(mode="iou" if args.match == "iou" else "centroid", max_distance=args.max_distance,
+                     min_iou=args.min_iou, min_joint_score=args.min_joint_score)
     frames = _frame_range(args.frames)
     config = TrackerConfig(use_tags=not args.no_tags) if args.retrack else None
-    scores = evaluate_file(args.results, args.gt, rule, frames, retrack_config=config)
-    print(format_scores(scores, title=f"{args.results} against {args.gt} ({mode} matching"
-                                      f"{', re-tracked' if args.retrack else ''})"))
+    protocol = "trackeval" if args.match == "trackeval" else "motmetrics"
+    scores = evaluate_file(args.results, args.gt, rule, frames, retrack_config=config, protocol=protocol)
+    title = f"{args.results} against {args.gt} ({args.match} matching{', re-tracked' if args.retrack else ''})"
+    if protocol == "trackeval":
+        from tagtrack.tracker.trackeval_scores import format_trackeval_scores
+
+        print(format_trackeval_scores(scores, title=title))
+    else:
+        print(format_scores(scores, title=title))
     return 0
 
 
@@ -966,6 +975,8 @@ def add_bench_track_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--poses", default=None,
                    help="instead: every tracker over these real detections (JSON Lines of `run --no-track --json`)")
     p.add_argument("--gt", default=None, help="with --poses: MOTChallenge ground truth to score against")
+    p.add_argument("--match", choices=("trackeval", "centroid"), default="trackeval",
+                   help="with --poses: TrackEval HOTA/MOTA/IDF1 on boxes (default), or our centroid rule")
     _add_frames_argument(p)
     p.set_defaults(handler=_bench_track)
 
@@ -981,7 +992,8 @@ def _bench_track(args: argparse.Namespace) -> int:
     if args.poses is not None:
         from tagtrack.bench.track import format_real_scores, run_real_scores
 
-        rows = run_real_scores(args.poses, args.gt, frames=_frame_range(args.frames))
+        rows = run_real_scores(args.poses, args.gt, frames=_frame_range(args.frames),
+                               protocol="trackeval" if args.match == "trackeval" else "motmetrics")
         print(format_real_scores(rows, f"trackers on the detections of {args.poses}, scored against {args.gt}"))
         return 0
     if not args.timing_only:

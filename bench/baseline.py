@@ -14,6 +14,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 # Unchanged by issue 17, so shared rather than copied: the candidates' sort and top-k, quarter-pixel offsets, OKS.
+from tagtrack.model.body_box import body_boxes
 from tagtrack.model.codec import DecodeConfig, _Candidates, _peak_offsets, pairwise_oks, top_k_candidates
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
@@ -38,13 +39,14 @@ def baseline_preprocess(letterbox: Letterbox, image_bgr: np.ndarray) -> np.ndarr
 def baseline_poses_from_maps(
     heatmaps: np.ndarray, tags: np.ndarray, letterbox: Letterbox, schema: KeypointSchema, decode_config: DecodeConfig
 ) -> list[Pose]:
-    """`poses_from_maps` before issue 17: decode, then each pose mapped to image pixels on its own."""
+    """`poses_from_maps` before issue 17: decode, then each pose mapped to image pixels on its own. (Its box is
+    today's whole-body box from the joints, `model.body_box`, so that the people compare to the bit.)"""
     poses = baseline_decode(heatmaps, tags, schema, decode_config)
     for pose in poses:
         found = pose.keypoints[:, 2] > 0
         image_xy = letterbox.map_to_image(pose.keypoints[:, :2].astype(np.float64))
         pose.keypoints[:, :2] = np.where(found[:, None], image_xy, 0.0)
-        pose.box = Pose.box_from_keypoints(pose.keypoints)
+        pose.box = body_boxes(pose.keypoints[None], schema.keypoint_names, letterbox.image_hw)[0]
     return poses
 
 

@@ -5,11 +5,16 @@ paths, hidden by each other and by a pillar, leaving and coming back, with keypo
 joints, weak and false people, at an irregular frame rate. Scores are motmetrics' MOTA, IDF1 and ID
 switches over several seeds together, for each tag mode (consistent per-person tags with drift, and
 random tags) and tag dimension.
+
+`--poses` (`run_real_scores`): every tracker over the same real detections, scored against MOTChallenge
+ground truth with TrackEval (HOTA, MOTA, IDF1; `tracker/trackeval_scores.py`) or our centroid rule, with each
+tracker's CPU time per frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -17,9 +22,19 @@ from tqdm import tqdm
 from tagtrack.tracker.baselines import ByteTrackBoxTracker, GreedyOksTracker, SortTracker
 from tagtrack.tracker.benchmark import TrackScores, make_sequences, score, time_per_frame
 from tagtrack.tracker.config import TrackerConfig
-from tagtrack.tracker.mot_eval import MatchRule, MotScores, read_mot_file, read_pose_frames, retrack, score_tracks
+from tagtrack.tracker.mot_eval import (
+    MatchRule,
+    check_pose_frames,
+    frame_objects,
+    read_mot_rows,
+    read_pose_frames,
+    retrack,
+    score_tracks,
+    scored_frames,
+)
 from tagtrack.tracker.synthetic import SceneConfig
 from tagtrack.tracker.tracker import PoseTracker
+from tagtrack.tracker.trackeval_scores import TrackEvalScores, score_with_trackeval
 
 TAG_MODES = ("consistent", "random")
 
@@ -78,31 +93,68 @@ def format_timing(timing: dict[int, float]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class RealRow:
+    """One tracker over real detections: its scores (TrackEvalScores, or MotScores with the centroid rule) and
+    its CPU time per frame (update only; the detections are given)."""
+
+    tracker: str
+    scores: object
+    seconds_per_frame: float
+
+
+def _timed_retrack(pose_frames, tracker, min_joint_score: float) -> tuple[dict, float]:
+    started = time.process_time()
+    results = retrack(pose_frames, tracker, min_joint_score)
+    return results, (time.process_time() - started) / max(len(pose_frames), 1)
+
+
 def run_real_scores(poses_path: str, gt_path: str, config: TrackerConfig | None = None,
-                    frames: range | None = None, rule: MatchRule | None = None,
-                    progress: bool = True) -> list[tuple[str, MotScores]]:
+                    frames: range | None = None, rule: MatchRule | None = None, protocol: str = "trackeval",
+                    progress: bool = True) -> list[RealRow]:
     """Every tracker of the table over the same real detections (JSON Lines of `tagtrack run --no-track
-    --json`), scored against MOTChallenge ground truth (`tracker.mot_eval`). Each tracker sees every frame
-    of the file (state carries over), and only the scored frames count."""
+    --json`), scored against MOTChallenge ground truth: TrackEval's HOTA / CLEAR / Identity on the people's
+    boxes (protocol "trackeval"), or our centroid rule with py-motmetrics ("motmetrics", `rule`). Each tracker
+    sees every frame of the file up to the last scored one (state carries over), and only the scored frames
+    count. Note: every tracker reports the people's boxes (`Pose.box`) as they are in the file."""
     config = config or TrackerConfig()
     rule = rule or MatchRule()
+    truth = read_mot_rows(gt_path)
+    frames = scored_frames(truth, frames)
     pose_frames = read_pose_frames(poses_path)
-    truth = read_mot_file(gt_path)
-    if frames is None:
-        frames = range(min(truth, default=1), max(truth, default=0) + 1)
-    if frames:  # nothing after the last scored frame is needed
-        pose_frames = [f for f in pose_frames if f.frame <= frames.stop - 1]
-    rows = []
+    check_pose_frames(poses_path, pose_frames, frames)
+    pose_frames = [f for f in pose_frames if f.frame < frames.stop]  # nothing after the last scored frame
+    results, times = {}, {}
     for name, make in tqdm(trackers(config).items(), desc="trackers", disable=not progress):
-        rows.append((name, score_tracks(truth, retrack(pose_frames, make(), rule.min_joint_score), frames, rule)))
-    return rows
+        results[name], times[name] = _timed_retrack(pose_frames, make(), rule.min_joint_score)
+    if protocol == "trackeval":
+        scores = score_with_trackeval(truth, results, frames)
+    else:
+        scores = {name: score_tracks(frame_objects(truth), found, frames, rule) for name, found in results.items()}
+    return [RealRow(name, scores[name], times[name]) for name in results]
 
 
-def format_real_scores(rows: list[tuple[str, MotScores]], title: str) -> str:
-    lines = [title, f"{'tracker':<22} {'MOTA':>5} {'IDF1':>5} {'ID sw':>5} {'frag':>5} {'recall':>6} {'prec':>5} "
-                    f"{'FP':>4} {'miss':>5} {'MT':>3} {'ML':>3} {'ids':>4}"]
-    for name, s in rows:
-        lines.append(f"{name:<22} {100 * s.mota:5.1f} {100 * s.idf1:5.1f} {s.id_switches:5d} {s.fragmentations:5d} "
-                     f"{100 * s.recall:6.1f} {100 * s.precision:5.1f} {s.false_positives:4d} {s.misses:5d} "
-                     f"{s.mostly_tracked:3d} {s.mostly_lost:3d} {s.num_track_ids:4d}")
+def format_real_scores(rows: list[RealRow], title: str) -> str:
+    if rows and isinstance(rows[0].scores, TrackEvalScores):
+        protocol = rows[0].scores.protocol
+        lines = [title, f"TrackEval, {protocol} protocol (boxes matched at IoU >= 0.5); ms: CPU time per frame of "
+                        f"the tracker alone",
+                 f"{'tracker':<22} {'HOTA':>5} {'DetA':>5} {'AssA':>5} {'MOTA':>5} {'IDF1':>5} {'IDsw':>4} "
+                 f"{'frag':>4} {'FP':>5} {'FN':>5} {'MT':>3} {'ML':>3} {'ids':>4} {'ms':>5}"]
+        for row in rows:
+            s = row.scores
+            lines.append(f"{row.tracker:<22} {100 * s.hota:5.1f} {100 * s.deta:5.1f} {100 * s.assa:5.1f} "
+                         f"{100 * s.mota:5.1f} {100 * s.idf1:5.1f} {s.id_switches:4d} {s.fragmentations:4d} "
+                         f"{s.false_positives:5d} {s.misses:5d} {s.mostly_tracked:3d} {s.mostly_lost:3d} "
+                         f"{s.num_track_ids:4d} {1e3 * row.seconds_per_frame:5.2f}")
+        return "\n".join(lines)
+    lines = [title, "our centroid rule (py-motmetrics); ms: CPU time per frame of the tracker alone",
+             f"{'tracker':<22} {'MOTA':>5} {'IDF1':>5} {'ID sw':>5} {'frag':>5} {'recall':>6} {'prec':>5} "
+             f"{'FP':>4} {'miss':>5} {'MT':>3} {'ML':>3} {'ids':>4} {'ms':>5}"]
+    for row in rows:
+        s = row.scores
+        lines.append(f"{row.tracker:<22} {100 * s.mota:5.1f} {100 * s.idf1:5.1f} {s.id_switches:5d} "
+                     f"{s.fragmentations:5d} {100 * s.recall:6.1f} {100 * s.precision:5.1f} {s.false_positives:4d} "
+                     f"{s.misses:5d} {s.mostly_tracked:3d} {s.mostly_lost:3d} {s.num_track_ids:4d} "
+                     f"{1e3 * row.seconds_per_frame:5.2f}")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from tagtrack.model.body_box import body_boxes
 from tagtrack.model.oks import object_keypoint_similarity
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
@@ -561,8 +562,13 @@ class People:
     scores: np.ndarray
     tags: np.ndarray
 
-    def poses(self) -> list[Pose]:
-        boxes = keypoint_boxes(self.keypoints)
+    def poses(self, schema: KeypointSchema | None = None, image_hw: tuple[int, int] | None = None) -> list[Pose]:
+        """The people as Poses. With the schema, each box is the whole body estimated from the joints
+        (`model.body_box`, clipped to image_hw when given); without it, the box around the found joints."""
+        if schema is None:
+            boxes = keypoint_boxes(self.keypoints)
+        else:
+            boxes = body_boxes(self.keypoints, schema.keypoint_names, image_hw)
         return [Pose(keypoints=self.keypoints[i], score=float(self.scores[i]), box=boxes[i], tag=self.tags[i])
                 for i in range(len(self.keypoints))]
 

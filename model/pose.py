@@ -15,7 +15,9 @@ class Pose:
     score: person score as in the AE papers (pose-ae): the mean over all K joint types of the heatmap
         scores of the joints grouped into the person, a joint not found counting 0, taken before
         refinement fills missing joints (so a person found whole scores higher than a fragment).
-    box: [4] float32 (x1, y1, x2, y2) around the found joints.
+    box: [4] float32 (x1, y1, x2, y2). From the pipeline (`predict.poses_from_maps`): the whole person, head
+        top to soles, estimated from the joints (`model.body_box`). From `codec.decode` (map pixels) and
+        `box_from_keypoints`: the box around the found joints.
     tag: [L] float32, the person's mean tag vector (the associative embedding).
     """
 

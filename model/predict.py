@@ -69,7 +69,7 @@ def poses_from_maps(
     found = keypoints[:, :, 2:] > 0
     image_xy = letterbox.map_to_image(keypoints[:, :, :2].astype(np.float64))  # all people at once
     keypoints[:, :, :2] = np.where(found, image_xy, 0.0)
-    return people.poses()
+    return people.poses(schema, letterbox.image_hw)
 
 
 def _flip_back(heatmaps: np.ndarray, tags: np.ndarray, schema: KeypointSchema) -> tuple[np.ndarray, np.ndarray]:

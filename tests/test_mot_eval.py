@@ -13,6 +13,7 @@ from tagtrack.model.schema import COCO17
 from tagtrack.tracker.mot_eval import (
     FrameObjects,
     MatchRule,
+    evaluate_file,
     pose_centroids,
     read_mot_file,
     read_pose_frames,
@@ -40,12 +41,14 @@ def write(path, lines) -> str:
 
 
 def pose_at(x: float, y: float, score: float = 0.9) -> Pose:
-    """A thin pose (joints on one column, as the default model gives small walkers) centred at (x, y)."""
+    """A thin pose (joints on one column, as the default model gives small walkers) centred at (x, y), with
+    the whole-body box the pipeline gives it: 40 x 100 about (x, y), the ground truth's boxes here."""
     keypoints = np.zeros((17, 3), dtype=np.float32)
     keypoints[:, 0] = x
     keypoints[:, 1] = np.linspace(y - 40, y + 40, 17)
     keypoints[:, 2] = 0.9
-    return Pose(keypoints=keypoints, score=score, box=Pose.box_from_keypoints(keypoints), tag=np.zeros(1, np.float32))
+    return Pose(keypoints=keypoints, score=score, box=np.array([x - 20, y - 50, x + 20, y + 50], np.float32),
+                tag=np.zeros(1, np.float32))
 
 
 def results(ids_per_frame: dict[int, list[tuple[int, float, float]]]) -> dict[int, FrameObjects]:
@@ -141,26 +144,160 @@ def test_eval_track_command_on_json_lines(tmp_path, capsys):
     poses = write(tmp_path / "poses.jsonl", [header, *lines])
     frames = read_pose_frames(poses)
     assert [f.frame for f in frames] == list(FRAMES) and frames[0].track_ids == [1, 2]
-    assert main.main(["eval-track", poses, "--gt", gt]) == 0
+    assert main.main(["eval-track", poses, "--gt", gt]) == 0  # TrackEval on the people's boxes
     out = capsys.readouterr().out
-    assert "MOTA 100.0  IDF1 100.0  ID switches 0" in out
+    assert "HOTA 100.0 (DetA 100.0, AssA 100.0, LocA 100.0)  MOTA 100.0  IDF1 100.0  ID switches 0" in out
+    assert "TrackEval MOT15 protocol" in out
+    assert main.main(["eval-track", poses, "--gt", gt, "--match", "centroid"]) == 0  # ours, py-motmetrics
+    assert "MOTA 100.0  IDF1 100.0  ID switches 0" in capsys.readouterr().out
     # Re-tracked over every person: our tracker needs confirm_hits frames before it reports anyone.
+    assert main.main(["eval-track", poses, "--gt", gt, "--retrack", "--match", "centroid"]) == 0
+    assert "misses 4" in capsys.readouterr().out
     assert main.main(["eval-track", poses, "--gt", gt, "--retrack"]) == 0
     assert "misses 4" in capsys.readouterr().out
+
+
+def one_error_line(capsys) -> str:
+    """The command's stderr, checked to be exactly one `error:` line (no traceback)."""
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    return err.strip()
 
 
 def test_eval_track_refuses_bad_input_with_one_line(tmp_path, capsys):
     gt = write(tmp_path / "gt.txt", truth_rows())
     assert main.main(["eval-track", str(tmp_path / "missing.jsonl"), "--gt", gt]) == 2
-    assert capsys.readouterr().err.strip() == f"error: poses file {tmp_path / 'missing.jsonl'} does not exist"
+    assert one_error_line(capsys) == f"error: poses file {tmp_path / 'missing.jsonl'} does not exist"
     broken = write(tmp_path / "broken.jsonl", ["{not json"])
     assert main.main(["eval-track", broken, "--gt", gt]) == 2
-    assert "line 1 is not a tagtrack JSON Lines record" in capsys.readouterr().err
-    assert main.main(["eval-track", broken, "--gt", write(tmp_path / "bad.txt", ["a,b,c"])]) == 2
-    assert "is not a MOTChallenge file" in capsys.readouterr().err
+    assert "line 1 is not a tagtrack JSON Lines record" in one_error_line(capsys)
     boxes = write(tmp_path / "boxes.txt", ["1,4,110,100,40,100,0.9,-1,-1,-1"])
     assert main.main(["eval-track", boxes, "--gt", gt, "--retrack"]) == 2
+    one_error_line(capsys)
     assert main.main(["eval-track", boxes, "--gt", gt, "--frames", "5", "2"]) == 2
+    one_error_line(capsys)
+
+
+def test_ground_truth_that_is_not_motchallenge_csv_names_file_and_line(tmp_path, capsys):
+    boxes = write(tmp_path / "boxes.txt", ["1,4,110,100,40,100,0.9,-1,-1,-1"])
+    for rows, said in ((["a,b,c"], "line 1 ('a,b,c') is not frame,id,left,top,width,height"),
+                       (["1,1,80,200,40,100,1,-1,-1,-1", "1 1 80 200 40 100 1"], "line 2"),  # not CSV
+                       (["1,1,80,200,40,100,1,-1,-1,-1", "", "2.5,1,80,200,40,100,1"], "line 3: the frame (2.5)"),
+                       (["1,1,80,200,40,100", "1,1,90,200,40,100"], "line 2: id 1 appears twice in frame 1"),
+                       (["1,1,80,200,-40,100"], "line 1: negative box width")):
+        gt = write(tmp_path / "bad.txt", rows)
+        for match in ("trackeval", "centroid"):
+            assert main.main(["eval-track", boxes, "--gt", gt, "--match", match]) == 2
+            line = one_error_line(capsys)
+            assert str(tmp_path / "bad.txt") in line and said in line, line
+
+
+def test_results_for_another_sequence_length_name_file_and_line(tmp_path, capsys):
+    # JSON Lines hold a record per frame: 3 frames scored against 5 frames of truth is another video.
+    gt = write(tmp_path / "gt.txt", truth_rows())
+    short = write(tmp_path / "short.jsonl", [jsonl_record(i, [(1, pose_at(100.0, 250.0))]) for i in range(3)])
+    assert main.main(["eval-track", short, "--gt", gt]) == 2
+    line = one_error_line(capsys)
+    assert f"{tmp_path / 'short.jsonl'} line 3: its frames run from 1 to 3" in line and "frames 1-5" in line
+    assert main.main(["eval-track", short, "--gt", gt, "--frames", "1", "3"]) == 0  # that part of it: fine
+    capsys.readouterr()
+    # A MOTChallenge layout (SEQ/gt/gt.txt beside SEQ/seqinfo.ini): box rows past seqLength are refused.
+    (tmp_path / "SEQ" / "gt").mkdir(parents=True)
+    (tmp_path / "SEQ" / "seqinfo.ini").write_text("[Sequence]\nname=SEQ\nseqLength=5\n")
+    gt = write(tmp_path / "SEQ" / "gt" / "gt.txt", truth_rows())
+    long = write(tmp_path / "long.txt", ["5,1,80,200,40,100,1,-1,-1,-1", "7,1,80,200,40,100,1,-1,-1,-1"])
+    assert main.main(["eval-track", long, "--gt", gt]) == 2
+    assert f"{tmp_path / 'long.txt'} line 2: frame 7 is past the sequence's 5 frames" in one_error_line(capsys)
+
+
+def test_frame_range_outside_the_ground_truth_names_file_and_line(tmp_path, capsys):
+    gt = write(tmp_path / "gt.txt", truth_rows())
+    boxes = write(tmp_path / "boxes.txt", ["1,4,110,100,40,100,0.9,-1,-1,-1"])
+    for first, last in ((3, 9), (6, 8)):
+        assert main.main(["eval-track", boxes, "--gt", gt, "--frames", str(first), str(last)]) == 2
+        line = one_error_line(capsys)
+        assert f"frames {first}-{last} lie outside {gt}: its rows cover frames 1 (line 1) to 5 (line 10)" in line
+
+
+def box_rows(people: dict[int, list[tuple[int, int]]]) -> list[str]:
+    """MOT rows {frame: [(id, ground-truth person)]}: each result exactly on that person's ground-truth box
+    (person 0: where `truth_rows(dont_care=True)` has its don't-care person, else nobody)."""
+    rows = []
+    for frame, found in people.items():
+        for track_id, person in found:
+            left = (100 if person == 1 else 400) + (10 if person == 1 else -10) * (frame - 1) - 20
+            rows.append(f"{frame},{track_id},{left if person else 600},200,40,100,0.9,-1,-1,-1")
+    return rows
+
+
+def test_trackeval_scores_of_hand_made_sequences(tmp_path):
+    """HOTA, MOTA, IDF1 worked out by hand. Boxes sit exactly on the truth (IoU 1: DetA is the same at every
+    IoU threshold alpha of HOTA, LocA 1). HOTA = sqrt(DetA * AssA); DetA = TP / (TP + FN + FP); AssA = mean over
+    true positives c of TPA(c) / (TPA(c) + FNA(c) + FPA(c)), where TPA counts the frames in which c's person and
+    c's track id are matched, FNA the person's other frames, FPA the track id's other frames."""
+    gt = write(tmp_path / "gt.txt", truth_rows())
+
+    def score(people):
+        return evaluate_file(write(tmp_path / "result.txt", box_rows(people)), gt)
+
+    perfect = score({frame: [(7, 1), (8, 2)] for frame in FRAMES})
+    assert (perfect.hota, perfect.deta, perfect.assa, perfect.loca, perfect.mota, perfect.idf1) == pytest.approx(
+        (1.0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    assert (perfect.id_switches, perfect.num_objects, perfect.num_track_ids, perfect.frames) == (0, 2, 2, 5)
+
+    # Ids swapped from frame 4: 10 true positives, 2 switches. Person 1 with id 7 for 3 frames, id 8 for 2:
+    # A = 3 / (3 + 2 + 2) for 3 matches and 2 / (2 + 3 + 3) for 2, the same for person 2, so
+    # AssA = (2 * 3 * 3/7 + 2 * 2 * 2/8) / 10 = 5/14. MOTA = 1 - 2/10; IDF1 = 2 * 6 / (10 + 10).
+    swapped = score({frame: [(7 if frame < 4 else 8, 1), (8 if frame < 4 else 7, 2)] for frame in FRAMES})
+    assert swapped.deta == pytest.approx(1.0) and swapped.assa == pytest.approx(5 / 14)
+    assert swapped.hota == pytest.approx(np.sqrt(5 / 14))  # 0.5976
+    assert (swapped.mota, swapped.idf1, swapped.id_switches) == (pytest.approx(0.8), pytest.approx(0.6), 2)
+
+    # Person 2 missed in frame 5 (1 FN) and a false person in frame 1 (1 FP): DetA = 9 / 11; person 1's
+    # 5 matches have A = 1, person 2's 4 matches A = 4 / (4 + 1 + 0); AssA = (5 + 4 * 0.8) / 9;
+    # MOTA = 1 - (1 + 1) / 10; IDF1 = 2 * 9 / (10 + 10).
+    people = {frame: [(7, 1)] + ([(8, 2)] if frame < 5 else []) for frame in FRAMES}
+    people[1].append((9, 0))
+    missed = score(people)
+    assert (missed.deta, missed.assa) == (pytest.approx(9 / 11), pytest.approx(8.2 / 9))
+    assert missed.hota == pytest.approx(np.sqrt(8.2 / 11))  # 0.8634
+    assert (missed.mota, missed.idf1, missed.false_positives, missed.misses) == (
+        pytest.approx(0.8), pytest.approx(0.9), 1, 1)
+
+
+def test_trackeval_protocol_follows_the_ground_truth(tmp_path):
+    """MOT15 ground truth (no classes; a don't-care row is left out, a result on it stays a false positive);
+    MOT17 ground truth (column 8: classes; results on a distractor class, 8, are removed)."""
+    result = write(tmp_path / "result.txt", box_rows({frame: [(7, 1), (8, 2), (9, 0)] for frame in FRAMES}))
+    mot15 = write(tmp_path / "gt15.txt", truth_rows(dont_care=True))
+    scores = evaluate_file(result, mot15)
+    assert (scores.protocol, scores.false_positives, scores.num_objects) == ("MOT15", 5, 2)
+    mot17 = write(tmp_path / "gt17.txt", [row.replace(",1,-1,-1,-1", ",1,1,1,-1").replace(",0,-1,-1,-1", ",0,8,1,-1")
+                                          for row in truth_rows(dont_care=True)])
+    scores = evaluate_file(result, mot17)
+    assert (scores.protocol, scores.false_positives, scores.mota) == ("MOT17", 0, pytest.approx(1.0))
+
+
+def test_missing_trackeval_is_one_line_saying_how_to_install_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "trackeval", None)  # `import trackeval` raises ImportError
+    gt = write(tmp_path / "gt.txt", truth_rows())
+    assert main.main(["eval-track", write(tmp_path / "r.txt", box_rows({1: [(7, 1)]})), "--gt", gt]) == 2
+    assert "pip install --no-deps 'trackeval>=1.3,<2'" in one_error_line(capsys)
+
+
+def test_real_ground_truth_reads_as_mot15(shared_data):
+    """The PETS09-S2L1 ground truth of ../shared/data (skipped without it): 400 frames, MOT15 columns."""
+    from tagtrack.tracker.mot_eval import read_mot_rows, scored_frames
+    from tagtrack.tracker.trackeval_scores import protocol_of
+
+    path = shared_data / "tracking" / "pets09_s2l1_gt_frames_1-400.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    rows = read_mot_rows(path)
+    assert scored_frames(rows, None) == range(1, 401) and protocol_of(rows) == "MOT15"
+    assert (rows.values[:, 6] == 0).any()  # don't-care rows
 
 
 def test_mot_export_writes_one_based_rows_of_tracked_people(tmp_path):
@@ -179,9 +316,10 @@ def test_mot_export_writes_one_based_rows_of_tracked_people(tmp_path):
     path = tmp_path / "run.mot.txt"
     rows = np.loadtxt(path, delimiter=",", ndmin=2)
     assert rows[:, 0].tolist() == [1, 2] and rows[:, 1].tolist() == [3, 3]
-    np.testing.assert_allclose(rows[0, 2:6], [84.0, 210.0, 32.0, 80.0])  # 80 px tall, widened to 0.4
-    truth = read_mot_file(write(tmp_path / "gt.txt", ["1,1,84,210,32,80,1,-1,-1,-1", "2,1,84,210,32,80,1,-1,-1,-1"]))
-    assert score_tracks(truth, read_mot_file(path), rule=MatchRule(mode="iou")).mota == pytest.approx(1.0)
+    np.testing.assert_allclose(rows[0, 2:6], [80.0, 200.0, 40.0, 100.0])  # the pose's (whole-body) box
+    gt = write(tmp_path / "gt.txt", ["1,1,80,200,40,100,1,-1,-1,-1", "2,1,80,200,40,100,1,-1,-1,-1"])
+    assert score_tracks(read_mot_file(gt), read_mot_file(path), rule=MatchRule(mode="iou")).mota == pytest.approx(1.0)
+    assert evaluate_file(path, gt).hota == pytest.approx(1.0)
 
 
 def test_bench_track_on_real_detections_prints_every_tracker(tmp_path, capsys):
@@ -189,8 +327,10 @@ def test_bench_track_on_real_detections_prints_every_tracker(tmp_path, capsys):
     lines = [jsonl_record(frame - 1, [(None, pose_at(100 + 10 * (frame - 1), 250.0)),
                                       (None, pose_at(400 - 10 * (frame - 1), 250.0))]) for frame in FRAMES]
     poses = write(tmp_path / "poses.jsonl", lines)
-    assert main.main(["bench", "track", "--poses", poses, "--gt", gt]) == 0
-    out = capsys.readouterr().out
-    for name in ("ours", "ours, geometry only", "greedy OKS (mmpose)", "SORT", "ByteTrack (boxes)"):
-        assert f"\n{name} " in out
+    for match, header in (("trackeval", " HOTA  DetA  AssA  MOTA  IDF1"), ("centroid", " MOTA  IDF1 ID sw")):
+        assert main.main(["bench", "track", "--poses", poses, "--gt", gt, "--match", match]) == 0
+        out = capsys.readouterr().out
+        assert header in out
+        for name in ("ours", "ours, geometry only", "greedy OKS (mmpose)", "SORT", "ByteTrack (boxes)"):
+            assert f"\n{name} " in out
     assert main.main(["bench", "track", "--poses", poses]) == 2

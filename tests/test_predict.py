@@ -13,6 +13,7 @@ import torch
 
 from tagtrack import main
 from tagtrack.bench.decode import synthetic_people
+from tagtrack.model.body_box import body_boxes
 from tagtrack.model.codec import DecodeConfig, render_heatmaps, render_tag_maps
 from tagtrack.model.config import OUTPUT_STRIDE, ModelConfig
 from tagtrack.model.predict import PredictConfig, poses_from_maps, predict_image, scaled_input_hw, torch_infer_fn
@@ -100,8 +101,11 @@ def test_poses_from_maps_converts_map_pixels_to_image_pixels():
     assert_same_people(poses, people, tags, image_tolerance(letterbox, 0.25))
     for pose in poses:
         assert (pose.keypoints[pose.keypoints[:, 2] == 0, :2] == 0).all()
-        found = pose.keypoints[:, 2] > 0
-        np.testing.assert_allclose(pose.box[:2], pose.keypoints[found, :2].min(axis=0))
+        found = pose.keypoints[:, 2] > 0  # the box: the whole body from the joints, in the image, holding them
+        np.testing.assert_allclose(pose.box, body_boxes(pose.keypoints[None], COCO17.keypoint_names,
+                                                        letterbox.image_hw)[0])
+        assert (pose.box[:2] <= pose.keypoints[found, :2].min(axis=0) + 1e-3).all()
+        assert (pose.box[2:] >= pose.keypoints[found, :2].max(axis=0) - 1e-3).all()
 
 
 def test_flip_gives_the_same_people_and_concatenates_tags():

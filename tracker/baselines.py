@@ -16,7 +16,7 @@ from filterpy.kalman import KalmanFilter
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.tracker.association import FORBIDDEN, assign, iou_matrix, oks_matrix
-from tagtrack.tracker.tracker import TrackedPose, widened_boxes
+from tagtrack.tracker.tracker import TrackedPose, joint_boxes, widened_boxes
 
 
 class GreedyOksTracker:
@@ -38,7 +38,7 @@ class GreedyOksTracker:
         similarity = np.zeros((len(current), len(self._previous)))
         if current and self._previous:
             previous = [p for _, p in self._previous]
-            boxes = np.stack([p.box for p in previous]).astype(np.float64)
+            boxes = joint_boxes(previous)
             similarity = oks_matrix(
                 np.stack([p.keypoints[:, :2] for p in previous]).astype(np.float64),
                 np.stack([p.keypoints[:, 2] > 0 for p in previous]),
@@ -128,8 +128,7 @@ class SortTracker:
     def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
         self._frame_count += 1
         detections = [p for p in poses if p.score >= self.min_score]
-        boxes = widened_boxes(np.array([p.box for p in detections], dtype=np.float64).reshape(-1, 4),
-                              self.min_box_aspect)
+        boxes = widened_boxes(joint_boxes(detections), self.min_box_aspect)
         predicted = [t.predict() for t in self._tracks]
         pairs: list[tuple[int, int]] = []
         if predicted and detections:
@@ -188,7 +187,7 @@ class ByteTrackBoxTracker:
 
     def update(self, poses: list[Pose], timestamp: float) -> list[TrackedPose]:
         scores = np.array([p.score for p in poses])
-        boxes = widened_boxes(np.array([p.box for p in poses], dtype=np.float64).reshape(-1, 4), self.min_box_aspect)
+        boxes = widened_boxes(joint_boxes(poses), self.min_box_aspect)
         predicted = [t.predict() for t in self._tracks]
         high = [i for i in range(len(poses)) if scores[i] >= self.high_score]
         low = [i for i in range(len(poses)) if self.low_score <= scores[i] < self.high_score]

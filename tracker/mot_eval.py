@@ -1,14 +1,15 @@
-"""Tracks scored against MOTChallenge ground truth with py-motmetrics (MOTA, IDF1, ID switches, ...).
+"""Tracks scored against MOTChallenge ground truth: reading and checking the files, and our centroid rule.
 
 Ground truth and box results are MOTChallenge text files (`frame,id,left,top,width,height,conf,x,y,z`,
 frames 1-based; ground-truth rows with conf 0 are people not to be scored). Our poses come from the
-JSON Lines of `tagtrack run --json` (frame_index 0-based: MOT frame = frame_index + 1).
+JSON Lines of `tagtrack run --json` (frame_index 0-based: MOT frame = frame_index + 1), scored by their boxes.
 
-A pose is a ground-truth person's when the centroid of its confident joints lies within
-`max_distance` (0.5) box heights of the box centre: pedestrian boxes are much wider than a box
-around a pose's joints, so box IoU would miss most of them. Box results (MOT files) are matched by
-IoU >= `min_iou`, as MOTChallenge does. As in the MOTChallenge devkit, a result matched to a
-don't-care person is dropped before scoring (neither a hit nor a false positive).
+The default protocol is TrackEval's (HOTA, CLEAR MOTA, Identity IDF1 on boxes at IoU >= 0.5:
+`tracker/trackeval_scores.py`), what published trackers report. This module also keeps our own rule, scored
+with py-motmetrics: a pose is a ground-truth person's when the centroid of its confident joints lies within
+`max_distance` (0.5) box heights of the box centre (it ignores how good the box is); box results can be
+matched by IoU >= `min_iou` the same way. As in the MOTChallenge devkit, a result matched to a don't-care
+person is dropped before scoring (neither a hit nor a false positive).
 (`motmetrics.distances.iou_matrix` calls `np.asfarray`, gone in NumPy 2, so distances are computed here.)
 """
 
@@ -47,12 +48,13 @@ class FrameObjects:
 
 @dataclass
 class PoseFrame:
-    """One frame of a JSON Lines file: its MOT frame number (1-based), time, poses and their track ids."""
+    """One frame of a JSON Lines file: its MOT frame number (1-based), time, poses, their track ids, its line."""
 
     frame: int
     timestamp: float
     poses: list[Pose]
     track_ids: list[int | None]
+    line: int = 0
 
 
 @dataclass
@@ -89,30 +91,82 @@ class MotScores:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _mot_rows(path: str | Path) -> np.ndarray:
+MOT_COLUMNS = 10  # frame, id, left, top, width, height, conf, x, y, z (class, visibility in MOT16/17 files)
+_MOT_DEFAULTS = (1.0, -1.0, -1.0, -1.0)  # conf, x, y, z of a row with only the first six columns
+
+
+@dataclass
+class MotRows:
+    """A MOTChallenge file as read: values [N, 10] (short rows padded with conf 1 and -1) and the line of each."""
+
+    path: Path
+    values: np.ndarray
+    lines: np.ndarray
+
+    def frames(self) -> np.ndarray:
+        return self.values[:, 0].astype(np.int64)
+
+    def line_of_frame(self, frame: int, last: bool = True) -> int:
+        """The line of the last (or first) row of `frame`, 0 when it has none."""
+        lines = self.lines[self.frames() == frame]
+        return int(lines.max() if last else lines.min()) if len(lines) else 0
+
+
+def read_mot_rows(path: str | Path) -> MotRows:
+    """Every row of a MOTChallenge text file, checked: numbers, whole frame (>= 1) and id, width and height
+    >= 0, and no id twice in one frame. Bad input is one UserFacingError naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise UserFacingError(f"MOT file {path} does not exist")
+    values, lines, seen = [], [], {}
     try:
-        rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as error:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
         raise UserFacingError(f"{path} is not a MOTChallenge file (frame,id,left,top,width,height,...): {error}")
-    if rows.size and rows.shape[1] < 6:
-        raise UserFacingError(f"{path}: MOT rows need at least 6 columns, got {rows.shape[1]}")
-    return rows.reshape(-1, max(rows.shape[1], 6)) if rows.size else np.zeros((0, 7))
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        try:
+            row = [float(field) for field in fields]
+        except ValueError:
+            row = []
+        if len(row) < 6 or not np.all(np.isfinite(row)):
+            raise UserFacingError(f"{path} is not a MOTChallenge file: line {number} ({line.strip()[:60]!r}) is not "
+                                  f"frame,id,left,top,width,height[,conf,x,y,z] numbers")
+        frame, track = row[0], row[1]
+        if frame != int(frame) or frame < 1 or track != int(track):
+            raise UserFacingError(f"{path} line {number}: the frame ({fields[0]}) must be a whole number >= 1 and "
+                                  f"the id ({fields[1]}) a whole number")
+        if row[4] < 0 or row[5] < 0:
+            raise UserFacingError(f"{path} line {number}: negative box width or height ({fields[4]}, {fields[5]})")
+        key = (int(frame), int(track))
+        if key in seen:
+            raise UserFacingError(f"{path} line {number}: id {key[1]} appears twice in frame {key[0]} "
+                                  f"(also line {seen[key]})")
+        seen[key] = number
+        row = row[:MOT_COLUMNS] + list(_MOT_DEFAULTS[max(len(row) - 6, 0):MOT_COLUMNS - 6])
+        values.append(row)
+        lines.append(number)
+    return MotRows(path, np.array(values, dtype=np.float64).reshape(-1, MOT_COLUMNS),
+                   np.array(lines, dtype=np.int64))
+
+
+def frame_objects(rows: MotRows) -> dict[int, FrameObjects]:
+    """MOTChallenge rows -> {frame: FrameObjects}; conf 0 rows are don't care; points are box centres."""
+    values = rows.values
+    frames: dict[int, FrameObjects] = {}
+    for frame in np.unique(values[:, 0]).astype(np.int64):
+        part = values[values[:, 0] == frame]
+        boxes = np.concatenate([part[:, 2:4], part[:, 2:4] + part[:, 4:6]], axis=1)
+        frames[int(frame)] = FrameObjects(part[:, 1].astype(np.int64), boxes, 0.5 * (boxes[:, :2] + boxes[:, 2:]),
+                                          part[:, 6] != 0)
+    return frames
 
 
 def read_mot_file(path: str | Path) -> dict[int, FrameObjects]:
-    """MOTChallenge rows -> {frame: FrameObjects}; conf 0 rows are don't care; points are box centres."""
-    rows = _mot_rows(path)
-    frames: dict[int, FrameObjects] = {}
-    for frame in np.unique(rows[:, 0]).astype(np.int64):
-        part = rows[rows[:, 0] == frame]
-        boxes = np.concatenate([part[:, 2:4], part[:, 2:4] + part[:, 4:6]], axis=1)
-        scored = part[:, 6] != 0 if part.shape[1] > 6 else np.ones(len(part), dtype=bool)
-        frames[int(frame)] = FrameObjects(part[:, 1].astype(np.int64), boxes, 0.5 * (boxes[:, :2] + boxes[:, 2:]),
-                                          scored)
-    return frames
+    """A MOTChallenge file -> {frame: FrameObjects}; conf 0 rows are don't care; points are box centres."""
+    return frame_objects(read_mot_rows(path))
 
 
 def read_pose_frames(path: str | Path, schema: KeypointSchema = COCO17) -> list[PoseFrame]:
@@ -137,7 +191,8 @@ def read_pose_frames(path: str | Path, schema: KeypointSchema = COCO17) -> list[
                                       box=np.asarray(person["box"], dtype=np.float32),
                                       tag=np.asarray(person.get("tag", []), dtype=np.float32)))
                     ids.append(person.get("track_id"))
-                frames.append(PoseFrame(int(record["frame_index"]) + 1, float(record["timestamp"]), poses, ids))
+                frames.append(PoseFrame(int(record["frame_index"]) + 1, float(record["timestamp"]), poses, ids,
+                                        number))
             except (ValueError, KeyError, TypeError) as error:
                 raise UserFacingError(f"{path} line {number} is not a tagtrack JSON Lines record ({error!r})")
     return frames
@@ -264,27 +319,94 @@ def is_pose_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in (".jsonl", ".json", ".ndjson")
 
 
-def evaluate_file(results_path: str | Path, gt_path: str | Path, rule: MatchRule | None = None,
-                  frames: range | None = None, retrack_config=None) -> MotScores:
-    """Score a results file against MOTChallenge ground truth: JSON Lines of poses (their track ids, or our
-    tracker run again over every person in it when `retrack_config` is a TrackerConfig) or a
-    MOTChallenge result file of boxes."""
-    truth = read_mot_file(gt_path)
+def scored_frames(truth: MotRows, frames: range | None) -> range:
+    """The MOT frames to score: `frames`, which must lie within the ground truth's, or all of the ground truth's."""
+    if not len(truth.values):
+        raise UserFacingError(f"the ground truth {truth.path} has no rows")
+    first, last = int(truth.frames().min()), int(truth.frames().max())
+    if frames is None:
+        return range(first, last + 1)
+    if frames.start < first or frames.stop - 1 > last:
+        raise UserFacingError(f"frames {frames.start}-{frames.stop - 1} lie outside {truth.path}: its rows cover "
+                              f"frames {first} (line {truth.line_of_frame(first, last=False)}) to {last} "
+                              f"(line {truth.line_of_frame(last)})")
+    return frames
+
+
+def sequence_length(gt_path: str | Path) -> int | None:
+    """seqLength of the MOTChallenge seqinfo.ini of a ground truth laid out as SEQ/gt/gt.txt, if there is one."""
+    import configparser
+
+    ini = Path(gt_path).resolve().parent.parent / "seqinfo.ini"
+    if Path(gt_path).resolve().parent.name != "gt" or not ini.is_file():
+        return None
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(ini, encoding="utf-8")
+        return int(parser["Sequence"]["seqLength"])
+    except (configparser.Error, KeyError, ValueError) as error:
+        raise UserFacingError(f"{ini} has no [Sequence] seqLength: {error!r}")
+
+
+def check_pose_frames(path: str | Path, pose_frames: list[PoseFrame], frames: range) -> None:
+    """JSON Lines hold one record per frame of their video: a file that stops before the scored frames end (or
+    starts after they start) is the run of another (shorter) sequence, not a tracker that found nobody."""
+    if not pose_frames:
+        raise UserFacingError(f"{path} holds no frame records")
+    first, last = pose_frames[0], pose_frames[-1]
+    if first.frame > frames.start or last.frame < frames.stop - 1:
+        raise UserFacingError(f"{path} line {last.line if last.frame < frames.stop - 1 else first.line}: its frames "
+                              f"run from {first.frame} to {last.frame} (MOT numbering), but frames {frames.start}-"
+                              f"{frames.stop - 1} are scored: results of another sequence? (--frames scores a part)")
+
+
+def _check_sequence_length(results: MotRows, gt_path: str | Path) -> None:
+    length = sequence_length(gt_path)
+    beyond = results.frames() > length if length is not None else np.zeros(len(results.values), dtype=bool)
+    if beyond.any():
+        line = int(results.lines[beyond].min())
+        raise UserFacingError(f"{results.path} line {line}: frame {int(results.values[results.lines == line, 0][0])} "
+                              f"is past the sequence's {length} frames (seqinfo.ini beside {gt_path}): results of "
+                              f"another sequence?")
+
+
+def load_results(results_path: str | Path, gt_path: str | Path, frames: range, retrack_config=None,
+                 min_joint_score: float = 0.2) -> dict[int, FrameObjects]:
+    """The tracks to score: a MOTChallenge file of boxes, or JSON Lines of poses (their stored track ids, or our
+    tracker run again over every person in it when `retrack_config` is a TrackerConfig). Checked against the
+    scored frames (see `check_pose_frames`, `_check_sequence_length`)."""
     if is_pose_file(results_path):
-        rule = rule or MatchRule()
         pose_frames = read_pose_frames(results_path)
+        check_pose_frames(results_path, pose_frames, frames)
         if retrack_config is not None:
             from tagtrack.tracker.tracker import PoseTracker
 
-            results = retrack(pose_frames, PoseTracker(retrack_config), rule.min_joint_score)
-        else:
-            results = pose_results(pose_frames, rule.min_joint_score)
-    else:
-        if retrack_config is not None:
-            raise UserFacingError("re-tracking needs poses (JSON Lines), not a file of boxes")
-        rule = rule or MatchRule(mode="iou")
-        results = read_mot_file(results_path)
-    return score_tracks(truth, results, frames, rule)
+            return retrack([f for f in pose_frames if f.frame < frames.stop], PoseTracker(retrack_config),
+                           min_joint_score)
+        return pose_results(pose_frames, min_joint_score)
+    if retrack_config is not None:
+        raise UserFacingError("re-tracking needs poses (JSON Lines), not a file of boxes")
+    rows = read_mot_rows(results_path)
+    _check_sequence_length(rows, gt_path)
+    return frame_objects(rows)
+
+
+def evaluate_file(results_path: str | Path, gt_path: str | Path, rule: MatchRule | None = None,
+                  frames: range | None = None, retrack_config=None, protocol: str = "trackeval"):
+    """Score a results file (see `load_results`) against MOTChallenge ground truth over `frames` (default: the
+    ground truth's). protocol "trackeval": TrackEval's HOTA, CLEAR and Identity on boxes (TrackEvalScores);
+    "motmetrics": py-motmetrics with `rule` (centroid for poses, IoU for boxes by default; MotScores)."""
+    truth = read_mot_rows(gt_path)
+    frames = scored_frames(truth, frames)
+    rule = rule or MatchRule(mode="centroid" if is_pose_file(results_path) else "iou")
+    results = load_results(results_path, gt_path, frames, retrack_config, rule.min_joint_score)
+    if protocol == "trackeval":
+        from tagtrack.tracker.trackeval_scores import score_with_trackeval
+
+        return score_with_trackeval(truth, {"results": results}, frames)["results"]
+    if protocol != "motmetrics":
+        raise ValueError(f"protocol must be trackeval or motmetrics, got {protocol!r}")
+    return score_tracks(frame_objects(truth), results, frames, rule)
 
 
 def format_scores(scores: MotScores, title: str = "") -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tagtrack.model.codec import keypoint_boxes
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.tracker.association import (
@@ -145,6 +146,17 @@ def body_boxes(shape: np.ndarray, known: np.ndarray, keypoints: np.ndarray, visi
     return np.where(fit[:, None], fitted, boxes)
 
 
+def joint_boxes(poses: list[Pose]) -> np.ndarray:
+    """[N, 4] float64 boxes around each pose's found joints.
+
+    Not `Pose.box`: that is the whole-body box estimated from the joints (`model.body_box`) for the outputs;
+    the tracker's motion, OKS scale and half-hidden-body fit were tuned on the joints' own extent, so they
+    keep it (the baselines too, so that every tracker sees the same boxes)."""
+    if not poses:
+        return np.zeros((0, 4))
+    return keypoint_boxes(np.array([p.keypoints for p in poses], dtype=np.float32)).astype(np.float64)
+
+
 def widened_boxes(boxes: np.ndarray, min_aspect: float) -> np.ndarray:
     """Boxes [M, 4] with the short side widened (about the centre) to at least min_aspect of the long side.
 
@@ -172,8 +184,7 @@ class _Detections:
                 raise ValueError(f"poses must have keypoints [{num_keypoints}, 3], got {keypoints.shape[1:]}")
             self.keypoints = keypoints[:, :, :2]
             self.visible = keypoints[:, :, 2] > min_keypoint_score
-            self.boxes = widened_boxes(np.array([p.box for p in poses], dtype=np.float64).reshape(count, 4),
-                                       min_box_aspect)
+            self.boxes = widened_boxes(joint_boxes(poses), min_box_aspect)
             tags = [np.asarray(p.tag, dtype=np.float64).reshape(-1) for p in poses]
             dims = {t.shape[0] for t in tags}
             if len(dims) != 1:
