@@ -326,7 +326,7 @@ def open_source(spec: str, strict: bool = False) -> Source:
         # cv2.VideoCapture(-1) takes down the whole process on some backends, and an index beyond a C int
         # raises cv2.error: refuse both here.
         if not 0 <= index <= MAX_CAMERA_INDEX:
-            raise UserFacingError(f"camera index must be between 0 and {MAX_CAMERA_INDEX}, got {index}")
+            raise UserFacingError(f"camera index must be 0 or more and at most {MAX_CAMERA_INDEX}, got {index}")
         return LiveSource(index, f"camera:{index}")
     if "://" in spec:
         return _open_url(spec)
