@@ -56,7 +56,9 @@ def _predict(args: argparse.Namespace) -> int:
     from tagtrack.realtime.sinks import refuse_overwriting, write_image, write_image_record
 
     if args.input_size:
-        check_input_size(args.input_size, "--input-size")
+        from tagtrack.realtime.engines import check_input_limit
+
+        check_input_limit(check_input_size(args.input_size, "--input-size"))
     if min(args.scales) <= 0:
         raise UserFacingError("--scales must be positive")
     check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score)
