@@ -52,7 +52,7 @@ def _predict(args: argparse.Namespace) -> int:
     from tagtrack.model.files import read_image
     from tagtrack.realtime.api import PoseEstimator
     from tagtrack.realtime.draw import draw_poses
-    from tagtrack.realtime.run import check_ranges
+    from tagtrack.realtime.run import check_ranges, counted
     from tagtrack.realtime.sinks import refuse_overwriting, write_image, write_image_record
 
     if args.input_size:
@@ -97,7 +97,7 @@ def _predict(args: argparse.Namespace) -> int:
         write_image(drawn_path, draw_poses(image.copy(), poses, estimator.schema, draw_boxes=False))
         written.append(str(drawn_path))
     scores = ", ".join(f"{pose.score:.2f}" for pose in poses[:10]) + (" ..." if len(poses) > 10 else "")
-    print(f"{len(poses)} people in {args.image} ({image.shape[1]}x{image.shape[0]}, input {input_hw[0]}x{input_hw[1]}, "
+    print(f"{counted(len(poses), 'person', 'people')} in {args.image} ({image.shape[1]}x{image.shape[0]}, input {input_hw[0]}x{input_hw[1]}, "
           f"{elapsed * 1e3:.0f} ms){': scores ' + scores if poses else ''}")
     for path in written:
         print(f"wrote {path}")
@@ -303,7 +303,8 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SOURCE", nargs="+",
                    help="video file, image folder or glob, camera index (0) or URL; several, or folders of videos, "
                         "with --out-dir")
-    p.add_argument("--out", default=None, help="annotated video (.mp4); written as OUT's stem.partial.mp4 until complete")
+    p.add_argument("--out", default=None, help="annotated video (.mp4); written under a temporary name "
+                                                 "(OUT's stem.partial-XXXXXX.mp4) until the run completes")
     p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
     p.add_argument("--format", dest="formats", action="append", choices=_ExportFormatNames(), metavar="FORMAT",
                    default=[], help="also export %(choices)s (realtime/sinks.py: EXPORT_FORMATS) beside --json (else "
@@ -348,6 +349,7 @@ def _run_many(args: argparse.Namespace) -> int:
     import signal
 
     from tagtrack.realtime import batch
+    from tagtrack.realtime.run import counted
 
     if not args.out_dir:
         raise UserFacingError("several sources (or --workers/--ray) need --out-dir DIR for their outputs")
@@ -357,11 +359,12 @@ def _run_many(args: argparse.Namespace) -> int:
     template = _run_options(args, formats=args.formats, boxes=args.boxes, progress=args.workers == 1 and not args.ray)
     jobs = batch.plan_jobs(sources, args.out_dir, template, video=not args.no_video)
     where = f"on Ray ({args.ray})" if args.ray else f"{min(args.workers, len(jobs))} worker process(es)"
-    print(f"{len(jobs)} input(s) -> {args.out_dir}, {where}")
+    print(f"{counted(len(jobs), 'input', 'inputs')} -> {args.out_dir}, {where}")
 
     def report(result) -> None:
         if result.ok:
-            print(f"done {result.source}: {result.frames} frames, {result.people} people, {result.tracks} tracks",
+            print(f"done {result.source}: {counted(result.frames, 'frame', 'frames')}, "
+                  f"{counted(result.people, 'person', 'people')}, {counted(result.tracks, 'track', 'tracks')}",
                   flush=True)
         else:
             print(f"error: {result.source}: {result.error}", file=sys.stderr, flush=True)
@@ -384,7 +387,7 @@ def _run_many(args: argparse.Namespace) -> int:
 def _run_and_report(options, note: str | None = None) -> int:
     """Build the pipeline for `options` (checking every input first), run it to the end or a stop, then
     print the summary and the files written. `note` goes to stderr once the inputs are known to be good."""
-    from tagtrack.realtime.run import build_pipeline, output_paths
+    from tagtrack.realtime.run import build_pipeline, counted, output_paths
 
     with _StopOnSignal() as signals:
         pipeline = build_pipeline(options)
@@ -395,7 +398,8 @@ def _run_and_report(options, note: str | None = None) -> int:
         if options.progress:  # --quiet: errors and warnings only
             print(summary.format())
             if skipped:
-                print(f"skipped {len(skipped)} unreadable image(s), first {skipped[0]} (--strict stops instead)")
+                print(f"skipped {counted(len(skipped), 'unreadable image', 'unreadable images')}, first {skipped[0]} "
+                      "(--strict stops instead)")
             for path in output_paths(options):
                 print(f"wrote {path}")
         return signals.exit_code() if summary.interrupted else 0

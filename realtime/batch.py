@@ -74,7 +74,9 @@ def _output_name(source: str) -> str:
     if source.strip().lstrip("+-").isdigit():
         return f"camera{source.strip()}"
     text = source.split("://", 1)[1] if "://" in source else Path(source.rstrip("/")).stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "source"
+    # Letters and digits of any script stay (the table says which output came from which input); what a
+    # file system or a shell would trip on (separators, wildcards, quotes, control characters) becomes "_".
+    return re.sub(r"[^\w .-]+", "_", text).strip("._ ") or "source"
 
 
 def plan_jobs(sources: Sequence[str], out_dir: str | Path, template: RunOptions, video: bool = True) -> list[RunOptions]:

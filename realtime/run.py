@@ -53,6 +53,11 @@ class RunOptions:
     queue_size: int = 4
 
 
+def counted(count: int, singular: str, plural: str) -> str:
+    """"1 person", "3 people": a count worded for its number."""
+    return f"{count} {singular if count == 1 else plural}"
+
+
 def export_base(options: RunOptions) -> Path:
     """Where `--format` exports go: beside --json, else beside --out, else <source name> here."""
     if options.json is not None:

@@ -502,7 +502,7 @@ def check_display() -> None:
     libraries), so this probes in a child process first.
     """
     platform = os.environ.get("QT_QPA_PLATFORM", "")
-    advice = "use `python main.py run SOURCE --out annotated.mp4` to process without a window"
+    advice = "use `tagtrack run SOURCE --out annotated.mp4` to process without a window"
     if sys.platform.startswith("linux") and not platform:
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             raise UserFacingError(f"no display to open a window on (DISPLAY is not set); {advice}")

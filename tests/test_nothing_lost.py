@@ -508,3 +508,35 @@ def test_message_a_checkpoint_with_settings_out_of_range_is_named_before_the_exp
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
     assert str(weights) in line and "detection_threshold" in line
     assert not cache.exists() or not list(cache.rglob("*.onnx"))  # refused before the ONNX export
+
+
+# ---------------------------------------------------------------- friction
+
+
+def test_friction_out_dir_keeps_a_non_ascii_name(tmp_path, tiny_weights):
+    from tagtrack.realtime import batch
+    from tagtrack.realtime.run import RunOptions
+
+    jobs = batch.plan_jobs(["vidéo été.avi", "北京.mp4", "a:b?.mp4"], tmp_path / "out",
+                           RunOptions(source="", weights=tiny_weights))
+    assert [job.json.name for job in jobs] == ["vidéo été.jsonl", "北京.jsonl", "a_b.jsonl"]
+
+
+def test_friction_counts_are_worded_for_one_and_many(tmp_path, tiny_weights):
+    from tagtrack.realtime.run import counted
+    from tests.test_sources import write_video
+
+    assert [counted(n, "person", "people") for n in (0, 1, 2)] == ["0 people", "1 person", "2 people"]
+    video = write_video(tmp_path / "clip.avi", 3, size_hw=(48, 64))
+    result = cli("run", str(video), "--out-dir", str(tmp_path / "out"), "--no-video", "--weights", str(tiny_weights),
+                 *TORCH_CPU, cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert "1 input ->" in result.stdout and "(s)" not in result.stdout
+
+
+def test_friction_the_viewer_suggests_the_installed_command():
+    import inspect
+
+    from tagtrack.realtime import viewer
+
+    assert "python main.py" not in inspect.getsource(viewer)

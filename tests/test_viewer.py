@@ -369,4 +369,4 @@ def test_no_display_suggests_run(monkeypatch, video_path, capsys):
     with pytest.raises(main.UserFacingError, match="run"):
         check_display()
     assert main.main(["view", str(video_path)]) == 2
-    assert "main.py run" in capsys.readouterr().err
+    assert "tagtrack run" in capsys.readouterr().err
