@@ -609,7 +609,7 @@ def export_checkpoint(weights: Path | None, onnx_out: Path, input_hw: tuple[int,
     """Write the checkpoint as ONNX (checked by running it once in ONNX Runtime) and optionally a TensorRT engine."""
     from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
     from tagtrack.model.export import export_onnx
-    from tagtrack.realtime.sinks import refuse_overwriting
+    from tagtrack.realtime.sinks import refuse_overwriting, write_whole_file
 
     if batch_size < 1:
         raise UserFacingError(f"--batch must be at least 1, got {batch_size}")
@@ -633,10 +633,16 @@ def export_checkpoint(weights: Path | None, onnx_out: Path, input_hw: tuple[int,
     shapes = {}
 
     def export_and_check(temporary: Path) -> None:  # renamed into place only once ONNX Runtime has run it
+        # The temporary was created with the mode any new file gets here; export_onnx replaces it by its own
+        # mkstemp file (mode 0600), so the mode is put back.
+        mode = temporary.stat().st_mode & 0o777
         export_onnx(loaded.model, temporary, height, width, batch_size=batch_size)
+        os.chmod(temporary, mode)
         shapes["input"], shapes["outputs"] = _run_onnx_once(temporary)
 
-    write_atomically(onnx_out, export_and_check, "ONNX model")
+    # Under a new temporary name, renamed into place only once ONNX Runtime has run it; with the mode any
+    # new file gets (write_atomically's mkstemp would leave the user's model readable by them alone).
+    write_whole_file(onnx_out, export_and_check)
     result = ExportResult(onnx_out, shapes["input"], shapes["outputs"])
     if engine_out is not None:
         build_tensorrt_engine(onnx_out, engine_out, fp16)

@@ -540,3 +540,18 @@ def test_friction_the_viewer_suggests_the_installed_command():
     from tagtrack.realtime import viewer
 
     assert "python main.py" not in inspect.getsource(viewer)
+
+
+def test_friction_export_writes_the_onnx_file_with_the_usual_permissions(tmp_path, tiny_weights):
+    import stat
+
+    pytest.importorskip("onnx")
+    umask = os.umask(0o022)
+    try:
+        from tagtrack.realtime.engines import export_checkpoint
+
+        export_checkpoint(tiny_weights, tmp_path / "model.onnx")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "model.onnx").stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"]
