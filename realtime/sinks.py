@@ -96,6 +96,10 @@ class Temporary:
 
     def _create(self, tail: str) -> Path:
         stem, suffix = self.final.stem, self.final.suffix
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)  # a missing output folder is made
+        except OSError as error:
+            raise output_error(self.final, error) from None
         for _ in range(100):
             ending = f".partial-{secrets.token_hex(3)}{tail}{suffix}"
             # A long name stays within the file system's limit: shorten the stem, not the ending.
@@ -180,8 +184,9 @@ def _locked(path: Path) -> bool:
 
 
 def check_output_path(path: str | Path, what: str = "output") -> Path:
-    """Fail early, with one line, when `path` cannot be written (missing or read-only folder, a name that is
-    not UTF-8)."""
+    """Fail early, with one line, when `path` cannot be written (a read-only folder, a file where a folder
+    should be, a name that is not UTF-8). A missing folder is no error: it is made when the output is
+    opened (`Temporary`), as `predict --draw` always did, if the nearest folder that exists is writable."""
     from tagtrack.realtime.sources import check_name, check_not_a_loop
 
     check_name(path, what)
@@ -190,10 +195,13 @@ def check_output_path(path: str | Path, what: str = "output") -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise UserFacingError(f"{what} {path} is a folder, expected a file name")
-    if not folder.is_dir():
-        raise UserFacingError(f"{what} folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserFacingError(f"{what} folder {folder} is not writable")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserFacingError(f"{what} folder {folder} cannot be made: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserFacingError(f"{what} folder {existing} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserFacingError(f"{what} {path} exists and is not writable")
     return path

@@ -555,3 +555,16 @@ def test_friction_export_writes_the_onnx_file_with_the_usual_permissions(tmp_pat
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "model.onnx").stat().st_mode) == 0o644  # not mkstemp's 0600
     assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_friction_run_makes_missing_output_folders_as_predict_does(tmp_path, tiny_weights):
+    from tests.test_run_cli import validated_lines
+    from tests.test_sources import write_video
+
+    video = write_video(tmp_path / "clip.avi", 3, size_hw=(48, 64))
+    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json",
+                 str(tmp_path / "new" / "poses.jsonl"), "--out", str(tmp_path / "videos" / "a.mp4"),
+                 cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert len(validated_lines(tmp_path / "new" / "poses.jsonl")) == 3
+    assert (tmp_path / "videos" / "a.mp4").is_file()

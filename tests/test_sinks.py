@@ -228,12 +228,22 @@ def test_scores_in_records_stay_within_0_and_1():
 
 
 def test_output_checks_fail_early_with_one_line(tmp_path):
-    with pytest.raises(UserFacingError, match="does not exist"):
-        AnnotatedVideoSink(tmp_path / "missing" / "out.mp4", fps=30)
-    with pytest.raises(UserFacingError, match="does not exist"):
-        JsonLinesSink(tmp_path / "missing" / "poses.jsonl")
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(UserFacingError, match="cannot be made: .*file is a file"):
+        AnnotatedVideoSink(tmp_path / "file" / "out.mp4", fps=30)
+    with pytest.raises(UserFacingError, match="cannot be made: .*file is a file"):
+        JsonLinesSink(tmp_path / "file" / "sub" / "poses.jsonl")
     with pytest.raises(UserFacingError, match="is a folder"):
         check_output_path(tmp_path, "--out")
+
+
+def test_a_missing_output_folder_is_made_when_the_output_opens(tmp_path):
+    path = tmp_path / "new" / "sub" / "poses.jsonl"
+    sink = JsonLinesSink(path)
+    for result in results(2):
+        sink.write(result)
+    sink.close()
+    assert len(path.read_text().splitlines()) == 2
 
 
 @pytest.mark.skipif(IS_ROOT, reason="root writes into read-only folders")
