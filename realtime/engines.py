@@ -534,6 +534,9 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
     if batch_size < 1:
         raise UserFacingError(f"batch size must be at least 1, got {batch_size}")
     weights_path = resolve_weights(weights)
+    # safetensors reports a file it may not read as "No such file or directory": say what it is.
+    if weights_path.is_file() and not os.access(weights_path, os.R_OK):
+        raise UserFacingError(f"cannot read checkpoint {weights_path}: permission denied")
     loaded = load_checkpoint(weights_path)
     check_stored_settings(loaded.settings, weights_path)  # before an ONNX export takes seconds
     input_hw = choose_input_hw((loaded.config.input_height, loaded.config.input_width), input_hw, frame_hw)

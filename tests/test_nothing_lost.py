@@ -568,3 +568,15 @@ def test_friction_run_makes_missing_output_folders_as_predict_does(tmp_path, tin
     assert result.returncode == 0, result.stderr
     assert len(validated_lines(tmp_path / "new" / "poses.jsonl")) == 3
     assert (tmp_path / "videos" / "a.mp4").is_file()
+
+
+def test_message_an_unreadable_weights_file_says_so(tmp_path, tiny_weights, monkeypatch):
+    from tagtrack.model.errors import UserFacingError
+    from tagtrack.realtime.engines import create_engine
+
+    # As root every file is readable; the refusal is checked with access() saying no for the weights.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path) == str(tiny_weights)
+                        else real_access(path, mode, **kw))
+    with pytest.raises(UserFacingError, match=f"cannot read checkpoint {tiny_weights}: permission denied"):
+        create_engine("torch", tiny_weights, "cpu")
