@@ -152,6 +152,8 @@ def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-track", action="store_true", help="no tracking: poses without IDs")
     _add_decode_arguments(p)
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (default: all)")
+    p.add_argument("--stream-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a stream URL that sends nothing this long is reconnected, then given up (default 30)")
 
 
 def _add_decode_arguments(p: argparse.ArgumentParser) -> None:
@@ -213,7 +215,7 @@ def _run_options(args: argparse.Namespace, **extra):
         input_hw=tuple(args.input_size) if args.input_size else None,
         detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
         min_person_score=args.min_person_score, max_frames=args.max_frames, settings=_settings_overrides(args),
-        config=Path(args.config) if args.config else None, **extra)
+        config=Path(args.config) if args.config else None, stream_timeout=args.stream_timeout, **extra)
 
 
 class _StopOnSignal:

@@ -51,6 +51,7 @@ class RunOptions:
     strict: bool = False  # an unreadable image in a folder stops the run instead of being skipped
     progress: bool = True  # a bar on a terminal, a few lines otherwise
     queue_size: int = 4
+    stream_timeout: float | None = None  # seconds a stream may send nothing (None: sources.DEFAULT_STREAM_TIMEOUT)
 
 
 def counted(count: int, singular: str, plural: str) -> str:
@@ -125,6 +126,8 @@ def check_options(options: RunOptions) -> None:
 
     if options.formats:
         export_paths(options.formats, Path("poses"))  # an unknown --format is named here
+    if options.stream_timeout is not None and not 0 < options.stream_timeout < float("inf"):
+        raise UserFacingError(f"--stream-timeout must be a positive number of seconds, got {options.stream_timeout}")
     if options.codec is not None and options.codec not in VIDEO_CODECS:
         raise UserFacingError(f"unknown --codec {options.codec!r} (choose from {', '.join(VIDEO_CODECS)})")
     if options.out is not None:
@@ -213,7 +216,7 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
     from tagtrack.realtime.settings import check_meaningful
 
     check_options(options)
-    source: Source = open_source(options.source, strict=options.strict)
+    source: Source = open_source(options.source, strict=options.strict, stream_timeout=options.stream_timeout)
     sinks: list[Sink] = []
     try:
         if options.max_frames is not None:

@@ -37,6 +37,9 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 FOLDER_FPS = 30.0
 # A video that ends before this fraction of its declared frame count is reported as cut short.
 TRUNCATION_RATIO = 0.95
+# A stream that sends nothing for this many seconds is given up (reopened, then ended): OpenCV's own
+# default for its FFmpeg reader, stated here so that messages can name it; `--stream-timeout` sets it.
+DEFAULT_STREAM_TIMEOUT = 30.0
 # OpenCV takes a camera index as a C int (an index can also name a backend: 200 + N is V4L2's camera N).
 MAX_CAMERA_INDEX = 2**31 - 1
 
@@ -203,19 +206,24 @@ class LiveSource:
     When the device stops delivering, it is released and reopened up to `retries` times,
     `retry_delay` seconds apart, each attempt logged; then read() raises UserFacingError.
     The freshest-frame policy itself lives in the pipeline's capture thread.
+    timeout: a stream (a URL) that sends nothing for this many seconds, when opening or reading, counts
+    as stopped (OpenCV's FFmpeg reader's open and read timeouts); the messages name it.
     """
 
     is_live = True
 
-    def __init__(self, target: int | str, source_id: str, retries: int = 5, retry_delay: float = 1.0) -> None:
+    def __init__(self, target: int | str, source_id: str, retries: int = 5, retry_delay: float = 1.0,
+                 timeout: float = DEFAULT_STREAM_TIMEOUT) -> None:
         self.target = target
         self.source_id = source_id
         self.retries = retries
         self.retry_delay = retry_delay
+        self.timeout = timeout
         self.frame_count: int | None = None
+        started = time.monotonic()
         self._capture = self._open()
         if self._capture is None:
-            raise UserFacingError(self._open_failure_message())
+            raise UserFacingError(self._open_failure_message(time.monotonic() - started))
         fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps: float | None = fps if 0 < fps < 1000 else None
         width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
@@ -224,10 +232,19 @@ class LiveSource:
         self._index = 0
         self._clock_start = time.monotonic()
 
+    @property
+    def is_stream(self) -> bool:
+        return isinstance(self.target, str)
+
     def _open(self) -> cv2.VideoCapture | None:
+        milliseconds = int(self.timeout * 1000)
         with _quiet_opencv():
             try:
-                capture = cv2.VideoCapture(self.target)
+                if self.is_stream:
+                    capture = cv2.VideoCapture(self.target, cv2.CAP_ANY, [
+                        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds, cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
+                else:
+                    capture = cv2.VideoCapture(self.target)
             except cv2.error:  # a target OpenCV refuses outright: as a device that does not open
                 log.debug("OpenCV refused to open %s", self.source_id, exc_info=True)
                 return None
@@ -236,10 +253,20 @@ class LiveSource:
         capture.release()
         return None
 
-    def _open_failure_message(self) -> str:
+    def _open_failure_message(self, waited: float) -> str:
         if isinstance(self.target, int):
             return f"no camera at index {self.target}"
+        if waited >= 0.9 * self.timeout:  # it waited for data until the timeout: say so
+            return (f"cannot open stream {self.target}: nothing came within the stream timeout, {self.timeout:g} s "
+                    "(--stream-timeout SECONDS)")
         return f"cannot open stream {self.target}"
+
+    def _silence(self) -> str:
+        """Why the frames stopped, for a stream with the timeout that ended the wait and its option. (The wait
+        itself cannot be timed here: FFmpeg may spend it inside a read that still returns a buffered frame.)"""
+        if self.is_stream:
+            return f"nothing came within the stream timeout, {self.timeout:g} s (--stream-timeout SECONDS)"
+        return "no frame"
 
     def read(self) -> Frame | None:
         ok, image = (False, None) if self._capture is None else self._capture.read()
@@ -247,8 +274,10 @@ class LiveSource:
         while not ok or image is None:
             attempt += 1
             if attempt > self.retries:
-                raise UserFacingError(f"{self.source_id} stopped delivering frames; gave up after {self.retries} retries")
-            log.warning("%s: no frame, reconnecting (attempt %d of %d)", self.source_id, attempt, self.retries)
+                raise UserFacingError(f"{self.source_id} stopped delivering frames; gave up after {self.retries} "
+                                      f"retries ({self._silence()})")
+            log.warning("%s: %s; reconnecting (attempt %d of %d)", self.source_id, self._silence(), attempt,
+                        self.retries)
             if self._capture is not None:
                 self._capture.release()
             time.sleep(self.retry_delay)
@@ -309,13 +338,14 @@ def input_paths(spec: str) -> list[Path]:
     return [path]
 
 
-def open_source(spec: str, strict: bool = False) -> Source:
+def open_source(spec: str, strict: bool = False, stream_timeout: float | None = None) -> Source:
     """Open a source from its command-line spelling.
 
     "0", "1", ...: camera index. rtsp://, http(s)://, ...: stream. A folder: its images. A glob
     ("frames/*.png"): the matching images. An image file: a one-frame folder. Anything else: a
     video file. Raises UserFacingError on bad input. strict: an unreadable image in a folder
-    stops the run (default: skipped with a warning and counted in `skipped`).
+    stops the run (default: skipped with a warning and counted in `skipped`). stream_timeout: seconds a
+    stream may send nothing (None: DEFAULT_STREAM_TIMEOUT).
     """
     spec = spec.strip()
     if not spec:
@@ -329,7 +359,7 @@ def open_source(spec: str, strict: bool = False) -> Source:
             raise UserFacingError(f"camera index must be 0 or more and at most {MAX_CAMERA_INDEX}, got {index}")
         return LiveSource(index, f"camera:{index}")
     if "://" in spec:
-        return _open_url(spec)
+        return _open_url(spec, DEFAULT_STREAM_TIMEOUT if stream_timeout is None else stream_timeout)
     check_not_a_loop(spec, "SOURCE")
     path = Path(spec)
     if path.is_dir():
@@ -341,7 +371,7 @@ def open_source(spec: str, strict: bool = False) -> Source:
     return VideoFileSource(path)
 
 
-def _open_url(url: str) -> LiveSource:
+def _open_url(url: str, timeout: float) -> LiveSource:
     parsed = urlparse(url)
     if parsed.scheme.lower() not in STREAM_SCHEMES:
         raise UserFacingError(f"unsupported URL scheme {parsed.scheme!r} in {url} (use one of {', '.join(STREAM_SCHEMES)})")
@@ -351,4 +381,6 @@ def _open_url(url: str) -> LiveSource:
         parsed.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         raise UserFacingError(f"bad URL {url}: invalid port") from None
-    return LiveSource(url, url)
+    if not 0 < timeout < float("inf"):
+        raise UserFacingError(f"--stream-timeout must be a positive number of seconds, got {timeout}")
+    return LiveSource(url, url, timeout=timeout)

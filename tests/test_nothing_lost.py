@@ -580,3 +580,85 @@ def test_message_an_unreadable_weights_file_says_so(tmp_path, tiny_weights, monk
                         else real_access(path, mode, **kw))
     with pytest.raises(UserFacingError, match=f"cannot read checkpoint {tiny_weights}: permission denied"):
         create_engine("torch", tiny_weights, "cpu")
+
+
+# ---------------------------------------------------------------- a silent stream: say it was a timeout
+
+
+@pytest.fixture
+def silent_stream():
+    """tcp://127.0.0.1:PORT serving 10 MPEG-TS frames on its first connection, then keeping every connection
+    open without a byte more (a camera that went quiet; a reconnect gets nothing)."""
+    import io
+    import socket
+    import threading
+
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    container = av.open(buffer, "w", format="mpegts")
+    stream = container.add_stream("mpeg1video", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    for i in range(10):
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), "bgr24")))
+    container.mux(stream.encode(None))
+    container.close()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    connections = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            if not connections:
+                connection.sendall(buffer.getvalue())
+            connections.append(connection)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for connection in connections:
+        connection.close()
+
+
+def test_message_a_silent_stream_names_the_timeout_and_its_option(silent_stream, caplog):
+    import logging
+    import time
+
+    from tagtrack.model.errors import UserFacingError
+    from tagtrack.realtime.sources import LiveSource
+
+    source = LiveSource(silent_stream, silent_stream, retries=1, retry_delay=0.0, timeout=2.0)
+    caplog.set_level(logging.WARNING, logger="tagtrack.realtime.sources")
+    started = time.monotonic()
+    with pytest.raises(UserFacingError) as refused:
+        while source.read() is not None:
+            pass
+    source.close()
+    message = str(refused.value)
+    assert "stopped delivering frames; gave up after 1 retries" in message
+    assert "nothing came within the stream timeout, 2 s (--stream-timeout SECONDS)" in message, message
+    assert time.monotonic() - started < 30  # the 2 s timeout, not OpenCV's 30 s
+    assert any("stream timeout, 2 s" in record.getMessage() for record in caplog.records)
+
+
+def test_message_a_stream_that_does_not_answer_names_the_timeout(tmp_path, tiny_weights, silent_stream):
+    import socket
+    import time
+
+    # The fixture's first connection gets the frames: take it, so that the run's gets nothing.
+    host, port = silent_stream.removeprefix("tcp://").split(":")
+    first = socket.create_connection((host, int(port)))
+    try:
+        started = time.monotonic()
+        line = _refused(tmp_path, "run", silent_stream, "--weights", str(tiny_weights), *TORCH_CPU,
+                        "--stream-timeout", "2")
+    finally:
+        first.close()
+    assert f"cannot open stream {silent_stream}" in line and "2 s" in line and "--stream-timeout" in line
+    assert time.monotonic() - started < 60
