@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "PoseEstimator": "tagtrack.realtime.api",
     "track": "tagtrack.realtime.api",
+    "demo_video": "tagtrack.realtime.api",
     "Person": "tagtrack.realtime.api",
     "Keypoint": "tagtrack.realtime.api",
     "TrackedFrame": "tagtrack.realtime.api",

@@ -459,4 +459,17 @@ def track(source: str | int | Path, *, out: str | Path | None = None, json: str 
         raise
 
 
-__all__ = ["FrameStream", "Keypoint", "Person", "PoseEstimator", "TrackedFrame", "track"]
+def demo_video() -> Path:
+    """The demo clip, OpenCV's sample street scene `vtest.avi` (PETS 2009): `$TAGTRACK_DEMO_VIDEO`, else where
+    `make vtest` puts it (`$TAGTRACK_CACHE`, else ~/.cache/tagtrack), else Debian's opencv-doc package.
+    Raises UserFacingError saying how to get it when it is in none of them."""
+    from tagtrack.realtime.demo import find_vtest, vtest_locations
+
+    video = find_vtest()
+    if video is None:
+        raise UserFacingError(f"the demo clip vtest.avi is not here ({vtest_locations()[0]}): run `make vtest` "
+                              "(or `apt-get install opencv-doc`), or use any video of yours")
+    return video
+
+
+__all__ = ["FrameStream", "Keypoint", "Person", "PoseEstimator", "TrackedFrame", "demo_video", "track"]

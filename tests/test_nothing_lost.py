@@ -662,3 +662,29 @@ def test_message_a_stream_that_does_not_answer_names_the_timeout(tmp_path, tiny_
         first.close()
     assert f"cannot open stream {silent_stream}" in line and "2 s" in line and "--stream-timeout" in line
     assert time.monotonic() - started < 60
+
+
+def test_friction_the_api_says_where_the_demo_clip_is(tmp_path, monkeypatch):
+    import tagtrack
+    from tagtrack.model.errors import UserFacingError
+
+    clip = tmp_path / "cache" / "vtest.avi"
+    clip.parent.mkdir()
+    clip.write_bytes(b"a clip")
+    monkeypatch.setenv("TAGTRACK_CACHE", str(tmp_path / "cache"))  # where `make vtest` puts it
+    monkeypatch.delenv("TAGTRACK_DEMO_VIDEO", raising=False)
+    assert tagtrack.demo_video() == clip
+    monkeypatch.setenv("TAGTRACK_CACHE", str(tmp_path / "empty"))
+    from tagtrack.realtime import demo
+
+    monkeypatch.setattr(demo, "vtest_locations", lambda: [tmp_path / "empty" / "vtest.avi"])
+    with pytest.raises(UserFacingError, match="make vtest"):
+        tagtrack.demo_video()
+
+
+def test_friction_the_readme_snippet_asks_the_api_for_the_demo_clip():
+    from tests.test_run_cli import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    snippet = readme[readme.index("## Python API"):readme.index("## Training your own model")]
+    assert "tagtrack.demo_video()" in snippet and "~/.cache/tagtrack/vtest.avi" not in snippet
