@@ -688,3 +688,11 @@ def test_friction_the_readme_snippet_asks_the_api_for_the_demo_clip():
     readme = (REPO_ROOT / "README.md").read_text()
     snippet = readme[readme.index("## Python API"):readme.index("## Training your own model")]
     assert "tagtrack.demo_video()" in snippet and "~/.cache/tagtrack/vtest.avi" not in snippet
+
+
+def test_friction_the_readme_install_names_the_viewers_system_libraries():
+    from tests.test_run_cli import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    install = readme[readme.index("## Install"):readme.index("## Use")]
+    assert all(name in install for name in ("libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1"))
