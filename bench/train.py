@@ -1,7 +1,8 @@
-"""Training throughput: images/s of a preset's forward + loss + backward + Adam step, data included.
+"""Training throughput: images/s of a preset's training step (training.step: forward, every loss term, backward,
+clipping, optimiser step), data included.
 
-Runs on synthetic stick-figure scenes generated into a temporary folder at the preset's input size,
-through the same dataset, loss and optimiser as training.train (single process, no checkpoints).
+Runs on synthetic stick-figure scenes generated into a temporary folder at the config's input size, through the
+same dataset and step as training.train (single process, no checkpoints, no learning-rate schedule).
 An "image" is one network input, so a pair of views counts as two.
 """
 
@@ -15,10 +16,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.data import DataLoader
 
-from tagtrack.model.networks import build_network
-from tagtrack.training.config import preset
-from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
-from tagtrack.training.losses import total_loss
+from tagtrack.training.config import TrainConfig, preset
+from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig
+from tagtrack.training.step import TrainingStep, all_stacks, batch_on_device, build_optimizer, learning_parameters
 from tagtrack.training.synthetic import SceneConfig, generate_dataset
 
 log = logging.getLogger(__name__)
@@ -51,32 +51,46 @@ class TrainBenchmark:
 
 def benchmark_training(preset_name: str = "small", steps: int = 5, batch_size: int = 4, threads: int = 0,
                        warmup: int = 2) -> TrainBenchmark:
+    """The preset's training step timed (see benchmark_config)."""
+    return benchmark_config(preset(preset_name), preset_name, steps, batch_size, threads, warmup)
+
+
+def synthetic_training_set(config: TrainConfig, folder: str, num_images: int) -> CocoKeypointDataset:
+    """`num_images` stick-figure scenes at the config's input size, generated into `folder`, read as training reads
+    its data (the config's targets, augmentation and views)."""
+    height, width = config.input_hw
+    annotations = generate_dataset(folder, num_images=num_images, config=SceneConfig(width=width, height=height),
+                                   seed=0)
+    targets = TargetConfig(height, width, config.sigma, config.sigma_mode, config.max_people)
+    return CocoKeypointDataset(annotations, f"{folder}/images", targets, config.augment,
+                               views=2 if config.pairs else 1)
+
+
+def benchmark_config(config: TrainConfig, name: str, steps: int = 5, batch_size: int = 4, threads: int = 0,
+                     warmup: int = 2) -> TrainBenchmark:
+    """Seconds per training step of `config` (at `batch_size`) on synthetic scenes, loading and augmenting its batch
+    included: the step of training.train with every loss option of the config (AMP as the config says, on CUDA)."""
+    # imported here, after training.config: model.networks imported first meets model.config's import of it
+    from tagtrack.model.networks import build_network
+
     if threads > 0:
         torch.set_num_threads(threads)
-    config = replace(preset(preset_name), batch_size=batch_size)
+    config = replace(config, batch_size=batch_size)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    height, width = config.input_hw
     with tempfile.TemporaryDirectory(prefix="tagtrack-bench-") as folder:
-        annotations = generate_dataset(folder, num_images=batch_size * 2,
-                                       config=SceneConfig(width=width, height=height), seed=0)
-        dataset = CocoKeypointDataset(annotations, f"{folder}/images",
-                                      TargetConfig(height, width, config.sigma, config.sigma_mode, config.max_people),
-                                      config.augment, views=2 if config.pairs else 1)
+        dataset = synthetic_training_set(config, folder, batch_size * 2)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
-        model = build_network(config.model).to(device).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        model = build_network(config.model).to(device)
+        parameters = learning_parameters(model, config.trainable)
+        scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+        step = TrainingStep.for_config(config, all_stacks(model, config), parameters,
+                                       build_optimizer(parameters, config), scaler, dataset.schema.flip_index)
         times: list[float] = []
         while len(times) < warmup + steps:
             batches = iter(loader)
             start = time.perf_counter()
             for batch in batches:  # the timed step includes loading and augmenting its batch
-                batch = {k: v.to(device) for k, v in flatten_views(batch).items()}
-                terms = total_loss(model.forward_stacks(batch["images"]), batch["heatmaps"], batch["masks"],
-                                   batch["joints"], config.loss, scales=batch["scales"], ids=batch["ids"],
-                                   num_views=2 if config.pairs else 1)
-                optimizer.zero_grad(set_to_none=True)
-                terms.total.backward()
-                optimizer.step()
+                step(batch_on_device(batch, device, config.channels_last), len(times))
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
@@ -84,5 +98,5 @@ def benchmark_training(preset_name: str = "small", steps: int = 5, batch_size: i
                 if len(times) >= warmup + steps:
                     break
                 start = time.perf_counter()
-    return TrainBenchmark(preset_name, (height, width), batch_size * (2 if config.pairs else 1),
+    return TrainBenchmark(name, config.input_hw, batch_size * (2 if config.pairs else 1),
                           torch.get_num_threads(), str(device), times[warmup:])

@@ -259,6 +259,66 @@ def test_training_benchmark_measures_steps() -> None:
     assert "images/s" in result.summary() and "64x64" in result.summary()
 
 
+def test_bench_train_command_runs_in_a_fresh_process() -> None:
+    completed = subprocess.run([sys.executable, str(REPO / "main.py"), "bench", "train", "--preset", "tiny", "--steps",
+                                "1", "--batch-size", "1", "--threads", "1"], cwd=REPO, env=_env(), capture_output=True,
+                               text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.startswith("train tiny 64x64 on ")
+
+
+def _loss_option_config(name: str) -> TrainConfig:
+    """The tiny preset with a loss option that bench train and the GPU run's timing once refused (ValueError)."""
+    tiny = preset("tiny")
+    if name == "mirror":  # the recipe's phases 8-9: the heatmap's mirror (and foreground) weight
+        return replace(tiny, loss=replace(tiny.loss, heatmap_mirror=9.0, heatmap_foreground=1.0))
+    if name == "embedding":  # Wang et al.'s scale-adaptive heatmaps: targets drawn from the keypoints in the loss
+        return replace(tiny, model=replace(tiny.model, tag_dim=4), sigma_mode="embedding", scale_loss="wang",
+                       loss=replace(tiny.loss, scale=1e-3))
+    # the imported-teacher stage: only the tag head learns, channels-last
+    return replace(tiny, trainable=("stacks.0.tag_head.",), channels_last=True, optimizer="adamw")
+
+
+@pytest.mark.parametrize("name", ["mirror", "embedding", "tag-head-only"])
+def test_bench_train_and_the_gpu_runs_timing_take_every_loss_option(name: str) -> None:
+    from tagtrack.bench.gpu.run import training_step_rate
+    from tagtrack.bench.train import benchmark_config
+
+    config = _loss_option_config(name)
+    result = benchmark_config(config, name, steps=1, batch_size=2, threads=1, warmup=1)
+    assert len(result.seconds_per_step) == 1 and result.batch_images == 4
+    assert result.summary().startswith(f"train {name} 64x64")
+    row = training_step_rate(replace(config, batch_size=2), torch.device("cpu"), amp=False, warmup=1, steps=1)
+    assert row["images_per_step"] == 4 and row["images_per_s"] > 0
+
+
+def test_the_training_step_learns_only_the_trainable_parameters() -> None:
+    """training.step as train, bench train and the GPU run build it: frozen parameters stay, the others move."""
+    from tagtrack.bench.gpu.run import one_training_batch
+    from tagtrack.model.networks import build_network
+    from tagtrack.training.step import TrainingStep, all_stacks, build_optimizer, learning_parameters
+
+    config = replace(_loss_option_config("tag-head-only"), batch_size=2)
+    batch, flip_index = one_training_batch(config, torch.device("cpu"))
+    assert batch["images"].is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    model = build_network(config.model)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    parameters = learning_parameters(model, config.trainable)
+    optimizer = build_optimizer(parameters, config)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    step = TrainingStep.for_config(config, all_stacks(model, config), parameters, optimizer,
+                                   torch.amp.GradScaler("cuda", enabled=False), flip_index)
+    terms = step(batch)
+    assert set(terms.parts) >= {"total", "heatmap", "pull", "push", "cross_pull", "cross_push"}
+    for name, parameter in model.named_parameters():
+        moved = not torch.equal(parameter, before[name])
+        assert moved == name.startswith("stacks.0.tag_head."), name
+    nan_batch = dict(batch, images=torch.full_like(batch["images"], float("nan")))
+    with pytest.raises(UserFacingError, match="loss became nan at step 7; lower --lr"):
+        step(nan_batch, 7)
+
+
 def test_pairs_of_clip_frames_feed_the_cross_view_loss(tmp_path: Path) -> None:
     from tagtrack.training.synthetic import generate_clips
 

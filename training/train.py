@@ -20,12 +20,10 @@ import csv
 import hashlib
 import itertools
 import logging
-import math
 import os
 import random
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,11 +40,19 @@ from tqdm import tqdm
 from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
 from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.files import write_atomically
-from tagtrack.model.hourglass import AllStacks, widened_state_dict
+from tagtrack.model.hourglass import widened_state_dict
 from tagtrack.model.networks import build_network
 from tagtrack.training.config import TrainConfig
-from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
-from tagtrack.training.losses import total_loss
+from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig
+from tagtrack.training.losses import LossTerms
+from tagtrack.training.step import (
+    TrainingStep,
+    all_stacks,
+    batch_on_device,
+    build_optimizer,
+    learning_parameters,
+)
+from tagtrack.training.step import freeze as _freeze  # noqa: F401 - the name tests/test_recipe.py imports
 
 log = logging.getLogger(__name__)
 
@@ -242,11 +248,11 @@ class _Run:
     steps_per_epoch: int
     end: int  # the step this call stops at
     model: torch.nn.Module  # a network of config.model.family
-    network: torch.nn.Module = None  # the model as trained: all stacks, SyncBatchNorm / DDP where used
     parameters: list = field(default_factory=list)
     optimizer: torch.optim.Optimizer = None
     scheduler: torch.optim.lr_scheduler.LRScheduler = None
     scaler: torch.amp.GradScaler = None
+    training_step: TrainingStep = None  # the network as trained (all stacks, SyncBatchNorm / DDP where used)
     step: int = 0
     best_metric: float | None = None
 
@@ -353,29 +359,10 @@ def _start(config: TrainConfig, out_dir: Path, resume: bool, stop_at: int | None
 
 def _build_optimiser(run: _Run) -> None:
     config = run.config
-    _freeze(run.model, config.trainable)
-    run.parameters = [p for p in run.model.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        run.optimizer = torch.optim.AdamW(run.parameters, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        run.optimizer = torch.optim.Adam(run.parameters, lr=config.lr, weight_decay=config.weight_decay)
+    run.parameters = learning_parameters(run.model, config.trainable)
+    run.optimizer = build_optimizer(run.parameters, config)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda step: learning_rate_factor(config, step))
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
-
-
-def _freeze(model: torch.nn.Module, trainable: tuple[str, ...]) -> None:
-    """Only parameters whose names start with one of `trainable` learn (all when it is empty)."""
-    if not trainable:
-        return
-    names = [name for name, _ in model.named_parameters()]
-    for prefix in trainable:
-        if not any(name.startswith(prefix) for name in names):
-            raise UserFacingError(f"trainable {prefix!r} names no parameter of the {type(model).__name__}")
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(any(name.startswith(prefix) for prefix in trainable))
-    learning = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("training %d of %d parameters (%s)", learning, sum(p.numel() for p in model.parameters()),
-             ", ".join(trainable))
 
 
 def _restore(run: _Run) -> None:
@@ -395,16 +382,16 @@ def _restore(run: _Run) -> None:
 
 
 def _wrap_network(run: _Run) -> None:
-    if run.config.channels_last:
-        run.model.to(memory_format=torch.channels_last)
-    network: torch.nn.Module = AllStacks(run.model)
+    """The network as trained (all stacks; SyncBatchNorm and DDP over several processes) and the step around it."""
+    network = all_stacks(run.model, run.config)
     if run.ddp.world_size > 1 and run.device.type == "cuda":
         # Per-GPU batches are small: normalise with statistics over all processes (NCCL only).
         network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
     if run.ddp.world_size > 1:
         network = DistributedDataParallel(network, device_ids=[run.ddp.local_rank] if run.device.type == "cuda" else None)
-    run.network = network
     network.train()
+    run.training_step = TrainingStep.for_config(run.config, network, run.parameters, run.optimizer, run.scaler,
+                                                run.dataset.schema.flip_index)
 
 
 def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
@@ -418,33 +405,14 @@ def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
         loader = _make_loader(run.dataset, SkipSampler(run.sampler, offset * config.batch_size), config, epoch,
                               run.device)
         for batch in loader:
-            batch = {k: v.to(run.device, non_blocking=True) for k, v in flatten_views(batch).items()}
-            if config.channels_last:
-                batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
-            yield epoch, batch
+            yield epoch, batch_on_device(batch, run.device, config.channels_last)
             if run.step >= run.end:
                 return
 
 
-def _one_step(run: _Run, batch: dict):
-    """Forward, loss, backward and the optimiser step; run.step + 1. Returns the loss terms."""
-    config = run.config
-    autocast = torch.autocast("cuda", dtype=torch.float16) if run.use_amp else nullcontext()
-    with autocast:
-        stacks = run.network(batch["images"])
-    terms = total_loss(stacks, batch["heatmaps"], batch["masks"], batch["joints"], config.loss,
-                       scales=batch["scales"], ids=batch["ids"], num_views=run.views,
-                       options=config.loss_options, keypoints=batch["keypoints"],
-                       flip_index=run.dataset.schema.flip_index)
-    if not math.isfinite(terms.parts["total"]):
-        raise UserFacingError(f"loss became {terms.parts['total']} at step {run.step}; lower --lr")
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(terms.total).backward()
-    if config.clip_grad_norm > 0:
-        run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.parameters, config.clip_grad_norm)
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
+def _one_step(run: _Run, batch: dict) -> LossTerms:
+    """The training step (training.step), then the learning-rate schedule; run.step + 1. Returns the loss terms."""
+    terms = run.training_step(batch, run.step)
     run.scheduler.step()
     run.step += 1
     return terms

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -430,57 +430,39 @@ def measure_pipeline(settings: RunSettings, report: Report) -> list[dict]:
 # ---------------------------------------------------------------- training speed
 
 
-def one_training_batch(config, device: torch.device) -> dict[str, torch.Tensor]:
-    """One batch of synthetic scenes at the config's input size, through the training dataset, on the device."""
+def one_training_batch(config, device: torch.device) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+    """One batch of synthetic scenes at the config's input size, through the training dataset, on the device, and
+    the data set's flip index (the heatmap mirror weight's)."""
     from torch.utils.data import DataLoader
 
-    from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig, flatten_views
-    from tagtrack.training.synthetic import SceneConfig, generate_dataset
+    from tagtrack.bench.train import synthetic_training_set
+    from tagtrack.training.step import batch_on_device
 
-    height, width = config.input_hw
     with tempfile.TemporaryDirectory(prefix="tagtrack-gpu-batch-") as folder:
-        annotations = generate_dataset(folder, num_images=config.batch_size,
-                                       config=SceneConfig(width=width, height=height), seed=0)
-        dataset = CocoKeypointDataset(annotations, f"{folder}/images",
-                                      TargetConfig(height, width, config.sigma, config.sigma_mode, config.max_people),
-                                      config.augment, views=2 if config.pairs else 1)
+        dataset = synthetic_training_set(config, folder, config.batch_size)
         batch = next(iter(DataLoader(dataset, batch_size=config.batch_size)))
-    return {k: v.to(device) for k, v in flatten_views(batch).items()}
+    return batch_on_device(batch, device, config.channels_last), dataset.schema.flip_index
 
 
 def training_step_rate(config, device: torch.device, amp: bool, warmup: int, steps: int) -> dict:
-    """Images/s of training.train's step (forward under autocast when AMP, loss, scaled backward, clipping,
-    Adam) on one batch held on the device: the network's training speed without data loading."""
-    from tagtrack.model.hourglass import AllStacks
+    """Images/s of training.train's step (training.step: forward under autocast when AMP, every loss term, scaled
+    backward, clipping, the optimiser step) on one batch held on the device: the network's training speed without
+    data loading."""
     from tagtrack.model.networks import build_network
-    from tagtrack.training.losses import total_loss
+    from tagtrack.training.step import TrainingStep, all_stacks, build_optimizer, learning_parameters
 
-    batch = one_training_batch(config, device)
-    model = build_network(config.model).to(device).train()
-    network = AllStacks(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    batch, flip_index = one_training_batch(config, device)
+    model = build_network(config.model).to(device)
+    parameters = learning_parameters(model, config.trainable)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    views = 2 if config.pairs else 1
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext():
-            stacks = network(batch["images"])
-        terms = total_loss(stacks, batch["heatmaps"], batch["masks"], batch["joints"], config.loss,
-                           scales=batch["scales"], ids=batch["ids"], num_views=views)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms.total).backward()
-        if config.clip_grad_norm > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-
-    for _ in range(warmup):
-        step()
+    step = TrainingStep.for_config(config, all_stacks(model, config), parameters, build_optimizer(parameters, config),
+                                   scaler, flip_index)
+    for index in range(warmup):
+        step(batch, index)
     _synchronize(device)
     started = time.perf_counter()
-    for _ in range(steps):
-        step()
+    for index in range(steps):
+        step(batch, warmup + index)
     _synchronize(device)
     seconds = (time.perf_counter() - started) / steps
     images = int(batch["images"].shape[0])
