@@ -320,13 +320,9 @@ def test_config_validation():
     assert dataclasses.replace(TrackerConfig(), use_tags=False).use_tags is False
 
 
-def test_similarity_matrices():
-    from tagtrack.tracker.association import FORBIDDEN, assign, iou_matrix, mahalanobis_matrix, oks_matrix
-
-    boxes = np.array([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
-    iou = iou_matrix(boxes, boxes)
-    np.testing.assert_allclose(np.diag(iou), 1.0)
-    assert iou[0, 1] == pytest.approx(50.0 / 150.0) and iou[0, 2] == 0.0
+def test_oks_of_a_whole_skeleton():
+    # IoU, Mahalanobis distance, assignment and OKS on hand-computed joints: tests/test_tracker_parts.py
+    from tagtrack.tracker.association import oks_matrix
 
     pose = make_pose(400).keypoints
     shifted = pose.copy()
@@ -338,13 +334,6 @@ def test_similarity_matrices():
     moved = oks_matrix(pose[None, :, :2], visible, area, shifted[None, :, :2], visible, sigmas)
     none = oks_matrix(pose[None, :, :2], visible, area, shifted[None, :, :2], ~visible, sigmas)
     assert same[0, 0] == pytest.approx(1.0) and 0.0 < moved[0, 0] < 0.9 and none[0, 0] == 0.0
-
-    shifts = np.array([[[3.0, 0.0], [0.0, 8.0]]])
-    covariance = np.array([[[9.0, 0.0], [0.0, 16.0]]])
-    np.testing.assert_allclose(mahalanobis_matrix(shifts, covariance), [[1.0, 2.0]])
-
-    cost = np.array([[0.1, FORBIDDEN], [FORBIDDEN, FORBIDDEN]])
-    assert assign(cost) == [(0, 0)]
 
 
 def test_ids_count_confirmed_people_in_order_of_confirmation():

@@ -61,6 +61,8 @@ def test_mahalanobis_with_identity_covariance_is_the_length():
     shifts = np.array([[[3.0, 4.0], [0.0, 0.0]]])
     np.testing.assert_allclose(mahalanobis_matrix(shifts, np.eye(2)[None]), [[5.0, 0.0]])
     np.testing.assert_allclose(mahalanobis_matrix(shifts, 4.0 * np.eye(2)[None]), [[2.5, 0.0]])
+    along_axes = np.array([[[3.0, 0.0], [0.0, 8.0]]])  # each axis by its own variance
+    np.testing.assert_allclose(mahalanobis_matrix(along_axes, np.diag([9.0, 16.0])[None]), [[1.0, 2.0]])
 
 
 def test_assign_never_returns_a_forbidden_pair():
