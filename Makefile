@@ -1,5 +1,5 @@
 # `make demo`: set everything up and run the main job on the built-in default.
-# `make test`: run the test suite.
+# `make test`: run the whole test suite (what CI runs); `make test-fast`: all but the tests marked slow (the edit loop).
 # TORCH picks the torch build: the default pin gives the CUDA build from PyPI on a Linux GPU machine
 # and the CPU build where a local CPU wheel is configured (CI). Override, e.g.:
 #   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= dev
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test vtest clean gpu-carry
+.PHONY: setup demo test test-fast vtest clean gpu-carry
 
 # The OpenCV sample street scene (PETS 2009), shipped by Debian/Ubuntu's opencv-doc package:
 # downloaded as a .deb (no root needed) and only vtest.avi unpacked. `tagtrack demo` looks here.
@@ -40,6 +40,9 @@ $(VTEST):
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) out runs

@@ -107,7 +107,7 @@ def test_worker_processes_write_what_one_process_writes(tmp_path, inputs, tiny_w
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                    reason="ray is not installed (the optional `cluster` extra; not in `dev`: it takes minutes to install)")
+                    reason="ray is not installed (the `cluster` extra, part of `dev`)")
 def test_ray_runs_one_task_per_file(tmp_path, inputs, tiny_weights):
     import ray
 
