@@ -20,8 +20,9 @@ def shared_data() -> Path:
 NETWORK_FAMILIES = ("hourglass", "mobilenet_fpn")
 
 
-def tiny_network(family: str):
-    """A random-weight network of FAMILY with TINY's keypoints, tag length and 64x64 input (seeded), in eval mode."""
+def tiny_network(family: str = "hourglass", config=None, lively: bool = False):
+    """A random-weight network (seeded), in eval mode: of FAMILY with TINY's keypoints, tag length and 64x64 input,
+    or the network `config` describes. lively: its heatmaps lifted (bias + 1), so that it finds "people" in noise."""
     import torch
 
     from tagtrack.model.config import TINY
@@ -29,8 +30,32 @@ def tiny_network(family: str):
     from tagtrack.model.teacher_import import mobilenet_fpn_config
 
     torch.manual_seed(0)
-    if family == "hourglass":
+    if config is None and family == "hourglass":
         config = TINY
-    else:
+    elif config is None:
         config = mobilenet_fpn_config(TINY.tag_dim, TINY.num_keypoints, (TINY.input_height, TINY.input_width))
-    return build_network(config).eval()
+    model = build_network(config).eval()
+    if lively:
+        with torch.no_grad():
+            if config.family == "hourglass":
+                model.stacks[-1].heatmap_head.bias += 1.0
+            else:  # sigmoid maps: logits lifted to peaks of about 0.7-0.9
+                model.heatmap_head.out.bias += 1.0
+    return model
+
+
+def save_tiny_checkpoint(path: Path, family: str = "hourglass", *, config=None, lively: bool = False, schema=None,
+                         settings: dict | None = None, metadata: dict | None = None) -> Path:
+    """The tests' tiny checkpoint: `tiny_network(family, config, lively)` saved at PATH (with a keypoint schema other
+    than COCO-17, stored settings or metadata when given). Returns PATH."""
+    from tagtrack.model.checkpoint import save_checkpoint
+    from tagtrack.model.schema import COCO17
+
+    return save_checkpoint(path, tiny_network(family, config, lively), schema or COCO17, metadata, settings)
+
+
+@pytest.fixture(scope="session", params=NETWORK_FAMILIES)
+def family_weights(request, tmp_path_factory) -> Path:
+    """A tiny random-weight checkpoint of each network family: a test that takes it runs on both."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / f"tiny-{request.param}.safetensors",
+                                request.param)

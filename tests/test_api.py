@@ -17,10 +17,9 @@ import torch
 
 import tagtrack
 from tagtrack import main
-from tagtrack.model.checkpoint import save_checkpoint
 from tagtrack.model.schema import COCO17
 from tagtrack.realtime.sinks import JSONL_SCHEMA_PATH
-from tests.conftest import NETWORK_FAMILIES, tiny_network
+from tests.conftest import NETWORK_FAMILIES, save_tiny_checkpoint
 from tests.test_run_cli import TINY, validated_lines, video_frame_count
 
 FRAMES = 8
@@ -29,13 +28,8 @@ FRAMES = 8
 @pytest.fixture(scope="session", params=NETWORK_FAMILIES)
 def tiny_weights(request, tmp_path_factory):
     """A tiny random network of each family whose heatmaps are lifted, so that it finds "people" in noise."""
-    model = tiny_network(request.param)
-    with torch.no_grad():
-        if request.param == "hourglass":
-            model.stacks[-1].heatmap_head.bias += 1.0
-        else:  # sigmoid maps: logits lifted to peaks of about 0.7-0.9
-            model.heatmap_head.out.bias += 1.0
-    return save_checkpoint(tmp_path_factory.mktemp("weights") / f"lively-{request.param}.safetensors", model)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / f"lively-{request.param}.safetensors",
+                                request.param, lively=True)
 
 
 def write_noise_video(path, frames: int, size_hw=(48, 64), fps: float = 10.0, seed: int = 0):

@@ -11,9 +11,7 @@ import pytest
 from tagtrack import main
 import tagtrack.realtime.demo as demo
 from tagtrack.model.errors import UserFacingError
-from tagtrack.model.hourglass import HourglassNet
-from tagtrack.model.checkpoint import save_checkpoint
-from tagtrack.model.config import TINY
+from tests.conftest import save_tiny_checkpoint
 
 
 @pytest.fixture
@@ -57,7 +55,7 @@ def test_demo_cli_errors_are_one_line(no_default_model, tmp_path: Path, capsys) 
 
 
 def test_demo_with_a_checkpoint_runs_on_the_given_video(tmp_path: Path, capsys) -> None:
-    weights = save_checkpoint(tmp_path / "tiny.safetensors", HourglassNet(TINY)) or tmp_path / "tiny.safetensors"
+    weights = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
     from tagtrack.training.synthetic_demo import write_demo_video
 
     video = write_demo_video(tmp_path / "clip.mp4", frames=6)

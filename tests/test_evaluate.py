@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tagtrack.model.checkpoint import save_checkpoint
 from tagtrack.model.codec import render_tag_maps
-from tagtrack.model.config import TINY
 from tagtrack.model.errors import UserFacingError
-from tagtrack.model.hourglass import HourglassNet
 from tagtrack.model.predict import PredictConfig
 from tagtrack.model.schema import COCO17
 from tagtrack.training.evaluate import (
@@ -36,6 +33,7 @@ from tagtrack.training.evaluate import (
     write_results,
 )
 from tagtrack.training.synthetic import SceneConfig, generate_clips, generate_dataset
+from tests.conftest import save_tiny_checkpoint
 
 SCENE = SceneConfig(width=128, height=128, min_people=2, max_people=3)
 
@@ -48,8 +46,7 @@ def generated(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", HourglassNet(TINY))
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 def _jitter(results: list[dict], pixels: float, seed: int = 0) -> list[dict]:

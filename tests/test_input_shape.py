@@ -7,19 +7,20 @@ from pathlib import Path
 import pytest
 
 from tagtrack import main
-from tagtrack.model.checkpoint import save_checkpoint
 from tagtrack.model.config import ModelConfig
 from tagtrack.realtime.engines import create_engine
 from tagtrack.realtime.sinks import read_pose_lines
 from tests.test_api import write_noise_video
-from tests.test_settings import CPU, lively
+from tests.conftest import save_tiny_checkpoint
+from tests.test_settings import CPU
 
 LANDSCAPE = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=128, input_width=192)
 
 
 @pytest.fixture(scope="module")
 def landscape_weights(tmp_path_factory) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("weights") / "landscape.safetensors", lively(LANDSCAPE))
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "landscape.safetensors", config=LANDSCAPE,
+                                lively=True)
 
 
 @pytest.fixture(autouse=True)

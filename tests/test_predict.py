@@ -19,6 +19,7 @@ from tagtrack.model.config import OUTPUT_STRIDE, ModelConfig
 from tagtrack.model.predict import PredictConfig, poses_from_maps, predict_image, scaled_input_hw, torch_infer_fn
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.model.transforms import Letterbox, to_network_input
+from tests.conftest import save_tiny_checkpoint
 from tests.test_codec import assert_same_people
 
 INPUT_HW = (256, 384)
@@ -161,12 +162,8 @@ def test_a_tiny_random_network_runs_through_torch():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from tagtrack.model.checkpoint import save_checkpoint
-    from tagtrack.model.hourglass import HourglassNet
-
-    torch.manual_seed(0)
-    model = HourglassNet(ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64))
-    return save_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.safetensors", model)
+    config = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64)
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.safetensors", config=config)
 
 
 @pytest.fixture

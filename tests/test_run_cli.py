@@ -16,13 +16,11 @@ import cv2
 import jsonschema
 import numpy as np
 import pytest
-import torch
 
 from tagtrack import main
-from tagtrack.model.checkpoint import save_checkpoint
 from tagtrack.model.config import ModelConfig
-from tagtrack.model.hourglass import HourglassNet
 from tagtrack.realtime.sinks import JSONL_SCHEMA_PATH
+from tests.conftest import save_tiny_checkpoint
 from tests.test_sources import write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,10 +30,7 @@ TINY = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_wid
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_checkpoint(path, HourglassNet(TINY))
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.safetensors", config=TINY)
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import torch
 
 from tagtrack import main
 from tagtrack.model.checkpoint import BUNDLED_WEIGHTS, load_checkpoint, read_checkpoint_settings, save_checkpoint
@@ -21,6 +20,7 @@ from tagtrack.realtime.run import RunOptions, effective_settings
 from tagtrack.realtime.settings import build_settings, parse_assignments, read_settings_file
 from tagtrack.realtime.sinks import JSONL_SCHEMA_PATH, read_pose_lines
 from tagtrack.tracker import TrackerConfig
+from tests.conftest import save_tiny_checkpoint
 from tests.test_api import write_noise_video
 
 TINY = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64)
@@ -30,28 +30,19 @@ FIVE = KeypointSchema(name="five", keypoint_names=("head", "left_hand", "right_h
 CPU = ["--engine", "torch", "--device", "cpu"]
 
 
-def lively(config: ModelConfig) -> HourglassNet:
-    """A random network whose heatmaps are lifted above 0, so that it finds "people" in noise."""
-    torch.manual_seed(0)
-    model = HourglassNet(config)
-    with torch.no_grad():
-        model.stacks[-1].heatmap_head.bias += 1.0
-    return model
-
-
 @pytest.fixture(scope="module")
 def stored_weights(tmp_path_factory) -> Path:
     """A checkpoint that stores its decoder and tracker settings."""
-    return save_checkpoint(tmp_path_factory.mktemp("weights") / "stored.safetensors", lively(TINY),
-                           settings={"decode": {"detection_threshold": 0.0, "max_people": 1},
-                                     "tracker": {"confirm_hits": 1}})
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "stored.safetensors", config=TINY, lively=True,
+                                settings={"decode": {"detection_threshold": 0.0, "max_people": 1},
+                                          "tracker": {"confirm_hits": 1}})
 
 
 @pytest.fixture(scope="module")
 def five_weights(tmp_path_factory) -> Path:
     config = ModelConfig(num_stacks=1, width=16, tag_dim=1, num_keypoints=5, input_height=64, input_width=64)
-    return save_checkpoint(tmp_path_factory.mktemp("weights") / "five.safetensors", lively(config), FIVE,
-                           settings={"decode": {"detection_threshold": 0.0}})
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "five.safetensors", config=config, lively=True,
+                                schema=FIVE, settings={"decode": {"detection_threshold": 0.0}})
 
 
 @pytest.fixture(autouse=True)

@@ -338,15 +338,11 @@ def test_close_stops_every_pipeline_thread(qtbot, open_window):
 
 
 def test_frames_appear_with_a_real_tiny_model(qtbot, open_window, tmp_path):
-    from tagtrack.model.checkpoint import save_checkpoint
-    from tagtrack.model.config import TINY
-    from tagtrack.model.hourglass import HourglassNet
     from tagtrack.realtime.engines import create_engine
+    from tests.conftest import save_tiny_checkpoint
 
-    torch.manual_seed(0)
     torch.set_num_threads(1)
-    weights = tmp_path / "tiny.safetensors"
-    save_checkpoint(weights, HourglassNet(TINY).eval())
+    weights = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
     engine = create_engine("torch", weights, "cpu", False, INPUT_HW, cache_dir=tmp_path / "cache")
     window = open_window(engine=engine)
     qtbot.waitUntil(lambda: window.frames_shown >= 2, timeout=20000)
