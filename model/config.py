@@ -43,10 +43,7 @@ class ModelConfig:
     input_width: int = 256
 
     def __post_init__(self) -> None:
-        from tagtrack.model.networks import network_class  # the family table imports this module
-
-        network_class(self.family)  # an unknown family is refused here, naming it
-        multiple = self.input_multiple
+        multiple = self.input_multiple  # an unknown family is refused here, naming it
         if self.input_height % multiple or self.input_width % multiple:
             raise ValueError(f"input size {self.input_height}x{self.input_width} must be a multiple of {multiple}")
         if self.num_stacks < 1 or self.width < 1 or self.tag_dim < 1 or self.num_keypoints < 1:
@@ -54,7 +51,10 @@ class ModelConfig:
 
     @property
     def input_multiple(self) -> int:
-        from tagtrack.model.networks import network_class
+        if self.family == HOURGLASS:
+            # Without the table: this module's presets are built while model/networks.py may still be importing it.
+            return INPUT_MULTIPLE
+        from tagtrack.model.networks import network_class  # the family table imports this module
 
         return network_class(self.family).input_multiple
 

@@ -286,3 +286,10 @@ def test_a_trainable_prefix_that_names_nothing_is_refused(tmp_path):
 def test_import_teacher_is_listed_in_the_cli_help():
     out = subprocess.run([sys.executable, str(REPO / "main.py"), "--help"], capture_output=True, text=True, cwd=REPO)
     assert "import-teacher" in out.stdout
+
+
+@pytest.mark.parametrize("module", ["networks", "hourglass", "mobilenet_fpn", "config", "teacher_import"])
+def test_each_model_module_imports_first_in_a_fresh_process(module):
+    # The config's presets are built while the family table may still be importing config.py: no import cycle.
+    result = subprocess.run([sys.executable, "-c", f"import tagtrack.model.{module}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
