@@ -381,7 +381,7 @@ TAGS_STEPS, TAGS_LR_DECAY_STEP = 2000, 1600
 # Stage "full": everything learns from the tags stage's weights, at a lower rate than the from-scratch phases
 # (the features are already good; a high rate would first destroy them); batch 4 (8 views with the pairs) as the
 # hourglass phases, since a step with the encoder's backward costs about 3x a tags-stage step.
-FULL_STEPS, FULL_LR_DECAY_STEP, FULL_LR = 3600, 3000, 2e-4
+FULL_STEPS, FULL_LR_DECAY_STEP, FULL_LR = 2400, 2000, 2e-4
 PRETRAINED_STAGES = ("tags", "full")
 
 
