@@ -16,8 +16,9 @@ from tagtrack.model.errors import UserFacingError
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 WEIGHTS_HELP = ("checkpoint (.safetensors), or a bundled model: default (the general model; also named general), "
-                "wide (the general model widened: more accurate, about 1.6x slower) or street (street scenes only); "
-                "default: default")
+                "pretrained (MoveNet's network and weights with our tags: far more accurate on photos, athletes and "
+                "close-ups, weaker on small walkers' tracks, slower), wide (the general model widened: more accurate, "
+                "about 1.6x slower) or street (street scenes only); default: default")
 
 
 # ---------------------------------------------------------------- predict, export (model/)

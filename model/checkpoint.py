@@ -34,8 +34,10 @@ FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
 # Checkpoints installed with the package, by the name `--weights` also accepts (model/weights/MODEL_CARD.md):
 # "default" the general model (close-ups, sports, street; "general" is its name from before it became the
-# default), "street" the earlier street-scene model (PETS-like walkers only).
+# default), "pretrained" MoveNet's network and weights with our tag head (photos, athletes, close-ups; not yet
+# small walkers' tracks), "wide" the general model widened, "street" the earlier street-scene model.
 BUNDLED_WEIGHTS = {"default": DEFAULT_WEIGHTS, "general": DEFAULT_WEIGHTS,
+                   "pretrained": DEFAULT_WEIGHTS.parent / "pretrained.safetensors",
                    "wide": DEFAULT_WEIGHTS.parent / "wide.safetensors",
                    "street": DEFAULT_WEIGHTS.parent / "street.safetensors"}
 
@@ -157,7 +159,8 @@ def _reading(path: Path):
 
 def resolve_weights(path: str | Path | None) -> Path:
     """The checkpoint to use: `path` when given (existence is checked when loading; a bundled model's name,
-    "default", "general" or "street", when no such file exists here), else the installed default."""
+    "default", "general", "pretrained", "wide" or "street", when no such file exists here), else the installed
+    default."""
     if path is not None:
         if str(path) in BUNDLED_WEIGHTS and not Path(path).exists():
             return BUNDLED_WEIGHTS[str(path)]

@@ -308,6 +308,8 @@ def test_bundled_model_names_resolve_to_the_installed_checkpoints(tmp_path, monk
     assert loaded.settings["decode"]["detection_threshold"] == 0.4  # its peaks are higher
     wide = load_checkpoint(resolve_weights("wide"))  # phase 7: the general model widened and trained on
     assert wide.config.width > loaded.config.width and wide.settings["decode"]["detection_threshold"] == 0.5
+    pretrained = load_checkpoint(resolve_weights("pretrained"))  # MoveNet's network with our tags, sigmoid maps
+    assert pretrained.config.family == "mobilenet_fpn" and pretrained.settings["decode"]["detection_threshold"] == 0.3
     street = resolve_weights("street")
     assert street == BUNDLED_WEIGHTS["street"] and street.is_file() and street != BUNDLED_WEIGHTS["default"]
     assert load_checkpoint(street).settings == {}  # the street model runs with the app's defaults

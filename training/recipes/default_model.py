@@ -382,7 +382,11 @@ TAGS_STEPS, TAGS_LR_DECAY_STEP = 2000, 1600
 # (the features are already good; a high rate would first destroy them); batch 4 (8 views with the pairs) as the
 # hourglass phases, since a step with the encoder's backward costs about 3x a tags-stage step.
 FULL_STEPS, FULL_LR_DECAY_STEP, FULL_LR = 2400, 2000, 2e-4
-PRETRAINED_STAGES = ("tags", "full")
+# Stage "tags-push" (5 Dec, measured against "tags"): the tags stage continued with the push terms x3, since the
+# full stage's tags collapsed (pull 0, push 1/8 steps: every tag the same) and the tags stage's people on PETS
+# join walkers (box heights to 126 px where walkers are 40-110): tag head only, from the tags stage's weights.
+TAGS_PUSH_STEPS, TAGS_PUSH_LR_DECAY_STEP, TAGS_PUSH_LR, TAGS_PUSH_FACTOR = 1500, 1200, 5e-4, 3.0
+PRETRAINED_STAGES = ("tags", "full", "tags-push")
 
 
 def pretrained_config(root: Path, stage: str):
@@ -395,6 +399,10 @@ def pretrained_config(root: Path, stage: str):
         return replace(base, trainable=("tag_head.",), steps=TAGS_STEPS, lr_decay_steps=(TAGS_LR_DECAY_STEP,))
     if stage == "full":
         return replace(base, steps=FULL_STEPS, lr_decay_steps=(FULL_LR_DECAY_STEP,), lr=FULL_LR, batch_size=4)
+    if stage == "tags-push":
+        loss = replace(base.loss, push=base.loss.push * TAGS_PUSH_FACTOR, cross_push=base.loss.cross_push * TAGS_PUSH_FACTOR)
+        return replace(base, trainable=("tag_head.",), steps=TAGS_PUSH_STEPS, lr_decay_steps=(TAGS_PUSH_LR_DECAY_STEP,),
+                       lr=TAGS_PUSH_LR, loss=loss)
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -505,7 +513,11 @@ def export_default(weights: Path, out: Path, settings: dict | None = None, half:
     if half:
         net.half()
     metadata = dict(loaded.metadata, source_checkpoint=str(weights.name),
-                    note="tagtrack default model; see model/weights/MODEL_CARD.md")
+                    note="tagtrack bundled model; see model/weights/MODEL_CARD.md")
+    if config.family == "mobilenet_fpn":
+        from tagtrack.model.teacher_import import LINEAGE
+
+        metadata["lineage"] = LINEAGE  # a run's checkpoints do not carry the import's metadata
     save_checkpoint(out, net, loaded.schema, metadata, settings=settings)
     log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
 
@@ -686,7 +698,8 @@ def main() -> int:
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("pretrained", help="the pretrained start: train a stage in ROOT/runs/pretrained-STAGE "
                                                "(or continue it)")
-    p.add_argument("init", type=Path, help="tags: `tagtrack import-teacher`'s checkpoint; full: the tags stage's weights")
+    p.add_argument("init", type=Path, help="tags: `tagtrack import-teacher`'s checkpoint; full and tags-push: the tags "
+                                           "stage's weights")
     p.add_argument("--stage", choices=PRETRAINED_STAGES, required=True)
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
