@@ -77,11 +77,12 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     from tagtrack.training.train import _freeze
 
     phase6b = phase6b_config(tmp_path)
-    tags, full = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
-    for config in (tags, full):
+    assert PRETRAINED_STAGES == ("tags", "full", "tags-push")
+    tags, full, push = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
+    for config in (tags, full, push):
         assert config.model.family == "mobilenet_fpn" and config.model.same_network(tags.model)
-        assert (config.loss, config.train_annotations, config.train_teacher_maps, config.suppress_mirror_peaks) == (
-            phase6b.loss, phase6b.train_annotations, phase6b.train_teacher_maps, phase6b.suppress_mirror_peaks)
+        assert (config.train_annotations, config.train_teacher_maps, config.suppress_mirror_peaks) == (
+            phase6b.train_annotations, phase6b.train_teacher_maps, phase6b.suppress_mirror_peaks)
         assert config.warmup_steps < config.lr_decay_steps[0] < config.steps
     # The tags stage trains the tag head only; the full stage everything, at a lower rate than the tags stage.
     net = build_network(tags.model)
@@ -89,3 +90,7 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     learning = {name.split(".")[0] for name, p in net.named_parameters() if p.requires_grad}
     assert learning == {"tag_head"}
     assert full.trainable == () and full.lr < tags.lr
+    assert tags.loss == full.loss == phase6b.loss
+    # tags-push: the tag head only, its push terms three times the tags stage's, the rest as they were.
+    assert push.trainable == tags.trainable and push.loss.push == 3 * tags.loss.push
+    assert push.loss.cross_push == 3 * tags.loss.cross_push and push.loss.pull == tags.loss.pull
