@@ -407,7 +407,53 @@ class FileSink:
             self.publish()
 
 
-class JsonLinesSink(FileSink):
+class _StreamedFileSink(FileSink):
+    """A FileSink writing one file (`self._file`) to a `Temporary` (`self._temporary`) as it goes: closing,
+    renaming and the abandon rule are the same for every such output; `_worth_keeping()` says whether what
+    was written is valid to keep under the temporary name when the run fails."""
+
+    path: Path
+    _file: object
+    _temporary: "Temporary"
+
+    def _worth_keeping(self) -> bool:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        if self._file.closed:
+            return
+        try:
+            self._file.close()
+        except OSError as error:
+            self.failed = True
+            raise output_error(self.path, error) from None
+
+    def publish(self) -> None:
+        if not self._temporary.done:
+            self._temporary.publish()
+
+    def abandon(self) -> list[Path]:
+        self._close_quietly()
+        if self._temporary.done:
+            return []
+        if self._worth_keeping():
+            return [self._temporary.keep()]
+        self._temporary.discard()
+        return []
+
+    def discard(self) -> None:
+        self._close_quietly()
+        if not self._temporary.done:
+            self._temporary.discard()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+
+class JsonLinesSink(_StreamedFileSink):
     """One JSON object per frame, one line each, on disk as soon as the frame is done; with `settings`,
     a header line first (`header_record`).
 
@@ -462,38 +508,8 @@ class JsonLinesSink(FileSink):
         except OSError:
             log.warning("could not cut %s back to its last complete line", self.partial)
 
-    def finish(self) -> None:
-        if self._file.closed:
-            return
-        try:
-            self._file.close()
-        except OSError as error:
-            self.failed = True
-            raise output_error(self.path, error) from None
-
-    def publish(self) -> None:
-        if not self._temporary.done:
-            self._temporary.publish()
-
-    def abandon(self) -> list[Path]:
-        self._close_quietly()
-        if self._temporary.done:
-            return []
-        if self.frames_written:  # whole lines only (cut back on a failed write): worth keeping
-            return [self._temporary.keep()]
-        self._temporary.discard()
-        return []
-
-    def discard(self) -> None:
-        self._close_quietly()
-        if not self._temporary.done:
-            self._temporary.discard()
-
-    def _close_quietly(self) -> None:
-        try:
-            self._file.close()
-        except OSError:
-            pass
+    def _worth_keeping(self) -> bool:
+        return self.frames_written > 0  # whole lines only (cut back on a failed write)
 
 
 def _even(image: np.ndarray) -> np.ndarray:
@@ -1065,7 +1081,7 @@ class OpenPoseSink(FileSink):
             self._temporary.discard()
 
 
-class MotChallengeSink(FileSink):
+class MotChallengeSink(_StreamedFileSink):
     """MOTChallenge result rows, `frame,id,left,top,width,height,score,-1,-1,-1`, one per tracked person.
 
     Frames are 1-based (frame index + 1), as MOTChallenge numbers them; people without a track id are
@@ -1104,38 +1120,8 @@ class MotChallengeSink(FileSink):
             raise output_error(self.path, error) from None
         self.rows_written += len(rows)
 
-    def finish(self) -> None:
-        if self._file.closed:
-            return
-        try:
-            self._file.close()
-        except OSError as error:
-            self.failed = True
-            raise output_error(self.path, error) from None
-
-    def publish(self) -> None:
-        if not self._temporary.done:
-            self._temporary.publish()
-
-    def abandon(self) -> list[Path]:
-        self._close_quietly()
-        if self._temporary.done:
-            return []
-        if self.rows_written and not self.failed:
-            return [self._temporary.keep()]
-        self._temporary.discard()
-        return []
-
-    def discard(self) -> None:
-        self._close_quietly()
-        if not self._temporary.done:
-            self._temporary.discard()
-
-    def _close_quietly(self) -> None:
-        try:
-            self._file.close()
-        except OSError:
-            pass
+    def _worth_keeping(self) -> bool:
+        return self.rows_written > 0 and not self.failed
 
 
 class SettingsFileSink(FileSink):
