@@ -1043,7 +1043,8 @@ def _all_parsers(parser: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tagtrack", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tagtrack {_package_version()}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="info lines on the console (which checkpoint, engine, cache); -vv: debug lines too")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress, summary or info lines: only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -1079,7 +1080,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    # Warnings only unless asked: a command's result is its printed summary, not the library's info lines.
+    level = logging.DEBUG if args.verbose >= 2 else logging.INFO if args.verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)

@@ -315,3 +315,25 @@ def test_default_model_on_vtest_frames_stays_within_the_preprocessing_tolerance(
     assert agreement.largest_count_change <= 2
     assert agreement.displacement(0.5) == 0.0 and agreement.displacement(0.9) <= 4.5
     assert 0 < np.mean(agreement.input_mean_abs) < 2.0
+
+
+def test_the_console_shows_warnings_only_unless_verbose(tmp_path):
+    """A command prints its result; the library's info lines (checkpoint, engine, cache) need -v (-vv: debug)."""
+    import subprocess
+    import sys
+
+    weights = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((64, 64, 3), 120, np.uint8))
+    repo = Path(__file__).resolve().parents[1]
+
+    def stderr(*flags: str) -> str:
+        out = tmp_path / f"p{len(flags)}.json"
+        result = subprocess.run([sys.executable, str(repo / "main.py"), *flags, "predict", str(photo), "--weights",
+                                 str(weights), "--json", str(out)], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "people in" in result.stdout or "person in" in result.stdout  # the summary stays
+        return result.stderr
+
+    assert "INFO" not in stderr()
+    assert "INFO tagtrack.model.checkpoint: loaded checkpoint" in stderr("-v")

@@ -410,7 +410,7 @@ def start_pretrained(root: Path, init: Path, stage: str) -> int:
     """A stage of the pretrained start in ROOT/runs/pretrained-STAGE: from INIT (`import-teacher`'s checkpoint for
     "tags", the tags stage's weights for "full"), or continue the run."""
     run = root / "runs" / f"pretrained-{stage}"
-    command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
+    command = [sys.executable, str(REPO / "main.py"), "-v", "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
         command.append("--resume")
     else:
@@ -431,7 +431,7 @@ def start_training(root: Path) -> int:
     from tagtrack.training.config import TrainConfig
 
     run = root / "runs" / "default"
-    command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
+    command = [sys.executable, str(REPO / "main.py"), "-v", "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
         phase2 = training_config(root, phase=2)
         if TrainConfig.load(run / "config.json") != phase2:
@@ -463,7 +463,7 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
     config = (phase7_config(root, width) if phase == 7 else LATER_PHASES[phase](root) if phase in LATER_PHASES else
               training_config(root, phase=phase))
     run = root / "runs" / name
-    command = [sys.executable, str(REPO / "main.py"), "train", "--out", str(run)]
+    command = [sys.executable, str(REPO / "main.py"), "-v", "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
         if phase == 6 and TrainConfig.load(run / "config.json") != phase6b_config(root):
             # Phase 6 was stopped at PHASE6B_FROM_STEP: the same run continues as phase 6b.
