@@ -78,7 +78,8 @@ def export_onnx(
         raise
     finally:
         model.train(was_training)
-    logger.info("exported ONNX model %s (batch %d, %dx%d, opset %d)", path, batch_size, input_height, input_width, opset)
+    # Debug only: callers may export to a temporary and name the final file themselves (export, the engine cache).
+    logger.debug("exported ONNX model %s (batch %d, %dx%d, opset %d)", path, batch_size, input_height, input_width, opset)
     return path
 
 

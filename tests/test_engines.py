@@ -332,3 +332,13 @@ def test_one_table_of_engines_readable_without_torch():
     assert parser.parse_args(["run", "x.mp4", "--engine", "ort"]).engine == "ort"
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "x.mp4", "--engine", "tensorflow"])
+
+
+def test_export_logs_name_no_temporary(family_weights, tmp_path, capsys, caplog):
+    """Info lines of `tagtrack export` name the file the user asked for, never the temporary it is written under."""
+    out = tmp_path / "model.onnx"
+    with caplog.at_level(logging.INFO, logger="tagtrack"):
+        assert main.main(["export", "--weights", str(family_weights), "--onnx", str(out)]) == 0
+    shown = [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO]
+    assert not [line for line in shown if "partial" in line or ".tmp" in line], shown
+    assert str(out) in capsys.readouterr().out
