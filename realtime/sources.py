@@ -293,6 +293,49 @@ class LiveSource:
             self._capture.release()
 
 
+class PacedSource:
+    """A file or folder source read at its own frame rate (as a player shows it), not as fast as it decodes.
+
+    `paced` may be switched off and on while reading (the viewer's "Fast" toggle). Falling behind (slow
+    inference, a pause) restarts the clock at the late frame instead of rushing to catch up."""
+
+    MAX_LAG = 0.25  # seconds behind the file's clock after which the clock restarts
+
+    def __init__(self, source: Source, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.source = source
+        self.paced = True
+        self._clock, self._sleep = clock, sleep
+        self._start: float | None = None  # clock time of source time 0
+
+    @property
+    def is_live(self) -> bool:
+        return self.source.is_live
+
+    @property
+    def fps(self) -> float | None:
+        return self.source.fps
+
+    @property
+    def frame_hw(self) -> tuple[int, int] | None:
+        return self.source.frame_hw
+
+    def read(self) -> Frame | None:
+        frame = self.source.read()
+        if frame is None or not self.paced or not self.source.fps:
+            self._start = None  # pacing (re)starts from the next frame shown
+            return frame
+        now = self._clock()
+        if self._start is None or now - (self._start + frame.timestamp) > self.MAX_LAG:
+            self._start = now - frame.timestamp
+        wait = self._start + frame.timestamp - now
+        if wait > 0:
+            self._sleep(wait)
+        return frame
+
+    def close(self) -> None:
+        self.source.close()
+
+
 def printable_name(path: str | Path) -> str:
     """A file name as it can be printed: bytes that are not UTF-8 shown as \\xff."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")

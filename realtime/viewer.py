@@ -41,7 +41,7 @@ from tagtrack.model.codec import DecodeConfig
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.realtime.pipeline import FrameResult, Pipeline, PipelineSettings
-from tagtrack.realtime.sources import Source, open_source
+from tagtrack.realtime.sources import PacedSource, Source, open_source
 from tagtrack.realtime.viewer_render import (
     FrameRateMeter,
     VideoRecorder,
@@ -268,6 +268,8 @@ class ViewerWindow(QMainWindow):
         toolbar.addSeparator()
         self.pause_action = action("Pause", [key.Key_Space], self.set_paused, checkable=True)
         self.step_action = action("Step", [key.Key_N, key.Key_Right], self.step)
+        # Files play at their own frame rate; "Fast" shows them as fast as they are processed.
+        self.fast_action = action("Fast", [key.Key_F], self.set_fast, checkable=True)
         toolbar.addSeparator()
         self.skeleton_action = action("Skeleton", [key.Key_K], self._on_toggles_changed, True, self.options.skeleton)
         self.ids_action = action("IDs", [key.Key_I], self._on_toggles_changed, True, self.options.ids)
@@ -281,7 +283,11 @@ class ViewerWindow(QMainWindow):
     # ------------------------------------------------------------ pipeline lifetime
 
     def start_source(self, source: Source, source_label: str) -> None:
-        """Run a fresh pipeline (new tracker, new sink) on an opened source."""
+        """Run a fresh pipeline (new tracker, new sink) on an opened source (a file or folder paced at its own
+        frame rate unless "Fast" is on)."""
+        if not source.is_live:
+            source = PacedSource(source)
+            source.paced = not self.fast_action.isChecked()
         self.source = source
         self.source_label = source_label
         self.input_ended = False
@@ -351,6 +357,11 @@ class ViewerWindow(QMainWindow):
             self.open_source_spec(spec.strip())
 
     # ------------------------------------------------------------ controls
+
+    def set_fast(self, fast: bool) -> None:
+        """Show a file as fast as it is processed (True) or at its own frame rate (False)."""
+        if isinstance(self.source, PacedSource):
+            self.source.paced = not fast
 
     def set_paused(self, paused: bool) -> None:
         self.paused = bool(paused)

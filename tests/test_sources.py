@@ -164,3 +164,51 @@ def test_live_source_reconnects_then_gives_up_with_visible_status(tmp_path, capl
     warnings = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
     assert any("attempt 1 of 2" in w for w in warnings) and any("attempt 2 of 2" in w for w in warnings)
     source.close()
+
+
+class _TenFps:
+    """A file-like source of 10 frames per second (no decoding), for the pacing rule."""
+
+    is_live, fps, frame_hw = False, 10.0, (4, 4)
+
+    def __init__(self) -> None:
+        self.index = 0
+
+    def read(self):
+        from tagtrack.realtime.sources import Frame
+
+        frame = Frame(image=np.zeros((4, 4, 3), np.uint8), index=self.index, timestamp=self.index / 10.0,
+                      source_id="x")
+        self.index += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_paced_source_plays_at_its_own_rate_without_rushing_after_a_stall():
+    from tagtrack.realtime.sources import PacedSource
+
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    source = PacedSource(_TenFps(), clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        source.read()
+    assert slept == [0.1, 0.1]  # frame 0 at once, then one frame every 0.1 s
+    now[0] += 2.0  # a pause or slow inference: two seconds behind the file's clock
+    source.read()
+    source.read()
+    assert slept == [0.1, 0.1, 0.1]  # the late frame at once, the next 0.1 s later: no burst to catch up
+    source.paced = False  # the viewer's "Fast"
+    for _ in range(5):
+        source.read()
+    assert len(slept) == 3
+    source.paced = True
+    source.read()
+    source.read()
+    assert slept == [0.1, 0.1, 0.1, 0.1]

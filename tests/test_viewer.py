@@ -195,6 +195,12 @@ def test_keyboard_shortcuts_pause_step_and_toggle(qtbot, open_window):
         qtbot.keyClick(window, key)
         assert action.isChecked() != before
     assert window.settings.keep_heatmaps  # H switched the heatmap on
+    # A file plays at its own frame rate; F shows it as fast as it is processed, and back.
+    assert window.source.paced and not window.fast_action.isChecked()
+    qtbot.keyClick(window, Qt.Key.Key_F)
+    assert window.fast_action.isChecked() and not window.source.paced
+    qtbot.keyClick(window, Qt.Key.Key_F)
+    assert window.source.paced
     qtbot.keyClick(window, Qt.Key.Key_Q)
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=15000)
     assert not pipeline_threads()
