@@ -356,7 +356,9 @@ def _view_env(tmp_path: Path) -> dict:
 def test_view_closed_by_a_signal_exits_like_run(tmp_path, tiny_weights, signum):
     video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
     process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "main.py"), "view", str(video), "--weights", str(tiny_weights), *TORCH_CPU],
+        # -v: the "window open" info line says when the signal handlers are in place
+        [sys.executable, str(REPO_ROOT / "main.py"), "-v", "view", str(video), "--weights", str(tiny_weights),
+         *TORCH_CPU],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_view_env(tmp_path), cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 300
