@@ -375,7 +375,7 @@ def test_cli_init_takes_the_network_from_the_checkpoint(tiny_data: Path, tmp_pat
     wider = replace(_config(tiny_data, steps=1, pairs=False), model=replace(PRESETS["tiny"].model, tag_dim=2, width=48))
     wider.save(tmp_path / "wider.json")
     completed = subprocess.run(
-        [sys.executable, str(REPO / "main.py"), "train", "--config", str(tmp_path / "wider.json"),
+        [sys.executable, str(REPO / "main.py"), "-v", "train", "--config", str(tmp_path / "wider.json"),
          "--out", str(tmp_path / "wide"), "--init", str(base.last_checkpoint)],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
