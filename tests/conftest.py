@@ -17,6 +17,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """torch on one thread for the test, then as it was: the test machine's cores are shared."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 NETWORK_FAMILIES = ("hourglass", "mobilenet_fpn")
 
 

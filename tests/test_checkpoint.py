@@ -26,12 +26,7 @@ from tagtrack.model.schema import COCO17
 CONFIG = ModelConfig(num_stacks=1, width=16, tag_dim=2, input_height=64, input_width=128)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trained_looking_model(config: ModelConfig = CONFIG, seed: int = 0) -> HourglassNet:

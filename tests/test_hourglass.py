@@ -7,12 +7,7 @@ from tagtrack.model.config import SMALL, TINY, ModelConfig
 from tagtrack.model.hourglass import AllStacks, HourglassNet, count_flops, widened_state_dict
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(**overrides) -> ModelConfig:

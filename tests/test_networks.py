@@ -33,12 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 TEACHER = Path("teachers") / "movenet_multipose" / "movenet_multipose_lightning_fp32.onnx"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- the family table and checkpoints

@@ -74,7 +74,7 @@ def test_export_stores_the_settings_of_the_bundled_model_it_makes(tmp_path: Path
 def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path: Path) -> None:
     from tagtrack.model.networks import build_network
     from tagtrack.training.recipes.default_model import PRETRAINED_STAGES, pretrained_config
-    from tagtrack.training.train import _freeze
+    from tagtrack.training.step import freeze
 
     phase6b = phase6b_config(tmp_path)
     assert PRETRAINED_STAGES == ("tags", "full", "tags-push")
@@ -86,7 +86,7 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
         assert config.warmup_steps < config.lr_decay_steps[0] < config.steps
     # The tags stage trains the tag head only; the full stage everything, at a lower rate than the tags stage.
     net = build_network(tags.model)
-    _freeze(net, tags.trainable)
+    freeze(net, tags.trainable)
     learning = {name.split(".")[0] for name, p in net.named_parameters() if p.requires_grad}
     assert learning == {"tag_head"}
     assert full.trainable == () and full.lr < tags.lr

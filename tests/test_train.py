@@ -31,12 +31,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(data: Path, **overrides) -> TrainConfig:
@@ -200,7 +195,8 @@ def test_a_killed_data_worker_ends_in_one_line_with_the_state_saved(tiny_data: P
                     os.kill(child, signal.SIGKILL)
                     killed = True
             time.sleep(0.2)
-        assert killed, "no data-loading worker found"
+        rows = len((out / "log.csv").read_text().splitlines()) if (out / "log.csv").is_file() else 0
+        assert killed, f"no data-loading worker found (log rows {rows}, run exit code {process.poll()})"
         stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:

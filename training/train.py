@@ -52,7 +52,6 @@ from tagtrack.training.step import (
     build_optimizer,
     learning_parameters,
 )
-from tagtrack.training.step import freeze as _freeze  # noqa: F401 - the name tests/test_recipe.py imports
 
 log = logging.getLogger(__name__)
 
