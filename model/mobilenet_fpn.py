@@ -36,6 +36,13 @@ LAST_CHANNELS = 1280
 FPN_TOP_CHANNELS = 64
 FPN_LEVELS = ((9, 96, 32), (5, 48, 24), (2, 40, 24))
 HEAD_HIDDEN = 96
+# The context tag head (MobileNetFPNContext): channels, and the dilations of its separable convs. Their 3x3 views
+# add up to +-31 cells (+-124 input pixels), about a close-up's torso or a street walker and her neighbours.
+CONTEXT_CHANNELS = 64
+CONTEXT_DILATIONS = (1, 2, 4, 8, 16)
+# Position channels count cells from the top-left corner in units of this many cells, whatever the input size,
+# so that two people the same distance apart differ by the same amount at every input size.
+POSITION_UNIT_CELLS = 64.0
 
 
 def same_padded_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -176,3 +183,55 @@ class MobileNetFPN(nn.Module):
         height, width = images.shape[2], images.shape[3]
         if height % self.input_multiple or width % self.input_multiple:
             raise ValueError(f"input size {height}x{width} must be a multiple of {self.input_multiple}")
+
+
+class ContextTagHead(nn.Module):
+    """Tags from a wide view: the decoder's features, the heatmaps (detached: tags never move them) and each cell's
+    position in, then separable 3x3 convs at growing dilations with residual adds, then 1x1 to the K*L tags.
+    The plain head sees 3x3 cells of 24 features, too little to tell apart two small people side by side."""
+
+    def __init__(self, feature_channels: int, num_keypoints: int, out_channels: int) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(feature_channels + num_keypoints + 2, CONTEXT_CHANNELS, 1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(CONTEXT_CHANNELS, CONTEXT_CHANNELS, 3, padding=dilation, dilation=dilation,
+                                    groups=CONTEXT_CHANNELS),
+                          nn.Conv2d(CONTEXT_CHANNELS, CONTEXT_CHANNELS, 1))
+            for dilation in CONTEXT_DILATIONS)
+        self.out = nn.Conv2d(CONTEXT_CHANNELS, out_channels, 1)
+
+    def forward(self, features: torch.Tensor, heatmaps: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.inp(torch.cat([features, heatmaps.detach(), cell_positions(features)], dim=1)))
+        for block in self.blocks:
+            x = x + torch.relu(block(x))
+        return self.out(x)
+
+
+def cell_positions(features: torch.Tensor) -> torch.Tensor:
+    """[B,2,H,W]: each cell's row and column in units of POSITION_UNIT_CELLS."""
+    batch, _, height, width = features.shape
+    rows = torch.arange(height, dtype=features.dtype, device=features.device) / POSITION_UNIT_CELLS
+    columns = torch.arange(width, dtype=features.dtype, device=features.device) / POSITION_UNIT_CELLS
+    return torch.stack([rows.view(height, 1).expand(height, width),
+                        columns.view(1, width).expand(height, width)]).unsqueeze(0).expand(batch, 2, height, width)
+
+
+class MobileNetFPNContext(MobileNetFPN):
+    """MobileNetFPN with the context tag head: the same encoder, decoder and heatmap head (so it starts from a
+    `mobilenet_fpn` checkpoint, `networks.trunk_state_dict`), tags that see position and a wide neighbourhood."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        k, dim = config.num_keypoints, config.tag_dim
+        self.tag_head = ContextTagHead(FPN_LEVELS[-1][2], k, k * dim)
+        nn.init.normal_(self.tag_head.out.weight, std=0.01)
+        nn.init.zeros_(self.tag_head.out.bias)
+
+    def forward_stacks(self, images: torch.Tensor) -> list[HeatmapsAndTags]:
+        self._check_input(images)
+        batch, _, height, width = images.shape
+        features = self.features(images)
+        heatmaps = torch.sigmoid(self.heatmap_head(features))
+        tags = self.tag_head(features, heatmaps).reshape(batch, self.config.num_keypoints, self.config.tag_dim,
+                                                         height // OUTPUT_STRIDE, width // OUTPUT_STRIDE)
+        return [(heatmaps, tags)]

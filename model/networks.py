@@ -12,12 +12,18 @@ import torch
 
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.hourglass import AllStacks, HourglassNet
-from tagtrack.model.mobilenet_fpn import MobileNetFPN
+from tagtrack.model.mobilenet_fpn import MobileNetFPN, MobileNetFPNContext
 
 NETWORK_FAMILIES: dict[str, type[torch.nn.Module]] = {
     "hourglass": HourglassNet,
     "mobilenet_fpn": MobileNetFPN,  # MoveNet MultiPose's network, importable from its ONNX file
+    "mobilenet_fpn_context": MobileNetFPNContext,  # the same with a tag head that sees position and a wide view
 }
+
+# Families whose layers other than the tag head are the same: a checkpoint of one starts a run of another with a
+# new tag head (`trunk_state_dict`).
+TRUNKS = {"mobilenet_fpn": "mobilenet_fpn", "mobilenet_fpn_context": "mobilenet_fpn"}
+TAG_HEAD_PREFIX = "tag_head."
 
 
 def network_class(family: str) -> type[torch.nn.Module]:
@@ -42,3 +48,22 @@ def unwrap_network(model: torch.nn.Module) -> torch.nn.Module:
     if isinstance(model, AllStacks):
         model = model.net
     return model
+
+
+def shares_trunk(initial: ModelConfig, config: ModelConfig) -> bool:
+    """Whether INITIAL's weights start CONFIG's network everywhere but the tag head (another family of one trunk)."""
+    return (initial.family != config.family and TRUNKS.get(initial.family) is not None
+            and TRUNKS.get(initial.family) == TRUNKS.get(config.family) and initial.num_keypoints == config.num_keypoints)
+
+
+def trunk_state_dict(initial: torch.nn.Module, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """MODEL's state with every tensor outside the tag head taken from INITIAL (the tag head stays MODEL's own)."""
+    theirs = initial.state_dict()
+    state = model.state_dict()
+    for name, tensor in state.items():
+        if name.startswith(TAG_HEAD_PREFIX):
+            continue
+        if name not in theirs or theirs[name].shape != tensor.shape:
+            raise ValueError(f"the initial network has no {name} of shape {tuple(tensor.shape)}")
+        state[name] = theirs[name].to(tensor.dtype)
+    return state

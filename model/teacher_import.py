@@ -41,9 +41,10 @@ class OnnxConv:
     same_padding: bool  # auto_pad SAME_UPPER, or explicit pads equal to it
 
 
-def mobilenet_fpn_config(tag_dim: int = 4, num_keypoints: int = 17, input_hw: tuple[int, int] = (256, 256)) -> ModelConfig:
-    """The config of the MoveNet-shaped family (its layers are fixed; only the tags and keypoints vary)."""
-    return ModelConfig(family="mobilenet_fpn", num_stacks=1, width=24, increase=0, tag_dim=tag_dim,
+def mobilenet_fpn_config(tag_dim: int = 4, num_keypoints: int = 17, input_hw: tuple[int, int] = (256, 256),
+                         family: str = "mobilenet_fpn") -> ModelConfig:
+    """The config of a MoveNet-shaped family (its layers are fixed; only the tags and keypoints vary)."""
+    return ModelConfig(family=family, num_stacks=1, width=24, increase=0, tag_dim=tag_dim,
                        num_keypoints=num_keypoints, input_height=input_hw[0], input_width=input_hw[1])
 
 

@@ -41,7 +41,7 @@ from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
 from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.files import write_atomically
 from tagtrack.model.hourglass import widened_state_dict
-from tagtrack.model.networks import build_network
+from tagtrack.model.networks import build_network, shares_trunk, trunk_state_dict
 from tagtrack.training.config import TrainConfig
 from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig
 from tagtrack.training.losses import LossTerms
@@ -222,6 +222,10 @@ def _load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
     if initial.config.same_network(config.model):
         model.load_state_dict(initial.model.state_dict())
         log.info("initialised from %s", config.init_weights)
+    elif shares_trunk(initial.config, config.model):
+        model.load_state_dict(trunk_state_dict(initial.model, model))
+        log.info("initialised from %s (%s) except the tag head, new in this %s network", config.init_weights,
+                 initial.config.family, config.model.family)
     elif initial.config.widens_to(config.model):
         model.load_state_dict(widened_state_dict(initial.model, model))
         log.info("initialised from %s, widened from %s to %s", config.init_weights, initial.config.describe(),

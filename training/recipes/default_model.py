@@ -386,7 +386,11 @@ FULL_STEPS, FULL_LR_DECAY_STEP, FULL_LR = 2400, 2000, 2e-4
 # full stage's tags collapsed (pull 0, push 1/8 steps: every tag the same) and the tags stage's people on PETS
 # join walkers (box heights to 126 px where walkers are 40-110): tag head only, from the tags stage's weights.
 TAGS_PUSH_STEPS, TAGS_PUSH_LR_DECAY_STEP, TAGS_PUSH_LR, TAGS_PUSH_FACTOR = 1500, 1200, 5e-4, 3.0
-PRETRAINED_STAGES = ("tags", "full", "tags-push")
+# Stage "context" (5 Dec, after tags-push): the tags stage with the context tag head (family mobilenet_fpn_context:
+# heatmaps and cell positions in, separable convs dilated 1-16), since the plain head's 3x3 view of 24 features
+# joins walkers side by side; tag head only, from the imported teacher (its trunk), a longer schedule.
+CONTEXT_STEPS, CONTEXT_LR_DECAY_STEP = 3000, 2400
+PRETRAINED_STAGES = ("tags", "full", "tags-push", "context")
 
 
 def pretrained_config(root: Path, stage: str):
@@ -403,6 +407,10 @@ def pretrained_config(root: Path, stage: str):
         loss = replace(base.loss, push=base.loss.push * TAGS_PUSH_FACTOR, cross_push=base.loss.cross_push * TAGS_PUSH_FACTOR)
         return replace(base, trainable=("tag_head.",), steps=TAGS_PUSH_STEPS, lr_decay_steps=(TAGS_PUSH_LR_DECAY_STEP,),
                        lr=TAGS_PUSH_LR, loss=loss)
+    if stage == "context":
+        model = mobilenet_fpn_config(PRETRAINED_TAG_DIM, 17, PRETRAINED_VIEW_HW, family="mobilenet_fpn_context")
+        return replace(base, model=model, trainable=("tag_head.",), steps=CONTEXT_STEPS,
+                       lr_decay_steps=(CONTEXT_LR_DECAY_STEP,))
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -514,7 +522,7 @@ def export_default(weights: Path, out: Path, settings: dict | None = None, half:
         net.half()
     metadata = dict(loaded.metadata, source_checkpoint=str(weights.name),
                     note="tagtrack bundled model; see model/weights/MODEL_CARD.md")
-    if config.family == "mobilenet_fpn":
+    if config.family.startswith("mobilenet_fpn"):
         from tagtrack.model.teacher_import import LINEAGE
 
         metadata["lineage"] = LINEAGE  # a run's checkpoints do not carry the import's metadata
