@@ -604,13 +604,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _with_initial_weights(config: "TrainConfig", weights: str, widen: bool = False) -> "TrainConfig":
     """The run trains the checkpoint's network (at the run's own training input size) from its weights; with
-    WIDEN (a --config naming its network), a config whose network is the checkpoint's made wider keeps it."""
+    WIDEN (a --config naming its network), a config whose network is the checkpoint's made wider, or another
+    family on the checkpoint's trunk (a new tag head), keeps it."""
     from dataclasses import replace
 
     from tagtrack.model.checkpoint import load_checkpoint
+    from tagtrack.model.networks import shares_trunk
 
     network = load_checkpoint(weights).config
-    if widen and network.widens_to(config.model):
+    if widen and (network.widens_to(config.model) or shares_trunk(network, config.model)):
         return replace(config, init_weights=weights)
     model = replace(network, input_height=config.model.input_height, input_width=config.model.input_width)
     return replace(config, model=model, init_weights=weights)
