@@ -28,7 +28,7 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-NETWORK_FAMILIES = ("hourglass", "mobilenet_fpn")
+NETWORK_FAMILIES = ("hourglass", "mobilenet_fpn", "mobilenet_fpn_context")
 
 
 def tiny_network(family: str = "hourglass", config=None, lively: bool = False):
@@ -44,7 +44,7 @@ def tiny_network(family: str = "hourglass", config=None, lively: bool = False):
     if config is None and family == "hourglass":
         config = TINY
     elif config is None:
-        config = mobilenet_fpn_config(TINY.tag_dim, TINY.num_keypoints, (TINY.input_height, TINY.input_width))
+        config = mobilenet_fpn_config(TINY.tag_dim, TINY.num_keypoints, (TINY.input_height, TINY.input_width), family)
     model = build_network(config).eval()
     if lively:
         with torch.no_grad():
@@ -67,6 +67,6 @@ def save_tiny_checkpoint(path: Path, family: str = "hourglass", *, config=None, 
 
 @pytest.fixture(scope="session", params=NETWORK_FAMILIES)
 def family_weights(request, tmp_path_factory) -> Path:
-    """A tiny random-weight checkpoint of each network family: a test that takes it runs on both."""
+    """A tiny random-weight checkpoint of each network family: a test that takes it runs on each."""
     return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / f"tiny-{request.param}.safetensors",
                                 request.param)

@@ -21,8 +21,8 @@ from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.hourglass import HourglassNet
-from tagtrack.model.mobilenet_fpn import FPN_LEVELS, MobileNetFPN
-from tagtrack.model.networks import NETWORK_FAMILIES, build_network
+from tagtrack.model.mobilenet_fpn import FPN_LEVELS, POSITION_UNIT_CELLS, MobileNetFPN, cell_positions
+from tagtrack.model.networks import NETWORK_FAMILIES, build_network, shares_trunk, trunk_state_dict
 from tagtrack.model.teacher_import import ENCODER_PREFIX, HEATMAP_HEAD_PREFIX, import_teacher, mobilenet_fpn_config
 from tagtrack.training.config import preset
 from tagtrack.training.synthetic import SceneConfig, generate_dataset
@@ -267,6 +267,67 @@ def test_training_only_the_tag_head_leaves_the_rest_as_imported(tmp_path):
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all(name.startswith("tag_head.") for name in changed), changed
     assert "tag_head.out.weight" in changed
+
+
+# ---------------------------------------------------------------- the context tag head (mobilenet_fpn_context)
+
+
+def test_the_context_family_starts_from_a_mobilenet_checkpoint_with_the_same_heatmaps():
+    plain = tiny_network("mobilenet_fpn")
+    context = build_network(replace(plain.config, family="mobilenet_fpn_context")).eval()
+    assert shares_trunk(plain.config, context.config) and not shares_trunk(plain.config, plain.config)
+    assert not shares_trunk(tiny_network("hourglass").config, context.config)
+    context.load_state_dict(trunk_state_dict(plain, context))
+    images = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        plain_heatmaps, _ = plain(images)
+        heatmaps, tags = context(images)
+    torch.testing.assert_close(heatmaps, plain_heatmaps, rtol=0, atol=0)
+    assert tags.shape == (2, 17, plain.config.tag_dim, 16, 24)
+
+
+def test_a_trunk_without_the_layers_is_refused():
+    context = tiny_network("mobilenet_fpn_context")
+    with pytest.raises(ValueError, match="no stem"):
+        trunk_state_dict(torch.nn.Linear(2, 2), context)
+
+
+def test_cell_positions_count_cells_from_the_top_left_in_fixed_units():
+    positions = cell_positions(torch.zeros(2, 5, 3, 4))
+    assert positions.shape == (2, 2, 3, 4)
+    assert positions[1, 0, 2, 3] * POSITION_UNIT_CELLS == 2 and positions[1, 1, 2, 3] * POSITION_UNIT_CELLS == 3
+    assert positions[0, 0, 0, 0] == 0
+
+
+def test_context_tags_see_beyond_the_plain_heads_view():
+    # A heatmap change 8 cells away moves a context tag (the plain head's 3x3 view reaches 1 cell each way).
+    context = tiny_network("mobilenet_fpn_context")
+    features = torch.rand(1, FPN_LEVELS[-1][2], 32, 32)
+    heatmaps = torch.rand(1, 17, 32, 32)
+    moved = heatmaps.clone()
+    moved[..., 16, 24] += 1.0  # 8 cells to the right of (16, 16)
+    with torch.no_grad():
+        before = context.tag_head(features, heatmaps)[..., 16, 16]
+        after = context.tag_head(features, moved)[..., 16, 16]
+    assert not torch.allclose(before, after)
+
+
+def test_train_init_from_a_mobilenet_checkpoint_trains_the_context_network(tmp_path):
+    data = tmp_path / "data"
+    generate_dataset(data, num_images=4, config=SceneConfig(width=96, height=64, max_people=2), seed=1)
+    init = save_checkpoint(tmp_path / "init.safetensors", tiny_network("mobilenet_fpn"))
+    config = preset("tiny", model=mobilenet_fpn_config(1, 17, (64, 64), family="mobilenet_fpn_context"),
+                    train_annotations=str(data / "annotations.json"), train_images=str(data / "images"),
+                    steps=2, checkpoint_every=100, log_every=1, trainable=("tag_head.",))
+    config_path = tmp_path / "config.json"
+    config.save(config_path)
+    code = main.main(["train", "--config", str(config_path), "--init", str(init), "--out", str(tmp_path / "run")])
+    assert code == 0
+    trained = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert trained.config.family == "mobilenet_fpn_context"
+    before = load_checkpoint(init).model.state_dict()
+    after = trained.model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before if not name.startswith("tag_head."))
 
 
 def test_a_trainable_prefix_that_names_nothing_is_refused(tmp_path):
