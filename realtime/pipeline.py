@@ -420,7 +420,7 @@ class Pipeline:
         if self.tracker is not None:
             tracked = _every_person(poses, self.tracker.update(poses, captured.frame.timestamp))
         else:
-            tracked = [_untracked(pose) for pose in poses]
+            tracked = [untracked(pose) for pose in poses]
         tracked_at = time.perf_counter()
         timings["decode"] = decoded_at - started
         timings["track"] = tracked_at - decoded_at
@@ -439,7 +439,7 @@ class Pipeline:
         timings["latency"] = done - captured.started
         self._frames_done += 1
         self._people += len(tracked)
-        self._track_ids.update(t.track_id for t in tracked if t.track_id is not None)
+        self._track_ids.update(t.track_id for t in tracked if is_confirmed(t))
         for stage in STAGES:
             self._stage_seconds[stage] += timings.get(stage, 0.0)
 
@@ -487,11 +487,23 @@ def _every_person(poses: list, confirmed: list[TrackedPose]) -> list[TrackedPose
     matches in), so the others -- the first frames of a run, a folder of unrelated photos -- are
     added without an ID rather than left out of the outputs."""
     by_pose = {id(tracked.pose): tracked for tracked in confirmed}
-    return [by_pose.get(id(pose)) or _untracked(pose) for pose in poses]
+    return [by_pose.get(id(pose)) or untracked(pose) for pose in poses]
 
 
-def _untracked(pose) -> TrackedPose:
-    """A pose without tracking: no ID, age 0, keypoints as detected."""
+def untracked(pose) -> TrackedPose:
+    """A pose without an identity (no tracking, or a track not confirmed yet): no ID, age 0, keypoints as
+    detected."""
     from tagtrack.tracker import TrackedPose
 
     return TrackedPose(pose=pose, track_id=None, age=0, keypoints_smoothed=pose.keypoints)
+
+
+def is_confirmed(tracked: TrackedPose) -> bool:
+    """Whether the tracker confirmed this person's track (a few matches in): only then does it carry an ID,
+    and only then is it written as a track (MOT rows, counted track IDs); the others are written without one."""
+    return tracked.track_id is not None
+
+
+# The old private name, still imported by realtime/api.py (another developer's file right now); drop it once
+# api.py builds its records with model/records.py (person_record(pose, schema) needs no TrackedPose).
+_untracked = untracked

@@ -15,20 +15,17 @@ from tagtrack.model.errors import UserFacingError
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17
 from tagtrack.realtime.pipeline import FrameResult
-from tagtrack.realtime.sinks import (
+from tagtrack.realtime.exports import (
     EXPORT_FORMATS,
-    JSONL_SCHEMA_PATH,
-    AnnotatedVideoSink,
     CocoResultsSink,
-    JsonLinesSink,
     OpenPoseSink,
     PoseTrackSink,
-    OutputError,
-    check_output_path,
     export_sinks,
-    h264_encoder,
     openpose_body25,
 )
+from tagtrack.realtime.jsonl import JSONL_SCHEMA_PATH, JsonLinesSink, result_record
+from tagtrack.realtime.output_paths import OutputError, check_output_path
+from tagtrack.realtime.video_sink import AnnotatedVideoSink, h264_encoder
 from tagtrack.realtime.sources import Frame
 from tagtrack.tracker import TrackedPose
 
@@ -93,8 +90,7 @@ def test_json_lines_one_valid_line_per_frame_flushed_as_written(tmp_path):
 
 def test_json_schema_rejects_broken_records():
     validator = jsonl_validator()
-    sink_record = json.loads(json.dumps(__import__("tagtrack.realtime.sinks", fromlist=["frame_record"]).frame_record(
-        results(1)[0], COCO17)))
+    sink_record = json.loads(json.dumps(result_record(results(1)[0], COCO17)))
     validator.validate(sink_record)
     broken = json.loads(json.dumps(sink_record))
     del broken["people"][0]["keypoints"]["nose"]["x"]
@@ -106,7 +102,7 @@ def test_json_schema_rejects_broken_records():
 
 
 def test_json_lines_header_carries_the_settings_and_readers_skip_it(tmp_path):
-    from tagtrack.realtime.sinks import read_pose_lines
+    from tagtrack.model.records import read_pose_lines
 
     path = tmp_path / "poses.jsonl"
     settings = {"decode": {"top_k": 3}, "tracker": None, "input_hw": [64, 64], "weights": "w.safetensors",
@@ -217,11 +213,9 @@ def test_json_lines_on_a_full_disk_keep_whole_lines_and_name_the_file(tmp_path):
 
 
 def test_scores_in_records_stay_within_0_and_1():
-    from tagtrack.realtime.sinks import frame_record
-
     pose = make_pose(40, 50, score=1.3)
     pose.keypoints[0, 2] = -0.2
-    record = frame_record(make_result(0, [(pose, None)]), COCO17)
+    record = result_record(make_result(0, [(pose, None)]), COCO17)
     jsonl_validator().validate(record)
     person = record["people"][0]
     assert person["score"] == 1.0 and person["keypoints"]["nose"]["score"] == 0.0
