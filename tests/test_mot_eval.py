@@ -303,7 +303,7 @@ def test_real_ground_truth_reads_as_mot15(shared_data):
 def test_mot_export_writes_one_based_rows_of_tracked_people(tmp_path):
     from types import SimpleNamespace
 
-    from tagtrack.realtime.sinks import export_sinks
+    from tagtrack.realtime.exports import export_sinks
     from tagtrack.tracker.tracker import TrackedPose
 
     (sink,) = export_sinks(["mot"], tmp_path / "run")
@@ -334,3 +334,27 @@ def test_bench_track_on_real_detections_prints_every_tracker(tmp_path, capsys):
         for name in ("ours", "ours, geometry only", "greedy OKS (mmpose)", "SORT", "ByteTrack (boxes)"):
             assert f"\n{name} " in out
     assert main.main(["bench", "track", "--poses", poses]) == 2
+
+
+def test_poses_of_another_keypoint_set_are_read_with_their_own_joints(tmp_path):
+    """The reader is model/records.py's: a file of three hand joints (not COCO-17, which the reader once
+    assumed and so refused the file) gives poses of its own joints and their centroids."""
+    from tagtrack.model.records import frame_record, header_record, json_line, person_record
+    from tagtrack.model.schema import KeypointSchema
+    from tagtrack.tracker.mot_eval import pose_results
+
+    hand = KeypointSchema(name="hand3", keypoint_names=("wrist", "thumb_tip", "index_tip"), flip_index=(0, 1, 2),
+                          skeleton=((0, 1), (0, 2)), oks_sigmas=(0.05, 0.03, 0.03), grouping_order=(0, 1, 2))
+    lines = [json_line(header_record({"keypoints": list(hand.keypoint_names)}))]
+    for index in range(3):
+        keypoints = np.array([[30.0 + index, 10.0, 0.8], [34.0 + index, 4.0, 0.5], [99.0, 99.0, 0.1]], np.float32)
+        pose = Pose(keypoints=keypoints, score=0.8, box=Pose.box_from_keypoints(keypoints), tag=np.zeros(1, np.float32))
+        lines.append(json_line(frame_record(index, index / 10.0, "hand", (64, 128), [person_record(pose, hand, 5)])))
+    path = tmp_path / "hands.jsonl"
+    path.write_text("".join(lines))
+    frames = read_pose_frames(path)
+    assert [f.frame for f in frames] == [1, 2, 3] and frames[0].track_ids == [5]
+    assert frames[0].poses[0].keypoints.shape == (3, 3)
+    objects = pose_results(frames, min_joint_score=0.2)  # the third joint is below 0.2: not in the centroid
+    np.testing.assert_allclose(objects[2].points, [[(31.0 + 35.0) / 2, 7.0]])
+    assert objects[3].ids.tolist() == [5]

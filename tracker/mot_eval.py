@@ -15,8 +15,8 @@ person is dropped before scoring (neither a hit nor a false positive).
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.pose import Pose
-from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.model.records import read_pose_file
 from tagtrack.tracker.association import FORBIDDEN, assign, iou_matrix
 
 MATCH_MODES = ("centroid", "iou")
@@ -169,33 +169,13 @@ def read_mot_file(path: str | Path) -> dict[int, FrameObjects]:
     return frame_objects(read_mot_rows(path))
 
 
-def read_pose_frames(path: str | Path, schema: KeypointSchema = COCO17) -> list[PoseFrame]:
-    """The frames of a `tagtrack run --json` file, with every person as a Pose and its track id (or None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserFacingError(f"poses file {path} does not exist")
-    frames = []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if "frame_index" not in record:  # the header line (the run's settings), not a frame
-                    continue
-                poses, ids = [], []
-                for person in record["people"]:
-                    keypoints = np.array([[person["keypoints"][name][k] for k in ("x", "y", "score")]
-                                          for name in schema.keypoint_names], dtype=np.float32)
-                    poses.append(Pose(keypoints=keypoints, score=float(person["score"]),
-                                      box=np.asarray(person["box"], dtype=np.float32),
-                                      tag=np.asarray(person.get("tag", []), dtype=np.float32)))
-                    ids.append(person.get("track_id"))
-                frames.append(PoseFrame(int(record["frame_index"]) + 1, float(record["timestamp"]), poses, ids,
-                                        number))
-            except (ValueError, KeyError, TypeError) as error:
-                raise UserFacingError(f"{path} line {number} is not a tagtrack JSON Lines record ({error!r})")
-    return frames
+def read_pose_frames(path: str | Path, keypoint_names: Sequence[str] | None = None) -> list[PoseFrame]:
+    """The frames of a `tagtrack run --json` file, with every person as a Pose and its track id (or None).
+    Read by model/records.py, with the file's own keypoints (any keypoint set) unless `keypoint_names` says
+    which to read."""
+    return [PoseFrame(record.index + 1, record.timestamp, [person.pose for person in record.people],
+                      [person.track_id for person in record.people], record.line)
+            for record in read_pose_file(path, keypoint_names).frames]
 
 
 # ---------------------------------------------------------------------------------------------- matching
