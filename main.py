@@ -647,13 +647,8 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from tagtrack.training.evaluate import (
-        evaluate_checkpoint,
-        evaluate_grouping_with_gt_locations,
-        evaluate_teacher,
-        evaluate_temporal_margin,
-        format_metrics,
-    )
+    from tagtrack.training.evaluate import evaluate_checkpoint, evaluate_teacher, format_metrics
+    from tagtrack.training.tag_diagnostics import evaluate_grouping_with_gt_locations, evaluate_temporal_margin
 
     if args.max_images is not None and args.max_images < 1:
         raise UserFacingError("--max-images must be at least 1")

@@ -1,4 +1,5 @@
-"""COCO evaluation, grouping with ground-truth locations, and group margins."""
+"""COCO evaluation (training/evaluate.py), and the tag diagnostics (training/tag_diagnostics.py): grouping with
+ground-truth locations, and group margins."""
 
 from __future__ import annotations
 
@@ -16,21 +17,23 @@ from tagtrack.model.schema import COCO17
 from tagtrack.training.evaluate import (
     COCO_KEYPOINT_METRICS,
     evaluate_checkpoint,
-    evaluate_grouping_with_gt_locations,
     evaluate_results,
-    evaluate_temporal_margin,
     format_metrics,
-    group_ground_truth_joints,
-    group_margin,
     load_coco_annotations,
     perfect_results_from_annotations,
     poses_to_coco_results,
+    pseudo_label_quality,
+    write_results,
+)
+from tagtrack.training.tag_diagnostics import (
+    evaluate_grouping_with_gt_locations,
+    evaluate_temporal_margin,
+    group_ground_truth_joints,
+    group_margin,
     reference_tags,
     summarize_margins,
     summarize_temporal_margins,
     temporal_group_margin,
-    pseudo_label_quality,
-    write_results,
 )
 from tagtrack.training.synthetic import SceneConfig, generate_clips, generate_dataset
 from tests.conftest import save_tiny_checkpoint
