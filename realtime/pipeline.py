@@ -444,7 +444,7 @@ class Pipeline:
             self._stage_seconds[stage] += timings.get(stage, 0.0)
 
     def _close_sinks(self, failed: bool = False) -> None:
-        """Close every sink. File outputs (sinks.FileSink) are closed in two steps, so that a run replaces
+        """Close every sink. File outputs (output_paths.FileSink) are closed in two steps, so that a run replaces
         the earlier files of its output names only when every output is complete: all are finished under
         their temporary names, then, if nothing in the run failed (a stop by the user is not a failure),
         all are renamed into place; else none is, and what is valid of them is kept under the temporary

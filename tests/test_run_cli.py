@@ -98,7 +98,7 @@ def test_max_frames_and_no_track(tmp_path, tiny_weights):
 
 
 def temporaries(path: Path) -> list[Path]:
-    """The temporaries a run writes `path` under until it ends (realtime/sinks.py: Temporary)."""
+    """The temporaries a run writes `path` under until it ends (realtime/output_paths.py: Temporary)."""
     return sorted(path.parent.glob(f"{path.stem}.partial-*{path.suffix}"))
 
 
