@@ -129,6 +129,24 @@ def test_confident_person_back_within_reach_with_a_drifted_tag(tag_shift, score,
     assert (back == before) == same_id
 
 
+def test_person_back_off_their_prediction_is_not_taken_by_a_neighbour_seen_last_frame():
+    # A walks right and is hidden for 0.5 s; B stands still ahead. A comes out 40 px short of where constant
+    # velocity puts them, 30 px from B, just as B is hidden behind A. A still person does not move 30 px in a
+    # frame; a prediction half a second old is easily 40 px off: the detection is A's. Geometry only, so the
+    # pose comparison decides (with COCO's scale alone B's track took it, and A got B's id).
+    tracker = PoseTracker(TrackerConfig(use_tags=False))
+    speed, hidden = 150.0, 15
+    back = 200.0 + speed * (30 + hidden) / FPS - 40.0
+    for frame in range(30):
+        out = tracker.update([make_pose(200.0 + speed * frame / FPS, tag=(0.0,)), make_pose(back + 30.0, tag=(1.0,))],
+                             frame / FPS)
+    ids = ids_by_tag(out)
+    for frame in range(30, 30 + hidden):
+        tracker.update([make_pose(back + 30.0, tag=(1.0,))], frame / FPS)
+    out = tracker.update([make_pose(back, tag=(0.0,))], (30 + hidden) / FPS)
+    assert [t.track_id for t in out] == [ids[0.0]] and ids[0.0] != ids[1.0]
+
+
 def test_hidden_longer_than_reid_time_gets_a_new_id():
     tracker = PoseTracker(TrackerConfig(reid_time=0.5))
     history = walk(tracker, range(100), visible=lambda f: not 30 <= f < 60)  # hidden 1 s

@@ -57,6 +57,17 @@ def test_offsets_and_oks_use_only_the_joints_both_have():
     assert all_joints[0, 0] < expected  # the far joint, counted, pulls it down
 
 
+def test_oks_widens_by_the_prediction_spread():
+    predicted = np.zeros((1, 3, 2))
+    offsets = pose_offsets(predicted, np.ones((1, 3), bool), predicted + np.array([3.0, 4.0]), np.ones((1, 3), bool))
+    plain = oks_from_offsets(offsets, np.array([100.0]), SIGMAS)
+    np.testing.assert_allclose(oks_from_offsets(offsets, np.array([100.0]), SIGMAS, np.zeros(1)), plain)
+    # Each joint's variance area * (2 sigma)^2 = 4 px^2 grows by the spread, 21 px^2: exp(-25 / (2 * 25)).
+    np.testing.assert_allclose(oks_from_offsets(offsets, np.array([100.0]), SIGMAS, np.array([21.0])),
+                               [[math.exp(-0.5)]])
+    assert plain[0, 0] < math.exp(-0.5)
+
+
 def test_mahalanobis_with_identity_covariance_is_the_length():
     shifts = np.array([[[3.0, 4.0], [0.0, 0.0]]])
     np.testing.assert_allclose(mahalanobis_matrix(shifts, np.eye(2)[None]), [[5.0, 0.0]])

@@ -65,9 +65,20 @@ def spread_ratio(offsets: PoseOffsets, keypoints_a: np.ndarray, keypoints_b: np.
     return 0.5 * np.log((spread_b + 1.0) / (spread_a + 1.0))
 
 
-def oks_from_offsets(offsets: PoseOffsets, areas_a: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-    """OKS as in COCO evaluation (scale: the area of A) over the common joints; 0 where none."""
-    return oks_from_squared_distances(offsets.squared, offsets.common, offsets.common, areas_a[:, None] + 1e-9, sigmas)
+def oks_from_offsets(offsets: PoseOffsets, areas_a: np.ndarray, sigmas: np.ndarray,
+                     spread_a: np.ndarray | None = None) -> np.ndarray:
+    """OKS as in COCO evaluation (scale: the area of A) over the common joints; 0 where none.
+
+    spread_a [A]: a variance (pixels^2 per axis) by which A's joints are less sure than COCO's scale says, such
+    as a predicted pose's uncertainty; each joint's Gaussian exp(-d^2 / (2 area (2 sigma)^2)) then widens to
+    exp(-d^2 / (2 (area (2 sigma)^2 + spread))), the joint's own spread convolved with the prediction's.
+    """
+    squared = offsets.squared
+    if spread_a is not None:
+        # Written as shorter distances under COCO's own formula, so the one OKS implementation stays in use.
+        joint_variance = areas_a[:, None, None] * (2.0 * np.asarray(sigmas)) ** 2
+        squared = squared * joint_variance / (joint_variance + spread_a[:, None, None] + 1e-9)
+    return oks_from_squared_distances(squared, offsets.common, offsets.common, areas_a[:, None] + 1e-9, sigmas)
 
 
 def oks_matrix(

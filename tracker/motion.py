@@ -80,6 +80,10 @@ class BoxMotion:
     def box(self) -> np.ndarray:
         return measurement_to_box(self.kf.x[:4, 0])
 
+    def position_variance(self) -> float:
+        """The centre's variance per axis (pixels^2, the mean of x and y): how sure the filter is of where the person is."""
+        return 0.5 * float(self.kf.P[0, 0] + self.kf.P[1, 1])
+
     def predict(self, step: MotionStep) -> None:
         if step.dt <= 0.0:
             return

@@ -83,6 +83,9 @@ class Track:
         self.last_seen = timestamp
         self.hits = 0
         self.motion = BoxMotion(box, config.measurement_noise, config.acceleration_noise)
+        # How sure the filter was of the centre when the person was last seen; what prediction adds to it
+        # since widens the pose comparison (PoseTracker._cues).
+        self.seen_variance = self.motion.position_variance()
         num_keypoints = pose.keypoints.shape[0]
         # Each joint's last seen offset from the filtered centre, in person sizes: the track's pose
         # can then be predicted anywhere the motion model puts the person, even joints not seen lately.
@@ -102,6 +105,7 @@ class Track:
         The pose shape and the smoothed keypoints follow for all tracks at once (PoseTracker._finish_frame)."""
         if body_box is not None:
             self.motion.update(body_box)
+            self.seen_variance = self.motion.position_variance()
         if tag is not None:  # the running tag, already blended by the caller when the track had one
             self.tag = tag
         self.pose = pose
@@ -364,7 +368,13 @@ class PoseTracker:
         boxes = np.array([t.predicted_box for t in tracks])
         wh = boxes[:, 2:] - boxes[:, :2]
         offsets, _ = self._compare(tracks, detections, indices)
-        oks = oks_from_offsets(offsets, wh[:, 0] * wh[:, 1], self._sigmas)
+        # A track's predicted pose is as uncertain as its predicted centre: OKS at COCO's scale alone would
+        # refuse a person back after half a second unseen (the prediction is off by more than a joint's
+        # spread), and a track that was matched in the previous frame would take that person instead. So each
+        # joint's spread is widened by the variance the prediction gained since the person was last seen
+        # (about nothing for a track found in the previous frame).
+        spread = np.array([max(t.motion.position_variance() - t.seen_variance, 0.0) for t in tracks])
+        oks = oks_from_offsets(offsets, wh[:, 0] * wh[:, 1], self._sigmas, spread)
         # IoU only when it is weighted (it is not by default); then it can also open the overlap gate.
         iou = iou_matrix(boxes, detections.boxes[indices]) if config.iou_weight > 0.0 else oks
         # Uncertainty of the predicted centre (P) plus that of a measured one (R), for the motion gate.
