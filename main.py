@@ -53,7 +53,7 @@ def _predict(args: argparse.Namespace) -> int:
     from tagtrack.model.files import read_image
     from tagtrack.realtime.api import PoseEstimator
     from tagtrack.realtime.draw import draw_poses
-    from tagtrack.realtime.run import check_ranges, counted
+    from tagtrack.realtime.run import counted
     from tagtrack.realtime.sinks import refuse_overwriting, write_image, write_image_record
 
     if args.input_size:
@@ -62,8 +62,7 @@ def _predict(args: argparse.Namespace) -> int:
         check_input_limit(check_input_size(args.input_size, "--input-size"))
     if min(args.scales) <= 0:
         raise UserFacingError("--scales must be positive")
-    check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score)
-    settings = _settings_overrides(args)
+    layers = _settings_layers(args)
     outputs = {}
     if args.json:
         outputs["--json"] = Path(args.json)
@@ -75,7 +74,7 @@ def _predict(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     # Without --input-size the image's shape picks the input, as `run` does for a video (portrait for portrait).
     estimator = PoseEstimator(args.weights, engine="torch", device=args.device, input_size=args.input_size,
-                              flip=args.flip, scales=args.scales, settings=settings, frame_hw=image.shape[:2])
+                              flip=args.flip, scales=args.scales, settings_layers=layers, frame_hw=image.shape[:2])
     input_hw = estimator.input_size
 
     start = time.perf_counter()
@@ -158,42 +157,34 @@ def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_decode_arguments(p: argparse.ArgumentParser) -> None:
-    """Decoder thresholds and the settings options shared by `predict`, `eval`, `run`, `view` and `bench run`
-    (ranges checked by check_ranges; everything else by _settings_overrides)."""
-    p.add_argument("--detection-threshold", type=float, default=None, metavar="0..1",
-                   help="min joint heatmap score of a joint candidate (default 0.1)")
-    p.add_argument("--tag-threshold", type=float, default=None, metavar="DIST",
-                   help="max tag distance for a joint to join a person, > 0 (default 1.0)")
-    p.add_argument("--min-person-score", type=float, default=None, metavar="0..1",
-                   help="leave out people scoring below this (default 0: every person found)")
+    """The named settings flags (model/settings.py: FLAGS) and the settings options, shared by `predict`, `eval`,
+    `run`, `view` and `bench run`; read by _settings_layers."""
+    from tagtrack.model.settings import FLAGS, STORED_DEFAULT
+
+    for flag in FLAGS:
+        p.add_argument(flag.option, dest=flag.keyword, type=float, default=None, metavar=flag.metavar,
+                       help=f"{flag.help} ({STORED_DEFAULT})")
     _add_settings_arguments(p)
 
 
 def _add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="FILE",
                    help="decoder and tracker settings, JSON or TOML: {\"decode\": {\"top_k\": 20}, \"tracker\": "
-                        "{\"tag_gate\": 1.0}} (defaults: the checkpoint's stored settings, else the built-in ones)")
+                        "{\"tag_gate\": 1.0}} (defaults: the model's stored settings, else the built-in ones)")
     p.add_argument("--set", dest="set_values", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="one setting, above --config and the flags, e.g. --set decode.top_k=20 --set tracker.tag_gate=1.0 "
                         "(names: DecodeConfig in model/codec.py, TrackerConfig in tracker/config.py) (repeatable)")
 
 
-def _settings_overrides(args: argparse.Namespace) -> dict:
-    """--config FILE, then the named thresholds, then --set, as one {section: {name: value}} layer over the
-    checkpoint's stored settings (realtime/settings.py). Every name and value is checked here, before anything
-    is opened or loaded."""
-    from tagtrack.realtime.settings import build_settings, check_meaningful, parse_assignments, read_settings_file
+def _settings_layers(args: argparse.Namespace) -> list:
+    """--config FILE, the named flags, then --set: the layers over the model's stored settings
+    (model/settings.py). Every name and value is checked here, before anything is opened or loaded."""
+    from tagtrack.model.settings import FLAGS, resolve_settings, user_layers
 
-    thresholds = {name: getattr(args, name, None) for name in ("detection_threshold", "tag_threshold", "min_person_score")}
-    layers = [(f"--config {args.config}", read_settings_file(args.config) if args.config else {}),
-              ("thresholds", {"decode": {name: value for name, value in thresholds.items() if value is not None}}),
-              ("--set", parse_assignments(args.set_values))]
-    check_meaningful(build_settings(layers))
-    merged: dict = {}
-    for _, values in layers:
-        for section, section_values in values.items():
-            merged.setdefault(section, {}).update(section_values)
-    return merged
+    flags = {flag.keyword: getattr(args, flag.keyword, None) for flag in FLAGS}
+    layers = user_layers(args.config, flags, args.set_values)
+    resolve_settings(None, layers)
+    return layers
 
 
 def _quiet_opencv(verbose: bool) -> None:
@@ -213,9 +204,8 @@ def _run_options(args: argparse.Namespace, **extra):
     return RunOptions(
         source=args.source, weights=Path(args.weights) if args.weights else None, engine=args.engine,
         device=args.device, fp16=args.fp16, track=not args.no_track,
-        input_hw=tuple(args.input_size) if args.input_size else None,
-        detection_threshold=args.detection_threshold, tag_threshold=args.tag_threshold,
-        min_person_score=args.min_person_score, max_frames=args.max_frames, settings=_settings_overrides(args),
+        input_hw=tuple(args.input_size) if args.input_size else None, max_frames=args.max_frames,
+        settings=_settings_layers(args),
         config=Path(args.config) if args.config else None, stream_timeout=args.stream_timeout, **extra)
 
 
@@ -469,29 +459,22 @@ def _view(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     _quiet_opencv(args.verbose)
-    from tagtrack.realtime.engines import create_engine
-    from tagtrack.realtime.run import RunOptions, check_ranges, effective_settings
-    from tagtrack.realtime.settings import check_meaningful
+    from tagtrack.realtime.run import RunOptions, run_model
     from tagtrack.realtime.sources import open_source
     from tagtrack.realtime.viewer import check_display, run_viewer
 
-    check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score)
-    options = RunOptions(source=args.source, settings=_settings_overrides(args))
+    options = RunOptions(source=args.source, weights=Path(args.weights) if args.weights else None,
+                         engine=args.engine, device=args.device, fp16=args.fp16,
+                         input_hw=tuple(args.input_size) if args.input_size else None, settings=_settings_layers(args))
     record_dir = Path(args.record_dir)
     if not record_dir.is_dir():
         raise UserFacingError(f"--record-dir {record_dir} is not a folder")
     check_display()  # before loading anything: without a display there is nothing to show
     source = open_source(args.source)
-    engine = None
     try:
-        engine = create_engine(args.engine, Path(args.weights) if args.weights else None, args.device, args.fp16,
-                               tuple(args.input_size) if args.input_size else None)
-        settings = effective_settings(options, engine.stored_settings)  # the checkpoint's, then the command line's
-        check_meaningful(settings)
+        engine, settings = run_model(options)  # the model's stored settings, then the command line's
     except BaseException:
         source.close()
-        if engine is not None:
-            engine.close()
         raise
     try:
         return run_viewer(source, args.source, engine, schema=engine.schema, decode=settings.decode,
@@ -518,10 +501,7 @@ def _bench_run(args: argparse.Namespace) -> int:
     _quiet_opencv(args.verbose)
     from tagtrack.bench.pipeline import bench_pipeline, soak
 
-    options = _run_options(args, progress=False)
-    from tagtrack.realtime.run import check_ranges
-
-    check_ranges(args.detection_threshold, args.tag_threshold, args.min_person_score, args.max_frames)
+    options = _run_options(args, progress=False)  # settings checked here, the rest by the bench's check_options
     if args.soak is not None:
         print(soak(options, args.soak, tuple(args.frame_size)).format())
     else:
@@ -635,9 +615,7 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
                         "checkpoint's pixels in the shape that covers it best, as `predict` and `run` pick)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (by id)")
     p.add_argument("--json-out", default=None, help="write the COCO keypoint results file here")
-    p.add_argument("--detection-threshold", type=float, default=None, help="min joint heatmap score")
-    p.add_argument("--tag-threshold", type=float, default=None, help="max tag distance to join a person")
-    _add_settings_arguments(p)
+    _add_decode_arguments(p)
     p.add_argument("--grouping", action="store_true",
                    help="also group ground-truth joint locations by the network's tags, and report the group margin")
     p.add_argument("--temporal", action="store_true",
@@ -652,10 +630,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.max_images is not None and args.max_images < 1:
         raise UserFacingError("--max-images must be at least 1")
-    from tagtrack.realtime.run import check_ranges
-
-    check_ranges(args.detection_threshold, args.tag_threshold)
-    overrides = _settings_overrides(args)
+    layers = _settings_layers(args)
     if args.teacher:
         if args.weights or args.grouping or args.temporal:
             raise UserFacingError("--teacher scores the teacher alone: drop --weights, --grouping and --temporal")
@@ -671,11 +646,10 @@ def _eval(args: argparse.Namespace) -> int:
         raise UserFacingError("--tiles applies to --teacher only")
     from tagtrack.model.checkpoint import read_checkpoint_settings, resolve_weights
     from tagtrack.model.predict import PredictConfig
-    from tagtrack.realtime.settings import build_settings
+    from tagtrack.model.settings import resolve_settings
 
     weights = resolve_weights(args.weights)
-    settings = build_settings([("checkpoint settings", read_checkpoint_settings(weights)), ("settings", overrides)],
-                              lenient_first=True)
+    settings = resolve_settings(read_checkpoint_settings(weights), layers)
     config = PredictConfig(decode=settings.decode, flip=args.flip, scales=tuple(args.scales or (1.0,)))
     if min(config.scales) <= 0:
         raise UserFacingError("--scales must be positive")

@@ -175,45 +175,26 @@ def _first_images(source, count: int) -> list[np.ndarray]:
     return images
 
 
-def _engine_for(options):
-    from tagtrack.realtime.engines import create_engine
-
-    return create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw)
-
-
 def _run_pipeline(options, source, engine, extra_sinks=(), tracker=None) -> RunSummary:
-    from tagtrack.realtime.pipeline import Pipeline, PipelineSettings
-    from tagtrack.realtime.run import effective_settings, make_tracker, output_sinks, run_settings
+    """`source` through the pipeline `tagtrack run` builds for `options` (realtime/run.py: build_pipeline), without
+    a progress bar (the bench prints its own report)."""
+    from tagtrack.realtime.run import build_pipeline
 
-    schema = getattr(engine, "schema", None)
-    if schema is None:
-        from tagtrack.model.schema import COCO17 as schema
-    settings = effective_settings(options, getattr(engine, "stored_settings", None))
-    sinks = output_sinks(options, source, schema, run_settings(settings, options, engine, schema)) + list(extra_sinks)
-    if tracker is None:
-        tracker = make_tracker(settings.tracker if options.track else None, schema)
-    pipeline = Pipeline(source, engine, schema, PipelineSettings(decode=settings.decode), tracker, sinks,
-                        queue_size=options.queue_size)
-    return pipeline.run()
+    return build_pipeline(replace(options, progress=False), engine, list(extra_sinks), source=source,
+                          tracker=tracker).run()
 
 
 def bench_pipeline(options, frames: int = 200, frame_hw: tuple[int, int] = (480, 640), engine=None) -> BenchReport:
     """Model-only FPS, then one end-to-end run of `options.source` (or `frames` generated frames)."""
-    from tagtrack.realtime.run import check_options
+    from tagtrack.realtime.run import check_options, open_run_source, run_model
     from tagtrack.realtime.sources import open_source
 
     check_options(options)
     machine = cpu_description()
-    engine = engine or _engine_for(options)
+    if engine is None:
+        engine = run_model(options)[0]
     model_fps = model_only_fps(engine)
-    if options.source:
-        source = open_source(options.source)
-        if options.max_frames is not None:
-            from tagtrack.realtime.run import LimitedSource
-
-            source = LimitedSource(source, options.max_frames)
-    else:
-        source = GeneratedSource(frames, frame_hw)
+    source = open_run_source(options) if options.source else GeneratedSource(frames, frame_hw)
     # A short warm-up run first: the first decode and track calls import and initialise libraries,
     # a one-time cost that would otherwise count as a pipeline stall.
     warmup_options = replace(options, out=None, json=None, formats=[])
@@ -288,7 +269,10 @@ def soak(options, frames: int, frame_hw: tuple[int, int] = (240, 320), engine=No
     the middle and at the end."""
     from tagtrack.realtime.sinks import is_header
 
-    engine = engine or _engine_for(options)
+    if engine is None:
+        from tagtrack.realtime.run import run_model
+
+        engine = run_model(options)[0]
     start_at = min(100, max(0, frames // 10))
     sampler = MemorySampler([start_at, frames // 2, frames - 1])
     with tempfile.TemporaryDirectory(prefix="tagtrack-soak-") as folder:

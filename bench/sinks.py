@@ -35,7 +35,7 @@ class TimedSink:
 
 @dataclass
 class PostThreadClock:
-    """The first sink: the post thread's CPU time at each frame (decode + track + the previous frame's sinks)."""
+    """A sink after the timed ones: the post thread's CPU time at each frame (decode + track + sinks)."""
 
     first: float | None = None
     last: float = 0.0
@@ -54,11 +54,8 @@ class PostThreadClock:
 
 def main(argv: list[str] | None = None) -> None:
     from tagtrack.bench.machine import cpu_description
-    from tagtrack.model.schema import COCO17
     from tagtrack.model.transforms import Preprocessor
-    from tagtrack.realtime.engines import create_engine
-    from tagtrack.realtime.pipeline import Pipeline, PipelineSettings
-    from tagtrack.realtime.run import LimitedSource, RunOptions, effective_settings, make_tracker, output_sinks
+    from tagtrack.realtime.run import LimitedSource, RunOptions, build_pipeline, run_model
     from tagtrack.realtime.sources import open_source
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -67,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", default="auto")
     args = parser.parse_args(argv)
     print(cpu_description())
-    engine = create_engine(args.engine, None, "cpu", False, None)
+    engine, _ = run_model(RunOptions(source=args.video, engine=args.engine, device="cpu"))
     source = LimitedSource(open_source(args.video), args.max_frames + 1)
     first = source.read()  # for the network's timing; the run gets the frames after it
     _, network_input = Preprocessor(tuple(engine.input_hw))(first.image)
@@ -80,16 +77,20 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="tagtrack-sinks-") as folder:
         options = RunOptions(source=args.video, out=Path(folder) / "out.mp4", json=Path(folder) / "out.jsonl",
                              progress=False)
+        # The clock is the last sink: between its first and last reading the post thread did frames - 1 whole
+        # frames (decode + track + every sink) either way round.
         clock = PostThreadClock()
-        sinks = [TimedSink(sink) for sink in output_sinks(options, source, COCO17)]
-        settings = effective_settings(options, engine.stored_settings)
-        pipeline = Pipeline(source, engine, COCO17, PipelineSettings(decode=settings.decode),
-                            make_tracker(settings.tracker, COCO17), [clock] + sinks)
-        summary = pipeline.run()
+        sinks: list[TimedSink] = []
+
+        def time_sink(sink) -> TimedSink:
+            sinks.append(TimedSink(sink))
+            return sinks[-1]
+
+        summary = build_pipeline(options, engine, [clock], source=source, wrap_sink=time_sink).run()
     frames = max(clock.writes - 1, 1)
     sink_ms = {type(timed.sink).__name__: timed.cpu_seconds / timed.writes * 1e3 for timed in sinks}
-    # Between the first and the last clock reading the post thread did frames x (decode + track + sinks)
-    # minus the last frame's sinks; the sinks' share is known, the rest is decode + track.
+    # Between the first and the last clock reading the post thread did `frames` x (decode + track + sinks);
+    # the sinks' share is known, the rest is decode + track.
     post_ms = (clock.last - clock.first) / frames * 1e3
     decode_track_ms = post_ms - sum(sink_ms.values())
     print(f"{summary.frames} frames of {args.video}, engine {getattr(engine, 'name', '?')}")

@@ -26,6 +26,7 @@ from tagtrack.model.errors import UserFacingError
 from tagtrack.model.files import write_atomically
 from tagtrack.model.networks import build_network, is_network, unwrap_network
 from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.model.settings import SECTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ _KEY_SCHEMA = "keypoint_schema"
 _KEY_METADATA = "metadata"
 _KEY_WEIGHTS_SHA256 = "weights_sha256"
 _KEY_SETTINGS = "settings"  # optional: added after version 1 files existed, absent from older ones
-SETTINGS_SECTIONS = ("decode", "tracker")
 
 
 @dataclass
@@ -231,12 +231,12 @@ def _parse_header(path: Path, header: dict[str, str]) -> tuple[ModelConfig, Keyp
 
 def _checked_settings(settings: object, what: str) -> dict:
     """`settings` as stored: a JSON object of sections ("decode", "tracker"), each a JSON object.
-    The fields inside are checked where they are used (realtime/settings.py)."""
+    The fields inside are checked where they are used (model/settings.py: resolve_settings)."""
     if not isinstance(settings, dict):
         raise UserFacingError(f"{what}: expected a JSON object, got {type(settings).__name__}")
-    unknown = sorted(set(settings) - set(SETTINGS_SECTIONS))
+    unknown = sorted(set(settings) - set(SECTIONS))
     if unknown:
-        raise UserFacingError(f"{what}: unknown section {unknown[0]!r} (known: {', '.join(SETTINGS_SECTIONS)})")
+        raise UserFacingError(f"{what}: unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
     for section, values in settings.items():
         if not isinstance(values, dict):
             raise UserFacingError(f"{what}: section {section!r} must be a JSON object")

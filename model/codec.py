@@ -214,7 +214,7 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         # Only what would break the decoder; the ranges where a value means something (a detection
-        # threshold within 0..1) are the command line's checks (realtime/settings.py).
+        # threshold within 0..1) are model/settings.py's check_ranges.
         if not self.tag_threshold > 0:
             raise ValueError(f"tag_threshold must be a positive tag distance, got {self.tag_threshold}")
         for name in ("top_k", "max_people", "nms_kernel"):

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
-from tagtrack.realtime.run import RunOptions, build_pipeline, effective_settings
+from tagtrack.model.settings import Layer, resolve_settings, user_layers
+from tagtrack.realtime.run import RunOptions, build_pipeline, run_model
 
 if TYPE_CHECKING:
     from tagtrack.model.pose import Pose
     from tagtrack.model.schema import KeypointSchema
-    from tagtrack.realtime.engines import Engine
     from tagtrack.realtime.pipeline import FrameResult, Pipeline, RunSummary
 
 log = logging.getLogger(__name__)
@@ -180,17 +180,20 @@ class PoseEstimator:
     checkpoint's, or with frame_hw (height and width of the images to come) the shape within the
     checkpoint's pixels that covers them best, as `tagtrack run` picks for a video
     (`transforms.choose_input_hw`). detection_threshold / tag_threshold / min_person_score: decoder
-    settings (None: the checkpoint's, else the defaults). settings: any decoder and tracker setting, {"decode": {"top_k": 20},
-    "tracker": {"tag_gate": 1.0}} (realtime/settings.py), above the thresholds. flip and scales:
-    test-time augmentation for single images (scales other than 1.0 need the torch engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one
-    thread at a time.
+    settings (None: the checkpoint's stored value, else the default). settings: any decoder and tracker
+    setting, {"decode": {"top_k": 20}, "tracker": {"tag_gate": 1.0}} (model/settings.py), above the thresholds.
+    settings_layers: the command line's layers (`--config`, flags, `--set`; model/settings.py: user_layers),
+    below both. flip and scales: test-time augmentation for single images (scales other than 1.0 need the torch
+    engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one thread at a
+    time.
     """
 
     def __init__(self, weights: str | Path | None = None, *, engine: str = "auto", device: str = "auto",
                  fp16: bool = False, input_size: tuple[int, int] | None = None,
                  detection_threshold: float | None = None, tag_threshold: float | None = None,
                  min_person_score: float | None = None, flip: bool = False, scales: Sequence[float] = (1.0,),
-                 settings: dict | None = None, frame_hw: tuple[int, int] | None = None) -> None:
+                 settings: dict | None = None, frame_hw: tuple[int, int] | None = None,
+                 settings_layers: Sequence[Layer] = ()) -> None:
         from tagtrack.model.predict import PredictConfig
 
         scales = tuple(float(s) for s in scales)
@@ -201,30 +204,23 @@ class PoseEstimator:
                 engine = "torch"  # ONNX Runtime and TensorRT run one fixed input size
             elif engine != "torch":
                 raise UserFacingError(f"scales {list(scales)} need engine='torch' (engine {engine!r} runs one input size)")
+        thresholds = {"detection_threshold": detection_threshold, "tag_threshold": tag_threshold,
+                      "min_person_score": min_person_score}
+        layers = [*settings_layers, *user_layers(flags=thresholds, keywords=True)]
+        if settings:
+            layers.append(("settings", dict(settings)))
         self.options = RunOptions(
             source="", weights=Path(weights) if weights is not None else None, engine=engine, device=device,
-            fp16=fp16, input_hw=tuple(input_size) if input_size is not None else None,
-            detection_threshold=detection_threshold, tag_threshold=tag_threshold, min_person_score=min_person_score,
-            settings=dict(settings or {}))
-        effective_settings(self.options)  # a bad name or value fails before the model loads
-        self.engine = self._load_engine(frame_hw)
+            fp16=fp16, input_hw=tuple(input_size) if input_size is not None else None, settings=layers)
+        resolve_settings(None, layers)  # a bad name or value fails before the model loads
+        self.engine, self.settings = run_model(self.options, frame_hw=frame_hw)
         self.schema: KeypointSchema = self.engine.schema
-        # Threshold ranges are `tagtrack run`'s, checked by track(); single images take any value (as `predict`).
-        self.settings = effective_settings(self.options, self.engine.stored_settings)
         self.predict_config = PredictConfig(decode=self.settings.decode, flip=flip, scales=scales)
         self._infer = self.engine.infer
         if scales != (1.0,):
             from tagtrack.model.predict import torch_infer_fn
 
             self._infer = torch_infer_fn(self.engine.model, self.engine.device)  # any input size
-
-    def _load_engine(self, frame_hw: tuple[int, int] | None) -> Engine:
-        """The engine with the checkpoint's keypoint schema and stored settings (create_engine)."""
-        from tagtrack.realtime.engines import create_engine
-
-        options = self.options
-        return create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw,
-                             frame_hw=frame_hw)
 
     @property
     def input_size(self) -> tuple[int, int]:

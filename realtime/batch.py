@@ -119,14 +119,11 @@ def _estimator_for(options: RunOptions) -> PoseEstimator:
     from tagtrack.realtime.api import PoseEstimator
 
     key = (options.weights, options.engine, options.device, options.fp16, options.input_hw,
-           options.detection_threshold, options.tag_threshold, options.min_person_score,
            json.dumps(options.settings, sort_keys=True))
     if key not in _ESTIMATORS:
         _ESTIMATORS[key] = PoseEstimator(
             options.weights, engine=options.engine, device=options.device, fp16=options.fp16,
-            input_size=options.input_hw, detection_threshold=options.detection_threshold,
-            tag_threshold=options.tag_threshold, min_person_score=options.min_person_score,
-            settings=options.settings)
+            input_size=options.input_hw, settings_layers=options.settings)
     return _ESTIMATORS[key]
 
 
@@ -270,11 +267,14 @@ def run_many(sources: Sequence[str | Path], out_dir: str | Path, *, workers: int
     that cluster ("auto", "ray://host:10001"; needs the `cluster` extra). A failing file is a
     FileResult with ok False and its error; the others still run. Returns the results in order.
     """
+    from tagtrack.model.settings import user_layers
+
+    thresholds = {"detection_threshold": detection_threshold, "tag_threshold": tag_threshold}
     template = RunOptions(source="", weights=Path(weights) if weights is not None else None, engine=engine,
                           device=device, fp16=fp16, track=tracking, boxes=boxes, formats=list(formats),
                           input_hw=tuple(input_size) if input_size is not None else None,
-                          detection_threshold=detection_threshold, tag_threshold=tag_threshold,
-                          max_frames=max_frames, progress=False)
+                          settings=user_layers(flags=thresholds, keywords=True), max_frames=max_frames,
+                          progress=False)
     jobs = plan_jobs(expand_sources([str(source) for source in sources]), out_dir, template, video=video)
     return run_jobs(jobs, workers, ray_address)
 

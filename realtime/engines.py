@@ -13,6 +13,7 @@ See docs/engines.md.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ import torch
 from tagtrack.model.config import check_input_size
 from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.files import write_atomically
-from tagtrack.model.schema import KeypointSchema
+from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.realtime.backends import AUTO, BACKENDS, ENGINE_CHOICES
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,11 @@ class Engine(Protocol):
     name: str                     # for logs and the summary, e.g. "onnxruntime (CPUExecutionProvider)"
     input_hw: tuple[int, int]     # network input height, width
     batch_size: int               # the batch the engine was built for; infer accepts any B
-    # Set by create_engine from the checkpoint (an engine made directly may lack them; users fall back
-    # to COCO17, no stored settings, no file): the model's keypoints, the settings stored with it, its file.
+    # What the engine states about the model it runs, set at construction (ModelFacts): its keypoints, the
+    # settings stored with it ({} for none) and its file (None for a network handed over in memory).
     schema: KeypointSchema
     stored_settings: dict
-    weights: Path
+    weights: Path | None
 
     def infer(self, batch: np.ndarray) -> Maps: ...
 
@@ -63,6 +64,22 @@ class Engine(Protocol):
 
 
 # ---------------------------------------------------------------- shared helpers
+
+
+class ModelFacts:
+    """What every engine states about its model, set by its constructor: the pipeline, the API and the outputs
+    read the keypoint schema, the stored settings and the weights' file from here. An engine made from a
+    checkpoint (`from_checkpoint`) states the checkpoint's; one made directly states what its caller passes
+    (by default COCO-17 keypoints, no stored settings, no file)."""
+
+    schema: KeypointSchema
+    stored_settings: dict
+    weights: Path | None
+
+    def _state_model(self, schema: KeypointSchema, stored_settings: dict | None, weights: Path | None) -> None:
+        self.schema = schema
+        self.stored_settings = copy.deepcopy(stored_settings or {})  # its own: a caller's later edits do not reach it
+        self.weights = Path(weights) if weights is not None else None
 
 
 def default_cache_dir() -> Path:
@@ -117,11 +134,14 @@ def infer_in_fixed_batches(batch: np.ndarray, batch_size: int, run: Callable[[np
 # ---------------------------------------------------------------- torch
 
 
-class TorchEngine:
+class TorchEngine(ModelFacts):
     """The network in eager PyTorch. fp16 runs under CUDA autocast (batch norm stays fp32)."""
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu", fp16: bool = False,
-                 input_hw: tuple[int, int] | None = None, batch_size: int = 1) -> None:
+                 input_hw: tuple[int, int] | None = None, batch_size: int = 1, *,
+                 schema: KeypointSchema = COCO17, stored_settings: dict | None = None,
+                 weights: Path | None = None) -> None:
+        self._state_model(schema, stored_settings, weights)
         self.device = resolve_device(device)
         if fp16 and self.device != "cuda":
             log.warning("fp16 needs CUDA; running the torch engine in fp32 on %s", self.device)
@@ -143,7 +163,8 @@ class TorchEngine:
 
     @classmethod
     def from_checkpoint(cls, model: "CheckpointModel") -> Engine:
-        return cls(model.loaded.model, model.device, model.fp16, input_hw=model.input_hw, batch_size=model.batch_size)
+        return cls(model.loaded.model, model.device, model.fp16, input_hw=model.input_hw, batch_size=model.batch_size,
+                   **model.facts())
 
     @torch.inference_mode()
     def infer(self, batch: np.ndarray) -> Maps:
@@ -168,11 +189,15 @@ def _cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(ModelFacts):
     """An exported ONNX file in ONNX Runtime: CPU provider, or CUDA when onnxruntime-gpu is installed."""
 
-    def __init__(self, onnx_path: Path, device: str = "cpu", num_threads: int | None = None) -> None:
+    def __init__(self, onnx_path: Path, device: str = "cpu", num_threads: int | None = None, *,
+                 schema: KeypointSchema = COCO17, stored_settings: dict | None = None,
+                 weights: Path | None = None) -> None:
         import onnxruntime as ort
+
+        self._state_model(schema, stored_settings, weights)
 
         self.device = resolve_device(device)
         available = ort.get_available_providers()
@@ -222,7 +247,7 @@ class OnnxRuntimeEngine:
     def from_checkpoint(cls, model: "CheckpointModel") -> Engine:
         if model.fp16:
             log.warning("--fp16 is ignored by the ONNX Runtime engine (it runs the fp32 export)")
-        return cls(model.onnx_path(), model.device)
+        return cls(model.onnx_path(), model.device, **model.facts())
 
     def _run(self, batch: np.ndarray) -> Maps:
         heatmaps, tags = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
@@ -350,15 +375,18 @@ def _slug(text: str) -> str:
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64}
 
 
-class TensorRTEngine:
+class TensorRTEngine(ModelFacts):
     """A TensorRT 10 engine run with the name-based API on a CUDA stream, torch tensors as buffers.
 
     The engine is built from `onnx_path` on first use and cached under `cache_dir/trt/` by
     `engine_cache_key`; the builder's timing cache lives beside it, one file per GPU and version.
     """
 
-    def __init__(self, onnx_path: Path, cache_dir: Path, fp16: bool = False, device: str = "cuda") -> None:
+    def __init__(self, onnx_path: Path, cache_dir: Path, fp16: bool = False, device: str = "cuda", *,
+                 schema: KeypointSchema = COCO17, stored_settings: dict | None = None,
+                 weights: Path | None = None) -> None:
         trt = _import_tensorrt()
+        self._state_model(schema, stored_settings, weights)
         self.device = torch.device(resolve_device(device))
         if self.device.type != "cuda":
             raise UserFacingError("TensorRT needs a CUDA GPU (--device cuda)")
@@ -415,7 +443,7 @@ class TensorRTEngine:
 
     @classmethod
     def from_checkpoint(cls, model: "CheckpointModel") -> Engine:
-        return cls(model.onnx_path(), model.cache_dir, model.fp16, model.device)
+        return cls(model.onnx_path(), model.cache_dir, model.fp16, model.device, **model.facts())
 
     def _run(self, batch: np.ndarray) -> Maps:
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
@@ -490,6 +518,10 @@ class CheckpointModel:
         return cached_onnx(self.loaded.model, checkpoint_sha256(self.weights), self.input_hw, self.batch_size,
                            self.cache_dir)
 
+    def facts(self) -> dict:
+        """What an engine made from this checkpoint states about it (ModelFacts): keypoints, stored settings, file."""
+        return {"schema": self.loaded.schema, "stored_settings": self.loaded.settings, "weights": self.weights}
+
 
 # The largest network input side accepted. The network's memory grows with the input's pixels: 2048x2048 is
 # 16 times the pixels of the paper preset's 512x512 and already needs gigabytes; 64000x64000 took 23 s to
@@ -508,12 +540,11 @@ def check_input_limit(input_hw: tuple[int, int] | None, what: str = "--input-siz
 
 
 def check_stored_settings(stored: dict | None, weights: Path) -> None:
-    """The decoder and tracker settings stored in a checkpoint, checked on their own (realtime/settings.py)
+    """The decoder and tracker settings stored in a checkpoint, checked on their own (model/settings.py)
     as soon as it is loaded: a value out of range is the checkpoint's fault, and the error names it."""
-    from tagtrack.realtime.settings import build_settings, check_meaningful
+    from tagtrack.model.settings import resolve_settings
 
-    origin = f"settings stored in checkpoint {weights}"
-    check_meaningful(build_settings([(origin, stored or {})], lenient_first=True), origin)
+    resolve_settings(stored, stored_origin=f"settings stored in checkpoint {weights}")
 
 
 def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: bool = False,
@@ -542,13 +573,8 @@ def create_engine(kind: str, weights: Path | None, device: str = "auto", fp16: b
     input_hw = choose_input_hw((loaded.config.input_height, loaded.config.input_width), input_hw, frame_hw)
     model = CheckpointModel(loaded, weights_path, resolved_device, fp16, check_input_size(input_hw), batch_size,
                             Path(cache_dir) if cache_dir is not None else default_cache_dir())
-    engine = _open_engine(kind, model)
-    # What the checkpoint says about its use travels with the engine: the pipeline and the API read
-    # the keypoint schema and the stored settings from here (never a COCO-17 assumption).
-    engine.schema = loaded.schema
-    engine.stored_settings = loaded.settings
-    engine.weights = weights_path
-    return engine
+    # The engine states the checkpoint's keypoint schema, stored settings and file (CheckpointModel.facts).
+    return _open_engine(kind, model)
 
 
 def _open_engine(kind: str, model: CheckpointModel) -> Engine:

@@ -1,13 +1,21 @@
-"""Assembling a pipeline for `tagtrack run` and `tagtrack bench run`: outputs checked first, then
-the source, the engine, the tracker and the sinks, in the order that fails fastest on bad input."""
+"""Assembling a pipeline: the one builder `tagtrack run`, the API, `tagtrack view` and the benches use.
+
+`build_pipeline` checks the outputs first, then opens the source, loads the engine (`run_model`: the engine and
+its effective settings, what the viewer and the API load too), then the tracker and the sinks, in the order
+that fails fastest on bad input. A new pipeline stage or output is added here (and in realtime/pipeline.py or
+realtime/sinks.py), once for every command.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.settings import Layer, Settings, resolve_settings
 from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink
 from tagtrack.realtime.sinks import (
     VIDEO_CODECS,
@@ -22,6 +30,9 @@ from tagtrack.realtime.sinks import (
     refuse_overwriting,
 )
 from tagtrack.realtime.sources import Source, input_paths, open_source
+
+if TYPE_CHECKING:
+    from tagtrack.realtime.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +50,10 @@ class RunOptions:
     track: bool = True
     boxes: bool = False
     input_hw: tuple[int, int] | None = None
-    detection_threshold: float | None = None
-    tag_threshold: float | None = None
     max_frames: int | None = None
-    min_person_score: float | None = None
-    # {section: {name: value}} (realtime/settings.py) above the checkpoint's stored settings and the
-    # thresholds above: what the command line's --config, flags and --set add up to.
-    settings: dict = field(default_factory=dict)
+    # The settings layers above the model's stored settings, lowest first (model/settings.py: user_layers):
+    # --config, the named flags and --set, or the API's keywords and settings=.
+    settings: list[Layer] = field(default_factory=list)
     config: Path | None = None  # the --config file `settings` came from: an input, never overwritten
     codec: str | None = None  # annotated video: h264 (PyAV) or mp4v; None: h264 where PyAV is installed
     strict: bool = False  # an unreadable image in a folder stops the run instead of being skipped
@@ -82,48 +90,18 @@ def output_paths(options: RunOptions) -> list[Path]:
     return list(labelled_outputs(options).values())
 
 
-def check_ranges(detection_threshold: float | None = None, tag_threshold: float | None = None,
-                 min_person_score: float | None = None, max_frames: int | None = None) -> None:
-    """Decoder thresholds and counts within the ranges where they mean something."""
-    for name, value in (("--detection-threshold", detection_threshold), ("--min-person-score", min_person_score)):
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise UserFacingError(f"{name} must be between 0 and 1 (a heatmap / person score), got {value}")
-    if tag_threshold is not None and not 0.0 < tag_threshold < float("inf"):
-        raise UserFacingError(f"--tag-threshold must be a positive tag distance, got {tag_threshold}")
-    if max_frames is not None and max_frames < 1:
-        raise UserFacingError(f"--max-frames must be at least 1, got {max_frames}")
-
-
-def settings_layers(options: RunOptions, stored: dict | None = None) -> list:
-    """The settings layers of a run, lowest first (realtime/settings.py): the checkpoint's stored
-    settings, the named thresholds, `options.settings`."""
-    thresholds = {name: getattr(options, name) for name in ("detection_threshold", "tag_threshold", "min_person_score")
-                  if getattr(options, name) is not None}
-    return [("checkpoint settings", stored or {}), ("decoder thresholds", {"decode": thresholds}),
-            ("settings", options.settings)]
-
-
-def effective_settings(options: RunOptions, stored: dict | None = None):
-    """The decoder and tracker settings of a run with a checkpoint whose stored settings are `stored`."""
-    from tagtrack.realtime.settings import build_settings
-
-    return build_settings(settings_layers(options, stored), lenient_first=True)
-
-
-def run_settings(settings, options: RunOptions, engine, schema) -> dict:
+def run_settings(settings: Settings, options: RunOptions, engine: Engine) -> dict:
     """What the outputs record about how they were made (the JSON Lines header, the exports' settings)."""
     record = settings.to_dict()
     if not options.track:
         record["tracker"] = None
-    weights = getattr(engine, "weights", None) or options.weights
+    weights = engine.weights or options.weights
     return record | {"input_hw": [int(side) for side in engine.input_hw], "weights": str(weights) if weights else None,
-                     "keypoints": list(schema.keypoint_names)}
+                     "keypoints": list(engine.schema.keypoint_names)}
 
 
 def check_options(options: RunOptions) -> None:
     """Every argument error before anything is opened or loaded."""
-    from tagtrack.realtime.settings import check_meaningful
-
     if options.formats:
         export_paths(options.formats, Path("poses"))  # an unknown --format is named here
     if options.stream_timeout is not None and not 0 < options.stream_timeout < float("inf"):
@@ -138,13 +116,14 @@ def check_options(options: RunOptions) -> None:
         check_output_path(options.json, "--json")
     if options.formats:
         check_output_path(export_base(options), "--format output")
-    check_ranges(options.detection_threshold, options.tag_threshold, options.min_person_score, options.max_frames)
+    if options.max_frames is not None and options.max_frames < 1:
+        raise UserFacingError(f"--max-frames must be at least 1, got {options.max_frames}")
     if options.input_hw is not None:
         from tagtrack.model.config import check_input_size
         from tagtrack.realtime.engines import check_input_limit
 
         check_input_limit(check_input_size(options.input_hw, "--input-size"))
-    check_meaningful(effective_settings(options))  # with the defaults; again with the checkpoint's, once loaded
+    resolve_settings(None, options.settings)  # over the defaults; again over the model's stored ones, once loaded
     sources = input_paths(options.source or "")
     inputs = {("SOURCE" if len(sources) == 1 else f"SOURCE image {path}"): path for path in sources}
     if options.weights is not None:
@@ -181,13 +160,13 @@ class LimitedSource:
         self.source.close()
 
 
-def make_tracker(config, schema=None):
+def make_tracker(config, schema):
     """A PoseTracker with `config` (a TrackerConfig) for `schema`'s keypoints; None: no tracking."""
     if config is None:
         return None
     from tagtrack.tracker import PoseTracker
 
-    return PoseTracker(config) if schema is None else PoseTracker(config, schema)
+    return PoseTracker(config, schema)
 
 
 def output_sinks(options: RunOptions, source: Source, schema, settings: dict | None = None) -> list[Sink]:
@@ -207,33 +186,55 @@ def output_sinks(options: RunOptions, source: Source, schema, settings: dict | N
     return sinks
 
 
-def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | None = None) -> Pipeline:
-    """Check the options, open the source, create the engine (unless given), tracker and sinks.
-
-    The decoder and tracker settings start from those stored in the engine's checkpoint; a model
-    whose keypoints an asked-for output cannot write is refused before any output is opened."""
-    from tagtrack.model.schema import COCO17
-    from tagtrack.realtime.settings import check_meaningful
-
-    check_options(options)
+def open_run_source(options: RunOptions) -> Source:
+    """The options' source, cut to --max-frames."""
     source: Source = open_source(options.source, strict=options.strict, stream_timeout=options.stream_timeout)
+    if options.max_frames is not None:
+        source = LimitedSource(source, options.max_frames)
+    return source
+
+
+def run_model(options: RunOptions, engine: Engine | None = None,
+              frame_hw: tuple[int, int] | None = None) -> tuple[Engine, Settings]:
+    """The engine (loaded from the options unless given) and the settings it runs with: its model's stored
+    settings under the options' layers. Without --input-size the input's shape follows frame_hw, the source's
+    frames (portrait video -> portrait input). An engine loaded here is closed again if its settings fail."""
+    loaded = engine is None
+    if engine is None:
+        from tagtrack.realtime.engines import create_engine
+
+        engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw,
+                               frame_hw=frame_hw)
+    try:
+        return engine, resolve_settings(engine.stored_settings, options.settings)
+    except BaseException:
+        if loaded:
+            engine.close()
+        raise
+
+
+def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sinks: list[Sink] | None = None, *,
+                   source: Source | None = None, tracker=None,
+                   wrap_sink: Callable[[Sink], Sink] | None = None) -> Pipeline:
+    """Check the options, open the source (unless given: a bench's generated frames), load the engine (unless
+    given), make the tracker (unless given) and the sinks: the options' outputs (each passed through
+    `wrap_sink`, a bench's timer), the progress, then `extra_sinks`.
+
+    The decoder and tracker settings start from those stored with the engine's model; a model whose keypoints
+    an asked-for output cannot write is refused before any output is opened."""
+    check_options(options)
+    if source is None:
+        source = open_run_source(options)
     sinks: list[Sink] = []
     try:
-        if options.max_frames is not None:
-            source = LimitedSource(source, options.max_frames)
-        if engine is None:
-            from tagtrack.realtime.engines import create_engine
-
-            # Without --input-size the input's shape follows the source's (chosen once, from its first frame).
-            engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw,
-                                   frame_hw=getattr(source, "frame_hw", None))
-        schema = getattr(engine, "schema", None) or COCO17
-        check_export_schema(options.formats, schema)
-        settings = effective_settings(options, getattr(engine, "stored_settings", None))
-        check_meaningful(settings)
-        tracker = make_tracker(settings.tracker if options.track else None, schema)
+        engine, settings = run_model(options, engine, frame_hw=getattr(source, "frame_hw", None))
+        check_export_schema(options.formats, engine.schema)
+        if tracker is None:
+            tracker = make_tracker(settings.tracker if options.track else None, engine.schema)
         # Outputs are opened (existing files replaced) only once everything else has loaded.
-        sinks.extend(output_sinks(options, source, schema, run_settings(settings, options, engine, schema)))
+        sinks.extend(output_sinks(options, source, engine.schema, run_settings(settings, options, engine)))
+        if wrap_sink is not None:
+            sinks = [wrap_sink(sink) for sink in sinks]
         if options.progress and not source.is_live:
             sinks.append(progress_sink(getattr(source, "frame_count", None)))
         sinks.extend(extra_sinks or [])
@@ -241,5 +242,5 @@ def build_pipeline(options: RunOptions, engine=None, extra_sinks: list[Sink] | N
         discard_outputs(sinks)  # nothing was processed: earlier files of the output names stay as they were
         source.close()
         raise
-    return Pipeline(source, engine, schema, PipelineSettings(decode=settings.decode), tracker, sinks,
+    return Pipeline(source, engine, engine.schema, PipelineSettings(decode=settings.decode), tracker, sinks,
                     queue_size=options.queue_size)

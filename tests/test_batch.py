@@ -112,7 +112,8 @@ def test_ray_runs_one_task_per_file(tmp_path, inputs, tiny_weights):
     import ray
 
     (a, clip, _, d), _ = inputs
-    template = RunOptions(source="", weights=tiny_weights, engine="torch", detection_threshold=0.0, progress=False)
+    template = RunOptions(source="", weights=tiny_weights, engine="torch", progress=False,
+                          settings=[("test", {"decode": {"detection_threshold": 0.0}})])
     jobs = batch.plan_jobs([str(a), str(tmp_path / "missing.avi"), str(d)], tmp_path / "ray", template)
     seen = []
     try:

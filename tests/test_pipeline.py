@@ -24,6 +24,10 @@ TINY = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_wid
 class ScriptedEngine:
     """TEST-ONLY engine: maps with one clear person (a peak per joint, equal tags), optionally slow."""
 
+    schema = COCO17  # what an engine states about its model (realtime/engines.py: ModelFacts)
+    stored_settings: dict = {}
+    weights = None
+
     def __init__(self, input_hw=(64, 64), delay: float = 0.0, fail_at: int | None = None) -> None:
         self.input_hw = input_hw
         self.delay = delay

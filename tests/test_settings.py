@@ -16,8 +16,8 @@ from tagtrack.model.config import ModelConfig
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.hourglass import HourglassNet
 from tagtrack.model.schema import KeypointSchema
-from tagtrack.realtime.run import RunOptions, effective_settings
-from tagtrack.realtime.settings import build_settings, parse_assignments, read_settings_file
+from tagtrack.model.settings import FLAGS, parse_assignments, read_settings_file, resolve_settings
+from tagtrack.realtime.run import RunOptions
 from tagtrack.realtime.sinks import JSONL_SCHEMA_PATH, read_pose_lines
 from tagtrack.tracker import TrackerConfig
 from tests.conftest import save_tiny_checkpoint
@@ -63,7 +63,7 @@ def test_a_checkpoint_saved_without_settings_loads_with_the_app_defaults(tmp_pat
     path = save_checkpoint(tmp_path / "old.safetensors", HourglassNet(TINY))  # as before checkpoints stored settings
     loaded = load_checkpoint(path)
     assert loaded.schema.name == "coco17" and loaded.settings == {}
-    assert effective_settings(RunOptions(source=""), loaded.settings).decode == DecodeConfig()
+    assert resolve_settings(loaded.settings).decode == DecodeConfig()
 
 
 def test_a_checkpoint_refuses_to_store_an_unknown_section(tmp_path):
@@ -75,11 +75,10 @@ def test_a_checkpoint_refuses_to_store_an_unknown_section(tmp_path):
 
 
 def test_layers_apply_in_order_and_values_take_their_fields_types():
-    settings = build_settings([
-        ("checkpoint", {"decode": {"top_k": 10, "refine_reach": 2.0}, "tracker": {"use_tags": False}}),
-        ("--set", parse_assignments(["decode.top_k=20", "decode.refine_reach=none", "tracker.tag_gate=1",
-                                     "tracker.use_tags=true", "decode.peak_fit=quadratic"])),
-    ])
+    settings = resolve_settings(
+        {"decode": {"top_k": 10, "refine_reach": 2.0}, "tracker": {"use_tags": False}},
+        [("--set", parse_assignments(["decode.top_k=20", "decode.refine_reach=none", "tracker.tag_gate=1",
+                                      "tracker.use_tags=true", "decode.peak_fit=quadratic"]))])
     assert settings.decode.peak_fit == "quadratic"
     assert settings.decode.top_k == 20 and settings.decode.refine_reach is None
     assert settings.tracker.tag_gate == 1.0 and isinstance(settings.tracker.tag_gate, float)
@@ -99,13 +98,12 @@ def test_layers_apply_in_order_and_values_take_their_fields_types():
 ])
 def test_bad_names_and_values_are_refused_with_the_layer_named(assignment, message):
     with pytest.raises(UserFacingError, match=message) as error:
-        build_settings([("--set", parse_assignments([assignment]))])
+        resolve_settings(None, [("--set", parse_assignments([assignment]))])
     assert str(error.value).startswith("--set")
 
 
 def test_a_checkpoint_from_a_newer_version_is_read_leniently():
-    settings = build_settings([("checkpoint", {"decode": {"future_knob": 3, "top_k": 7}, "future": {}})],
-                              lenient_first=True)
+    settings = resolve_settings({"decode": {"future_knob": 3, "top_k": 7}, "future": {}})
     assert settings.decode.top_k == 7
 
 
@@ -116,7 +114,7 @@ def test_a_checkpoint_from_a_newer_version_is_read_leniently():
 def test_settings_files_in_toml_and_json(tmp_path, suffix, text):
     path = tmp_path / f"settings{suffix}"
     path.write_text(text)
-    settings = build_settings([("--config", read_settings_file(path))])
+    settings = resolve_settings(None, [("--config", read_settings_file(path))])
     assert (settings.decode.top_k, settings.decode.refine_reach, settings.tracker.tag_gate) == (12, None, 2.5)
 
 
@@ -253,7 +251,7 @@ def test_tracker_settings_reach_the_tracker(tmp_path, stored_weights):
 
     video = write_noise_video(tmp_path / "clip.avi", 2)
     pipeline = build_pipeline(RunOptions(source=str(video), weights=stored_weights, engine="torch", device="cpu",
-                                         progress=False, settings={"tracker": {"tag_gate": 7.0}}))
+                                         progress=False, settings=[("test", {"tracker": {"tag_gate": 7.0}})]))
     try:
         assert pipeline.tracker.config == TrackerConfig(confirm_hits=1, tag_gate=7.0)
         assert pipeline.settings.decode.max_people == 1

@@ -206,10 +206,9 @@ def _evaluate(weights: Path, config: TrainConfig, device: torch.device) -> float
     except ImportError:
         log.warning("training.evaluate is not available; best-by-metric checkpoints are off")
         return None
-    from tagtrack.model.codec import DecodeConfig
     from tagtrack.model.predict import PredictConfig
 
-    predict_config = PredictConfig(decode=DecodeConfig(**checkpoint_settings(config)["decode"]))
+    predict_config = PredictConfig(decode=_resolved_settings(config).decode)
     metrics = evaluate_checkpoint(weights, config.val_annotations, config.val_images, predict_config,
                                   device=str(device), progress=False)
     return float(metrics["AP"])
@@ -340,6 +339,7 @@ def _start(config: TrainConfig, out_dir: Path, resume: bool, stop_at: int | None
         raise UserFacingError(f"nothing to resume in {out_dir} (no {state_path.name})")
     if not resume and state_path.is_file():
         raise UserFacingError(f"{out_dir} already holds a run; use --resume to continue it or choose another folder")
+    checkpoint_settings(config)  # the settings every checkpoint stores, refused now rather than at the first save
     dataset = _build_dataset(config)
     if dataset.schema.num_keypoints != config.model.num_keypoints:
         raise UserFacingError(f"{config.train_annotations} has {dataset.schema.num_keypoints} keypoints "
@@ -421,18 +421,21 @@ def _one_step(run: _Run, batch: dict) -> LossTerms:
     return terms
 
 
+def _resolved_settings(config: TrainConfig):
+    """The training config's settings over the defaults, every section checked (model/settings.py)."""
+    from tagtrack.model.settings import resolve_settings
+
+    return resolve_settings(None, [("training config settings", config.settings)])
+
+
 def checkpoint_settings(config: TrainConfig) -> dict:
-    """The settings saved with the run's checkpoints: the decoder's in full, the tracker's as given."""
+    """The settings saved with the run's checkpoints: the decoder's in full, the tracker's as given (so the app's
+    later tracker defaults still reach the fields the config leaves out), both checked."""
     from dataclasses import asdict
 
-    from tagtrack.model.codec import DecodeConfig
-
-    try:
-        decode = DecodeConfig(**config.settings.get("decode", {}))
-    except (TypeError, ValueError) as error:
-        raise UserFacingError(f"training config settings.decode: {error}") from None
-    tracker = config.settings.get("tracker")
-    return {"decode": asdict(decode)} | ({"tracker": dict(tracker)} if tracker else {})
+    settings = _resolved_settings(config)
+    tracker = {name: getattr(settings.tracker, name) for name in config.settings.get("tracker") or {}}
+    return {"decode": asdict(settings.decode)} | ({"tracker": tracker} if tracker else {})
 
 
 def _save(run: _Run, reason: str) -> Path:
