@@ -13,6 +13,8 @@ import sys
 
 from tagtrack.model.errors import UserFacingError
 
+log = logging.getLogger(__name__)
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 WEIGHTS_HELP = ("checkpoint (.safetensors), or a bundled model: default (the general model; also named general), "
@@ -725,13 +727,47 @@ def add_eval_track_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--min-joint-score", type=float, default=0.2, help="joints making the centroid (default 0.2)")
     _add_frames_argument(p)
     p.add_argument("--retrack", action="store_true",
-                   help="run the tracker again over every person of the JSON Lines (write it with --no-track)")
+                   help="run the tracker again over every person of the JSON Lines (write it with --no-track), with "
+                        "the tracker settings its header records, else those stored with the model it names")
     p.add_argument("--no-tags", action="store_true", help="with --retrack: geometry only")
+    p.add_argument("--weights", default=None,
+                   help="with --retrack: start from this model's stored tracker settings instead (" + WEIGHTS_HELP + ")")
+    _add_settings_arguments(p)
     p.set_defaults(handler=_eval_track)
 
 
+def _retrack_config(args: argparse.Namespace):
+    """The TrackerConfig `eval-track --retrack` runs: --weights' stored settings if given, else the tracker settings
+    the JSON Lines header records (the run's effective ones), else those stored with the model the header names;
+    then --config, --no-tags, --set (model/settings.py)."""
+    from pathlib import Path
+
+    from tagtrack.model.checkpoint import read_checkpoint_settings, resolve_weights
+    from tagtrack.model.settings import recorded_settings, resolve_settings, user_layers
+    from tagtrack.realtime.sinks import read_pose_lines
+    from tagtrack.tracker.mot_eval import is_pose_file
+
+    header = None
+    if is_pose_file(args.results) and Path(args.results).is_file():  # else evaluate_file says what is wrong
+        header = read_pose_lines(args.results)[0]
+    recorded = recorded_settings(header, f"{args.results} header") if isinstance(header, dict) else {}
+    stored, origin = {}, "built-in tracker settings"
+    if args.weights is None and "tracker" in recorded:
+        stored, origin = {"tracker": recorded["tracker"]}, f"tracker settings recorded in {args.results}"
+    else:
+        weights = args.weights or (header or {}).get("weights")
+        if weights is not None and (args.weights is not None or Path(weights).is_file()):
+            path = resolve_weights(weights)
+            stored, origin = read_checkpoint_settings(path), f"settings stored in checkpoint {path}"
+        elif weights is not None:
+            log.warning("%s names the model %s, which is not here: re-tracking with the built-in tracker settings "
+                        "(give --weights)", args.results, weights)
+    no_tags = [("--no-tags", {"tracker": {"use_tags": False}})] if args.no_tags else []
+    layers = user_layers(config=args.config) + no_tags + user_layers(assignments=args.set_values)
+    return resolve_settings(stored, layers, stored_origin=origin).tracker
+
+
 def _eval_track(args: argparse.Namespace) -> int:
-    from tagtrack.tracker import TrackerConfig
     from tagtrack.tracker.mot_eval import MatchRule, evaluate_file, format_scores
 
     if args.max_distance <= 0 or not 0 < args.min_iou <= 1 or args.min_joint_score < 0:
@@ -739,7 +775,9 @@ def _eval_track(args: argparse.Namespace) -> int:
     rule = MatchRule(mode="iou" if args.match == "iou" else "centroid", max_distance=args.max_distance,
                      min_iou=args.min_iou, min_joint_score=args.min_joint_score)
     frames = _frame_range(args.frames)
-    config = TrackerConfig(use_tags=not args.no_tags) if args.retrack else None
+    if not args.retrack and (args.weights or args.config or args.set_values or args.no_tags):
+        raise UserFacingError("--weights, --config, --set and --no-tags apply to --retrack only")
+    config = _retrack_config(args) if args.retrack else None
     protocol = "trackeval" if args.match == "trackeval" else "motmetrics"
     scores = evaluate_file(args.results, args.gt, rule, frames, retrack_config=config, protocol=protocol)
     title = f"{args.results} against {args.gt} ({args.match} matching{', re-tracked' if args.retrack else ''})"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,6 +114,65 @@ def test_train_refuses_bad_settings_before_reading_any_data(tmp_path):
     with pytest.raises(UserFacingError, match="unknown setting tracker.bogus"):
         train(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- eval-track --retrack
+
+
+def _pose_file(tmp_path: Path, settings: dict) -> str:
+    from tests.test_mot_eval import FRAMES, jsonl_record, pose_at, write
+
+    lines = [jsonl_record(frame - 1, [(None, pose_at(100 + 10 * (frame - 1), 250.0))]) for frame in FRAMES]
+    return write(tmp_path / "poses.jsonl", [json.dumps({"schema_version": 3, "settings": settings}), *lines])
+
+
+def _retrack(*extra: str, poses: str) -> object:
+    args = main.build_parser().parse_args(["eval-track", poses, "--gt", "gt.txt", "--retrack", *extra])
+    return main._retrack_config(args)
+
+
+def test_retrack_runs_the_tracker_settings_the_run_recorded(tmp_path, five_weights):
+    poses = _pose_file(tmp_path, {"decode": {}, "tracker": {"confirm_hits": 4, "tag_gate": 3.0},
+                                  "weights": str(five_weights)})
+    config = _retrack(poses=poses)
+    assert (config.confirm_hits, config.tag_gate, config.use_tags) == (4, 3.0, True)
+    settings_file = tmp_path / "tracker.toml"
+    settings_file.write_text("[tracker]\nconfirm_hits = 6\nreid_time = 1.0\n")
+    config = _retrack("--config", str(settings_file), "--no-tags", "--set", "tracker.confirm_hits=7", poses=poses)
+    assert (config.confirm_hits, config.reid_time, config.tag_gate, config.use_tags) == (7, 1.0, 3.0, False)
+
+
+def test_retrack_of_a_run_without_tracking_starts_from_the_model_it_names(tmp_path, five_weights):
+    poses = _pose_file(tmp_path, {"decode": {}, "tracker": None, "weights": str(five_weights)})
+    assert read_checkpoint_settings(five_weights)["tracker"] == {"confirm_hits": 2}
+    assert _retrack(poses=poses).confirm_hits == 2
+    other = save_tiny_checkpoint(tmp_path / "other.safetensors", settings={"tracker": {"confirm_hits": 5}})
+    assert _retrack("--weights", str(other), poses=poses).confirm_hits == 5
+    moved = _pose_file(tmp_path, {"decode": {}, "tracker": None, "weights": str(tmp_path / "gone.safetensors")})
+    assert _retrack(poses=moved).confirm_hits == 3  # the built-in default, with a warning
+
+
+def test_eval_track_hands_the_resolved_tracker_settings_to_the_evaluation(tmp_path, five_weights, monkeypatch, capsys):
+    from tagtrack.tracker import mot_eval
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def evaluate_file(*args, retrack_config=None, **kwargs):
+        seen.append(retrack_config)
+        raise Stop
+
+    monkeypatch.setattr(mot_eval, "evaluate_file", evaluate_file)
+    poses = _pose_file(tmp_path, {"decode": {}, "tracker": None, "weights": str(five_weights)})
+    with pytest.raises(Stop):
+        main.main(["eval-track", poses, "--gt", "gt.txt", "--retrack", "--set", "tracker.tag_gate=2.5"])
+    assert (seen[0].confirm_hits, seen[0].tag_gate) == (2, 2.5)
+    assert main.main(["eval-track", poses, "--gt", "gt.txt", "--set", "tracker.tag_gate=2.5"]) == 2
+    assert "apply to --retrack only" in capsys.readouterr().err
+    assert main.main(["eval-track", poses, "--gt", "gt.txt", "--retrack", "--set", "tracker.bogus=1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --set: unknown setting tracker.bogus")
 
 
 # ---------------------------------------------------------------- engines state their model
