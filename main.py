@@ -273,21 +273,31 @@ def _run_until_done(pipeline, signals: _StopOnSignal):
             close()
 
 
-class _ExportFormatNames:
-    """`--format`'s choices: the names in realtime/sinks.py's EXPORT_FORMATS, read only when argparse checks a
-    value or shows a command's help (importing the sinks takes most of a second; `tagtrack --help` must not).
-    The option has a metavar, so argparse lists the names only through %(choices)s in its help."""
+class _TableNames:
+    """An option's choices: the names in a table of another module (`--format`: realtime/sinks.py's EXPORT_FORMATS,
+    `--preset`: training/config.py's PRESETS), read only when argparse checks a value or shows the command's help
+    (importing those modules takes most of a second; `tagtrack --help` must not). The option needs a metavar, as
+    argparse would otherwise read the names while the parser is built; %(choices)s in its help lists them."""
+
+    def __init__(self, module: str, table: str) -> None:
+        self.module = module
+        self.table = table
 
     def _names(self) -> tuple[str, ...]:
-        from tagtrack.realtime.sinks import EXPORT_FORMATS
+        import importlib
 
-        return tuple(EXPORT_FORMATS)
+        return tuple(getattr(importlib.import_module(self.module), self.table))
 
     def __iter__(self):
         return iter(self._names())
 
     def __contains__(self, name: object) -> bool:
         return name in self._names()
+
+
+def _add_preset_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=_TableNames("tagtrack.training.config", "PRESETS"), default="small",
+                   metavar="NAME", help="model + schedule preset: %(choices)s")
 
 
 def add_run_command(commands: argparse._SubParsersAction) -> None:
@@ -301,10 +311,10 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="annotated video (.mp4); written under a temporary name "
                                                  "(OUT's stem.partial-XXXXXX.mp4) until the run completes")
     p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
-    p.add_argument("--format", dest="formats", action="append", choices=_ExportFormatNames(), metavar="FORMAT",
-                   default=[], help="also export %(choices)s (realtime/sinks.py: EXPORT_FORMATS) beside --json (else "
-                                    "--out, else SOURCE's name), with the run's settings in <name>.settings.json "
-                                    "(repeatable)")
+    p.add_argument("--format", dest="formats", action="append", metavar="FORMAT", default=[],
+                   choices=_TableNames("tagtrack.realtime.sinks", "EXPORT_FORMATS"),
+                   help="also export %(choices)s (realtime/sinks.py: EXPORT_FORMATS) beside --json (else --out, else "
+                        "SOURCE's name), with the run's settings in <name>.settings.json (repeatable)")
     p.add_argument("--codec", choices=("h264", "mp4v"), default=None,
                    help="video codec of --out (default: h264 through PyAV where installed, else mp4v)")
     p.add_argument("--boxes", action="store_true", help="draw person boxes in the annotated video")
@@ -520,7 +530,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         description="Train a stacked-hourglass associative-embedding model. For several GPUs or machines launch "
         "with torchrun, e.g. `torchrun --nproc_per_node 4 main.py train ...` (see docs/training.md).",
     )
-    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small", help="model + schedule preset")
+    _add_preset_argument(p)
     p.add_argument("--config", help="a TrainConfig JSON (e.g. a run's config.json) instead of a preset")
     p.add_argument("--data", help="COCO-format keypoint annotation JSON")
     p.add_argument("--images", help="folder the JSON's file_name entries are relative to")
@@ -946,7 +956,7 @@ def _bench_teacher(args: argparse.Namespace) -> int:
 
 def add_bench_train_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="training images/s of a preset on this machine (synthetic data)")
-    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="small", help="model + schedule preset")
+    _add_preset_argument(p)
     p.add_argument("--steps", type=int, default=5, help="measured steps (after 2 warm-up steps)")
     p.add_argument("--batch-size", type=int, default=4, help="images per step")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

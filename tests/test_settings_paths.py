@@ -87,6 +87,20 @@ def test_flags_help_says_the_model_stored_value_is_the_default():
     assert seen == {"predict", "run", "view", "eval", "bench run"}
 
 
+def test_preset_names_come_from_the_training_presets():
+    from tagtrack.training.config import PRESETS
+
+    parser = main.build_parser()
+    for command in (["train"], ["bench", "train"]):
+        args = parser.parse_args([*command, "--preset", "tiny", *(["--out", "x"] if command == ["train"] else [])])
+        assert args.preset == "tiny"
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--preset", "huge"])
+    train_parser = next(each for each in main._all_parsers(parser) if each.prog.endswith(" train")
+                        and "bench" not in each.prog)
+    assert ", ".join(PRESETS) in train_parser.format_help().replace("\n", " ").replace("  ", " ")
+
+
 # ---------------------------------------------------------------- train
 
 
@@ -250,3 +264,4 @@ def test_the_builder_wraps_only_the_output_sinks_and_adds_the_extra_ones_last(tm
         for sink in pipeline.sinks:
             sink.close()
         pipeline.source.close()
+
