@@ -24,6 +24,7 @@ import os
 import random
 import signal
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -297,7 +298,13 @@ def train(config: TrainConfig, out_dir: Path | str, resume: bool = False, stop_a
 
 def _steps(run: _Run, run_log: "_RunLog", stop: _StopRequest, result: TrainResult) -> None:
     """The training steps until the end of the schedule or an agreed stop (then a checkpoint is saved)."""
-    for epoch, batch in _batches(run):
+    with closing(_batches(run)) as batches:  # the loader's workers stop here, whichever way the loop ends
+        _steps_from(batches, run, run_log, stop, result)
+
+
+def _steps_from(batches: Iterator[tuple[int, dict]], run: _Run, run_log: "_RunLog", stop: _StopRequest,
+                result: TrainResult) -> None:
+    for epoch, batch in batches:
         terms = _one_step(run, batch)
         result.losses.append(terms.parts["total"])
         run_log.record(run, epoch, terms)
@@ -315,6 +322,63 @@ def _is_loader_worker_death(error: RuntimeError) -> bool:
     # torch's DataLoader (training or validation) reports a worker that was killed or exited as a RuntimeError
     # with this prefix.
     return str(error).startswith("DataLoader worker")
+
+
+def _loader_batches(loader: DataLoader) -> Iterator[dict]:
+    """The loader's batches; a data-loading worker that dies is raised here, between steps, as torch's RuntimeError
+    ("DataLoader worker (pid N) ..."). Left to torch, its SIGCHLD handler raises that error at whatever line the
+    main thread runs then (half-way through an optimiser update, or inside an __exit__ or a __del__, where it
+    becomes a traceback or is lost), and a worker killed while it hands a batch over shows as a
+    ConnectionResetError or EOFError instead. So while the loader runs, SIGCHLD is left at its default (ignored,
+    children still reaped by their owners) and the workers' exit codes are read after each batch."""
+    iterator = iter(loader)  # starts the workers; torch sets its SIGCHLD handler (once per process)
+    workers = list(getattr(iterator, "_workers", ()))  # their multiprocessing.Process objects (none: workers=0)
+    if not workers:
+        yield from iterator
+        return
+    torch_handler = _set_sigchld_handler(signal.SIG_DFL)
+    try:
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                # the loader stopped its workers (exit code 0, or SIGTERM from torch if one did not stop in time)
+                _raise_if_a_worker_died(workers, normal=(0, -signal.SIGTERM))
+                return
+            except (OSError, EOFError):  # a hand-over cut off: a killed worker's exit code follows within moments
+                _raise_if_a_worker_died(workers, wait=5.0)
+                raise
+            _raise_if_a_worker_died(workers)
+            yield batch
+    finally:
+        iterator._shutdown_workers()  # noqa: SLF001 - unregisters the workers before torch's handler is back
+        _set_sigchld_handler(torch_handler)
+
+
+def _set_sigchld_handler(handler):  # noqa: ANN001, ANN202
+    """Sets SIGCHLD's handler (main thread, POSIX; None: the default); returns the previous one."""
+    if not hasattr(signal, "SIGCHLD"):  # Windows: torch has no such handler either
+        return None
+    try:
+        return signal.signal(signal.SIGCHLD, signal.SIG_DFL if handler is None else handler)
+    except ValueError:  # not the main thread: torch's handler is not set from there either
+        return None
+
+
+def _raise_if_a_worker_died(workers: list, wait: float = 0.0, normal: tuple[int, ...] = (0,)) -> None:
+    """RuntimeError in torch's words for the first worker that exited with a code outside `normal`, waiting up to
+    `wait` seconds for one."""
+    deadline = time.monotonic() + wait
+    while True:
+        dead = [w for w in workers if w.exitcode is not None and w.exitcode not in normal]
+        if dead or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if dead:
+        pid, code = dead[0].pid, dead[0].exitcode
+        if code < 0:
+            raise RuntimeError(f"DataLoader worker (pid {pid}) is killed by signal: {signal.strsignal(-code)}.")
+        raise RuntimeError(f"DataLoader worker (pid {pid}) exited unexpectedly with exit code {code}.")
 
 
 def _after_worker_death(run: _Run, error: RuntimeError) -> str:
@@ -407,10 +471,11 @@ def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
         run.dataset.set_epoch(epoch)
         loader = _make_loader(run.dataset, SkipSampler(run.sampler, offset * config.batch_size), config, epoch,
                               run.device)
-        for batch in loader:
-            yield epoch, batch_on_device(batch, run.device, config.channels_last)
-            if run.step >= run.end:
-                return
+        with closing(_loader_batches(loader)) as batches:
+            for batch in batches:
+                yield epoch, batch_on_device(batch, run.device, config.channels_last)
+                if run.step >= run.end:
+                    return
 
 
 def _one_step(run: _Run, batch: dict) -> LossTerms:
