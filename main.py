@@ -934,7 +934,7 @@ def _bench_teacher(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tagtrack.bench.teacher import compare_with_teacher
-    from tagtrack.realtime.engines import create_engine
+    from tagtrack.realtime.run import RunOptions, run_model
     from tagtrack.realtime.sources import open_source
     from tagtrack.training.teacher import MoveNetTeacher
 
@@ -942,11 +942,17 @@ def _bench_teacher(args: argparse.Namespace) -> int:
         raise UserFacingError("--every and --max-frames must be at least 1")
     teacher = MoveNetTeacher(args.teacher, threads=args.threads)
     source = open_source(args.source)
-    engine = create_engine(args.engine, Path(args.weights) if args.weights else None, args.device, args.fp16,
-                           tuple(args.input_size) if args.input_size else None)
+    options = RunOptions(source=args.source, weights=Path(args.weights) if args.weights else None,
+                         engine=args.engine, device=args.device, fp16=args.fp16,
+                         input_hw=tuple(args.input_size) if args.input_size else None)
+    try:
+        engine, settings = run_model(options)  # decoded as `run` decodes: the model's stored settings
+    except BaseException:
+        source.close()
+        raise
     try:
         comparison = compare_with_teacher(engine, teacher, source, args.max_frames, args.every, args.long_side,
-                                          args.person_score)
+                                          args.person_score, schema=engine.schema, decode=settings.decode)
     finally:
         engine.close()
         source.close()

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from tagtrack.bench.machine import cpu_description
 from tagtrack.model.pose import Pose
+from tagtrack.model.codec import DecodeConfig
 from tagtrack.model.predict import PredictConfig, predict_image
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.training.teacher import MoveNetTeacher, TeacherPerson, keypoint_similarity
@@ -91,9 +92,13 @@ def count_matches(teacher_people: list[TeacherPerson], ours: list[Pose], sigmas:
 
 def compare_with_teacher(engine, teacher: MoveNetTeacher, source, max_frames: int | None = None, every: int = 1,
                          long_side: int = 384, person_score: float = 0.3,
-                         schema: KeypointSchema = COCO17, progress: bool = True) -> TeacherComparison:
-    """Run both models on every `every`-th frame of `source` (up to max_frames of them)."""
+                         schema: KeypointSchema = COCO17, progress: bool = True,
+                         decode: DecodeConfig | None = None) -> TeacherComparison:
+    """Run both models on every `every`-th frame of `source` (up to max_frames of them). schema and decode: our
+    model's keypoints and decoder settings (`tagtrack bench teacher` passes the engine's and its effective
+    settings, as `tagtrack run` decodes; None: the built-in decoder settings)."""
     network_seconds = 0.0
+    predict_config = PredictConfig(decode=decode) if decode is not None else PredictConfig()
 
     def timed_infer(batch: np.ndarray):
         nonlocal network_seconds
@@ -110,14 +115,14 @@ def compare_with_teacher(engine, teacher: MoveNetTeacher, source, max_frames: in
     if first is None:
         return result
     for _ in range(3):
-        predict_image(engine.infer, first.image, tuple(engine.input_hw), schema, PredictConfig())
+        predict_image(engine.infer, first.image, tuple(engine.input_hw), schema, predict_config)
         teacher.run(first.image[:, :, ::-1].copy(), long_side)
     bar = tqdm(total=max_frames, desc="compare", unit="frame", disable=not progress)
     frame = first
     while frame is not None and (max_frames is None or result.frames < max_frames):
         if frame.index % every == 0:
             started = time.perf_counter()
-            ours = [p for p in predict_image(timed_infer, frame.image, tuple(engine.input_hw), schema, PredictConfig())
+            ours = [p for p in predict_image(timed_infer, frame.image, tuple(engine.input_hw), schema, predict_config)
                     if p.score >= person_score]
             ours_seconds = time.perf_counter() - started
             started = time.perf_counter()

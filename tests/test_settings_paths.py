@@ -265,3 +265,25 @@ def test_the_builder_wraps_only_the_output_sinks_and_adds_the_extra_ones_last(tm
             sink.close()
         pipeline.source.close()
 
+
+def test_bench_teacher_decodes_with_the_model_schema_and_stored_settings(tmp_path, five_weights, monkeypatch):
+    from tagtrack.bench import teacher as bench_teacher
+    from tagtrack.training import teacher as training_teacher
+    from tests.test_api import write_noise_video
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def compare_with_teacher(engine, teacher, source, *args, schema=None, decode=None, **kwargs):
+        seen.update(schema=schema, decode=decode)
+        raise Stop
+
+    monkeypatch.setattr(training_teacher, "MoveNetTeacher", lambda path, threads=None: object())
+    monkeypatch.setattr(bench_teacher, "compare_with_teacher", compare_with_teacher)
+    video = write_noise_video(tmp_path / "clip.avi", 2)
+    with pytest.raises(Stop):
+        main.main(["bench", "teacher", str(video), "--teacher", "teacher.onnx", "--weights", str(five_weights),
+                   "--engine", "torch", "--device", "cpu"])
+    assert seen["schema"] == FIVE and seen["decode"].detection_threshold == 0.0  # stored, not the built-in 0.1
