@@ -55,7 +55,7 @@ def _predict(args: argparse.Namespace) -> int:
     from tagtrack.model.files import read_image
     from tagtrack.realtime.api import PoseEstimator
     from tagtrack.realtime.draw import draw_poses
-    from tagtrack.realtime.run import counted
+    from tagtrack.realtime.run import counted, run_settings
     from tagtrack.realtime.sinks import refuse_overwriting, write_image, write_image_record
 
     if args.input_size:
@@ -87,9 +87,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"decode": dataclasses.asdict(estimator.settings.decode), "tracker": None,
-                  "input_hw": list(input_hw), "weights": str(estimator.engine.weights),
-                  "keypoints": list(estimator.schema.keypoint_names), "flip": args.flip, "scales": list(args.scales)}
+        # What `run` records (no tracker: one image), and the test-time augmentation.
+        untracked = dataclasses.replace(estimator.options, track=False)
+        record = run_settings(estimator.settings, untracked, estimator.engine) | {"flip": args.flip,
+                                                                                  "scales": list(args.scales)}
         write_image_record(out, image, str(args.image), poses, estimator.schema, settings=record)
         written.append(str(out))
     if args.draw:
