@@ -390,7 +390,12 @@ TAGS_PUSH_STEPS, TAGS_PUSH_LR_DECAY_STEP, TAGS_PUSH_LR, TAGS_PUSH_FACTOR = 1500,
 # heatmaps and cell positions in, separable convs dilated 1-16), since the plain head's 3x3 view of 24 features
 # joins walkers side by side; tag head only, from the imported teacher (its trunk), a longer schedule.
 CONTEXT_STEPS, CONTEXT_LR_DECAY_STEP = 3000, 2400
-PRETRAINED_STAGES = ("tags", "full", "tags-push", "context")
+# Stage "full-low" (5 Dec, after context): the full stage at a 20x lower rate, from the tags stage's step 1,000
+# (its best PETS checkpoint). The full stage's collapse came within 250 steps, before the loss could have moved
+# the maps far from the teacher's: Adam's step of about the rate per weight is large against MoveNet's weights
+# with batch norm folded in (many below 0.01), so the rate, not the loss, is the first suspect.
+FULL_LOW_STEPS, FULL_LOW_LR_DECAY_STEP, FULL_LOW_LR = 2000, 1600, 1e-5
+PRETRAINED_STAGES = ("tags", "full", "tags-push", "context", "full-low")
 
 
 def pretrained_config(root: Path, stage: str):
@@ -407,6 +412,8 @@ def pretrained_config(root: Path, stage: str):
         loss = replace(base.loss, push=base.loss.push * TAGS_PUSH_FACTOR, cross_push=base.loss.cross_push * TAGS_PUSH_FACTOR)
         return replace(base, trainable=("tag_head.",), steps=TAGS_PUSH_STEPS, lr_decay_steps=(TAGS_PUSH_LR_DECAY_STEP,),
                        lr=TAGS_PUSH_LR, loss=loss)
+    if stage == "full-low":
+        return replace(base, steps=FULL_LOW_STEPS, lr_decay_steps=(FULL_LOW_LR_DECAY_STEP,), lr=FULL_LOW_LR, batch_size=4)
     if stage == "context":
         model = mobilenet_fpn_config(PRETRAINED_TAG_DIM, 17, PRETRAINED_VIEW_HW, family="mobilenet_fpn_context")
         return replace(base, model=model, trainable=("tag_head.",), steps=CONTEXT_STEPS,
@@ -706,8 +713,8 @@ def main() -> int:
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("pretrained", help="the pretrained start: train a stage in ROOT/runs/pretrained-STAGE "
                                                "(or continue it)")
-    p.add_argument("init", type=Path, help="tags: `tagtrack import-teacher`'s checkpoint; full and tags-push: the tags "
-                                           "stage's weights")
+    p.add_argument("init", type=Path, help="tags and context: `tagtrack import-teacher`'s checkpoint; full, full-low and tags-push: "
+                                           "the tags stage's weights")
     p.add_argument("--stage", choices=PRETRAINED_STAGES, required=True)
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
     p.add_argument("weights", type=Path)
