@@ -70,3 +70,31 @@ def family_weights(request, tmp_path_factory) -> Path:
     """A tiny random-weight checkpoint of each network family: a test that takes it runs on each."""
     return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / f"tiny-{request.param}.safetensors",
                                 request.param)
+
+
+@pytest.fixture(scope="session", params=NETWORK_FAMILIES)
+def tiny_weights(request, tmp_path_factory) -> Path:
+    """A tiny random network of each family whose heatmaps are lifted, so that it finds "people" in noise: a test
+    that takes it runs on each family."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / f"lively-{request.param}.safetensors",
+                                request.param, lively=True)
+
+
+def hourglass_config():
+    """The smallest hourglass the CLI tests run (1 stack, width 16, tags of 1, 64x64 input)."""
+    from tagtrack.model.config import ModelConfig
+
+    return ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64)
+
+
+@pytest.fixture(scope="module")
+def cli_weights(tmp_path_factory) -> Path:
+    """One tiny random hourglass checkpoint (`hourglass_config()`) for the tests of the CLI, its files and signals,
+    where the network is not the subject and one family is enough. Each module gets its own copy."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.safetensors", config=hourglass_config())
+
+
+@pytest.fixture()
+def private_cache_and_one_thread(tmp_path, monkeypatch, one_torch_thread):
+    """A cache folder of the test's own (TAGTRACK_CACHE: exported engines) and torch on one thread."""
+    monkeypatch.setenv("TAGTRACK_CACHE", str(tmp_path / "cache"))

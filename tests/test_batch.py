@@ -17,8 +17,10 @@ from tagtrack import main
 from tagtrack.model.errors import UserFacingError
 from tagtrack.realtime import batch
 from tagtrack.realtime.run import RunOptions
-from tests.test_api import private_cache_and_one_thread, tiny_weights, write_noise_video  # noqa: F401 - fixtures
+from tests.test_api import write_noise_video
 from tests.test_run_cli import REPO_ROOT, signal_after_lines, validated_lines, video_frame_count
+
+pytestmark = pytest.mark.usefixtures("private_cache_and_one_thread")
 
 
 @pytest.fixture

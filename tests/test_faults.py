@@ -23,10 +23,9 @@ import pytest
 
 from tagtrack import main
 from tagtrack.realtime.sinks import h264_encoder
-from tests.test_run_cli import (  # noqa: F401 (tiny_weights: a fixture)
+from tests.test_run_cli import (
     REPO_ROOT,
     temporaries,
-    tiny_weights,
     validated_lines,
     video_frame_count,
     wait_for_lines,
@@ -114,14 +113,14 @@ CASES = ["run --out is the input", "run --out through a symlink", "run --out by 
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_an_output_that_would_destroy_an_input_is_refused_before_anything_opens(tmp_path, tiny_weights, capfd, case):
+def test_an_output_that_would_destroy_an_input_is_refused_before_anything_opens(tmp_path, cli_weights, capfd, case):
     cases = _same_path_cases(tmp_path)
     args, kept = cases[case]
-    args = [str(tiny_weights) if arg == "WEIGHTS" else arg for arg in args]
-    kept = [*kept, tiny_weights]
+    args = [str(cli_weights) if arg == "WEIGHTS" else arg for arg in args]
+    kept = [*kept, cli_weights]
     before = {path: digest(path) for path in kept}
     extra = ["--device", "cpu"] if args[0] == "predict" else list(TORCH_CPU)
-    code = main.main([*args, "--weights", str(tiny_weights), *extra])
+    code = main.main([*args, "--weights", str(cli_weights), *extra])
     err = capfd.readouterr().err
     assert code == main.EXIT_USER_ERROR, err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -164,23 +163,23 @@ def _failed_on_its_file(result: subprocess.CompletedProcess, path: Path) -> None
 
 @pytest.mark.slow
 @pytest.mark.parametrize("codec", ["mp4v", pytest.param("h264", marks=pytest.mark.skipif(not HAVE_H264, reason="no PyAV"))])
-def test_disk_full_on_the_video_fails_and_leaves_no_broken_file_under_its_name(tmp_path, tiny_weights, small_disk,
+def test_disk_full_on_the_video_fails_and_leaves_no_broken_file_under_its_name(tmp_path, cli_weights, small_disk,
                                                                                codec):
     folder, preexec = small_disk
     video = noise_video(tmp_path / "noise.avi", 60)
     out = folder / "a.mp4"
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out", str(out), "--codec", codec,
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--out", str(out), "--codec", codec,
                  cache=tmp_path / "cache", preexec_fn=preexec)
     _failed_on_its_file(result, out)
     assert not out.exists()  # never an unplayable file under the final name
 
 
 @pytest.mark.slow
-def test_disk_full_on_json_lines_keeps_whole_lines_and_names_the_file(tmp_path, tiny_weights, small_disk):
+def test_disk_full_on_json_lines_keeps_whole_lines_and_names_the_file(tmp_path, cli_weights, small_disk):
     folder, preexec = small_disk
     video = write_video(tmp_path / "clip.avi", 300, size_hw=(48, 64))
     poses = folder / "poses.jsonl"
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(poses),
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--json", str(poses),
                  "--detection-threshold", "0", cache=tmp_path / "cache", preexec_fn=preexec)
     _failed_on_its_file(result, poses)
     assert not poses.exists()  # a failed run replaces nothing
@@ -192,11 +191,11 @@ def test_disk_full_on_json_lines_keeps_whole_lines_and_names_the_file(tmp_path, 
 
 
 @pytest.mark.slow
-def test_disk_full_on_the_exports_leaves_no_cut_export(tmp_path, tiny_weights, small_disk):
+def test_disk_full_on_the_exports_leaves_no_cut_export(tmp_path, cli_weights, small_disk):
     folder, preexec = small_disk
     video = write_video(tmp_path / "clip.avi", 300, size_hw=(48, 64))
     # Without --json and --out the exports go to the working folder: the small disk.
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--format", "coco",
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--format", "coco",
                  "--format", "posetrack", "--detection-threshold", "0", cache=tmp_path / "cache",
                  preexec_fn=preexec, cwd=folder)
     coco, posetrack = folder / "clip.coco.json", folder / "clip.posetrack.json"
@@ -215,10 +214,10 @@ def test_disk_full_on_the_exports_leaves_no_cut_export(tmp_path, tiny_weights, s
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("gap", "codec"), [(0.05, "mp4v"), (0.2, "h264" if HAVE_H264 else "mp4v")])
-def test_a_second_interrupt_still_closes_every_output(tmp_path, tiny_weights, gap, codec):
+def test_a_second_interrupt_still_closes_every_output(tmp_path, cli_weights, gap, codec):
     video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
     out, poses = tmp_path / "annotated.mp4", tmp_path / "poses.jsonl"
-    process = start_cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+    process = start_cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--input-size", "128", "128",
                         "--out", str(out), "--json", str(poses), "--format", "coco", "--codec", codec,
                         cache=tmp_path / "cache")
     stderr = signal_when_written(process, poses, 20, [signal.SIGINT, signal.SIGINT], gap)
@@ -234,10 +233,10 @@ def test_a_second_interrupt_still_closes_every_output(tmp_path, tiny_weights, ga
 
 
 @pytest.mark.slow
-def test_sigterm_exits_143_and_closes_outputs(tmp_path, tiny_weights):
+def test_sigterm_exits_143_and_closes_outputs(tmp_path, cli_weights):
     video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
     poses = tmp_path / "poses.jsonl"
-    process = start_cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+    process = start_cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--input-size", "128", "128",
                         "--json", str(poses), "--format", "posetrack", cache=tmp_path / "cache")
     stderr = signal_when_written(process, poses, 10, [signal.SIGTERM])
     assert process.returncode == 143, stderr
@@ -250,10 +249,10 @@ def test_sigterm_exits_143_and_closes_outputs(tmp_path, tiny_weights):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_H264, reason="fragmented MP4 needs PyAV")
-def test_sigkill_leaves_no_unplayable_file_and_a_playable_partial(tmp_path, tiny_weights):
+def test_sigkill_leaves_no_unplayable_file_and_a_playable_partial(tmp_path, cli_weights):
     video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
     out, poses = tmp_path / "annotated.mp4", tmp_path / "poses.jsonl"
-    process = start_cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+    process = start_cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--input-size", "128", "128",
                         "--out", str(out), "--json", str(poses), "--codec", "h264", cache=tmp_path / "cache")
     signal_when_written(process, poses, 120, [signal.SIGKILL])  # four keyframe intervals at 30 FPS
     assert not out.exists() and not poses.exists()
@@ -265,15 +264,15 @@ def test_sigkill_leaves_no_unplayable_file_and_a_playable_partial(tmp_path, tiny
 # ---------------------------------------------------------------- 5. corrupt ONNX cache
 
 
-def test_a_corrupt_cached_onnx_export_is_rebuilt(tmp_path, tiny_weights):
+def test_a_corrupt_cached_onnx_export_is_rebuilt(tmp_path, cli_weights):
     from tagtrack.realtime.engines import OnnxRuntimeEngine, create_engine
 
     cache = tmp_path / "cache"
-    create_engine("ort", tiny_weights, "cpu", cache_dir=cache).close()
+    create_engine("ort", cli_weights, "cpu", cache_dir=cache).close()
     (cached,) = (cache / "onnx").glob("*.onnx")
     good = digest(cached)
     cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])  # cut in half
-    engine = create_engine("auto", tiny_weights, "cpu", cache_dir=cache)
+    engine = create_engine("auto", cli_weights, "cpu", cache_dir=cache)
     try:
         assert isinstance(engine, OnnxRuntimeEngine)  # not the torch fallback
     finally:
@@ -281,17 +280,17 @@ def test_a_corrupt_cached_onnx_export_is_rebuilt(tmp_path, tiny_weights):
     assert digest(cached) == good
 
 
-def test_a_damaged_byte_in_the_cached_onnx_is_caught_by_its_hash(tmp_path, tiny_weights):
+def test_a_damaged_byte_in_the_cached_onnx_is_caught_by_its_hash(tmp_path, cli_weights):
     from tagtrack.realtime.engines import create_engine
 
     cache = tmp_path / "cache"
-    create_engine("ort", tiny_weights, "cpu", cache_dir=cache).close()
+    create_engine("ort", cli_weights, "cpu", cache_dir=cache).close()
     (cached,) = (cache / "onnx").glob("*.onnx")
     good = digest(cached)
     data = bytearray(cached.read_bytes())
     data[-100] ^= 0xFF  # a weight changes; ONNX Runtime would load it without a word
     cached.write_bytes(bytes(data))
-    create_engine("ort", tiny_weights, "cpu", cache_dir=cache).close()
+    create_engine("ort", cli_weights, "cpu", cache_dir=cache).close()
     assert digest(cached) == good
 
 
@@ -307,10 +306,10 @@ def _folder_with_a_bad_image(root: Path) -> Path:
     return folder
 
 
-def test_an_unreadable_image_is_skipped_named_and_counted(tmp_path, tiny_weights):
+def test_an_unreadable_image_is_skipped_named_and_counted(tmp_path, cli_weights):
     folder = _folder_with_a_bad_image(tmp_path)
     poses = tmp_path / "poses.jsonl"
-    result = cli("run", str(folder), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(poses),
+    result = cli("run", str(folder), "--weights", str(cli_weights), *TORCH_CPU, "--json", str(poses),
                  cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     assert "0002.png" in result.stderr and "skipping" in result.stderr
@@ -319,10 +318,10 @@ def test_an_unreadable_image_is_skipped_named_and_counted(tmp_path, tiny_weights
     assert [Path(r["source_id"]).name for r in records] == ["0000.png", "0001.png", "0003.png"]
 
 
-def test_strict_stops_at_an_unreadable_image(tmp_path, tiny_weights, capfd):
+def test_strict_stops_at_an_unreadable_image(tmp_path, cli_weights, capfd):
     folder = _folder_with_a_bad_image(tmp_path)
     poses = tmp_path / "poses.jsonl"
-    code = main.main(["run", str(folder), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(poses),
+    code = main.main(["run", str(folder), "--weights", str(cli_weights), *TORCH_CPU, "--json", str(poses),
                       "--strict", "--quiet"])
     err = capfd.readouterr().err
     assert code == main.EXIT_USER_ERROR and "0002.png" in err
@@ -331,12 +330,12 @@ def test_strict_stops_at_an_unreadable_image(tmp_path, tiny_weights, capfd):
     assert len(validated_lines(kept)) == 2  # ... and the frames before it are kept aside
 
 
-def test_a_truncated_video_is_reported(tmp_path, tiny_weights):
+def test_a_truncated_video_is_reported(tmp_path, cli_weights):
     video = write_video(tmp_path / "clip.avi", 80, size_hw=(48, 64))
     data = video.read_bytes()
     video.write_bytes(data[: len(data) // 2])
     poses = tmp_path / "poses.jsonl"
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(poses),
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--json", str(poses),
                  cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     frames = len(validated_lines(poses))
@@ -353,11 +352,11 @@ def _view_env(tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_view_closed_by_a_signal_exits_like_run(tmp_path, tiny_weights, signum):
+def test_view_closed_by_a_signal_exits_like_run(tmp_path, cli_weights, signum):
     video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
     process = subprocess.Popen(
         # -v: the "window open" info line says when the signal handlers are in place
-        [sys.executable, str(REPO_ROOT / "main.py"), "-v", "view", str(video), "--weights", str(tiny_weights),
+        [sys.executable, str(REPO_ROOT / "main.py"), "-v", "view", str(video), "--weights", str(cli_weights),
          *TORCH_CPU],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_view_env(tmp_path), cwd=REPO_ROOT)
     try:
@@ -376,11 +375,11 @@ def test_view_closed_by_a_signal_exits_like_run(tmp_path, tiny_weights, signum):
     assert "Traceback" not in stderr
 
 
-def test_view_of_an_unreadable_video_prints_only_our_line(tmp_path, tiny_weights):
+def test_view_of_an_unreadable_video_prints_only_our_line(tmp_path, cli_weights):
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)  # an mp4 header and nothing else
     result = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), "view", str(fake), "--weights",
-                             str(tiny_weights)], capture_output=True, text=True, env=_view_env(tmp_path),
+                             str(cli_weights)], capture_output=True, text=True, env=_view_env(tmp_path),
                             cwd=REPO_ROOT, timeout=300)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]

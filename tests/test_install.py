@@ -15,7 +15,6 @@ import pytest
 
 from tagtrack import main
 from tagtrack.model.errors import MissingExtraError, UserFacingError, import_extra
-from tests.test_api import tiny_weights  # noqa: F401 - fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())

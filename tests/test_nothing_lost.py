@@ -17,7 +17,6 @@ import pytest
 
 from tagtrack.realtime.sinks import h264_encoder
 from tests.test_faults import cli, noise_video
-from tests.test_run_cli import tiny_weights  # noqa: F401 (a fixture)
 
 TORCH_CPU = ("--engine", "torch", "--device", "cpu")
 HAVE_H264 = h264_encoder() is not None
@@ -70,7 +69,7 @@ def one_error(result: subprocess.CompletedProcess, *names: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_H264, reason="the H.264 writer needs PyAV")
-def test_b1_disk_full_when_the_video_is_closed_fails_and_keeps_the_old_file(tmp_path, tiny_weights, small_disk):
+def test_b1_disk_full_when_the_video_is_closed_fails_and_keeps_the_old_file(tmp_path, cli_weights, small_disk):
     # 12 frames at 30 FPS: one MP4 fragment, written when the file is closed. Noise does not compress, so
     # the fragment (about 370 KB) does not fit in 200 KB: every write before the close succeeds.
     video = noise_video(tmp_path / "noise.avi", 12, size_hw=(240, 320), fps=30.0)
@@ -78,7 +77,7 @@ def test_b1_disk_full_when_the_video_is_closed_fails_and_keeps_the_old_file(tmp_
     out = folder / "a.mp4"
     out.write_bytes(b"the user's old video")
     before = digest(out)
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out", str(out),
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--out", str(out),
                  "--codec", "h264", cache=tmp_path / "cache")
     one_error(result, str(out))
     assert f"wrote {out}" not in result.stdout
@@ -88,21 +87,21 @@ def test_b1_disk_full_when_the_video_is_closed_fails_and_keeps_the_old_file(tmp_
 # ---------------------------------------------------------------- B2: temporary names that are the user's files
 
 
-def test_b2_an_input_named_like_a_temporary_is_never_touched(tmp_path, tiny_weights):
+def test_b2_an_input_named_like_a_temporary_is_never_touched(tmp_path, cli_weights):
     from tests.test_run_cli import video_frame_count
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "s.partial.mp4", 12, size_hw=(48, 64), fourcc="mp4v")
     before = digest(video)
     out = tmp_path / "s.mp4"
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out", str(out),
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--out", str(out),
                  cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     assert digest(video) == before
     assert video_frame_count(out) == 12
 
 
-def test_b2_files_of_the_user_with_the_old_temporary_names_are_kept(tmp_path, tiny_weights):
+def test_b2_files_of_the_user_with_the_old_temporary_names_are_kept(tmp_path, cli_weights):
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 6, size_hw=(48, 64))
@@ -111,7 +110,7 @@ def test_b2_files_of_the_user_with_the_old_temporary_names_are_kept(tmp_path, ti
              "poses.mot.partial.txt", "poses.settings.partial.json")}
     for path, data in mine.items():
         path.write_bytes(data)
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out", str(tmp_path / "a.mp4"),
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--out", str(tmp_path / "a.mp4"),
                  "--json", str(tmp_path / "poses.jsonl"), "--format", "coco", "--format", "posetrack",
                  "--format", "mot", cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
@@ -144,14 +143,14 @@ def _folder_with_a_bad_image(root: Path, count: int = 4, bad: int = 2) -> Path:
     return folder
 
 
-def test_b6_a_run_that_fails_mid_way_leaves_the_previous_results_and_keeps_its_own_aside(tmp_path, tiny_weights):
+def test_b6_a_run_that_fails_mid_way_leaves_the_previous_results_and_keeps_its_own_aside(tmp_path, cli_weights):
     from tests.test_run_cli import temporaries, validated_lines
 
     folder = _folder_with_a_bad_image(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     previous = _previous_results(out)
-    result = cli("run", str(folder), "--weights", str(tiny_weights), *TORCH_CPU, "--strict", "--codec", "mp4v",
+    result = cli("run", str(folder), "--weights", str(cli_weights), *TORCH_CPU, "--strict", "--codec", "mp4v",
                  "--out", str(out / "a.mp4"), "--json", str(out / "poses.jsonl"), "--format", "coco",
                  "--format", "posetrack", cache=tmp_path / "cache")
     one_error(result, "0002.png")
@@ -164,13 +163,13 @@ def test_b6_a_run_that_fails_mid_way_leaves_the_previous_results_and_keeps_its_o
     assert str(coco) in result.stderr
 
 
-def test_b6_a_run_refused_before_it_starts_leaves_the_previous_results(tmp_path, tiny_weights):
+def test_b6_a_run_refused_before_it_starts_leaves_the_previous_results(tmp_path, cli_weights):
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
     previous = _previous_results(tmp_path)
     (tmp_path / "poses_openpose").write_bytes(b"a file where the OpenPose folder would go")
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(tmp_path / "poses.jsonl"),
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--json", str(tmp_path / "poses.jsonl"),
                  "--format", "openpose", "--format", "coco", cache=tmp_path / "cache")
     one_error(result, "poses_openpose")
     assert {path: path.read_bytes() for path in previous} == previous
@@ -178,7 +177,7 @@ def test_b6_a_run_refused_before_it_starts_leaves_the_previous_results(tmp_path,
 
 
 @pytest.mark.slow
-def test_b6_sigkill_leaves_the_previous_results_and_only_temporaries_that_say_what_they_are(tmp_path, tiny_weights):
+def test_b6_sigkill_leaves_the_previous_results_and_only_temporaries_that_say_what_they_are(tmp_path, cli_weights):
     import signal
 
     from tests.test_faults import start_cli
@@ -189,7 +188,7 @@ def test_b6_sigkill_leaves_the_previous_results_and_only_temporaries_that_say_wh
     out = tmp_path / "out"
     out.mkdir()
     previous = _previous_results(out)
-    process = start_cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+    process = start_cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--input-size", "128", "128",
                         "--out", str(out / "a.mp4"), "--json", str(out / "poses.jsonl"), "--format", "coco",
                         "--format", "posetrack", cache=tmp_path / "cache")
     try:
@@ -210,7 +209,7 @@ def test_b6_sigkill_leaves_the_previous_results_and_only_temporaries_that_say_wh
 
 
 @pytest.fixture
-def bundled(tmp_path, tiny_weights, monkeypatch):
+def bundled(tmp_path, cli_weights, monkeypatch):
     """The bundled models, as copies in tmp_path (a failing test must not destroy the repository's)."""
     import shutil
 
@@ -221,7 +220,7 @@ def bundled(tmp_path, tiny_weights, monkeypatch):
     copies = {}
     for name in ("default", "wide", "street"):
         copies[name] = folder / f"{name}.safetensors"
-        shutil.copyfile(tiny_weights, copies[name])
+        shutil.copyfile(cli_weights, copies[name])
     monkeypatch.setattr(checkpoint, "DEFAULT_WEIGHTS", copies["default"])
     monkeypatch.setattr(checkpoint, "BUNDLED_WEIGHTS", {**copies, "general": copies["default"]})
     return copies
@@ -240,11 +239,11 @@ def _refused_in_process(args: list[str], kept: list[Path], capfd) -> str:
     return lines[0]
 
 
-def test_b4_export_onto_its_own_weights_is_refused(tmp_path, tiny_weights, capfd):
+def test_b4_export_onto_its_own_weights_is_refused(tmp_path, cli_weights, capfd):
     import shutil
 
     weights = tmp_path / "w.safetensors"
-    shutil.copyfile(tiny_weights, weights)
+    shutil.copyfile(cli_weights, weights)
     line = _refused_in_process(["export", "--weights", str(weights), "--onnx", str(weights)], [weights], capfd)
     assert "--onnx" in line and "--weights" in line
 
@@ -268,7 +267,7 @@ def test_b4_predict_json_onto_a_bundled_model_is_refused(tmp_path, bundled, capf
 # ---------------------------------------------------------------- B3: the config overwritten; settings round trip
 
 
-def test_b3_an_output_that_is_the_config_is_refused(tmp_path, tiny_weights):
+def test_b3_an_output_that_is_the_config_is_refused(tmp_path, cli_weights):
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
@@ -276,7 +275,7 @@ def test_b3_an_output_that_is_the_config_is_refused(tmp_path, tiny_weights):
     q.mkdir()
     config = q / "poses.settings.json"
     config.write_text('{"decode": {"top_k": 7}}')
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(q / "poses.jsonl"),
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--json", str(q / "poses.jsonl"),
                  "--format", "coco", "--config", str(config), cache=tmp_path / "cache")
     one_error(result, "--config")
     assert config.read_text() == '{"decode": {"top_k": 7}}'
@@ -284,7 +283,7 @@ def test_b3_an_output_that_is_the_config_is_refused(tmp_path, tiny_weights):
 
 
 @pytest.mark.parametrize("tracking", [True, False])
-def test_b3_the_settings_a_run_writes_are_a_config_the_next_run_takes(tmp_path, tiny_weights, tracking):
+def test_b3_the_settings_a_run_writes_are_a_config_the_next_run_takes(tmp_path, cli_weights, tracking):
     import json
 
     from tests.test_run_cli import validated_lines
@@ -292,12 +291,12 @@ def test_b3_the_settings_a_run_writes_are_a_config_the_next_run_takes(tmp_path, 
 
     video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
     untracked = [] if tracking else ["--no-track"]
-    first = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, *untracked,
+    first = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, *untracked,
                 "--json", str(tmp_path / "a.jsonl"), "--format", "coco", "--set", "decode.top_k=7",
                 "--set", "tracker.confirm_hits=2", cache=tmp_path / "cache")
     assert first.returncode == 0, first.stderr
     written = json.loads((tmp_path / "a.settings.json").read_text())
-    again = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, *untracked,
+    again = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, *untracked,
                 "--json", str(tmp_path / "b.jsonl"), "--config", str(tmp_path / "a.settings.json"),
                 cache=tmp_path / "cache")
     assert again.returncode == 0, again.stderr
@@ -311,7 +310,7 @@ def test_b3_the_settings_a_run_writes_are_a_config_the_next_run_takes(tmp_path, 
 
 
 @pytest.mark.slow
-def test_b5_a_second_run_onto_the_outputs_of_a_running_one_is_refused(tmp_path, tiny_weights):
+def test_b5_a_second_run_onto_the_outputs_of_a_running_one_is_refused(tmp_path, cli_weights):
     import json
     import signal
 
@@ -321,13 +320,13 @@ def test_b5_a_second_run_onto_the_outputs_of_a_running_one_is_refused(tmp_path, 
 
     video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
     outputs = ["--out", str(tmp_path / "a.mp4"), "--json", str(tmp_path / "poses.jsonl"), "--format", "coco"]
-    first = start_cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+    first = start_cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--input-size", "128", "128",
                       "--codec", "mp4v", *outputs, cache=tmp_path / "cache")
     try:
         from tests.test_run_cli import wait_for_lines
 
         wait_for_lines(first, tmp_path / "poses.jsonl", 10)
-        second = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--input-size", "128", "128",
+        second = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--input-size", "128", "128",
                      "--codec", "mp4v", *outputs, cache=tmp_path / "cache")
         one_error(second, "another run")
         assert first.poll() is None  # the first run goes on
@@ -360,74 +359,74 @@ def _refused(tmp_path: Path, *args, kept: list[Path] = ()) -> str:
 
 @pytest.mark.parametrize("assignment", ["tracker.reid_time=inf", "decode.spatial_weight=inf",
                                         "decode.tag_threshold=-inf", "tracker.max_cost=nan"])
-def test_t1_non_finite_settings_are_refused_before_any_output_opens(tmp_path, tiny_weights, assignment):
+def test_t1_non_finite_settings_are_refused_before_any_output_opens(tmp_path, cli_weights, assignment):
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
     poses = tmp_path / "poses.jsonl"
     poses.write_text("an earlier result\n")
-    line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json", str(poses),
+    line = _refused(tmp_path, "run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--json", str(poses),
                     "--set", assignment, kept=[poses, video])
     assert assignment.split("=")[0] in line and "finite" in line
 
 
-def test_t1_non_finite_settings_in_a_config_file_are_refused(tmp_path, tiny_weights):
+def test_t1_non_finite_settings_in_a_config_file_are_refused(tmp_path, cli_weights):
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
     config = tmp_path / "tuned.json"
     config.write_text('{"tracker": {"reid_time": Infinity}}')  # Python's json reads it
-    line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU,
+    line = _refused(tmp_path, "run", str(video), "--weights", str(cli_weights), *TORCH_CPU,
                     "--json", str(tmp_path / "poses.jsonl"), "--config", str(config), kept=[config])
     assert "tracker.reid_time" in line and str(config) in line
 
 
-def test_t2_a_name_that_is_not_utf8_is_refused_not_a_segfault(tmp_path, tiny_weights):
+def test_t2_a_name_that_is_not_utf8_is_refused_not_a_segfault(tmp_path, cli_weights):
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
     odd = Path(os.fsdecode(bytes(tmp_path) + b"/clip\xff.avi"))
     video.rename(odd)
-    line = _refused(tmp_path, "run", odd, "--weights", str(tiny_weights), *TORCH_CPU, "--json",
+    line = _refused(tmp_path, "run", odd, "--weights", str(cli_weights), *TORCH_CPU, "--json",
                     str(tmp_path / "poses.jsonl"), kept=[odd])
     assert "UTF-8" in line
 
 
-def test_t2_an_output_name_that_is_not_utf8_is_refused(tmp_path, tiny_weights):
+def test_t2_an_output_name_that_is_not_utf8_is_refused(tmp_path, cli_weights):
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
-    line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--out",
+    line = _refused(tmp_path, "run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--out",
                     Path(os.fsdecode(bytes(tmp_path) + b"/a\xff.mp4")))
     assert "UTF-8" in line
 
 
 @pytest.mark.parametrize("index", ["2147483648", "99999999999999999999"])
-def test_t3_a_camera_index_out_of_range_is_refused(tmp_path, tiny_weights, index):
-    line = _refused(tmp_path, "run", index, "--weights", str(tiny_weights), *TORCH_CPU)
+def test_t3_a_camera_index_out_of_range_is_refused(tmp_path, cli_weights, index):
+    line = _refused(tmp_path, "run", index, "--weights", str(cli_weights), *TORCH_CPU)
     assert index in line
 
 
-def test_t4_a_symlink_loop_is_refused(tmp_path, tiny_weights):
+def test_t4_a_symlink_loop_is_refused(tmp_path, cli_weights):
     (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
-    line = _refused(tmp_path, "run", str(tmp_path / "loop1"), "--weights", str(tiny_weights), *TORCH_CPU)
+    line = _refused(tmp_path, "run", str(tmp_path / "loop1"), "--weights", str(cli_weights), *TORCH_CPU)
     assert "loop1" in line and "symbolic link" in line
 
 
-def test_t4_an_output_that_is_a_symlink_loop_is_refused(tmp_path, tiny_weights):
+def test_t4_an_output_that_is_a_symlink_loop_is_refused(tmp_path, cli_weights):
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 64))
     (tmp_path / "loop1.jsonl").symlink_to(tmp_path / "loop2.jsonl")
     (tmp_path / "loop2.jsonl").symlink_to(tmp_path / "loop1.jsonl")
-    line = _refused(tmp_path, "run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json",
+    line = _refused(tmp_path, "run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--json",
                     str(tmp_path / "loop1.jsonl"))
     assert "loop1.jsonl" in line and "symbolic link" in line
 
 
 @pytest.mark.parametrize("command", ["predict", "run"])
-def test_t5_a_huge_input_size_is_refused_at_once(tmp_path, tiny_weights, command):
+def test_t5_a_huge_input_size_is_refused_at_once(tmp_path, cli_weights, command):
     import time
 
     import cv2
@@ -437,7 +436,7 @@ def test_t5_a_huge_input_size_is_refused_at_once(tmp_path, tiny_weights, command
     cv2.imwrite(str(photo), np.full((40, 50, 3), 90, np.uint8))
     extra = ["--device", "cpu"] if command == "predict" else list(TORCH_CPU)
     started = time.monotonic()
-    line = _refused(tmp_path, command, str(photo), "--weights", str(tiny_weights), *extra,
+    line = _refused(tmp_path, command, str(photo), "--weights", str(cli_weights), *extra,
                     "--input-size", "64000", "64000", kept=[photo])
     assert "64000" in line and "at most" in line
     assert time.monotonic() - started < 60  # not after minutes of allocating
@@ -446,7 +445,7 @@ def test_t5_a_huge_input_size_is_refused_at_once(tmp_path, tiny_weights, command
 # ---------------------------------------------------------------- messages that misled
 
 
-def test_message_out_dir_read_only_names_out_dir(tmp_path, tiny_weights, monkeypatch):
+def test_message_out_dir_read_only_names_out_dir(tmp_path, cli_weights, monkeypatch):
     from tagtrack.realtime import batch
     from tagtrack.realtime.run import RunOptions
 
@@ -457,7 +456,7 @@ def test_message_out_dir_read_only_names_out_dir(tmp_path, tiny_weights, monkeyp
     from tagtrack.model.errors import UserFacingError
 
     with pytest.raises(UserFacingError, match=r"^--out-dir .*ro is not writable"):
-        batch.plan_jobs(["clip.mp4"], tmp_path / "ro", RunOptions(source="", weights=tiny_weights))
+        batch.plan_jobs(["clip.mp4"], tmp_path / "ro", RunOptions(source="", weights=cli_weights))
 
 
 def test_message_a_temporary_of_a_long_name_exists_and_fits(tmp_path):
@@ -471,14 +470,14 @@ def test_message_a_temporary_of_a_long_name_exists_and_fits(tmp_path):
     assert final.exists()
 
 
-def test_message_api_formats_as_one_string(tmp_path, tiny_weights):
+def test_message_api_formats_as_one_string(tmp_path, cli_weights):
     import json
 
     import tagtrack
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 3, size_hw=(48, 64))
-    tagtrack.track(str(video), json=tmp_path / "p.jsonl", formats="coco", weights=tiny_weights, engine="torch",
+    tagtrack.track(str(video), json=tmp_path / "p.jsonl", formats="coco", weights=cli_weights, engine="torch",
                    device="cpu")
     assert isinstance(json.loads((tmp_path / "p.coco.json").read_text()), list)
 
@@ -513,22 +512,22 @@ def test_message_a_checkpoint_with_settings_out_of_range_is_named_before_the_exp
 # ---------------------------------------------------------------- friction
 
 
-def test_friction_out_dir_keeps_a_non_ascii_name(tmp_path, tiny_weights):
+def test_friction_out_dir_keeps_a_non_ascii_name(tmp_path, cli_weights):
     from tagtrack.realtime import batch
     from tagtrack.realtime.run import RunOptions
 
     jobs = batch.plan_jobs(["vidéo été.avi", "北京.mp4", "a:b?.mp4"], tmp_path / "out",
-                           RunOptions(source="", weights=tiny_weights))
+                           RunOptions(source="", weights=cli_weights))
     assert [job.json.name for job in jobs] == ["vidéo été.jsonl", "北京.jsonl", "a_b.jsonl"]
 
 
-def test_friction_counts_are_worded_for_one_and_many(tmp_path, tiny_weights):
+def test_friction_counts_are_worded_for_one_and_many(tmp_path, cli_weights):
     from tagtrack.realtime.run import counted
     from tests.test_sources import write_video
 
     assert [counted(n, "person", "people") for n in (0, 1, 2)] == ["0 people", "1 person", "2 people"]
     video = write_video(tmp_path / "clip.avi", 3, size_hw=(48, 64))
-    result = cli("run", str(video), "--out-dir", str(tmp_path / "out"), "--no-video", "--weights", str(tiny_weights),
+    result = cli("run", str(video), "--out-dir", str(tmp_path / "out"), "--no-video", "--weights", str(cli_weights),
                  *TORCH_CPU, cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     assert "1 input ->" in result.stdout and "(s)" not in result.stdout
@@ -542,7 +541,7 @@ def test_friction_the_viewer_suggests_the_installed_command():
     assert "python main.py" not in inspect.getsource(viewer)
 
 
-def test_friction_export_writes_the_onnx_file_with_the_usual_permissions(tmp_path, tiny_weights):
+def test_friction_export_writes_the_onnx_file_with_the_usual_permissions(tmp_path, cli_weights):
     import stat
 
     pytest.importorskip("onnx")
@@ -550,19 +549,19 @@ def test_friction_export_writes_the_onnx_file_with_the_usual_permissions(tmp_pat
     try:
         from tagtrack.realtime.engines import export_checkpoint
 
-        export_checkpoint(tiny_weights, tmp_path / "model.onnx")
+        export_checkpoint(cli_weights, tmp_path / "model.onnx")
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "model.onnx").stat().st_mode) == 0o644  # not mkstemp's 0600
     assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"]
 
 
-def test_friction_run_makes_missing_output_folders_as_predict_does(tmp_path, tiny_weights):
+def test_friction_run_makes_missing_output_folders_as_predict_does(tmp_path, cli_weights):
     from tests.test_run_cli import validated_lines
     from tests.test_sources import write_video
 
     video = write_video(tmp_path / "clip.avi", 3, size_hw=(48, 64))
-    result = cli("run", str(video), "--weights", str(tiny_weights), *TORCH_CPU, "--json",
+    result = cli("run", str(video), "--weights", str(cli_weights), *TORCH_CPU, "--json",
                  str(tmp_path / "new" / "poses.jsonl"), "--out", str(tmp_path / "videos" / "a.mp4"),
                  cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
@@ -570,16 +569,16 @@ def test_friction_run_makes_missing_output_folders_as_predict_does(tmp_path, tin
     assert (tmp_path / "videos" / "a.mp4").is_file()
 
 
-def test_message_an_unreadable_weights_file_says_so(tmp_path, tiny_weights, monkeypatch):
+def test_message_an_unreadable_weights_file_says_so(tmp_path, cli_weights, monkeypatch):
     from tagtrack.model.errors import UserFacingError
     from tagtrack.realtime.engines import create_engine
 
     # As root every file is readable; the refusal is checked with access() saying no for the weights.
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path) == str(tiny_weights)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path) == str(cli_weights)
                         else real_access(path, mode, **kw))
-    with pytest.raises(UserFacingError, match=f"cannot read checkpoint {tiny_weights}: permission denied"):
-        create_engine("torch", tiny_weights, "cpu")
+    with pytest.raises(UserFacingError, match=f"cannot read checkpoint {cli_weights}: permission denied"):
+        create_engine("torch", cli_weights, "cpu")
 
 
 # ---------------------------------------------------------------- a silent stream: say it was a timeout
@@ -647,7 +646,7 @@ def test_message_a_silent_stream_names_the_timeout_and_its_option(silent_stream,
     assert any("stream timeout, 2 s" in record.getMessage() for record in caplog.records)
 
 
-def test_message_a_stream_that_does_not_answer_names_the_timeout(tmp_path, tiny_weights, silent_stream):
+def test_message_a_stream_that_does_not_answer_names_the_timeout(tmp_path, cli_weights, silent_stream):
     import socket
     import time
 
@@ -656,7 +655,7 @@ def test_message_a_stream_that_does_not_answer_names_the_timeout(tmp_path, tiny_
     first = socket.create_connection((host, int(port)))
     try:
         started = time.monotonic()
-        line = _refused(tmp_path, "run", silent_stream, "--weights", str(tiny_weights), *TORCH_CPU,
+        line = _refused(tmp_path, "run", silent_stream, "--weights", str(cli_weights), *TORCH_CPU,
                         "--stream-timeout", "2")
     finally:
         first.close()
