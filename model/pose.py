@@ -33,3 +33,14 @@ class Pose:
             return np.zeros(4, dtype=np.float32)
         xy = keypoints[visible, :2]
         return np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()], dtype=np.float32)
+
+
+def same_poses(ours: list[Pose], theirs: list[Pose]) -> bool:
+    """Both lists hold the same people in the same order, every array equal to the bit.
+
+    Beside ``Pose`` in ``model/`` because the decode benchmark (``bench/decode.py``) and the tests both compare
+    decoders' outputs with it.
+    """
+    return len(ours) == len(theirs) and all(
+        np.array_equal(a.keypoints, b.keypoints) and a.score == b.score and np.array_equal(a.box, b.box)
+        and np.array_equal(a.tag, b.tag) for a, b in zip(ours, theirs))

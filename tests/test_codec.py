@@ -8,7 +8,6 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from tagtrack.bench.decode import synthetic_maps, synthetic_people
 from tagtrack.model.codec import (
     DecodeConfig,
     decode,
@@ -19,6 +18,7 @@ from tagtrack.model.codec import (
     render_tag_maps,
 )
 from tagtrack.model.schema import COCO17
+from tagtrack.model.synthetic_maps import synthetic_maps, synthetic_people
 
 # Quarter-pixel adjustment leaves at most a quarter pixel of error on a clean gaussian.
 QUARTER = 0.25 + 1e-6
@@ -407,7 +407,7 @@ def test_decode_gives_the_same_people_as_the_decoder_before_issue_17(tag_dim, re
     """The faster decoder (refinement per person over its window, broadcast nearest-joint gaps, boxes for all
     people at once) against the code it replaced (bench.baseline), to the bit, on crowded noisy scenes."""
     from tagtrack.bench.baseline import baseline_decode
-    from tagtrack.bench.decode import same_poses
+    from tagtrack.model.pose import same_poses
 
     config = DecodeConfig(refine_reach=refine_reach, refine_max_tag_distance=1.0 if refine_reach == 0.3 else None)
     for seed in range(4):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagtrack.bench.decode import BODY_TEMPLATE
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17
+from tagtrack.model.synthetic_maps import BODY_TEMPLATE
 from tagtrack.realtime.draw import color_for_id, draw_poses
 
 

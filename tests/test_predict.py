@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from tagtrack import main
-from tagtrack.bench.decode import synthetic_people
 from tagtrack.model.body_box import body_boxes
 from tagtrack.model.codec import DecodeConfig, render_heatmaps, render_tag_maps
 from tagtrack.model.config import OUTPUT_STRIDE, ModelConfig
 from tagtrack.model.predict import PredictConfig, poses_from_maps, predict_image, scaled_input_hw, torch_infer_fn
 from tagtrack.model.schema import COCO17, KeypointSchema
+from tagtrack.model.synthetic_maps import synthetic_people
 from tagtrack.model.transforms import Letterbox, to_network_input
 from tests.conftest import save_tiny_checkpoint
 from tests.test_codec import assert_same_people
@@ -264,8 +264,8 @@ def test_default_model_on_vtest_frames_decodes_as_before_issue_17(shared_data):
     as the code it replaced (bench.baseline), on the network input made as before issue 17. (The preprocessing
     itself changed within a stated tolerance: the next test.)"""
     from tagtrack.bench.baseline import baseline_poses_from_maps, baseline_preprocess
-    from tagtrack.bench.decode import same_poses
     from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
+    from tagtrack.model.pose import same_poses
 
     video = shared_data / "videos" / "opencv_vtest_pets2009.avi"
     if not video.is_file():
