@@ -10,7 +10,6 @@ import pytest
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17
 from tagtrack.tracker import PoseTracker, TrackerConfig, TrackState
-from tagtrack.tracker.motion import BoxMotion, MotionStep
 from tagtrack.tracker.synthetic import skeleton
 
 FPS = 30.0
@@ -206,18 +205,6 @@ def test_repeated_timestamp_is_fine_and_backwards_is_refused():
     assert [t.track_id for t in out] == [1]
     with pytest.raises(ValueError, match="backwards"):
         tracker.update([make_pose(315)], 1 / FPS)
-
-
-def test_kalman_prediction_does_not_depend_on_how_time_is_cut():
-    box = np.array([100.0, 100.0, 160.0, 300.0])
-    one, two = BoxMotion(box, 0.06, 1.0), BoxMotion(box, 0.06, 1.0)
-    for motion in (one, two):
-        motion.kf.x[4, 0] = 50.0
-    one.predict(MotionStep(0.3))
-    two.predict(MotionStep(0.1))
-    two.predict(MotionStep(0.2))
-    np.testing.assert_allclose(one.kf.x, two.kf.x)
-    np.testing.assert_allclose(one.kf.P, two.kf.P, rtol=1e-9)
 
 
 def test_empty_frames_and_no_people():

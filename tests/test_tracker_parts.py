@@ -206,6 +206,18 @@ def test_motion_learns_a_constant_velocity():
     assert motion.centre[0] - before[0] == pytest.approx(50.0, rel=0.05)
 
 
+def test_kalman_prediction_does_not_depend_on_how_time_is_cut():
+    box = np.array([100.0, 100.0, 160.0, 300.0])
+    one, two = BoxMotion(box, 0.06, 1.0), BoxMotion(box, 0.06, 1.0)
+    for motion in (one, two):
+        motion.kf.x[4, 0] = 50.0
+    one.predict(MotionStep(0.3))
+    two.predict(MotionStep(0.1))
+    two.predict(MotionStep(0.2))
+    np.testing.assert_allclose(one.kf.x, two.kf.x)
+    np.testing.assert_allclose(one.kf.P, two.kf.P, rtol=1e-9)
+
+
 def test_motion_size_never_shrinks_through_zero():
     motion = BoxMotion(np.array([0.0, 0.0, 10.0, 10.0]), 0.1, 0.3)
     motion.kf.x[6, 0] = -100.0  # shrinking fast
