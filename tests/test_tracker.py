@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from tagtrack.model.pose import Pose
-from tagtrack.model.schema import COCO17
 from tagtrack.tracker import PoseTracker, TrackerConfig, TrackState
 from tagtrack.tracker.synthetic import skeleton
 
@@ -323,22 +322,6 @@ def test_config_validation():
     with pytest.raises(ValueError):
         TrackerConfig(tag_momentum=1.0)
     assert dataclasses.replace(TrackerConfig(), use_tags=False).use_tags is False
-
-
-def test_oks_of_a_whole_skeleton():
-    # IoU, Mahalanobis distance, assignment and OKS on hand-computed joints: tests/test_tracker_parts.py
-    from tagtrack.tracker.association import oks_matrix
-
-    pose = make_pose(400).keypoints
-    shifted = pose.copy()
-    shifted[:, 0] += 30.0
-    visible = np.ones((1, 17), dtype=bool)
-    sigmas = COCO17.sigmas_array().astype(np.float64)
-    area = np.array([250.0 * 80.0])
-    same = oks_matrix(pose[None, :, :2], visible, area, pose[None, :, :2], visible, sigmas)
-    moved = oks_matrix(pose[None, :, :2], visible, area, shifted[None, :, :2], visible, sigmas)
-    none = oks_matrix(pose[None, :, :2], visible, area, shifted[None, :, :2], ~visible, sigmas)
-    assert same[0, 0] == pytest.approx(1.0) and 0.0 < moved[0, 0] < 0.9 and none[0, 0] == 0.0
 
 
 def test_ids_count_confirmed_people_in_order_of_confirmation():

@@ -53,8 +53,11 @@ def test_offsets_and_oks_use_only_the_joints_both_have():
     # COCO OKS over the two shared joints, each 5 px^2 away: exp(-5 / (2 * area 100 * (2 * 0.1)^2))
     expected = math.exp(-5.0 / (2 * 100.0 * 0.2 ** 2))
     np.testing.assert_allclose(oks_from_offsets(offsets, np.array([100.0]), SIGMAS), [[expected]])
-    all_joints = oks_matrix(predicted, np.ones((1, 3), bool), np.array([100.0]), detection, np.ones((1, 3), bool), SIGMAS)
+    every = np.ones((1, 3), bool)
+    all_joints = oks_matrix(predicted, every, np.array([100.0]), detection, every, SIGMAS)
     assert all_joints[0, 0] < expected  # the far joint, counted, pulls it down
+    assert oks_matrix(predicted, every, np.array([100.0]), predicted, every, SIGMAS)[0, 0] == pytest.approx(1.0)
+    assert oks_matrix(predicted, known, np.array([100.0]), predicted, ~known, SIGMAS)[0, 0] == 0.0  # none shared
 
 
 def test_oks_widens_by_the_prediction_spread():
