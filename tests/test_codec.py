@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from tagtrack.model.codec import (
     DecodeConfig,
@@ -19,34 +18,10 @@ from tagtrack.model.codec import (
 )
 from tagtrack.model.schema import COCO17
 from tagtrack.model.synthetic_maps import synthetic_maps, synthetic_people
+from tests.conftest import assert_same_people
 
 # Quarter-pixel adjustment leaves at most a quarter pixel of error on a clean gaussian.
 QUARTER = 0.25 + 1e-6
-
-
-def match_people(decoded_xy: np.ndarray, decoded_found: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pair decoded people with true ones by the mean distance over joints found in both."""
-    visible = truth[:, :, 2] > 0
-    distance = np.linalg.norm(decoded_xy[:, None] - truth[None, :, :, :2], axis=3)
-    both = decoded_found[:, None] & visible[None]
-    mean = np.where(both.any(axis=2), (distance * both).sum(axis=2) / np.maximum(both.sum(axis=2), 1), 1e9)
-    return linear_sum_assignment(mean)
-
-
-def assert_same_people(
-    poses, truth: np.ndarray, person_tags: np.ndarray, tolerance: float, min_score: float = 0.0
-) -> None:
-    """Exactly the true people: same joints found (score > min_score), within tolerance, same tags."""
-    assert len(poses) == len(truth)
-    keypoints = np.stack([pose.keypoints for pose in poses])
-    found = keypoints[:, :, 2] > min_score
-    rows, cols = match_people(keypoints[:, :, :2], found, truth)
-    for row, col in zip(rows, cols):
-        visible = truth[col, :, 2] > 0
-        np.testing.assert_array_equal(found[row], visible, err_msg=f"person {col}: wrong joints found")
-        error = np.abs(keypoints[row, visible, :2] - truth[col, visible, :2]).max()
-        assert error <= tolerance, f"person {col}: keypoint error {error:.3f} px > {tolerance}"
-        assert np.linalg.norm(poses[row].tag[: person_tags.shape[1]] - person_tags[col]) < 0.5
 
 
 # ------------------------------------------------------------------------------------ encode

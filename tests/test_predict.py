@@ -20,7 +20,7 @@ from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.model.synthetic_maps import synthetic_people
 from tagtrack.model.transforms import Letterbox, to_network_input
 from tests.conftest import save_tiny_checkpoint
-from tests.test_codec import assert_same_people
+from tests.conftest import assert_same_people
 
 INPUT_HW = (256, 384)
 
