@@ -114,7 +114,7 @@ def test_the_wide_model_finds_close_up_people_too(shared_data) -> None:
 def _collapsed_people(weights: str) -> tuple[int, int]:
     """Confident people, and those drawn as lines (every left/right pair on one spot), on four held-out vtest.avi
     frames, as the app runs the bundled model WEIGHTS (its stored settings, 256x384)."""
-    from tagtrack.training.recipes.default_model import collapsed_skeleton
+    from tagtrack.training.heldout import collapsed_skeleton
 
     loaded, config = _as_the_app_runs_it(weights)
     input_hw = (loaded.config.input_height, loaded.config.input_width)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from tagtrack.training.recipes.default_model import (PHASE7_WIDTHS, phase6b_config, phase7_config, phase8_config,
                                                      phase9_config)
@@ -77,10 +80,11 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     from tagtrack.training.step import freeze
 
     phase6b = phase6b_config(tmp_path)
-    assert PRETRAINED_STAGES == ("tags", "full", "tags-push")
-    tags, full, push = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
-    for config in (tags, full, push):
-        assert config.model.family == "mobilenet_fpn" and config.model.same_network(tags.model)
+    assert PRETRAINED_STAGES == ("tags", "full", "tags-push", "context", "full-low")
+    tags, full, push, context, full_low = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
+    for config in (tags, full, push, context, full_low):
+        family = "mobilenet_fpn_context" if config is context else "mobilenet_fpn"
+        assert config.model.family == family and config.model.same_network(replace(tags.model, family=family))
         assert (config.train_annotations, config.train_teacher_maps, config.suppress_mirror_peaks) == (
             phase6b.train_annotations, phase6b.train_teacher_maps, phase6b.suppress_mirror_peaks)
         assert config.warmup_steps < config.lr_decay_steps[0] < config.steps
@@ -94,3 +98,6 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     # tags-push: the tag head only, its push terms three times the tags stage's, the rest as they were.
     assert push.trainable == tags.trainable and push.loss.push == 3 * tags.loss.push
     assert push.loss.cross_push == 3 * tags.loss.cross_push and push.loss.pull == tags.loss.pull
+    # context: the tags stage on the context tag head; full-low: the full stage at a twentieth of its rate.
+    assert (context.trainable, context.loss) == (tags.trainable, tags.loss)
+    assert full_low.trainable == () and full_low.lr * 20 == pytest.approx(full.lr) and full_low.loss == full.loss

@@ -318,17 +318,28 @@ def evaluate_checkpoint(
 # ---------------------------------------------------------------- pseudo-labels against ground truth
 
 
-def _oks_against_truth(truth: dict, keypoints: np.ndarray, sigmas: np.ndarray) -> float:
-    """COCO's OKS of labelled keypoints [K,3] (v > 0 = labelled) against one ground-truth person."""
+def oks_against_annotation(truth: dict, keypoints: np.ndarray, sigmas: np.ndarray, area: float) -> float:
+    """COCO's OKS of keypoints [K,3] (found: score or v > 0) against one annotated person's labelled joints, at
+    the given object area (at least 1)."""
     gt = np.asarray(truth["keypoints"], dtype=np.float64).reshape(-1, 3)
     visible = gt[:, 2] > 0
-    area = max(float(truth.get("area") or 0.0), 1.0)
     # an unlabelled joint matches nothing
     found = visible & (keypoints[:, 2] > 0)
-    return float(object_keypoint_similarity(gt[:, :2], keypoints[:, :2], visible, found, area, sigmas))
+    return float(object_keypoint_similarity(gt[:, :2], keypoints[:, :2].astype(np.float64), visible, found,
+                                            max(area, 1.0), sigmas))
 
 
-def _inside_box(point: np.ndarray, bbox: Sequence[float]) -> bool:
+def annotation_area(annotation: dict) -> float:
+    """The annotation's segment area (COCO's OKS scale)."""
+    return float(annotation.get("area") or 0.0)
+
+
+def box_area(annotation: dict) -> float:
+    """The annotation's box area: the scale for labels without a segment area (the teacher's)."""
+    return float(annotation["bbox"][2] * annotation["bbox"][3])
+
+
+def inside_box(point: np.ndarray, bbox: Sequence[float]) -> bool:
     x, y, w, h = bbox
     return bool(x <= point[0] <= x + w and y <= point[1] <= y + h)
 
@@ -363,7 +374,7 @@ def pseudo_label_quality(labels_json, truth_json, oks_threshold: float = 0.5,
         counts["ignore_regions"] += len(ignore)
         people = labelled_people(truth, truth_id)
         label_keypoints = [np.asarray(a["keypoints"], np.float64).reshape(-1, 3) for a in labelled]
-        oks = np.array([[_oks_against_truth(p, k, sigmas) for k in label_keypoints] for p in people]).reshape(
+        oks = np.array([[oks_against_annotation(p, k, sigmas, annotation_area(p)) for k in label_keypoints] for p in people]).reshape(
             len(people), len(labelled))
         for i, person in enumerate(people):
             counts["truth_people"] += 1
@@ -371,7 +382,7 @@ def pseudo_label_quality(labels_json, truth_json, oks_threshold: float = 0.5,
             centre = np.array([x + w / 2, y + h / 2])
             if labelled and oks[i].max() >= oks_threshold:
                 counts["labelled"] += 1
-            elif any(_inside_box(centre, a["bbox"]) for a in ignore):
+            elif any(inside_box(centre, a["bbox"]) for a in ignore):
                 counts["ignored"] += 1
             else:
                 counts["missed"] += 1
