@@ -120,11 +120,11 @@ def checkpoint_poses(weights: Path, input_hw: tuple[int, int] | None = None, ass
     the decoder settings the app would use: the checkpoint's stored ones, then ASSIGNMENTS (`--set` style)."""
     from tagtrack.model.checkpoint import load_checkpoint, read_checkpoint_settings
     from tagtrack.model.predict import PredictConfig, predict_image, torch_infer_fn
-    from tagtrack.realtime.settings import build_settings, parse_assignments
+    from tagtrack.model.settings import parse_assignments, resolve_settings
 
     loaded = load_checkpoint(weights)
-    settings = build_settings([("checkpoint", read_checkpoint_settings(weights)),
-                               ("--set", parse_assignments(assignments))], lenient_first=True)
+    settings = resolve_settings(read_checkpoint_settings(weights), [("--set", parse_assignments(assignments))],
+                                stored_origin="checkpoint")
     config = PredictConfig(decode=settings.decode)
     infer = torch_infer_fn(loaded.model)
     hw = input_hw or (loaded.config.input_height, loaded.config.input_width)
