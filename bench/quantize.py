@@ -116,6 +116,21 @@ class Matching:
 
 
 @dataclass
+class Comparison:
+    """fp32 against int8 on the test frames."""
+
+    fp32_ms: float  # median per frame
+    int8_ms: float
+    max_heatmap_diff: float
+    matching: Matching
+    person_score: float  # the tracker's new_track_score: people at least this confident count
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_ms / self.int8_ms
+
+
+@dataclass
 class QuantizeResult:
     machine: str
     weights: str
@@ -128,27 +143,20 @@ class QuantizeResult:
     kept_fp32: int  # nodes left unquantised
     reduce_range: bool
     calibration_method: str
-    fp32_ms: float  # median per frame
-    int8_ms: float
-    max_heatmap_diff: float
-    matching: Matching
-    person_score: float
-
-    @property
-    def speedup(self) -> float:
-        return self.fp32_ms / self.int8_ms
+    comparison: Comparison
 
     def format(self) -> str:
-        m = self.matching
+        c = self.comparison
+        m = c.matching
         h, w = self.input_hw
         return "\n".join([
             self.machine,
             f"{self.weights} at {h}x{w}, ONNX Runtime CPU, {self.threads} threads; {self.calibration_frames} "
             f"calibration frames ({self.calibration_method}), {self.test_frames} test frames; "
             f"{self.kept_fp32} nodes kept in fp32; {'7' if self.reduce_range else '8'}-bit weights",
-            f"fp32 {self.fp32_ms:.1f} ms, int8 {self.int8_ms:.1f} ms (median per frame): int8 x{self.speedup:.2f}",
-            f"max heatmap difference {self.max_heatmap_diff:.3f}",
-            f"people (score >= {self.person_score:g}): fp32 {m.fp32_people}, int8 {m.int8_people}; "
+            f"fp32 {c.fp32_ms:.1f} ms, int8 {c.int8_ms:.1f} ms (median per frame): int8 x{c.speedup:.2f}",
+            f"max heatmap difference {c.max_heatmap_diff:.3f}",
+            f"people (score >= {c.person_score:g}): fp32 {m.fp32_people}, int8 {m.int8_people}; "
             f"fp32's found by int8 (OKS >= {MATCH_OKS}): {m.found}/{m.fp32_people} ({100 * m.found_fraction:.1f} %), "
             f"mean OKS {m.mean_oks:.3f}",
             f"int8 keeps accuracy: {'yes' if m.keeps_accuracy else 'no'} (people found within {100 * WITHIN:g} %)",
@@ -305,9 +313,9 @@ def match_people(reference: list[Pose], other: list[Pose], sigmas: np.ndarray) -
 
 
 def compare_models(fp32, int8, frames: list[TestFrame], schema: KeypointSchema, stored_settings: dict,
-                   repeats: int = 3, progress: bool = True) -> tuple[float, float, float, Matching, float]:
-    """(fp32 median ms, int8 median ms, max heatmap difference, matching, person score) of two engines on
-    `frames`, timed alternately (so a change in the machine's load hits both alike) after a warm-up."""
+                   repeats: int = 3, progress: bool = True) -> Comparison:
+    """Two engines (fp32, int8) on `frames`: timed alternately after a warm-up (so a change in the machine's load
+    hits both alike), then both decoded with the model's stored settings and their people matched."""
     from tagtrack.model.predict import poses_from_maps
     from tagtrack.model.settings import resolve_settings
 
@@ -338,7 +346,8 @@ def compare_models(fp32, int8, frames: list[TestFrame], schema: KeypointSchema, 
         matching.int8_people += len(people["int8"])
         matching.found += len(pairs)
         matching.oks.extend(pairs)
-    return statistics.median(times["fp32"]), statistics.median(times["int8"]), max_diff, matching, person_score
+    return Comparison(statistics.median(times["fp32"]), statistics.median(times["int8"]), max_diff, matching,
+                      person_score)
 
 
 def run_benchmark(config: QuantizeConfig) -> QuantizeResult:
@@ -370,11 +379,11 @@ def run_benchmark(config: QuantizeConfig) -> QuantizeResult:
     facts = {"schema": loaded.schema, "stored_settings": loaded.settings, "weights": weights}
     fp32 = OnnxRuntimeEngine(fp32_path, "cpu", config.threads, **facts)
     int8 = OnnxRuntimeEngine(int8_path, "cpu", config.threads, **facts)
-    fp32_ms, int8_ms, max_diff, matching, person_score = compare_models(
+    comparison = compare_models(
         fp32, int8, test, loaded.schema, loaded.settings, config.repeats, config.progress)
     threads = fp32.session.get_session_options().intra_op_num_threads
     return QuantizeResult(machine, str(weights), input_hw, threads, fp32_path, int8_path,
-                          len(calibration), len(test), kept, reduce_range, config.calibration_method, fp32_ms, int8_ms, max_diff, matching, person_score)
+                          len(calibration), len(test), kept, reduce_range, config.calibration_method, comparison)
 
 
 def parse_args(argv: list[str] | None = None) -> QuantizeConfig:

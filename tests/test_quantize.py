@@ -88,10 +88,10 @@ def test_runs_end_to_end_and_identical_models_find_the_same_people(setup, export
 
     loaded = load_checkpoint(weights)
     fp32, same = (OnnxRuntimeEngine(path, "cpu", 1) for path in (fp32_path, same_path))
-    fp32_ms, same_ms, max_diff, matching, person_score = quantize.compare_models(
-        fp32, same, test, loaded.schema, loaded.settings, repeats=1, progress=False)
-    assert fp32_ms > 0 and same_ms > 0 and person_score == 0.5
-    assert max_diff < 1e-5
+    comparison = quantize.compare_models(fp32, same, test, loaded.schema, loaded.settings, repeats=1, progress=False)
+    assert comparison.fp32_ms > 0 and comparison.int8_ms > 0 and comparison.person_score == 0.5
+    assert comparison.max_heatmap_diff < 1e-5
+    matching = comparison.matching
     assert matching.fp32_people > 0  # the lively network finds "people" in noise: the check means something
     assert matching.found == matching.int8_people == matching.fp32_people
     assert matching.mean_oks == pytest.approx(1.0)
