@@ -258,7 +258,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: list[TestFrame]
     instruction (vpmaddubsw) whose 16-bit sums saturate; ONNX Runtime advises 7-bit weights there. Measured on
     such a CPU (AMD EPYC, AVX2) with the `pretrained` model: 8-bit weights found none of fp32's people."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = int8_path.with_name(int8_path.stem + ".prepared.onnx")
@@ -401,7 +402,7 @@ def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
     parser.add_argument("--fp32-heads", action="store_true", help="keep the output heads in fp32")
     parser.add_argument("--keep-fp32", nargs="+", default=(), metavar="NODE", help="node names kept in fp32")
     parser.add_argument("--reduce-range", choices=("auto", "yes", "no"), default="auto",
-                        help="7-bit weights (default auto: yes where the CPU has no VNNI, whose int8 products saturate)")
+                        help="7-bit weights (default auto: yes where the CPU has no VNNI, where 8-bit products saturate)")
     parser.add_argument("--calibration-method", choices=("MinMax", "Percentile", "Entropy"), default="MinMax")
     parser.add_argument("--out-dir", type=Path, default=Path("quantized"), help="where the ONNX files go")
     parser.add_argument("--no-progress", action="store_true")
