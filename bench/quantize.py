@@ -402,7 +402,7 @@ def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
     parser.add_argument("--fp32-heads", action="store_true", help="keep the output heads in fp32")
     parser.add_argument("--keep-fp32", nargs="+", default=(), metavar="NODE", help="node names kept in fp32")
     parser.add_argument("--reduce-range", choices=("auto", "yes", "no"), default="auto",
-                        help="7-bit weights (default auto: yes where the CPU has no VNNI, where 8-bit products saturate)")
+                        help="7-bit weights (auto: yes where the CPU lacks VNNI and 8-bit products saturate)")
     parser.add_argument("--calibration-method", choices=("MinMax", "Percentile", "Entropy"), default="MinMax")
     parser.add_argument("--out-dir", type=Path, default=Path("quantized"), help="where the ONNX files go")
     parser.add_argument("--no-progress", action="store_true")
