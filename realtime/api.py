@@ -134,31 +134,23 @@ class TrackedFrame:
 
     def to_dict(self) -> dict:
         """The JSON Lines record of this frame, equal to the line `tagtrack run --json` writes."""
-        from tagtrack.realtime.sinks import JSONL_SCHEMA_VERSION
+        from tagtrack.model.records import frame_record
 
-        return {
-            "schema_version": JSONL_SCHEMA_VERSION,
-            "frame_index": self.index,
-            "timestamp": self.timestamp,
-            "source_id": self.source_id,
-            "image": {"width": self.width, "height": self.height},
-            "dropped": self.dropped,
-            "people": [person.to_dict() for person in self.people],
-        }
+        return frame_record(self.index, self.timestamp, self.source_id, (self.height, self.width),
+                            [person.to_dict() for person in self.people], self.dropped)
 
 
 def _frame_from_result(result: FrameResult, schema: KeypointSchema) -> TrackedFrame:
     # The JSON Lines sink's own record function: the API's numbers are the file's numbers.
-    from tagtrack.realtime.sinks import frame_record
+    from tagtrack.realtime.jsonl import result_record
 
-    return TrackedFrame.from_record(frame_record(result, schema), image=result.frame.image)
+    return TrackedFrame.from_record(result_record(result, schema), image=result.frame.image)
 
 
 def _people_from_poses(poses: list[Pose], schema: KeypointSchema) -> list[Person]:
-    from tagtrack.realtime.pipeline import _untracked
-    from tagtrack.realtime.sinks import person_record
+    from tagtrack.model.records import person_record
 
-    return [Person.from_record(person_record(_untracked(pose), schema)) for pose in poses]
+    return [Person.from_record(person_record(pose, schema)) for pose in poses]
 
 
 # ---------------------------------------------------------------- the estimator

@@ -502,8 +502,3 @@ def is_confirmed(tracked: TrackedPose) -> bool:
     """Whether the tracker confirmed this person's track (a few matches in): only then does it carry an ID,
     and only then is it written as a track (MOT rows, counted track IDs); the others are written without one."""
     return tracked.track_id is not None
-
-
-# The old private name, still imported by realtime/api.py (another developer's file right now); drop it once
-# api.py builds its records with model/records.py (person_record(pose, schema) needs no TrackedPose).
-_untracked = untracked

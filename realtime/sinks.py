@@ -17,8 +17,6 @@ realtime/engines.py, realtime/api.py and the benches import from `realtime.sinks
 from __future__ import annotations
 
 from tagtrack.model.records import JSONL_SCHEMA_VERSION, is_header, read_pose_lines
-from tagtrack.model.records import person_record as _person_record
-from tagtrack.model.schema import KeypointSchema
 from tagtrack.realtime.exports import (
     EXPORT_FORMATS,
     SETTINGS_SUFFIX,
@@ -36,7 +34,7 @@ from tagtrack.realtime.exports import (
     openpose_body25,
     write_settings_file,
 )
-from tagtrack.realtime.jsonl import JSONL_SCHEMA_PATH, JsonLinesSink, result_record, write_image_record
+from tagtrack.realtime.jsonl import JSONL_SCHEMA_PATH, JsonLinesSink, write_image_record
 from tagtrack.realtime.output_paths import (
     NAME_MAX,
     FileSink,
@@ -48,7 +46,6 @@ from tagtrack.realtime.output_paths import (
     write_image,
     write_whole_file,
 )
-from tagtrack.realtime.pipeline import FrameResult
 from tagtrack.realtime.progress import ProgressBarSink, ProgressLinesSink, progress_sink
 from tagtrack.realtime.video_sink import (
     DEFAULT_VIDEO_FPS,
@@ -59,25 +56,12 @@ from tagtrack.realtime.video_sink import (
 )
 
 
-# realtime/api.py (another developer's file right now) builds its records with these two, in the signatures
-# they had here; once it calls model/records.py (person_record(pose, schema)) and realtime/jsonl.py
-# (result_record) directly, they go.
-def person_record(tracked, schema: KeypointSchema) -> dict:
-    """One tracked person's record (model/records.py: person_record with the pose and its track id)."""
-    return _person_record(tracked.pose, schema, tracked.track_id)
-
-
-def frame_record(result: FrameResult, schema: KeypointSchema) -> dict:
-    """One processed frame's record (realtime/jsonl.py: result_record)."""
-    return result_record(result, schema)
-
-
 __all__ = [
     "DEFAULT_VIDEO_FPS", "EXPORT_FORMATS", "JSONL_SCHEMA_PATH", "JSONL_SCHEMA_VERSION", "NAME_MAX", "SETTINGS_SUFFIX",
     "VIDEO_CODECS", "AnnotatedVideoSink", "CocoResultsSink", "FileSink", "JsonLinesSink", "MotChallengeSink",
     "OpenPoseSink", "OutputError", "OutputFormat", "PoseTrackSink", "ProgressBarSink", "ProgressLinesSink",
     "SettingsFileSink", "Temporary", "check_export_schema", "check_output_path", "default_video_codec",
-    "discard_outputs", "export_format", "export_paths", "export_sinks", "frame_record", "h264_encoder",
-    "image_id_for", "is_header", "openpose_body25", "person_record", "progress_sink", "read_pose_lines",
+    "discard_outputs", "export_format", "export_paths", "export_sinks", "h264_encoder",
+    "image_id_for", "is_header", "openpose_body25", "progress_sink", "read_pose_lines",
     "refuse_overwriting", "write_image", "write_image_record", "write_settings_file", "write_whole_file",
 ]
