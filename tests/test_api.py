@@ -13,23 +13,17 @@ import cv2
 import jsonschema
 import numpy as np
 import pytest
-import torch
 
 import tagtrack
 from tagtrack import main
 from tagtrack.model.schema import COCO17
 from tagtrack.realtime.sinks import JSONL_SCHEMA_PATH
-from tests.conftest import NETWORK_FAMILIES, save_tiny_checkpoint
-from tests.test_run_cli import TINY, validated_lines, video_frame_count
+from tests.test_run_cli import validated_lines, video_frame_count
+
+# the tiny network is fastest on one thread, above all on a busy machine
+pytestmark = pytest.mark.usefixtures("private_cache_and_one_thread")
 
 FRAMES = 8
-
-
-@pytest.fixture(scope="session", params=NETWORK_FAMILIES)
-def tiny_weights(request, tmp_path_factory):
-    """A tiny random network of each family whose heatmaps are lifted, so that it finds "people" in noise."""
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / f"lively-{request.param}.safetensors",
-                                request.param, lively=True)
 
 
 def write_noise_video(path, frames: int, size_hw=(48, 64), fps: float = 10.0, seed: int = 0):
@@ -45,15 +39,6 @@ def write_noise_video(path, frames: int, size_hw=(48, 64), fps: float = 10.0, se
 
 def pipeline_threads() -> list[str]:
     return [thread.name for thread in threading.enumerate() if thread.name.startswith("pipeline-")]
-
-
-@pytest.fixture(autouse=True)
-def private_cache_and_one_thread(tmp_path, monkeypatch):
-    monkeypatch.setenv("TAGTRACK_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny network is fastest on one thread, above all on a busy machine
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -488,12 +488,12 @@ def test_message_a_checkpoint_with_settings_out_of_range_is_named_before_the_exp
     from tagtrack import main
     from tagtrack.model.checkpoint import save_checkpoint
     from tagtrack.model.hourglass import HourglassNet
-    from tests.test_run_cli import TINY
+    from tests.conftest import hourglass_config
     from tests.test_sources import write_video
 
     torch.manual_seed(0)
     weights = tmp_path / "odd.safetensors"
-    save_checkpoint(weights, HourglassNet(TINY), settings={"decode": {"detection_threshold": 5.0}})
+    save_checkpoint(weights, HourglassNet(hourglass_config()), settings={"decode": {"detection_threshold": 5.0}})
     video = write_video(tmp_path / "clip.avi", 3, size_hw=(48, 64))
     cache = tmp_path / "cache"
     os.environ["TAGTRACK_CACHE"] = str(cache)

@@ -18,19 +18,11 @@ import numpy as np
 import pytest
 
 from tagtrack import main
-from tagtrack.model.config import ModelConfig
 from tagtrack.realtime.sinks import JSONL_SCHEMA_PATH
-from tests.conftest import save_tiny_checkpoint
 from tests.test_sources import write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-TINY = ModelConfig(num_stacks=1, width=16, tag_dim=1, input_height=64, input_width=64)
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.safetensors", config=TINY)
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -61,10 +53,10 @@ def validated_lines(path: Path) -> list[dict]:
     return frames
 
 
-def test_run_writes_every_frame_to_video_json_and_exports(tmp_path, tiny_weights):
+def test_run_writes_every_frame_to_video_json_and_exports(tmp_path, cli_weights):
     video = write_video(tmp_path / "clip.avi", 15, size_hw=(48, 64), fps=15.0)
     out, poses = tmp_path / "annotated.mp4", tmp_path / "poses.jsonl"
-    result = run_cli("run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+    result = run_cli("run", str(video), "--weights", str(cli_weights), "--engine", "torch", "--device", "cpu",
                      "--out", str(out), "--json", str(poses), "--boxes",
                      "--format", "coco", "--format", "posetrack", "--format", "openpose",
                      "--detection-threshold", "0.0", cache=tmp_path / "cache")
@@ -86,10 +78,10 @@ def test_run_writes_every_frame_to_video_json_and_exports(tmp_path, tiny_weights
     assert len(list((tmp_path / "poses_openpose").glob("poses_*_keypoints.json"))) == 15
 
 
-def test_max_frames_and_no_track(tmp_path, tiny_weights):
+def test_max_frames_and_no_track(tmp_path, cli_weights):
     video = write_video(tmp_path / "clip.avi", 10)
     poses = tmp_path / "poses.jsonl"
-    result = run_cli("run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+    result = run_cli("run", str(video), "--weights", str(cli_weights), "--engine", "torch", "--device", "cpu",
                      "--json", str(poses), "--no-track", "--max-frames", "4", "--detection-threshold", "0.0")
     assert result.returncode == 0, result.stderr
     records = validated_lines(poses)
@@ -132,12 +124,12 @@ def signal_after_lines(process: subprocess.Popen, lines_file: Path, lines: int, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_mid_run_leaves_valid_json_and_playable_video(tmp_path, tiny_weights, signum):
+def test_signal_mid_run_leaves_valid_json_and_playable_video(tmp_path, cli_weights, signum):
     video = write_video(tmp_path / "long.avi", 3000, size_hw=(48, 64), fps=30.0)
     out, poses = tmp_path / "annotated.mp4", tmp_path / "poses.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1", TAGTRACK_CACHE=str(tmp_path / "cache"))
     process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "main.py"), "run", str(video), "--weights", str(tiny_weights),
+        [sys.executable, str(REPO_ROOT / "main.py"), "run", str(video), "--weights", str(cli_weights),
          "--engine", "torch", "--device", "cpu", "--input-size", "128", "128", "--out", str(out), "--json", str(poses)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
     stdout, stderr = signal_after_lines(process, poses, 20, signum)
@@ -194,9 +186,9 @@ def _corrupt(root: Path) -> str:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_weights, capfd, case):
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, cli_weights, capfd, case):
     make_args, message = BAD_INPUTS[case]
-    code = main.main([*make_args(tmp_path, str(tiny_weights)), "--engine", "torch", "--device", "cpu"])
+    code = main.main([*make_args(tmp_path, str(cli_weights)), "--engine", "torch", "--device", "cpu"])
     captured = capfd.readouterr()
     assert code == main.EXIT_USER_ERROR, captured.err
     # In this process FFmpeg may already have been initialised by earlier tests with its own log
@@ -209,7 +201,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_weights, capfd, case
         assert re.search(message, lines[0]), lines[0]
 
 
-def test_output_in_read_only_folder(tmp_path, tiny_weights, capfd, monkeypatch):
+def test_output_in_read_only_folder(tmp_path, cli_weights, capfd, monkeypatch):
     video = write_video(tmp_path / "v.avi", 2)
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -219,30 +211,30 @@ def test_output_in_read_only_folder(tmp_path, tiny_weights, capfd, monkeypatch):
         real_access = os.access
         monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == folder else real_access(path, mode))
     try:
-        code = main.main(["run", str(video), "--weights", str(tiny_weights), "--out", str(folder / "a.mp4")])
+        code = main.main(["run", str(video), "--weights", str(cli_weights), "--out", str(folder / "a.mp4")])
     finally:
         folder.chmod(0o755)
     lines = _error_lines(capfd.readouterr().err)
     assert code == 2 and len(lines) == 1 and "not writable" in lines[0]
 
 
-def test_bad_input_in_a_fresh_process_prints_only_one_line(tmp_path, tiny_weights):
+def test_bad_input_in_a_fresh_process_prints_only_one_line(tmp_path, cli_weights):
     # OpenCV and FFmpeg print their own warnings on stderr unless told not to.
     for args in (["run", "99"], ["run", _text(tmp_path / "fake.mp4")], ["run", "http://127.0.0.1:9/s.mjpg"],
                  ["run", str(tmp_path / "missing.avi")]):
-        result = run_cli(*args, "--weights", str(tiny_weights))
+        result = run_cli(*args, "--weights", str(cli_weights))
         assert result.returncode == 2
         assert len(_error_lines(result.stderr)) == 1, result.stderr
         assert result.stderr.startswith("error: ")
 
 
-def test_image_folder_run(tmp_path, tiny_weights):
+def test_image_folder_run(tmp_path, cli_weights):
     folder = tmp_path / "frames"
     folder.mkdir()
     for i in range(5):
         cv2.imwrite(str(folder / f"{i:04d}.png"), np.full((40, 50, 3), 30 * i, np.uint8))
     poses = tmp_path / "poses.jsonl"
-    result = run_cli("run", str(folder), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+    result = run_cli("run", str(folder), "--weights", str(cli_weights), "--engine", "torch", "--device", "cpu",
                      "--json", str(poses))
     assert result.returncode == 0, result.stderr
     records = validated_lines(poses)
@@ -269,12 +261,12 @@ def test_failed_start_leaves_existing_outputs_untouched(tmp_path, capfd):
     ["predict", "IMAGE", "--min-person-score", "2"],
     ["bench", "run", "--detection-threshold", "-1"],
 ])
-def test_out_of_range_values_are_refused(tmp_path, tiny_weights, capfd, args):
+def test_out_of_range_values_are_refused(tmp_path, cli_weights, capfd, args):
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
     video = write_video(tmp_path / "v.avi", 2)
     args = [{"VIDEO": str(video), "IMAGE": str(image)}.get(arg, arg) for arg in args]
-    code = main.main([*args, "--weights", str(tiny_weights)])
+    code = main.main([*args, "--weights", str(cli_weights)])
     lines = _error_lines(capfd.readouterr().err)
     assert code == main.EXIT_USER_ERROR and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert "between 0 and 1" in lines[0] or "positive" in lines[0]
@@ -302,10 +294,10 @@ def test_every_option_is_described_and_shows_its_default():
     assert "(default: auto)" in " ".join(run_help.split())
 
 
-def test_first_frames_list_every_person_without_an_id_yet(tmp_path, tiny_weights):
+def test_first_frames_list_every_person_without_an_id_yet(tmp_path, cli_weights):
     video = write_video(tmp_path / "clip.avi", 3)
     poses = tmp_path / "poses.jsonl"
-    code = main.main(["run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+    code = main.main(["run", str(video), "--weights", str(cli_weights), "--engine", "torch", "--device", "cpu",
                       "--json", str(poses), "--detection-threshold", "0", "--quiet"])
     assert code == 0
     records = validated_lines(poses)
@@ -314,23 +306,23 @@ def test_first_frames_list_every_person_without_an_id_yet(tmp_path, tiny_weights
     assert all(0 <= p["score"] <= 1 for r in records for p in r["people"])
 
 
-def test_min_person_score_leaves_out_weaker_people(tmp_path, tiny_weights):
+def test_min_person_score_leaves_out_weaker_people(tmp_path, cli_weights):
     video = write_video(tmp_path / "clip.avi", 2)
     counts = {}
     for threshold in ("0", "1"):
         poses = tmp_path / f"poses{threshold}.jsonl"
-        assert main.main(["run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+        assert main.main(["run", str(video), "--weights", str(cli_weights), "--engine", "torch", "--device", "cpu",
                           "--json", str(poses), "--detection-threshold", "0", "--min-person-score", threshold,
                           "--quiet"]) == 0
         counts[threshold] = sum(len(r["people"]) for r in validated_lines(poses))
     assert counts["0"] > 0 and counts["1"] == 0  # random weights score below 1
 
 
-def test_predict_json_is_one_json_lines_record(tmp_path, tiny_weights):
+def test_predict_json_is_one_json_lines_record(tmp_path, cli_weights):
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.full((40, 50, 3), 90, np.uint8))
     out = tmp_path / "a.json"
-    code = main.main(["predict", str(image), "--weights", str(tiny_weights), "--json", str(out),
+    code = main.main(["predict", str(image), "--weights", str(cli_weights), "--json", str(out),
                       "--detection-threshold", "0"])
     assert code == 0
     (record,) = validated_lines(out)
@@ -339,13 +331,13 @@ def test_predict_json_is_one_json_lines_record(tmp_path, tiny_weights):
     assert all(p["track_id"] is None for p in record["people"])
 
 
-def test_progress_in_a_log_is_a_few_plain_lines_and_quiet_is_quiet(tmp_path, tiny_weights):
+def test_progress_in_a_log_is_a_few_plain_lines_and_quiet_is_quiet(tmp_path, cli_weights):
     video = write_video(tmp_path / "clip.avi", 40)
-    result = run_cli("run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device", "cpu",
+    result = run_cli("run", str(video), "--weights", str(cli_weights), "--engine", "torch", "--device", "cpu",
                      "--json", str(tmp_path / "p.jsonl"), cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr  # no redrawn bar in a log file
     assert re.findall(r"frames \d+ of 40", result.stderr) == ["frames 10 of 40", "frames 20 of 40", "frames 30 of 40"]
-    quiet = run_cli("--quiet", "run", str(video), "--weights", str(tiny_weights), "--engine", "torch", "--device",
+    quiet = run_cli("--quiet", "run", str(video), "--weights", str(cli_weights), "--engine", "torch", "--device",
                     "cpu", "--json", str(tmp_path / "q.jsonl"), cache=tmp_path / "cache")
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == "", quiet.stderr
