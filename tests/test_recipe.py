@@ -101,3 +101,19 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     # context: the tags stage on the context tag head; full-low: the full stage at a twentieth of its rate.
     assert (context.trainable, context.loss) == (tags.trainable, tags.loss)
     assert full_low.trainable == () and full_low.lr * 20 == pytest.approx(full.lr) and full_low.loss == full.loss
+
+
+def test_every_phase_is_in_the_table_and_printed_once(tmp_path: Path, capsys, monkeypatch) -> None:
+    from tagtrack.training.recipes.default_model import PHASE_CONFIGS, PRETRAINED_STAGES, main, pretrained_config
+
+    assert {"1", "2", "3", "5", "6", "6b", "7", "7-width96", "8", "9"} <= set(PHASE_CONFIGS)
+    assert PHASE_CONFIGS["8"](tmp_path) == phase8_config(tmp_path)
+    assert PHASE_CONFIGS["7-width96"](tmp_path) == phase7_config(tmp_path, 96)
+    for stage in PRETRAINED_STAGES:
+        assert PHASE_CONFIGS[f"pretrained-{stage}"](tmp_path) == pretrained_config(tmp_path, stage)
+    monkeypatch.setattr("sys.argv", ["default_model", "--root", str(tmp_path), "phases"])
+    assert main() == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[0] for row in rows] == list(PHASE_CONFIGS)
+    assert "mobilenet_fpn_context" in rows[list(PHASE_CONFIGS).index("pretrained-context")]
+    assert "lr 1e-05" in rows[list(PHASE_CONFIGS).index("pretrained-full-low")]

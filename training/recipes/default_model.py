@@ -23,9 +23,12 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
+from tagtrack.training.config import TrainConfig
 from tagtrack.training.heldout import lspet_pck, model_predictor, teacher_predictor, teacher_recall
 
 REPO = Path(__file__).resolve().parents[2]
@@ -363,10 +366,6 @@ def phase9_config(root: Path):
                    loss=replace(phase8.loss, heatmap_mirror=PHASE9_HEATMAP_MIRROR))
 
 
-# The phases after 7: each a change of phase 7's config at width 64, all from phase 6b's weights.
-LATER_PHASES = {8: phase8_config, 9: phase9_config}
-
-
 # ---------------------------------------------------------------- the pretrained start (MobileNet FPN family)
 
 # The network of MoveNet MultiPose with its weights (`tagtrack import-teacher`), trained in stages on phase 6b's
@@ -429,7 +428,7 @@ def start_pretrained(root: Path, init: Path, stage: str) -> int:
         command.append("--resume")
     else:
         config_path = root / f"pretrained-{stage}_train_config.json"
-        pretrained_config(root, stage).save(config_path)
+        PHASE_CONFIGS[f"pretrained-{stage}"](root).save(config_path)
         command += ["--config", str(config_path), "--init", str(init)]
     return run_training(command)
 
@@ -439,6 +438,35 @@ def phase6b_config(root: Path):
     phase6 = training_config(root, phase=6)
     return replace(phase6, steps=PHASE6B_STEPS, lr_decay_steps=(PHASE6B_LR_DECAY_STEP,),
                    loss=replace(phase6.loss, heatmap_foreground=PHASE6B_HEATMAP_FOREGROUND))
+
+
+# Every phase of the recipe by name, as the config it trains (built from ROOT's work data): what the launchers
+# below start, and what `phases` prints. Phases 1-2 are one run (ROOT/runs/default) and 6-6b another.
+PHASE_CONFIGS: dict[str, Callable[[Path], TrainConfig]] = {
+    "1": partial(training_config, phase=1),
+    "2": partial(training_config, phase=2),
+    "3": partial(training_config, phase=3),
+    "5": partial(training_config, phase=5),
+    "6": partial(training_config, phase=6),
+    "6b": phase6b_config,
+    **{("7" if width == 64 else f"7-width{width}"): partial(phase7_config, width=width) for width in PHASE7_WIDTHS},
+    "8": phase8_config,
+    "9": phase9_config,
+    **{f"pretrained-{stage}": partial(pretrained_config, stage=stage) for stage in PRETRAINED_STAGES},
+}
+
+
+def phase_rows(root: Path) -> list[str]:
+    """One line per phase: its network, data, schedule, what learns and the loss weights that are not zero."""
+    rows = []
+    for name, build in PHASE_CONFIGS.items():
+        config = build(root)
+        loss = ", ".join(f"{key} {value:g}" for key, value in vars(config.loss).items() if value)
+        rows.append(f"{name:22} {config.model.describe():38} {Path(config.train_annotations).name:22} "
+                    f"{config.steps:6d} steps, batch {config.batch_size}, lr {config.lr:g} (x0.1 at "
+                    f"{', '.join(map(str, config.lr_decay_steps))}), learns {', '.join(config.trainable) or 'all'}; "
+                    f"{loss}")
+    return rows
 
 
 def start_training(root: Path) -> int:
@@ -474,8 +502,7 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
     from tagtrack.training.config import TrainConfig
 
     name = f"phase{phase}" if width == 64 else f"phase{phase}-width{width}"
-    config = (phase7_config(root, width) if phase == 7 else LATER_PHASES[phase](root) if phase in LATER_PHASES else
-              training_config(root, phase=phase))
+    config = PHASE_CONFIGS[str(phase) if width == 64 else f"{phase}-width{width}"](root)
     run = root / "runs" / name
     command = [sys.executable, str(REPO / "main.py"), "-v", "train", "--out", str(run)]
     if (run / "last.state.pt").is_file():
@@ -483,7 +510,7 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
             # Phase 6 was stopped at PHASE6B_FROM_STEP: the same run continues as phase 6b.
             log.info("switching %s to phase 6b (heatmap foreground weight %g)", run, PHASE6B_HEATMAP_FOREGROUND)
             phase6b_config(root).save(run / "config.json")
-        elif phase == 7 or phase in LATER_PHASES:
+        elif phase >= 7:  # 7-9 all start from phase 6b's weights
             saved = TrainConfig.load(run / "config.json")
             config = replace(config, init_weights=saved.init_weights)  # where the run started stays recorded
             if saved != config:
@@ -545,6 +572,7 @@ def main() -> int:
     parser.add_argument("--root", type=Path, required=True, help="work data folder (labels, runs; never in git)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("data", help="label, split and merge the training and held-out sets")
+    commands.add_parser("phases", help="every phase's config in one table (network, data, schedule, loss)")
     commands.add_parser("train", help="start the run ROOT/runs/default (phase 1), or continue it (phase 2)")
     p = commands.add_parser("finetune", help="phase 3: fine-tune phase 2's weights in ROOT/runs/phase3 (or continue)")
     p.add_argument("init", type=Path, help="phase 2's weights (ROOT/runs/default/last.safetensors)")
@@ -553,7 +581,7 @@ def main() -> int:
     p = commands.add_parser("general", help="phase 5-9: train the general model in ROOT/runs/phaseN (or continue)")
     p.add_argument("init", type=Path, help="the previous phase's weights (phases 7-9: phase 6b's, "
                                            "model/weights/default.safetensors)")
-    p.add_argument("--phase", type=int, choices=(5, 6, 7, *LATER_PHASES), default=5)
+    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8, 9), default=5)
     p.add_argument("--width", type=int, choices=PHASE7_WIDTHS, default=64,
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("pretrained", help="the pretrained start: train a stage in ROOT/runs/pretrained-STAGE "
@@ -593,6 +621,8 @@ def main() -> int:
 
     if args.command == "data":
         build_data(args.root)
+    elif args.command == "phases":
+        print("\n".join(phase_rows(args.root)))
     elif args.command == "train":
         return start_training(args.root)
     elif args.command == "finetune":
