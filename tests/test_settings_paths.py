@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tagtrack import main
+from tagtrack.cli.eval_commands import _retrack_config
 from tagtrack.model.checkpoint import read_checkpoint_settings
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.errors import UserFacingError
@@ -142,7 +143,7 @@ def _pose_file(tmp_path: Path, settings: dict) -> str:
 
 def _retrack(*extra: str, poses: str) -> object:
     args = main.build_parser().parse_args(["eval-track", poses, "--gt", "gt.txt", "--retrack", *extra])
-    return main._retrack_config(args)
+    return _retrack_config(args)
 
 
 def test_retrack_runs_the_tracker_settings_the_run_recorded(tmp_path, five_weights):
