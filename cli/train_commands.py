@@ -4,9 +4,13 @@ model/teacher_import.py). Each command's parser and handler sit together; handle
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from tagtrack.cli.common import add_preset_argument, quiet_opencv
 from tagtrack.model.errors import UserFacingError
+
+if TYPE_CHECKING:  # the CLI imports training only when a command runs
+    from tagtrack.training.config import TrainConfig
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
@@ -79,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_initial_weights(config: "TrainConfig", weights: str, widen: bool = False) -> "TrainConfig":
+def _with_initial_weights(config: TrainConfig, weights: str, widen: bool = False) -> TrainConfig:
     """The run trains the checkpoint's network (at the run's own training input size) from its weights; with
     WIDEN (a --config naming its network), a config whose network is the checkpoint's made wider, or another
     family on the checkpoint's trunk (a new tag head), keeps it."""
