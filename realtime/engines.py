@@ -8,42 +8,64 @@ of names, and `ENGINE_CLASSES` below): `auto` means TensorRT on an NVIDIA GPU wi
 installed, else ONNX Runtime, else torch. ONNX Runtime and TensorRT run an ONNX
 file exported once per (checkpoint, input shape) into the cache directory; TensorRT engines are
 built from it once per (ONNX, GPU, TensorRT version, precision, shapes) and cached beside it.
+
+Here: the `Engine` protocol, the torch and ONNX Runtime engines, the ONNX cache and the factory. The TensorRT
+engine and its engine cache are `realtime/tensorrt_engine.py`, `tagtrack export` is `realtime/model_export.py`,
+the helpers every engine shares are `realtime/engine_parts.py`; their names stay importable from here.
 See docs/engines.md.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import logging
 import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from tagtrack.model.config import check_input_size
-from tagtrack.model.errors import UserFacingError, import_extra
-from tagtrack.model.files import write_atomically
+from tagtrack.model.errors import UserFacingError
+from tagtrack.model.export import INPUT_NAME, OUTPUT_NAMES
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.realtime.backends import AUTO, BACKENDS, ENGINE_CHOICES
+from tagtrack.realtime.engine_parts import (  # noqa: F401 (re-exported: realtime.engines.* as before the split)
+    DEVICES,
+    Maps,
+    ModelFacts,
+    _atomic_write,
+    _check_batch,
+    file_sha256,
+    infer_in_fixed_batches,
+    resolve_device,
+)
+from tagtrack.realtime.tensorrt_engine import (  # noqa: F401 (re-exported, as above)
+    TRT_VERSION_RANGE,
+    TRT_WORKSPACE_BYTES,
+    TensorRTEngine,
+    build_tensorrt_engine,
+    engine_cache_key,
+    tensorrt_usable,
+)
 
 log = logging.getLogger(__name__)
 
 ENGINE_KINDS = ENGINE_CHOICES
-DEVICES = ("auto", "cpu", "cuda")
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("heatmaps", "tags")
 CACHE_ENV = "TAGTRACK_CACHE"
-TRT_VERSION_RANGE = ">=10.0,<11"  # keep in step with pyproject's `tensorrt` extra
-TRT_WORKSPACE_BYTES = 1 << 30
 
-Maps = tuple[np.ndarray, np.ndarray]
+# `tagtrack export`'s names (realtime/model_export.py), importable from here as before the split; loaded on first
+# use because that module imports this one.
+_EXPORT_NAMES = ("ExportResult", "export_checkpoint")
+
+
+def __getattr__(name: str):
+    if name in _EXPORT_NAMES:
+        from tagtrack.realtime import model_export
+
+        return getattr(model_export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Engine(Protocol):
@@ -63,72 +85,10 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-# ---------------------------------------------------------------- shared helpers
-
-
-class ModelFacts:
-    """What every engine states about its model, set by its constructor: the pipeline, the API and the outputs
-    read the keypoint schema, the stored settings and the weights' file from here. An engine made from a
-    checkpoint (`from_checkpoint`) states the checkpoint's; one made directly states what its caller passes
-    (by default COCO-17 keypoints, no stored settings, no file)."""
-
-    schema: KeypointSchema
-    stored_settings: dict
-    weights: Path | None
-
-    def _state_model(self, schema: KeypointSchema, stored_settings: dict | None, weights: Path | None) -> None:
-        self.schema = schema
-        self.stored_settings = copy.deepcopy(stored_settings or {})  # its own: a caller's later edits do not reach it
-        self.weights = Path(weights) if weights is not None else None
-
-
 def default_cache_dir() -> Path:
     """`$TAGTRACK_CACHE`, else `~/.cache/tagtrack`."""
     override = os.environ.get(CACHE_ENV)
     return Path(override).expanduser() if override else Path.home() / ".cache" / "tagtrack"
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without a GPU is a user error."""
-    if device not in DEVICES:
-        raise UserFacingError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserFacingError("--device cuda: no CUDA GPU is visible to torch (use --device cpu)")
-    return device
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_batch(batch: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
-    if batch.ndim != 4 or batch.shape[1] != 3 or tuple(batch.shape[2:]) != tuple(input_hw):
-        raise ValueError(f"expected a batch [B,3,{input_hw[0]},{input_hw[1]}], got {list(batch.shape)}")
-    return np.ascontiguousarray(batch, dtype=np.float32)
-
-
-def infer_in_fixed_batches(batch: np.ndarray, batch_size: int, run: Callable[[np.ndarray], Maps]) -> Maps:
-    """Run a static-batch backend on any number of images: chunk, and zero-pad the last chunk."""
-    count = batch.shape[0]
-    if count == batch_size:
-        return run(batch)
-    heatmaps, tags = [], []
-    for start in range(0, count, batch_size):
-        chunk = batch[start:start + batch_size]
-        real = chunk.shape[0]
-        if real < batch_size:
-            padding = np.zeros((batch_size - real, *chunk.shape[1:]), dtype=chunk.dtype)
-            chunk = np.concatenate([chunk, padding])
-        chunk_heatmaps, chunk_tags = run(chunk)
-        heatmaps.append(chunk_heatmaps[:real])
-        tags.append(chunk_tags[:real])
-    return np.concatenate(heatmaps), np.concatenate(tags)
 
 
 # ---------------------------------------------------------------- torch
@@ -260,213 +220,6 @@ class OnnxRuntimeEngine(ModelFacts):
         self.session = None
 
 
-# ---------------------------------------------------------------- TensorRT
-
-
-def engine_cache_key(onnx_sha256: str, gpu_name: str, compute_capability: tuple[int, int],
-                     trt_version: str, precision: str, input_shape: tuple[int, ...]) -> str:
-    """The file stem of a cached TensorRT engine: readable prefix + a digest over every input.
-
-    A serialized engine only runs on the GPU model and TensorRT version that built it, with the
-    precision and shapes it was built for, so each of those is part of the key.
-    """
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
-    fields = {
-        "onnx_sha256": onnx_sha256,
-        "gpu_name": gpu_name,
-        "compute_capability": [int(c) for c in compute_capability],
-        "trt_version": trt_version,
-        "precision": precision,
-        "input_shape": [int(d) for d in input_shape],
-    }
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-    shape = "x".join(str(int(d)) for d in input_shape)
-    major, minor = (int(c) for c in compute_capability)
-    return f"sm{major}{minor}-trt{trt_version}-{precision}-{shape}-{digest}"
-
-
-def _import_tensorrt():
-    """The tensorrt module, or UserFacingError saying why it cannot be used."""
-    try:
-        import tensorrt as trt
-    except Exception as error:  # ImportError, or a broken install missing libnvinfer
-        raise UserFacingError(f"TensorRT is not available ({type(error).__name__}: {error}); "
-                              f"install it with: pip install 'tensorrt{TRT_VERSION_RANGE}'") from error
-    major = int(trt.__version__.split(".")[0])
-    if major != 10:
-        raise UserFacingError(f"TensorRT {trt.__version__} found; tagtrack is written against "
-                              f"TensorRT {TRT_VERSION_RANGE}")
-    return trt
-
-
-def tensorrt_usable() -> str | None:
-    """None when TensorRT can run here, else the reason it cannot (for auto fall-through and skips)."""
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to torch"
-    try:
-        _import_tensorrt()
-    except UserFacingError as error:
-        return str(error)
-    return None
-
-
-def _trt_logger(trt):
-    return trt.Logger(trt.Logger.WARNING)
-
-
-def _onnx_input_shape(onnx_path: Path) -> tuple[int, ...]:
-    onnx = import_extra("onnx", "tensorrt", "TensorRT engines")
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    for value in model.graph.input:
-        if value.name == INPUT_NAME:
-            dims = value.type.tensor_type.shape.dim
-            if any(not d.HasField("dim_value") for d in dims):
-                raise UserFacingError(f"{onnx_path}: input {INPUT_NAME!r} has dynamic dimensions")
-            return tuple(int(d.dim_value) for d in dims)
-    raise UserFacingError(f"{onnx_path} has no input named {INPUT_NAME!r}")
-
-
-def build_tensorrt_engine(onnx_path: Path, engine_path: Path, fp16: bool,
-                          timing_cache_path: Path | None = None) -> None:
-    """Build a serialized TensorRT engine from our ONNX file (static input shape) and write it atomically."""
-    trt = _import_tensorrt()
-    logger = _trt_logger(trt)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10 networks are always explicit-batch
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise UserFacingError(f"TensorRT cannot parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, TRT_WORKSPACE_BYTES)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)  # weakly typed: TensorRT may pick fp16 kernels per layer
-    shape = _onnx_input_shape(onnx_path)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, shape, shape, shape)  # min = opt = max: our ONNX has static shapes
-    config.add_optimization_profile(profile)
-    timing_cache = None
-    if timing_cache_path is not None:
-        previous = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
-        timing_cache = config.create_timing_cache(previous)
-        # The file name already carries GPU and TensorRT version, so a mismatch means a stale file.
-        config.set_timing_cache(timing_cache, ignore_mismatch=False)
-    log.info("building TensorRT engine from %s (%s); this takes a while once", onnx_path.name,
-             "fp16" if fp16 else "fp32")
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise UserFacingError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
-    if timing_cache is not None:
-        _atomic_write(timing_cache_path, memoryview(config.get_timing_cache().serialize()))
-    _atomic_write(engine_path, memoryview(serialized))
-
-
-def _atomic_write(path: Path, data) -> None:
-    """Readers never see half a file (model/files.py: write_atomically)."""
-    write_atomically(path, lambda temporary: temporary.write_bytes(data))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-
-
-_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64}
-
-
-class TensorRTEngine(ModelFacts):
-    """A TensorRT 10 engine run with the name-based API on a CUDA stream, torch tensors as buffers.
-
-    The engine is built from `onnx_path` on first use and cached under `cache_dir/trt/` by
-    `engine_cache_key`; the builder's timing cache lives beside it, one file per GPU and version.
-    """
-
-    def __init__(self, onnx_path: Path, cache_dir: Path, fp16: bool = False, device: str = "cuda", *,
-                 schema: KeypointSchema = COCO17, stored_settings: dict | None = None,
-                 weights: Path | None = None) -> None:
-        trt = _import_tensorrt()
-        self._state_model(schema, stored_settings, weights)
-        self.device = torch.device(resolve_device(device))
-        if self.device.type != "cuda":
-            raise UserFacingError("TensorRT needs a CUDA GPU (--device cuda)")
-        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        self.device = torch.device("cuda", index)
-        gpu_name = torch.cuda.get_device_name(index)
-        capability = torch.cuda.get_device_capability(index)
-        precision = "fp16" if fp16 else "fp32"
-        input_shape = _onnx_input_shape(Path(onnx_path))
-        key = engine_cache_key(file_sha256(Path(onnx_path)), gpu_name, capability, trt.__version__,
-                               precision, input_shape)
-        trt_dir = Path(cache_dir) / "trt"
-        self.engine_path = trt_dir / f"{key}.engine"
-        timing_cache_path = trt_dir / f"timing-{_slug(gpu_name)}-sm{capability[0]}{capability[1]}-trt{trt.__version__}.cache"
-
-        with torch.cuda.device(self.device):
-            self._logger = _trt_logger(trt)
-            self._runtime = trt.Runtime(self._logger)
-            self._engine = None
-            if self.engine_path.exists():
-                self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-                if self._engine is None:
-                    log.warning("cached TensorRT engine %s is unreadable; rebuilding", self.engine_path)
-                else:
-                    log.info("TensorRT engine cache hit: %s", self.engine_path.name)
-            if self._engine is None:
-                build_tensorrt_engine(Path(onnx_path), self.engine_path, fp16, timing_cache_path)
-                self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-                if self._engine is None:
-                    raise UserFacingError(f"TensorRT cannot load the engine it just built: {self.engine_path}")
-            self._context = self._engine.create_execution_context()
-            self._context.set_input_shape(INPUT_NAME, input_shape)
-            self._stream = torch.cuda.Stream(self.device)
-            self._buffers: dict[str, torch.Tensor] = {}
-            for i in range(self._engine.num_io_tensors):
-                name = self._engine.get_tensor_name(i)
-                shape = tuple(self._context.get_tensor_shape(name))
-                dtype = _TORCH_DTYPES[self._engine.get_tensor_dtype(name).name]
-                self._buffers[name] = torch.empty(shape, dtype=dtype, device=self.device)
-                self._context.set_tensor_address(name, self._buffers[name].data_ptr())
-        missing = [n for n in (INPUT_NAME, *OUTPUT_NAMES) if n not in self._buffers]
-        if missing:
-            raise UserFacingError(f"TensorRT engine {self.engine_path.name} lacks tensors {missing}")
-        self.batch_size = int(input_shape[0])
-        self.input_hw = (int(input_shape[2]), int(input_shape[3]))
-        self.name = f"tensorrt {trt.__version__} ({precision}, {gpu_name})"
-
-    @staticmethod
-    def unusable(device: str) -> str | None:
-        reason = tensorrt_usable()
-        if reason is None and device != "cuda":
-            return "needs --device cuda (or auto on a machine with a GPU)"
-        return reason
-
-    @classmethod
-    def from_checkpoint(cls, model: "CheckpointModel") -> Engine:
-        return cls(model.onnx_path(), model.cache_dir, model.fp16, model.device, **model.facts())
-
-    def _run(self, batch: np.ndarray) -> Maps:
-        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            images = self._buffers[INPUT_NAME]
-            images.copy_(torch.from_numpy(batch).to(dtype=images.dtype), non_blocking=False)
-            if not self._context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
-            heatmaps = self._buffers["heatmaps"].float().cpu()  # the copy waits for the stream
-            tags = self._buffers["tags"].float().cpu()
-        return heatmaps.numpy(), tags.numpy()
-
-    def infer(self, batch: np.ndarray) -> Maps:
-        return infer_in_fixed_batches(_check_batch(batch, self.input_hw), self.batch_size, self._run)
-
-    def close(self) -> None:
-        if getattr(self, "_stream", None) is not None:
-            self._stream.synchronize()
-        self._context = None
-        self._engine = None
-        self._runtime = None
-        self._buffers = {}
-        self._stream = None
-
 
 # ---------------------------------------------------------------- ONNX cache and create_engine
 
@@ -596,84 +349,3 @@ def _open_engine(kind: str, model: CheckpointModel) -> Engine:
         except (UserFacingError, ImportError, RuntimeError) as error:
             log.warning("%s engine unavailable (%s); trying the next backend", BACKENDS[name].description, error)
     return ENGINE_CLASSES[last].from_checkpoint(model)
-
-
-# ---------------------------------------------------------------- `tagtrack export`
-
-
-@dataclass
-class ExportResult:
-    onnx_path: Path
-    input_shape: list[int]
-    output_shapes: dict[str, list[int]]
-    engine_path: Path | None = None
-
-
-def _check_writable(path: Path, flag: str) -> None:
-    parent = path.expanduser().resolve().parent
-    if not parent.is_dir():
-        raise UserFacingError(f"{flag} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserFacingError(f"{flag} {path}: folder {parent} is not writable")
-    if path.is_dir():
-        raise UserFacingError(f"{flag} {path} is a folder; give a file name")
-
-
-def _run_onnx_once(onnx_path: Path) -> tuple[list[int], dict[str, list[int]]]:
-    """Run an ONNX file once on zeros in ONNX Runtime (CPU); its input shape and output shapes."""
-    check = OnnxRuntimeEngine(onnx_path, "cpu")
-    try:
-        input_shape = [check.batch_size, 3, *check.input_hw]
-        outputs = check.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.zeros(input_shape, dtype=np.float32)})
-    finally:
-        check.close()
-    for name, value in zip(OUTPUT_NAMES, outputs):
-        if not np.isfinite(value).all():
-            raise UserFacingError(f"the exported ONNX gives non-finite {name}; the checkpoint may be corrupt")
-    return input_shape, {name: list(value.shape) for name, value in zip(OUTPUT_NAMES, outputs)}
-
-
-def export_checkpoint(weights: Path | None, onnx_out: Path, input_hw: tuple[int, int] | None = None,
-                      batch_size: int = 1, engine_out: Path | None = None, fp16: bool = False) -> ExportResult:
-    """Write the checkpoint as ONNX (checked by running it once in ONNX Runtime) and optionally a TensorRT engine."""
-    from tagtrack.model.checkpoint import load_checkpoint, resolve_weights
-    from tagtrack.model.export import export_onnx
-    from tagtrack.realtime.sinks import refuse_overwriting, write_whole_file
-
-    if batch_size < 1:
-        raise UserFacingError(f"--batch must be at least 1, got {batch_size}")
-    if fp16 and engine_out is None:
-        raise UserFacingError("--fp16 applies to the TensorRT engine; add --trt out.engine")
-    check_input_limit(input_hw)
-    _check_writable(onnx_out, "--onnx")
-    if engine_out is not None:
-        _check_writable(engine_out, "--trt")
-    # Never over the checkpoint it reads (nor a bundled model: refuse_overwriting adds them).
-    refuse_overwriting({"--weights": resolve_weights(weights)} if weights is not None else {},
-                       {"--onnx": onnx_out} | ({"--trt": engine_out} if engine_out is not None else {}))
-    if engine_out is not None:
-        reason = tensorrt_usable()  # fail before the export, not after it
-        if reason is not None:
-            raise UserFacingError(f"--trt: {reason}")
-    loaded = load_checkpoint(resolve_weights(weights))
-    if input_hw is None:
-        input_hw = (loaded.config.input_height, loaded.config.input_width)
-    height, width = check_input_size(input_hw)
-    shapes = {}
-
-    def export_and_check(temporary: Path) -> None:  # renamed into place only once ONNX Runtime has run it
-        # The temporary was created with the mode any new file gets here; export_onnx replaces it by its own
-        # mkstemp file (mode 0600), so the mode is put back.
-        mode = temporary.stat().st_mode & 0o777
-        export_onnx(loaded.model, temporary, height, width, batch_size=batch_size)
-        os.chmod(temporary, mode)
-        shapes["input"], shapes["outputs"] = _run_onnx_once(temporary)
-
-    # Under a new temporary name, renamed into place only once ONNX Runtime has run it; with the mode any
-    # new file gets (write_atomically's mkstemp would leave the user's model readable by them alone).
-    write_whole_file(onnx_out, export_and_check)
-    result = ExportResult(onnx_out, shapes["input"], shapes["outputs"])
-    if engine_out is not None:
-        build_tensorrt_engine(onnx_out, engine_out, fp16)
-        result.engine_path = engine_out
-    return result
