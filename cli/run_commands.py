@@ -109,7 +109,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tagtrack.realtime.engines import export_checkpoint
+    from tagtrack.realtime.model_export import export_checkpoint
 
     result = export_checkpoint(Path(args.weights) if args.weights else None, Path(args.onnx), args.input_size,
                                args.batch, Path(args.trt) if args.trt else None, args.fp16)

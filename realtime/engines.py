@@ -55,18 +55,6 @@ log = logging.getLogger(__name__)
 ENGINE_KINDS = ENGINE_CHOICES
 CACHE_ENV = "TAGTRACK_CACHE"
 
-# `tagtrack export`'s names (realtime/model_export.py), importable from here as before the split; loaded on first
-# use because that module imports this one.
-_EXPORT_NAMES = ("ExportResult", "export_checkpoint")
-
-
-def __getattr__(name: str):
-    if name in _EXPORT_NAMES:
-        from tagtrack.realtime import model_export
-
-        return getattr(model_export, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 class Engine(Protocol):
     """What the pipeline needs from a backend. `infer` is called from one thread only."""

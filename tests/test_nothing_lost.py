@@ -547,7 +547,7 @@ def test_friction_export_writes_the_onnx_file_with_the_usual_permissions(tmp_pat
     pytest.importorskip("onnx")
     umask = os.umask(0o022)
     try:
-        from tagtrack.realtime.engines import export_checkpoint
+        from tagtrack.realtime.model_export import export_checkpoint
 
         export_checkpoint(cli_weights, tmp_path / "model.onnx")
     finally:
