@@ -92,7 +92,7 @@ def run_options(args: argparse.Namespace, **extra):
 
 
 class TableNames:
-    """An option's choices: the names in a table of another module (`--format`: realtime/sinks.py's EXPORT_FORMATS,
+    """An option's choices: the names in a table of another module (`--format`: realtime/exports.py's EXPORT_FORMATS,
     `--preset`: training/config.py's PRESETS), read only when argparse checks a value or shows the command's help
     (importing those modules takes most of a second; `tagtrack --help` must not). The option needs a metavar, as
     argparse would otherwise read the names while the parser is built; %(choices)s in its help lists them."""

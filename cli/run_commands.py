@@ -195,7 +195,7 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="JSON Lines, one line per frame (realtime/pose_jsonl.schema.json)")
     p.add_argument("--format", dest="formats", action="append", metavar="FORMAT", default=[],
                    choices=TableNames("tagtrack.realtime.sinks", "EXPORT_FORMATS"),
-                   help="also export %(choices)s (realtime/sinks.py: EXPORT_FORMATS) beside --json (else --out, else "
+                   help="also export %(choices)s (realtime/exports.py: EXPORT_FORMATS) beside --json (else --out, else "
                         "SOURCE's name), with the run's settings in <name>.settings.json (repeatable)")
     p.add_argument("--codec", choices=("h264", "mp4v"), default=None,
                    help="video codec of --out (default: h264 through PyAV where installed, else mp4v)")

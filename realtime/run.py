@@ -2,8 +2,8 @@
 
 `build_pipeline` checks the outputs first, then opens the source, loads the engine (`run_model`: the engine and
 its effective settings, what the viewer and the API load too), then the tracker and the sinks, in the order
-that fails fastest on bad input. A new pipeline stage or output is added here (and in realtime/pipeline.py or
-realtime/sinks.py), once for every command.
+that fails fastest on bad input. A new pipeline stage or output is added here (and in realtime/pipeline.py, or an output's
+module: realtime/exports.py for a --format), once for every command.
 """
 
 from __future__ import annotations

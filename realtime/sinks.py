@@ -10,8 +10,8 @@
   OpenPose, MOT, the settings file);
 - `realtime/progress.py`: the progress bar, or lines.
 
-New code imports from those modules; this one keeps the names that main.py, realtime/run.py,
-realtime/engines.py, realtime/api.py and the benches import from `realtime.sinks`.
+New code imports from those modules; this one keeps the names that the cli/ package, realtime/run.py,
+realtime/model_export.py, the benches and the tests import from `realtime.sinks`.
 """
 
 from __future__ import annotations
