@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 ENCODER_PREFIX = "center_net_mobile_net_v2fpn_feature_extractor/"
 HEATMAP_HEAD_PREFIX = "kpt_heatmap_0/"
 # MoveNet MultiPose Lightning, Apache-2.0: recorded in the checkpoint's metadata and the model card.
-LINEAGE = "initialised from Google's MoveNet MultiPose Lightning (Apache-2.0; model/weights/NOTICE-movenet.txt)"
+LINEAGE = "initialised from Google's MoveNet MultiPose Lightning (Apache-2.0; model/weights/MODEL_CARD.md, its credit and licence)"
 
 
 @dataclass(frozen=True)

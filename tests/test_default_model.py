@@ -135,9 +135,10 @@ def test_the_pretrained_model_records_its_lineage_and_finds_close_up_people(shar
     from tagtrack.model.checkpoint import BUNDLED_WEIGHTS
 
     loaded = load_checkpoint(BUNDLED_WEIGHTS["pretrained"], expected_schema=COCO17)
-    # MoveNet MultiPose's network and weights (Apache-2.0) with our tag head: the checkpoint and the notice say so.
+    # MoveNet MultiPose's network and weights (Apache-2.0) with our tag head: the checkpoint and the card say so.
     assert loaded.config.family == "mobilenet_fpn" and "MoveNet" in loaded.metadata["lineage"]
-    assert (BUNDLED_WEIGHTS["pretrained"].parent / "NOTICE-movenet.txt").is_file()
+    card = (BUNDLED_WEIGHTS["pretrained"].parent / "MODEL_CARD.md").read_text()
+    assert "Credit and licence of MoveNet's weights" in card and "Apache License 2.0" in card
     assert BUNDLED_WEIGHTS["pretrained"].stat().st_size <= 20 * 1024 * 1024  # float16 weights
     # Measured on all 50 held-out cam02 frames: 96 of the teacher's 98 confident people (the default 88).
     assert _close_up_people("pretrained", shared_data) >= 9
