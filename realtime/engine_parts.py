@@ -59,7 +59,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_batch(batch: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+def checked_batch(batch: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
     if batch.ndim != 4 or batch.shape[1] != 3 or tuple(batch.shape[2:]) != tuple(input_hw):
         raise ValueError(f"expected a batch [B,3,{input_hw[0]},{input_hw[1]}], got {list(batch.shape)}")
     return np.ascontiguousarray(batch, dtype=np.float32)
@@ -83,6 +83,6 @@ def infer_in_fixed_batches(batch: np.ndarray, batch_size: int, run: Callable[[np
     return np.concatenate(heatmaps), np.concatenate(tags)
 
 
-def _atomic_write(path: Path, data) -> None:
+def write_bytes_atomically(path: Path, data) -> None:
     """Readers never see half a file (model/files.py: write_atomically)."""
     write_atomically(path, lambda temporary: temporary.write_bytes(data))

@@ -31,24 +31,16 @@ from tagtrack.model.errors import UserFacingError
 from tagtrack.model.export import INPUT_NAME, OUTPUT_NAMES
 from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.realtime.backends import AUTO, BACKENDS, ENGINE_CHOICES
-from tagtrack.realtime.engine_parts import (  # noqa: F401 (re-exported: realtime.engines.* as before the split)
-    DEVICES,
+from tagtrack.realtime.engine_parts import (
     Maps,
     ModelFacts,
-    _atomic_write,
-    _check_batch,
+    checked_batch,
     file_sha256,
     infer_in_fixed_batches,
     resolve_device,
+    write_bytes_atomically,
 )
-from tagtrack.realtime.tensorrt_engine import (  # noqa: F401 (re-exported, as above)
-    TRT_VERSION_RANGE,
-    TRT_WORKSPACE_BYTES,
-    TensorRTEngine,
-    build_tensorrt_engine,
-    engine_cache_key,
-    tensorrt_usable,
-)
+from tagtrack.realtime.tensorrt_engine import TensorRTEngine
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +108,7 @@ class TorchEngine(ModelFacts):
 
     @torch.inference_mode()
     def infer(self, batch: np.ndarray) -> Maps:
-        images = torch.from_numpy(_check_batch(batch, self.input_hw)).to(self.device)
+        images = torch.from_numpy(checked_batch(batch, self.input_hw)).to(self.device)
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.fp16):
             heatmaps, tags = self.model(images)
         return heatmaps.float().cpu().numpy(), tags.float().cpu().numpy()
@@ -202,7 +194,7 @@ class OnnxRuntimeEngine(ModelFacts):
         return heatmaps, tags
 
     def infer(self, batch: np.ndarray) -> Maps:
-        return infer_in_fixed_batches(_check_batch(batch, self.input_hw), self.batch_size, self._run)
+        return infer_in_fixed_batches(checked_batch(batch, self.input_hw), self.batch_size, self._run)
 
     def close(self) -> None:
         self.session = None
@@ -231,7 +223,7 @@ def cached_onnx(model: torch.nn.Module, checkpoint_sha256: str, input_hw: tuple[
         log.warning("cached ONNX export %s is damaged or unverified; exporting it again", path)
     log.info("exporting ONNX %dx%d (batch %d) to %s", height, width, batch_size, path)
     export_onnx(model, path, height, width, batch_size=batch_size)  # writes a temporary file and renames it
-    _atomic_write(digest_path, (file_sha256(path) + "\n").encode())
+    write_bytes_atomically(digest_path, (file_sha256(path) + "\n").encode())
     return path
 
 

@@ -24,8 +24,8 @@ from tagtrack.model.schema import COCO17, KeypointSchema
 from tagtrack.realtime.engine_parts import (
     Maps,
     ModelFacts,
-    _atomic_write,
-    _check_batch,
+    write_bytes_atomically,
+    checked_batch,
     file_sha256,
     infer_in_fixed_batches,
     resolve_device,
@@ -136,8 +136,8 @@ def build_tensorrt_engine(onnx_path: Path, engine_path: Path, fp16: bool,
     if serialized is None:
         raise UserFacingError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
     if timing_cache is not None:
-        _atomic_write(timing_cache_path, memoryview(config.get_timing_cache().serialize()))
-    _atomic_write(engine_path, memoryview(serialized))
+        write_bytes_atomically(timing_cache_path, memoryview(config.get_timing_cache().serialize()))
+    write_bytes_atomically(engine_path, memoryview(serialized))
 
 
 def _slug(text: str) -> str:
@@ -228,7 +228,7 @@ class TensorRTEngine(ModelFacts):
         return heatmaps.numpy(), tags.numpy()
 
     def infer(self, batch: np.ndarray) -> Maps:
-        return infer_in_fixed_batches(_check_batch(batch, self.input_hw), self.batch_size, self._run)
+        return infer_in_fixed_batches(checked_batch(batch, self.input_hw), self.batch_size, self._run)
 
     def close(self) -> None:
         if getattr(self, "_stream", None) is not None:

@@ -14,16 +14,10 @@ from tagtrack import main
 from tagtrack.model.config import TINY
 from tagtrack.model.errors import UserFacingError
 from tagtrack.realtime import engines
-from tagtrack.realtime.engines import (
-    OnnxRuntimeEngine,
-    TensorRTEngine,
-    TorchEngine,
-    create_engine,
-    default_cache_dir,
-    engine_cache_key,
-    infer_in_fixed_batches,
-    tensorrt_usable,
-)
+from tagtrack.realtime import tensorrt_engine
+from tagtrack.realtime.engine_parts import infer_in_fixed_batches
+from tagtrack.realtime.engines import OnnxRuntimeEngine, TorchEngine, create_engine, default_cache_dir
+from tagtrack.realtime.tensorrt_engine import TensorRTEngine, engine_cache_key, tensorrt_usable
 
 TRT_REASON = tensorrt_usable()
 
@@ -306,7 +300,7 @@ def test_tensorrt_is_imported_lazily_and_pinned_like_pyproject():
                            capture_output=True, text=True, cwd=main.__file__.rsplit("/", 1)[0], check=True)
     assert probe.stdout.strip() == "False"
     pyproject = (Path(main.__file__).parent / "pyproject.toml").read_text()
-    assert f'"tensorrt{engines.TRT_VERSION_RANGE}"' in pyproject
+    assert f'"tensorrt{tensorrt_engine.TRT_VERSION_RANGE}"' in pyproject
 
 
 def test_one_table_of_engines_readable_without_torch():
