@@ -358,3 +358,46 @@ def test_poses_of_another_keypoint_set_are_read_with_their_own_joints(tmp_path):
     objects = pose_results(frames, min_joint_score=0.2)  # the third joint is below 0.2: not in the centroid
     np.testing.assert_allclose(objects[2].points, [[(31.0 + 35.0) / 2, 7.0]])
     assert objects[3].ids.tolist() == [5]
+
+
+def test_mota_breakdown_gives_each_false_positive_and_miss_its_cause(tmp_path):
+    """bench.track.mota_breakdown on a hand-made sequence: TrackEval's FP, FN and IDSW exactly, each with the
+    cause built into it (the true boxes: person 1 at x 80 + 10 (f - 1), person 2 at 380 - 10 (f - 1), 40 x 100,
+    a don't-care person at x 600)."""
+    from tagtrack.bench.track import Detection, mota_breakdown
+    from tagtrack.tracker.config import TrackerConfig
+    from tagtrack.tracker.mot_eval import read_mot_rows
+    from tagtrack.tracker.trackeval_scores import score_with_trackeval
+
+    gt = write(tmp_path / "gt.txt", truth_rows(dont_care=True))
+
+    def person(frame: int, who: int, shift: float = 0.0) -> np.ndarray:
+        left = {1: 80 + 10 * (frame - 1), 2: 380 - 10 * (frame - 1), 0: 600}[who] + shift
+        return np.array([left, 200.0, left + 40.0, 300.0])
+
+    def found(box, track_id, score=0.9, state=None):
+        return Detection(box, score, track_id, state if state or track_id is None else "confirmed",
+                         0.5 * (box[:2] + box[2:]))
+
+    people = {
+        1: [found(person(1, 1), 7), found(person(1, 2, 25), 8),       # person 2's box 25 px off: IoU 0.23
+            found(person(1, 0), 9), found(np.array([200.0, 400, 240, 500]), 10)],   # on don't care; nobody
+        2: [found(person(2, 1), 7), found(person(2, 1, 15), 11),      # a second box on person 1 (IoU 0.45)
+            found(person(2, 2), None, state="tentative")],            # person 2 in a tentative track
+        3: [found(person(3, 1), 8), found(person(3, 2), None, score=0.05)],   # person 1 switches to id 8
+        4: [found(person(4, 2), 12)],                                 # person 1 not detected
+        5: [found(person(5, 1), 8), found(person(5, 2), None, score=0.3)],    # person 2 weak, left alone
+    }
+    breakdown = mota_breakdown(read_mot_file(gt), list(people.items()), FRAMES, TrackerConfig())
+    assert breakdown.truth == 10 and breakdown.id_switches == 1
+    assert {k: v for k, v in breakdown.false_positives.items() if v} == {
+        "on a don't-care person": 1, "loose box, person alone": 1, "duplicate": 1, "nobody near, confident": 1}
+    assert {k: v for k, v in breakdown.misses.items() if v} == {
+        "loose box, person alone": 1, "held back (tentative track)": 1, "detection under low_score": 1,
+        "not detected": 1, "weak detection no track took": 1}
+    assert breakdown.mota == pytest.approx(0.0)
+    reported = {frame: FrameObjects(np.array([d.track_id for d in found_ if d.track_id is not None], dtype=np.int64),
+                                    np.array([d.box for d in found_ if d.track_id is not None]).reshape(-1, 4),
+                                    np.zeros((0, 2)), np.zeros(0, dtype=bool)) for frame, found_ in people.items()}
+    scores = score_with_trackeval(read_mot_rows(gt), {"r": reported}, FRAMES)["r"]
+    assert (scores.false_positives, scores.misses, scores.id_switches) == (4, 5, 1)
