@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from tagtrack import main
 from tagtrack.model.errors import UserFacingError
@@ -207,3 +208,37 @@ def test_a_failed_write_keeps_the_previous_file_and_names_it(tmp_path):
         write_atomically(target, failing)
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.npy"]  # no temporary left behind
+
+
+class _BlockMean(torch.nn.Module):
+    """A stand-in network of stride 4: its one heatmap is each 4x4 block's mean of the red channel, squashed so
+    that a block only fires when it is mostly covered (small things show only once they are zoomed)."""
+
+    def forward_stacks(self, images):
+        heatmaps = torch.nn.functional.avg_pool2d(images[:, :1], 4)
+        return [(torch.clamp(heatmaps * 2.0 - 1.0, 0.0, 1.0), None)]
+
+
+def test_zoomed_self_targets_at_1x_are_the_networks_own_maps():
+    from tagtrack.training.distill import zoomed_self_targets
+
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(zoomed_self_targets(_BlockMean(), images, 1), _BlockMean().forward_stacks(images)[0][0])
+
+
+def test_zoomed_self_targets_show_a_small_thing_in_its_own_cell_and_keep_large_ones():
+    from tagtrack.training.distill import zoomed_self_targets
+
+    images = torch.zeros(1, 3, 32, 32)
+    images[0, 0, 8:10, 20:22] = 1.0   # 2x2 pixels: a quarter of block (2, 5) at 1x, most of a 4x4 block zoomed 2x
+    images[0, 0, 20:28, 0:8] = 1.0    # large: blocks (5, 0), (5, 1), (6, 0), (6, 1) full at 1x
+    own = _BlockMean().forward_stacks(images)[0][0][0, 0]
+    assert own[2, 5] == 0.0 and own[5:7, 0:2].min() == 1.0
+    targets = zoomed_self_targets(_BlockMean(), images, 2)[0, 0]
+    assert targets.shape == own.shape
+    assert targets[2, 5] > 0.5                           # the small thing peaks in the cell that holds it
+    assert targets[5:7, 0:2].min() == 1.0                # the large one keeps its 1x peaks
+    assert (targets >= own).all()                        # never below the 1x maps
+    assert torch.nonzero((targets > 0) & (own == 0)).tolist() == [[2, 5]]  # and nothing new anywhere else
+    with pytest.raises(ValueError):
+        zoomed_self_targets(_BlockMean(), images, 0)

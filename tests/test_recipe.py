@@ -80,9 +80,9 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     from tagtrack.training.step import freeze
 
     phase6b = phase6b_config(tmp_path)
-    assert PRETRAINED_STAGES == ("tags", "full", "tags-push", "context", "full-low")
-    tags, full, push, context, full_low = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
-    for config in (tags, full, push, context, full_low):
+    assert PRETRAINED_STAGES == ("tags", "full", "tags-push", "context", "full-low", "zoom")
+    tags, full, push, context, full_low, zoom = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
+    for config in (tags, full, push, context, full_low, zoom):
         family = "mobilenet_fpn_context" if config is context else "mobilenet_fpn"
         assert config.model.family == family and config.model.same_network(replace(tags.model, family=family))
         assert (config.train_annotations, config.train_teacher_maps, config.suppress_mirror_peaks) == (
@@ -101,6 +101,9 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     # context: the tags stage on the context tag head; full-low: the full stage at a twentieth of its rate.
     assert (context.trainable, context.loss) == (tags.trainable, tags.loss)
     assert full_low.trainable == () and full_low.lr * 20 == pytest.approx(full.lr) and full_low.loss == full.loss
+    # zoom: everything learns toward the starting network's own maps at 1x and 2x; only it makes its targets.
+    assert zoom.trainable == () and zoom.self_distill_zoom == 2 and zoom.loss == full.loss
+    assert all(config.self_distill_zoom == 0 for config in (tags, full, push, context, full_low))
 
 
 def test_every_phase_is_in_the_table_and_printed_once(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -478,3 +478,23 @@ def test_eval_every_sets_when_the_validation_ap_is_taken(tiny_data: Path, tmp_pa
     # A config.json written before settings and eval_every existed still loads.
     old = {key: value for key, value in config.to_dict().items() if key not in ("settings", "eval_every")}
     assert TrainConfig.from_dict(old) == replace(config, eval_every=0)
+
+
+def test_self_distilled_targets_are_the_starting_networks_own_maps(tiny_data: Path, tmp_path: Path) -> None:
+    from tagtrack.model.checkpoint import save_checkpoint
+    from tagtrack.model.schema import COCO17
+    from tagtrack.model.teacher_import import mobilenet_fpn_config
+    from tagtrack.training.losses import LossWeights
+    from tests.conftest import tiny_network
+
+    model = mobilenet_fpn_config(PRESETS["tiny"].model.tag_dim, COCO17.num_keypoints, (64, 64))
+    start = save_checkpoint(tmp_path / "start.safetensors", tiny_network(config=model), COCO17)
+    heatmap_only = LossWeights(pull=0.0, push=0.0, cross_pull=0.0, cross_push=0.0, scale=0.0)
+    config = _config(tiny_data, model=model, steps=1, loss=heatmap_only, init_weights=str(start))
+    # Zoom 1: the first step's targets are the network's own maps (no batch norm in this family), so nothing to
+    # learn; the data's targets are far from a random network's maps.
+    assert train(replace(config, self_distill_zoom=1), tmp_path / "own").losses == [0.0]
+    assert train(config, tmp_path / "data").losses[0] > 0.01
+    assert train(replace(config, self_distill_zoom=2), tmp_path / "zoomed").losses[0] > 0.0
+    with pytest.raises(UserFacingError, match="--init"):
+        train(replace(config, self_distill_zoom=2, init_weights=""), tmp_path / "no-start")

@@ -68,6 +68,11 @@ class TrainConfig:
     # clear each teacher channel around the person's mirror joint (distill.suppress_mirror_peaks); off in
     # configs written before it existed, so they train as they did
     suppress_mirror_peaks: bool = False
+    # > 0: the heatmap targets are not the data's but the starting network's own maps (init_weights, frozen):
+    # the larger of its maps of the view and, for 2 or more, of the view zoomed by this whole factor, pooled
+    # back (training.distill.zoomed_self_targets): the maps stay the starting network's kind (no drift toward
+    # other targets) while the rest trains, and small people get the peaks it gives them when they are larger
+    self_distill_zoom: int = 0
     # optimisation
     batch_size: int = 8  # per process
     steps: int = 100_000
@@ -118,6 +123,8 @@ class TrainConfig:
             raise UserFacingError("batch size, steps and checkpoint interval must be positive")
         if self.loss.heatmap_foreground < 0 or self.loss.heatmap_mirror < 0:
             raise UserFacingError("the heatmap foreground and mirror weights must be 0 (off) or positive")
+        if self.self_distill_zoom < 0:
+            raise UserFacingError(f"self_distill_zoom must be 0 (off) or a whole zoom >= 1, not {self.self_distill_zoom}")
         if self.eval_every < 0:
             raise UserFacingError(f"eval_every must be 0 (at checkpoints) or positive, not {self.eval_every}")
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from tagtrack.model.codec import render_heatmaps
 from tagtrack.model.errors import UserFacingError
@@ -131,3 +133,22 @@ def dense_targets(label_heatmaps: np.ndarray, teacher_heatmaps: np.ndarray | Non
     if teacher_heatmaps is None:
         return label_heatmaps
     return np.maximum(label_heatmaps, teacher_heatmaps)
+
+
+def zoomed_self_targets(reference: torch.nn.Module, images: torch.Tensor, zoom: int) -> torch.Tensor:
+    """Heatmap targets [B,K,h,w] from a frozen network's own maps: its maps of the images, or for zoom >= 2 the
+    larger of those and its maps of the images zoomed by `zoom` (bilinear, pixel centres kept), max-pooled back
+    over each zoom x zoom block (a block's pooled cell has the same centre as the 1x cell: the codec's 4j + 1.5).
+
+    A network that sees small people better when they are larger (MoveNet's does: on PETS at 384x512 it finds
+    91 % of the teacher's walkers against 79 % at 256x384) is taught to give them those peaks at 1x, while
+    large people keep the 1x maps (the larger of the two)."""
+    if zoom < 1:
+        raise ValueError(f"zoom must be a whole number >= 1, not {zoom}")
+    with torch.no_grad():
+        targets = reference.forward_stacks(images)[-1][0].float()
+        if zoom >= 2:
+            zoomed = F.interpolate(images, scale_factor=float(zoom), mode="bilinear", align_corners=False)
+            zoomed_maps = reference.forward_stacks(zoomed)[-1][0].float()
+            targets = torch.maximum(targets, F.max_pool2d(zoomed_maps, kernel_size=zoom))
+    return targets

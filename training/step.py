@@ -27,6 +27,7 @@ from tagtrack.model.errors import UserFacingError
 from tagtrack.model.hourglass import AllStacks
 from tagtrack.training.config import TrainConfig
 from tagtrack.training.dataset import flatten_views
+from tagtrack.training.distill import zoomed_self_targets
 from tagtrack.training.losses import LossOptions, LossTerms, LossWeights, total_loss
 
 log = logging.getLogger(__name__)
@@ -94,22 +95,35 @@ class TrainingStep:
     flip_index: tuple[int, ...] | None  # the data set's schema's left/right permutation (heatmap_mirror)
     clip_grad_norm: float  # 0: no clipping
     use_amp: bool  # forward under fp16 autocast on CUDA
+    # config.self_distill_zoom > 0: the heatmap targets come from this frozen network (the starting weights)
+    # at that zoom (training.distill.zoomed_self_targets) instead of the batch's
+    target_network: torch.nn.Module | None = None
+    target_zoom: int = 0
 
     @classmethod
     def for_config(cls, config: TrainConfig, network: torch.nn.Module, parameters: list[torch.nn.Parameter],
                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   flip_index: tuple[int, ...] | None) -> "TrainingStep":
-        """The step a TrainConfig trains with; AMP is on where the scaler is (config.amp on CUDA)."""
+                   flip_index: tuple[int, ...] | None,
+                   target_network: torch.nn.Module | None = None) -> "TrainingStep":
+        """The step a TrainConfig trains with; AMP is on where the scaler is (config.amp on CUDA). With
+        config.self_distill_zoom, `target_network` (frozen starting weights) makes the heatmap targets."""
+        if config.self_distill_zoom and target_network is None:
+            raise ValueError("self_distill_zoom needs the starting network (target_network)")
         return cls(network=network, parameters=parameters, optimizer=optimizer, scaler=scaler, loss=config.loss,
                    options=config.loss_options, num_views=2 if config.pairs else 1, flip_index=flip_index,
-                   clip_grad_norm=config.clip_grad_norm, use_amp=scaler.is_enabled())
+                   clip_grad_norm=config.clip_grad_norm, use_amp=scaler.is_enabled(),
+                   target_network=target_network if config.self_distill_zoom else None,
+                   target_zoom=config.self_distill_zoom)
 
     def losses(self, batch: dict[str, torch.Tensor]) -> LossTerms:
         """The forward pass and every loss term on a batch."""
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
         with autocast:
             stacks = self.network(batch["images"])
-        return total_loss(stacks, batch["heatmaps"], batch["masks"], batch["joints"], self.loss,
+        heatmaps = batch["heatmaps"]
+        if self.target_network is not None:
+            heatmaps = zoomed_self_targets(self.target_network, batch["images"], self.target_zoom)
+        return total_loss(stacks, heatmaps, batch["masks"], batch["joints"], self.loss,
                           scales=batch["scales"], ids=batch["ids"], num_views=self.num_views, options=self.options,
                           keypoints=batch["keypoints"], flip_index=self.flip_index)
 

@@ -458,7 +458,23 @@ def _wrap_network(run: _Run) -> None:
         network = DistributedDataParallel(network, device_ids=[run.ddp.local_rank] if run.device.type == "cuda" else None)
     network.train()
     run.training_step = TrainingStep.for_config(run.config, network, run.parameters, run.optimizer, run.scaler,
-                                                run.dataset.schema.flip_index)
+                                                run.dataset.schema.flip_index, _target_network(run))
+
+
+def _target_network(run: _Run) -> torch.nn.Module | None:
+    """config.self_distill_zoom: the starting weights (init_weights), frozen, in eval mode, to make the heatmap
+    targets; None otherwise. A resumed run rebuilds it from the same file (its config keeps the path)."""
+    config = run.config
+    if not config.self_distill_zoom:
+        return None
+    if not config.init_weights:
+        raise UserFacingError("self_distill_zoom makes the targets from the starting weights: give --init")
+    reference = build_network(config.model).to(run.device)
+    _load_initial_weights(reference, config)
+    reference.requires_grad_(False)
+    if config.channels_last:
+        reference.to(memory_format=torch.channels_last)
+    return reference.eval()
 
 
 def _batches(run: _Run) -> Iterator[tuple[int, dict]]:
