@@ -226,15 +226,19 @@ class MotaBreakdown:
 
 def retrack_detections(pose_frames: list, config: TrackerConfig,
                        min_joint_score: float = 0.2) -> list[tuple[int, list[Detection]]]:
-    """Our tracker over every person of every frame, keeping the people it does not report and why."""
+    """Our tracker over every person of every frame, keeping the people it does not report and why (a reported
+    person has the box the tracker reports, `TrackedPose.box`)."""
     tracker = PoseTracker(config)
     out = []
     for frame in pose_frames:
-        reported = {id(t.pose): t.track_id for t in tracker.update(frame.poses, frame.timestamp)}
+        tracked = tracker.update(frame.poses, frame.timestamp)
+        reported = {id(t.pose): t.track_id for t in tracked}
+        boxes = {id(t.pose): t.box for t in tracked}
         states = {id(t.pose): t.state.value for t in tracker.tracks if t.last_seen == frame.timestamp}
         centroids = pose_centroids(np.array([p.keypoints for p in frame.poses]).reshape(-1, COCO17.num_keypoints, 3)
                                    if frame.poses else np.zeros((0, 1, 3)), min_joint_score)
-        out.append((frame.frame, [Detection(np.asarray(p.box, dtype=np.float64), float(p.score), reported.get(id(p)),
+        out.append((frame.frame, [Detection(np.asarray(boxes.get(id(p), p.box), dtype=np.float64), float(p.score),
+                                            reported.get(id(p)),
                                             states.get(id(p)), centroids[i]) for i, p in enumerate(frame.poses)]))
     return out
 

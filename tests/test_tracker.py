@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tagtrack.model.pose import Pose
-from tagtrack.tracker import PoseTracker, TrackerConfig, TrackState
+from tagtrack.tracker import PoseTracker, TrackedPose, TrackerConfig, TrackState
 from tagtrack.tracker.synthetic import skeleton
 
 FPS = 30.0
@@ -321,11 +321,47 @@ def test_smoothing_does_not_drag_a_joint_that_reappears():
     assert (smoothed[seen_throughout, 0] < measured[seen_throughout, 0]).all()  # filtered: behind the walker
 
 
+def test_reported_box_keeps_the_detection_centre_and_steadies_its_size():
+    """A walker whose whole-body box (fitted to joints on a coarse grid) jumps in height from frame to frame:
+    the box the track reports (`TrackedPose.box`) sits where the detection's does, its size averaged over
+    `box_size_time`; 0 reports the detection's box; after a gap much longer than it, the size starts afresh."""
+    rng = np.random.default_rng(5)
+
+    def walker(frame: int, height: float) -> Pose:
+        pose = make_pose(300 + 5 * frame)
+        centre_x, centre_y = 300 + 5 * frame, 600.0 - 125.0
+        pose.box = np.array([centre_x - 0.18 * height, centre_y - 0.5 * height,
+                             centre_x + 0.18 * height, centre_y + 0.5 * height], dtype=np.float32)
+        return pose
+
+    steady, raw = PoseTracker(TrackerConfig()), PoseTracker(TrackerConfig(box_size_time=0.0))
+    heights_steady, heights_raw = [], []
+    for frame in range(60):
+        pose = walker(frame, 250.0 * (1.0 + 0.1 * rng.choice([-1.0, 1.0])))
+        a, b = steady.update([pose], frame / FPS), raw.update([pose], frame / FPS)
+        if frame >= 10:
+            box = a[0].box
+            np.testing.assert_allclose(box[:2] + box[2:], pose.box[:2] + pose.box[2:], atol=1e-3)  # same centre
+            np.testing.assert_array_equal(b[0].box, pose.box)
+            heights_steady.append(box[3] - box[1])
+            heights_raw.append(b[0].box[3] - b[0].box[1])
+    assert np.std(heights_steady) < 0.5 * np.std(heights_raw)
+    assert abs(np.mean(heights_steady) - 250.0) < 5.0
+    # Back after 1.5 s unseen (within reid_time, same track), twice as tall: the old size is forgotten.
+    pose = walker(105, 500.0)
+    out = steady.update([pose], 105 / FPS)
+    assert len(out) == 1 and out[0].box[3] - out[0].box[1] == pytest.approx(500.0, rel=0.01)
+    # People the tracker does not report keep their own box.
+    assert TrackedPose(pose, None, 0.0, pose.keypoints).box is pose.box
+
+
 def test_config_validation():
     with pytest.raises(ValueError):
         TrackerConfig(low_score=0.6, high_score=0.5)
     with pytest.raises(ValueError):
         TrackerConfig(tag_momentum=1.0)
+    with pytest.raises(ValueError):
+        TrackerConfig(box_size_time=-0.1)
     assert dataclasses.replace(TrackerConfig(), use_tags=False).use_tags is False
 
 

@@ -65,6 +65,9 @@ class TrackerConfig:
     smooth_beta: float = 10.0        # Hz of cutoff added per person size / s of joint speed
     smooth_d_cutoff: float = 1.0     # Hz, for the speed estimate
 
+    # --- the reported box (TrackedPose.box_smoothed) ---
+    box_size_time: float = 0.3       # seconds its width and height are averaged over (exponentially); 0: as detected
+
     # --- keypoints ---
     min_keypoint_score: float = 0.05  # a joint below this counts as not found
     min_box_aspect: float = 0.4       # a person's box is at least this wide for its height (and tall for its width)
@@ -82,5 +85,7 @@ class TrackerConfig:
             raise ValueError("trust_memory must be at least 1 (pairs)")
         if self.tag_gate_ramp < 0.0:
             raise ValueError("tag_gate_ramp must not be negative")
+        if self.box_size_time < 0.0:
+            raise ValueError("box_size_time must not be negative")
         if self.reid_max_size_ratio <= 1.0:
             raise ValueError("reid_max_size_ratio must be above 1")

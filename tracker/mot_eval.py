@@ -191,12 +191,14 @@ def pose_centroids(keypoints: np.ndarray, min_joint_score: float) -> np.ndarray:
     return (keypoints[:, :, :2] * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]
 
 
-def tracked_objects(poses: list[Pose], track_ids: list[int], min_joint_score: float) -> FrameObjects:
-    """A tracker's output of one frame as FrameObjects (points: the confident joints' centroids)."""
+def tracked_objects(poses: list[Pose], track_ids: list[int], min_joint_score: float,
+                    boxes: list[np.ndarray] | None = None) -> FrameObjects:
+    """A tracker's output of one frame as FrameObjects (points: the confident joints' centroids; boxes: the
+    poses' own unless given, e.g. the tracker's `TrackedPose.box`)."""
     if not poses:
         return FrameObjects.empty()
     keypoints = np.array([p.keypoints for p in poses], dtype=np.float64)
-    boxes = np.array([p.box for p in poses], dtype=np.float64).reshape(-1, 4)
+    boxes = np.array([p.box for p in poses] if boxes is None else boxes, dtype=np.float64).reshape(-1, 4)
     return FrameObjects(np.asarray(track_ids, dtype=np.int64), boxes, pose_centroids(keypoints, min_joint_score),
                         np.ones(len(poses), dtype=bool))
 
@@ -285,12 +287,13 @@ def pose_results(frames: list[PoseFrame], min_joint_score: float) -> dict[int, F
 
 
 def retrack(frames: list[PoseFrame], tracker, min_joint_score: float) -> dict[int, FrameObjects]:
-    """Run a fresh tracker over the detections of every frame (their stored track ids ignored)."""
+    """Run a fresh tracker over the detections of every frame (their stored track ids ignored); each person is
+    scored with the box the tracker reports (`TrackedPose.box`)."""
     results = {}
     for frame in frames:
         tracked = tracker.update(frame.poses, frame.timestamp)
         results[frame.frame] = tracked_objects([t.pose for t in tracked], [t.track_id for t in tracked],
-                                               min_joint_score)
+                                               min_joint_score, [t.box for t in tracked])
     return results
 
 

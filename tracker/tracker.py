@@ -43,13 +43,22 @@ class TrackedPose:
     pose: the detection as it came in (unchanged); track_id: stable id (1, 2, ...), None until the
     track is confirmed (the pipeline then writes the person without an id);
     age: seconds since the track was first seen; keypoints_smoothed: [K, 3] float32, the One-Euro
-    smoothed x, y with the detection's joint scores (equal to pose.keypoints when smoothing is off).
+    smoothed x, y with the detection's joint scores (equal to pose.keypoints when smoothing is off);
+    box_smoothed: [4] float32 (x1, y1, x2, y2), the person's box as the track reports it: the detection's
+    whole-body box (`pose.box`) where it is, its width and height averaged over the track's last
+    `TrackerConfig.box_size_time` seconds (None: not tracked, `box` is the pose's).
     """
 
     pose: Pose
     track_id: int | None
     age: float
     keypoints_smoothed: np.ndarray
+    box_smoothed: np.ndarray | None = None
+
+    @property
+    def box(self) -> np.ndarray:
+        """The box to report for this person: the track's (`box_smoothed`), else the detection's (`pose.box`)."""
+        return self.pose.box if self.box_smoothed is None else self.box_smoothed
 
 
 @dataclass
@@ -95,6 +104,10 @@ class Track:
         self.pose = pose
         self.smoothing: OneEuroState | None = None
         self.keypoints_smoothed = pose.keypoints
+        # The reported box's width and height, averaged over time (PoseTracker._finish_frame), and when last set.
+        self.box_size: np.ndarray | None = None
+        self.box_time = timestamp
+        self.box_smoothed = np.asarray(pose.box, dtype=np.float32)
         # Filled by predict() each frame.
         self.predicted_box = self.motion.box()
         self.predicted_keypoints = np.zeros((num_keypoints, 2))
@@ -173,6 +186,26 @@ def widened_boxes(boxes: np.ndarray, min_aspect: float) -> np.ndarray:
     wh = boxes[:, 2:] - boxes[:, :2]
     wh = np.maximum(wh, min_aspect * wh.max(1, keepdims=True))
     return np.concatenate([centre - 0.5 * wh, centre + 0.5 * wh], axis=1)
+
+
+def steadied_boxes(boxes: np.ndarray, sizes: list[np.ndarray | None], elapsed: np.ndarray,
+                   time_constant: float) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes to report for tracks matched now: [M, 4] float32 boxes and their [M, 2] (width, height).
+
+    Each detection's whole-body box (`boxes`, from its joints) is kept where it is, but its width and height
+    are an exponential average over the track (weight exp(-elapsed / time_constant) on the track's `sizes`,
+    None for a track without one yet; `elapsed`: seconds since they were set). On small walkers the joints
+    sit on a coarse grid (4.5 px on vtest.avi, a twentieth of a person's height), so the height fitted to
+    them jumps from frame to frame while the person's does not. Only the size: averaging the position too
+    lags a walker and cost more than it gained (docs/tracker.md, "Where MOTA is lost").
+    """
+    centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+    size = boxes[:, 2:] - boxes[:, :2]
+    if time_constant > 0.0 and len(boxes):
+        keep = np.exp(-np.maximum(elapsed, 0.0) / time_constant)
+        previous = np.array([size[m] if s is None else s for m, s in enumerate(sizes)]).reshape(-1, 2)
+        size = keep[:, None] * previous + (1.0 - keep[:, None]) * size
+    return np.concatenate([centre - 0.5 * size, centre + 0.5 * size], axis=1).astype(np.float32), size
 
 
 class _Detections:
@@ -323,7 +356,7 @@ class PoseTracker:
 
         return [
             TrackedPose(pose=poses[i], track_id=t.track_id, age=timestamp - t.first_seen,
-                        keypoints_smoothed=t.keypoints_smoothed)
+                        keypoints_smoothed=t.keypoints_smoothed, box_smoothed=t.box_smoothed)
             for i, t in sorted(matched.items())
             if t.state is TrackState.CONFIRMED
         ]
@@ -457,7 +490,14 @@ class PoseTracker:
         if self.config.smoothing:
             smoothed_xy, states = one_euro_step([t.smoothing for t in tracks], keypoints, visible, timestamp,
                                                 sizes, self._smoothing)
+        reported_boxes, box_sizes = steadied_boxes(np.array([t.pose.box for t in tracks], dtype=np.float64),
+                                                   [t.box_size for t in tracks],
+                                                   np.array([timestamp - t.box_time for t in tracks]),
+                                                   self.config.box_size_time)
         for m, track in enumerate(tracks):
+            track.box_smoothed = reported_boxes[m]
+            track.box_size = box_sizes[m]
+            track.box_time = timestamp
             track.shape = shapes[m]
             track.shape_known = track.shape_known | visible[m]
             if self.config.smoothing:
