@@ -334,7 +334,8 @@ def test_reported_box_keeps_the_detection_centre_and_steadies_its_size():
                              centre_x + 0.18 * height, centre_y + 0.5 * height], dtype=np.float32)
         return pose
 
-    steady, raw = PoseTracker(TrackerConfig()), PoseTracker(TrackerConfig(box_size_time=0.0))
+    steady = PoseTracker(TrackerConfig(box_lead=0.0))
+    raw = PoseTracker(TrackerConfig(box_size_time=0.0, box_lead=0.0))
     heights_steady, heights_raw = [], []
     for frame in range(60):
         pose = walker(frame, 250.0 * (1.0 + 0.1 * rng.choice([-1.0, 1.0])))
@@ -355,6 +356,25 @@ def test_reported_box_keeps_the_detection_centre_and_steadies_its_size():
     assert TrackedPose(pose, None, 0.0, pose.keypoints).box is pose.box
 
 
+@pytest.mark.parametrize("speed", [150.0, -150.0, 0.0])
+def test_reported_box_leads_a_walker_along_their_motion(speed):
+    """A walker's joints lie along the body's axis, the person's box spans the stride: the reported box moves
+    box_lead heights ahead along the horizontal motion, scaled by tanh(speed in heights/s / box_lead_speed);
+    a person standing still keeps the detection's centre, and box_lead 0 never moves it."""
+    leading, still = PoseTracker(TrackerConfig()), PoseTracker(TrackerConfig(box_lead=0.0))
+    for frame in range(60):
+        pose = make_pose(600 + speed * frame / FPS)
+        a, b = leading.update([pose], frame / FPS), still.update([pose], frame / FPS)
+    centre = 0.5 * (pose.box[0] + pose.box[2])
+    height = float(pose.box[3] - pose.box[1])
+    config = TrackerConfig()
+    expected = config.box_lead * height * np.tanh(speed / height / config.box_lead_speed)
+    assert 0.5 * (a[0].box[0] + a[0].box[2]) - centre == pytest.approx(expected, abs=0.1 * abs(expected) + 1e-3)
+    assert 0.5 * (b[0].box[0] + b[0].box[2]) == pytest.approx(centre, abs=1e-3)
+    if speed:
+        assert np.sign(0.5 * (a[0].box[0] + a[0].box[2]) - centre) == np.sign(speed)
+
+
 def test_config_validation():
     with pytest.raises(ValueError):
         TrackerConfig(low_score=0.6, high_score=0.5)
@@ -362,6 +382,10 @@ def test_config_validation():
         TrackerConfig(tag_momentum=1.0)
     with pytest.raises(ValueError):
         TrackerConfig(box_size_time=-0.1)
+    with pytest.raises(ValueError):
+        TrackerConfig(box_lead_speed=0.0)
+    with pytest.raises(ValueError):
+        TrackerConfig(box_lead=-0.01)
     assert dataclasses.replace(TrackerConfig(), use_tags=False).use_tags is False
 
 

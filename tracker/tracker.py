@@ -45,8 +45,9 @@ class TrackedPose:
     age: seconds since the track was first seen; keypoints_smoothed: [K, 3] float32, the One-Euro
     smoothed x, y with the detection's joint scores (equal to pose.keypoints when smoothing is off);
     box_smoothed: [4] float32 (x1, y1, x2, y2), the person's box as the track reports it: the detection's
-    whole-body box (`pose.box`) where it is, its width and height averaged over the track's last
-    `TrackerConfig.box_size_time` seconds (None: not tracked, `box` is the pose's).
+    whole-body box (`pose.box`), its width and height averaged over the track's last
+    `TrackerConfig.box_size_time` seconds, a little ahead along the track's motion (`box_lead`)
+    (None: not tracked, `box` is the pose's).
     """
 
     pose: Pose
@@ -189,15 +190,20 @@ def widened_boxes(boxes: np.ndarray, min_aspect: float) -> np.ndarray:
 
 
 def steadied_boxes(boxes: np.ndarray, sizes: list[np.ndarray | None], elapsed: np.ndarray,
-                   time_constant: float) -> tuple[np.ndarray, np.ndarray]:
+                   time_constant: float, velocity_x: np.ndarray | None = None, lead: float = 0.0,
+                   lead_speed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The boxes to report for tracks matched now: [M, 4] float32 boxes and their [M, 2] (width, height).
 
-    Each detection's whole-body box (`boxes`, from its joints) is kept where it is, but its width and height
-    are an exponential average over the track (weight exp(-elapsed / time_constant) on the track's `sizes`,
-    None for a track without one yet; `elapsed`: seconds since they were set). On small walkers the joints
+    Each detection's whole-body box (`boxes`, from its joints) is kept where it is (but for `lead`), its width
+    and height an exponential average over the track (weight exp(-elapsed / time_constant) on the track's
+    `sizes`, None for a track without one yet; `elapsed`: seconds since they were set). On small walkers the joints
     sit on a coarse grid (4.5 px on vtest.avi, 0.06 of a 75 px walker), so the height fitted to
     them jumps from frame to frame while the person's does not. Only the size: averaging the position too
     lags a walker and cost more than it gained (docs/tracker.md, "Where MOTA is lost").
+
+    With `velocity_x` ([M] px/s, the tracks' horizontal speed) and `lead` > 0 the box moves ahead along the
+    walker's motion by lead * height * tanh(speed / lead_speed), speed in heights per second: a walker's joints
+    lie along the body's axis, while the person's box spans the stride and reaches forward.
     """
     centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
     size = boxes[:, 2:] - boxes[:, :2]
@@ -205,6 +211,10 @@ def steadied_boxes(boxes: np.ndarray, sizes: list[np.ndarray | None], elapsed: n
         keep = np.exp(-np.maximum(elapsed, 0.0) / time_constant)
         previous = np.array([size[m] if s is None else s for m, s in enumerate(sizes)]).reshape(-1, 2)
         size = keep[:, None] * previous + (1.0 - keep[:, None]) * size
+    if velocity_x is not None and lead > 0.0 and len(boxes):
+        height = np.maximum(size[:, 1], 1.0)
+        centre = centre.copy()
+        centre[:, 0] += lead * height * np.tanh(velocity_x / height / lead_speed)
     return np.concatenate([centre - 0.5 * size, centre + 0.5 * size], axis=1).astype(np.float32), size
 
 
@@ -493,7 +503,9 @@ class PoseTracker:
         reported_boxes, box_sizes = steadied_boxes(np.array([t.pose.box for t in tracks], dtype=np.float64),
                                                    [t.box_size for t in tracks],
                                                    np.array([timestamp - t.box_time for t in tracks]),
-                                                   self.config.box_size_time)
+                                                   self.config.box_size_time,
+                                                   np.array([t.motion.kf.x[4, 0] for t in tracks]),
+                                                   self.config.box_lead, self.config.box_lead_speed)
         for m, track in enumerate(tracks):
             track.box_smoothed = reported_boxes[m]
             track.box_size = box_sizes[m]
