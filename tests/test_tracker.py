@@ -352,6 +352,13 @@ def test_reported_box_keeps_the_detection_centre_and_steadies_its_size():
     pose = walker(105, 500.0)
     out = steady.update([pose], 105 / FPS)
     assert len(out) == 1 and out[0].box[3] - out[0].box[1] == pytest.approx(500.0, rel=0.01)
+    # A size jump beyond box_size_jump (2) is a different extent, not the joints' grid: the average restarts.
+    for frame in range(106, 116):
+        out = steady.update([walker(frame, 500.0)], frame / FPS)
+    out = steady.update([walker(116, 1100.0)], 116 / FPS)
+    assert out[0].box[3] - out[0].box[1] == pytest.approx(1100.0, rel=1e-3)
+    out = steady.update([walker(117, 1300.0)], 117 / FPS)   # within the factor: averaged again
+    assert 1100.0 < out[0].box[3] - out[0].box[1] < 1250.0
     # People the tracker does not report keep their own box.
     assert TrackedPose(pose, None, 0.0, pose.keypoints).box is pose.box
 
@@ -384,6 +391,8 @@ def test_config_validation():
         TrackerConfig(box_size_time=-0.1)
     with pytest.raises(ValueError):
         TrackerConfig(box_lead_speed=0.0)
+    with pytest.raises(ValueError):
+        TrackerConfig(box_size_jump=1.0)
     with pytest.raises(ValueError):
         TrackerConfig(box_lead=-0.01)
     assert dataclasses.replace(TrackerConfig(), use_tags=False).use_tags is False

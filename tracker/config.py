@@ -67,6 +67,7 @@ class TrackerConfig:
 
     # --- the reported box (TrackedPose.box_smoothed) ---
     box_size_time: float = 0.3       # seconds its width and height are averaged over (exponentially); 0: as detected
+    box_size_jump: float = 2.0       # a width or height this many times the average (or 1 / this) restarts it
     box_lead: float = 0.02           # heights it moves ahead along a walker's horizontal motion (0: where detected)
     box_lead_speed: float = 0.6      # heights per second at which the lead is tanh(1) = 0.76 of box_lead
 
@@ -89,6 +90,8 @@ class TrackerConfig:
             raise ValueError("tag_gate_ramp must not be negative")
         if self.box_size_time < 0.0:
             raise ValueError("box_size_time must not be negative")
+        if self.box_size_jump <= 1.0:
+            raise ValueError("box_size_jump must be above 1")
         if self.box_lead < 0.0 or self.box_lead_speed <= 0.0:
             raise ValueError("box_lead must not be negative and box_lead_speed must be positive")
         if self.reid_max_size_ratio <= 1.0:

@@ -190,16 +190,18 @@ def widened_boxes(boxes: np.ndarray, min_aspect: float) -> np.ndarray:
 
 
 def steadied_boxes(boxes: np.ndarray, sizes: list[np.ndarray | None], elapsed: np.ndarray,
-                   time_constant: float, velocity_x: np.ndarray | None = None, lead: float = 0.0,
-                   lead_speed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                   time_constant: float, max_jump: float = 2.0, velocity_x: np.ndarray | None = None,
+                   lead: float = 0.0, lead_speed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The boxes to report for tracks matched now: [M, 4] float32 boxes and their [M, 2] (width, height).
 
     Each detection's whole-body box (`boxes`, from its joints) is kept where it is (but for `lead`), its width
     and height an exponential average over the track (weight exp(-elapsed / time_constant) on the track's
     `sizes`, None for a track without one yet; `elapsed`: seconds since they were set). On small walkers the joints
     sit on a coarse grid (4.5 px on vtest.avi, 0.06 of a 75 px walker), so the height fitted to
-    them jumps from frame to frame while the person's does not. Only the size: averaging the position too
-    lags a walker and cost more than it gained (docs/tracker.md, "Where MOTA is lost").
+    them jumps from frame to frame while the person's does not. A width or height more than `max_jump` times
+    the average (or less than 1 / max_jump of it) restarts it: that is a different extent (a person found whole
+    after half, or two people found as one), not the grid. Only the size: averaging the position too lags a
+    walker and cost more than it gained (docs/tracker.md, "Where MOTA is lost").
 
     With `velocity_x` ([M] px/s, the tracks' horizontal speed) and `lead` > 0 the box moves ahead along the
     walker's motion by lead * height * tanh(speed / lead_speed), speed in heights per second: a walker's joints
@@ -210,6 +212,8 @@ def steadied_boxes(boxes: np.ndarray, sizes: list[np.ndarray | None], elapsed: n
     if time_constant > 0.0 and len(boxes):
         keep = np.exp(-np.maximum(elapsed, 0.0) / time_constant)
         previous = np.array([size[m] if s is None else s for m, s in enumerate(sizes)]).reshape(-1, 2)
+        jump = np.abs(np.log(np.maximum(size, 1.0) / np.maximum(previous, 1.0))).max(1)
+        keep = np.where(jump > np.log(max_jump), 0.0, keep)
         size = keep[:, None] * previous + (1.0 - keep[:, None]) * size
     if velocity_x is not None and lead > 0.0 and len(boxes):
         height = np.maximum(size[:, 1], 1.0)
@@ -503,7 +507,7 @@ class PoseTracker:
         reported_boxes, box_sizes = steadied_boxes(np.array([t.pose.box for t in tracks], dtype=np.float64),
                                                    [t.box_size for t in tracks],
                                                    np.array([timestamp - t.box_time for t in tracks]),
-                                                   self.config.box_size_time,
+                                                   self.config.box_size_time, self.config.box_size_jump,
                                                    np.array([t.motion.kf.x[4, 0] for t in tracks]),
                                                    self.config.box_lead, self.config.box_lead_speed)
         for m, track in enumerate(tracks):
