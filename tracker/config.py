@@ -65,7 +65,8 @@ class TrackerConfig:
     smooth_beta: float = 10.0        # Hz of cutoff added per person size / s of joint speed
     smooth_d_cutoff: float = 1.0     # Hz, for the speed estimate
 
-    # --- the reported box (TrackedPose.box_smoothed) ---
+    # --- the reported box (TrackedPose.box_smoothed; output only, association does not use it). Measured on
+    # PETS09-S2L1 frames 1-400 with the default model, across halves (docs/tracker.md, "Where MOTA is lost") ---
     box_size_time: float = 0.3       # seconds its width and height are averaged over (exponentially); 0: as detected
     box_size_jump: float = 2.0       # a width or height this many times the average (or 1 / this) restarts it
     box_lead: float = 0.02           # heights it moves ahead along a walker's horizontal motion (0: where detected)
