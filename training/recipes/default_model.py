@@ -400,7 +400,11 @@ FULL_LOW_STEPS, FULL_LOW_LR_DECAY_STEP, FULL_LOW_LR = 2000, 1600, 1e-5
 # need features trained for them; the two stages that trained the features toward the data's targets lost
 # accuracy, while these targets keep the maps MoveNet's kind and raise the small walkers' peaks (at 384x512 it
 # finds 91 % of them against 79 % at 256x384).
-ZOOM_STEPS, ZOOM_LR_DECAY_STEP, ZOOM_LR, ZOOM_FACTOR = 1500, 1200, 3e-5, 2
+# The heatmap term weighs 30x phase 6b's: at 1x its steps let the tag terms pull the features away from the maps
+# (at step 500 the self-distilled heatmap loss had grown from 0.001 to 0.005, some joints' maps peaked at 0.01 on
+# PETS, and COCO AP on held-out PETS frames was 0.000), while the tags separated the ground-truth joint locations
+# better (AP 0.642 against 0.548).
+ZOOM_STEPS, ZOOM_LR_DECAY_STEP, ZOOM_LR, ZOOM_FACTOR, ZOOM_HEATMAP_WEIGHT = 1500, 1200, 3e-5, 2, 30.0
 PRETRAINED_STAGES = ("tags", "full", "tags-push", "context", "full-low", "zoom")
 
 
@@ -422,7 +426,7 @@ def pretrained_config(root: Path, stage: str):
         return replace(base, steps=FULL_LOW_STEPS, lr_decay_steps=(FULL_LOW_LR_DECAY_STEP,), lr=FULL_LOW_LR, batch_size=4)
     if stage == "zoom":
         return replace(base, steps=ZOOM_STEPS, lr_decay_steps=(ZOOM_LR_DECAY_STEP,), lr=ZOOM_LR, batch_size=4,
-                       self_distill_zoom=ZOOM_FACTOR)
+                       self_distill_zoom=ZOOM_FACTOR, loss=replace(base.loss, heatmap=ZOOM_HEATMAP_WEIGHT))
     if stage == "context":
         model = mobilenet_fpn_config(PRETRAINED_TAG_DIM, 17, PRETRAINED_VIEW_HW, family="mobilenet_fpn_context")
         return replace(base, model=model, trainable=("tag_head.",), steps=CONTEXT_STEPS,
