@@ -53,13 +53,15 @@ def unit_score(value: float, digits: int = SCORE_DIGITS) -> float:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def person_record(pose: Pose, schema: KeypointSchema, track_id: int | None = None) -> dict:
-    """One person: track_id (None: no confirmed track), score, box, keypoints by the schema's names, tag."""
+def person_record(pose: Pose, schema: KeypointSchema, track_id: int | None = None,
+                  box: np.ndarray | None = None) -> dict:
+    """One person: track_id (None: no confirmed track), score, box (the given one, as the tracker reports it;
+    else the pose's), keypoints by the schema's names, tag."""
     keypoints = np.asarray(pose.keypoints, dtype=np.float64)
     return {
         "track_id": None if track_id is None else int(track_id),
         "score": unit_score(pose.score),
-        "box": [rounded(v) for v in np.asarray(pose.box).reshape(4)],
+        "box": [rounded(v) for v in np.asarray(pose.box if box is None else box).reshape(4)],
         "keypoints": {
             name: {"x": rounded(keypoints[k, 0]), "y": rounded(keypoints[k, 1]), "score": unit_score(keypoints[k, 2])}
             for k, name in enumerate(schema.keypoint_names)

@@ -201,7 +201,7 @@ class PoseTrackSink(FileSink):
                     "keypoints": _flat_keypoints(pose.keypoints),
                     "scores": [unit_score(s) for s in np.asarray(pose.keypoints)[:, 2]],
                     "score": unit_score(pose.score),
-                    "bbox": _xywh(pose.box),
+                    "bbox": _xywh(tracked.box),
                 })
         except OutputError:
             self.failed = True
@@ -384,7 +384,8 @@ class MotChallengeSink(StreamedFileSink):
     """MOTChallenge result rows, `frame,id,left,top,width,height,score,-1,-1,-1`, one per tracked person.
 
     Frames are 1-based (frame index + 1), as MOTChallenge numbers them; people without a track id are
-    left out. The box is the pose's box: the whole body estimated from the joints (`model.body_box`).
+    left out. The box is the one the track reports (`TrackedPose.box`): the whole body estimated from the joints
+    (`model.body_box`), its size averaged over the track's recent frames (tracker settings `box_size_time`).
     Rows are written and flushed per frame to a `Temporary`, renamed into place at the end.
     """
 
@@ -408,7 +409,7 @@ class MotChallengeSink(StreamedFileSink):
             return
         rows = []
         for tracked in people:
-            x, y, w, h = _xywh(tracked.pose.box)
+            x, y, w, h = _xywh(tracked.box)
             rows.append(f"{result.frame.index + 1},{int(tracked.track_id)},{x},{y},{w},{h},"
                         f"{rounded(tracked.pose.score, SCORE_DIGITS)},-1,-1,-1\n")
         try:

@@ -34,7 +34,7 @@ JSONL_SCHEMA_PATH = Path(__file__).with_name("pose_jsonl.schema.json")
 def result_record(result: FrameResult, schema: KeypointSchema) -> dict:
     """The record of one processed frame: every person, with its track id where the tracker confirmed it."""
     frame = result.frame
-    people = [person_record(tracked.pose, schema, tracked.track_id) for tracked in result.tracked]
+    people = [person_record(tracked.pose, schema, tracked.track_id, tracked.box) for tracked in result.tracked]
     return frame_record(frame.index, frame.timestamp, frame.source_id, frame.image.shape[:2], people, result.dropped)
 
 

@@ -18,6 +18,7 @@ from tagtrack.realtime.pipeline import FrameResult
 from tagtrack.realtime.exports import (
     EXPORT_FORMATS,
     CocoResultsSink,
+    MotChallengeSink,
     OpenPoseSink,
     PoseTrackSink,
     export_sinks,
@@ -365,3 +366,23 @@ def test_every_registered_format_reports_the_path_it_writes(tmp_path, name):
     written = sorted(path.name for path in tmp_path.iterdir())
     assert written == sorted([reported[f"--format {name}"].name, reported["settings"].name])
     assert json.loads(reported["settings"].read_text()) == settings
+
+
+def test_every_box_written_is_the_box_the_track_reports(tmp_path):
+    # The tracker reports a person's box with its size averaged over time (TrackedPose.box_smoothed); the
+    # JSON Lines, the MOT rows and the PoseTrack file write that box, not the single frame's.
+    result = make_result(0, [(make_pose(40, 50), 3)])
+    reported = np.array([30.0, 12.0, 52.0, 90.0], np.float32)
+    result.tracked[0].box_smoothed = reported
+    assert not np.allclose(result.tracked[0].pose.box, reported)
+    sinks = {"jsonl": JsonLinesSink(tmp_path / "run.jsonl"), "mot": MotChallengeSink(tmp_path / "run.txt"),
+             "posetrack": PoseTrackSink(tmp_path / "run.posetrack.json")}
+    for sink in sinks.values():
+        sink.write(result)
+        sink.close()
+    record = json.loads((tmp_path / "run.jsonl").read_text().splitlines()[-1])
+    assert record["people"][0]["box"] == pytest.approx(reported.tolist())
+    row = (tmp_path / "run.txt").read_text().split(",")
+    assert [float(v) for v in row[2:6]] == pytest.approx([30.0, 12.0, 22.0, 78.0])
+    annotation = json.loads((tmp_path / "run.posetrack.json").read_text())["annotations"][0]
+    assert annotation["bbox"] == pytest.approx([30.0, 12.0, 22.0, 78.0])
