@@ -80,9 +80,9 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     from tagtrack.training.step import freeze
 
     phase6b = phase6b_config(tmp_path)
-    assert PRETRAINED_STAGES == ("tags", "full", "tags-push", "context", "full-low", "zoom")
-    tags, full, push, context, full_low, zoom = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
-    for config in (tags, full, push, context, full_low, zoom):
+    assert PRETRAINED_STAGES == ("tags", "full", "tags-push", "context", "full-low", "zoom", "anchored")
+    tags, full, push, context, full_low, zoom, anchored = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
+    for config in (tags, full, push, context, full_low, zoom, anchored):
         family = "mobilenet_fpn_context" if config is context else "mobilenet_fpn"
         assert config.model.family == family and config.model.same_network(replace(tags.model, family=family))
         assert (config.train_annotations, config.train_teacher_maps, config.suppress_mirror_peaks) == (
@@ -105,6 +105,8 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     assert zoom.trainable == () and zoom.self_distill_zoom == 2
     assert zoom.loss == replace(full.loss, heatmap=30 * full.loss.heatmap)
     assert all(config.self_distill_zoom == 0 for config in (tags, full, push, context, full_low))
+    # anchored: the zoom stage with the starting maps themselves as targets (zoom 1).
+    assert anchored == replace(zoom, self_distill_zoom=1)
 
 
 def test_every_phase_is_in_the_table_and_printed_once(tmp_path: Path, capsys, monkeypatch) -> None:

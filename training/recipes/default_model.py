@@ -405,7 +405,11 @@ FULL_LOW_STEPS, FULL_LOW_LR_DECAY_STEP, FULL_LOW_LR = 2000, 1600, 1e-5
 # PETS, and COCO AP on held-out PETS frames was 0.000), while the tags separated the ground-truth joint locations
 # better (AP 0.642 against 0.548).
 ZOOM_STEPS, ZOOM_LR_DECAY_STEP, ZOOM_LR, ZOOM_FACTOR, ZOOM_HEATMAP_WEIGHT = 1500, 1200, 3e-5, 2, 30.0
-PRETRAINED_STAGES = ("tags", "full", "tags-push", "context", "full-low", "zoom")
+# Stage "anchored" (5 Dec, after zoom): the zoom stage at zoom 1, the targets exactly the starting maps. At step 500
+# the zoom stage's tags grouped PETS's ground-truth joints better (AP 0.641 against 0.548) but its own detections
+# lost (PETS AP 0.185 against 0.329, COCO 0.081 against 0.125): the 2x maps pooled back are blocky (a peak's
+# place inside its 2x2 block is lost, and with it the decoder's sub-cell fit) and raise other peaks.
+PRETRAINED_STAGES = ("tags", "full", "tags-push", "context", "full-low", "zoom", "anchored")
 
 
 def pretrained_config(root: Path, stage: str):
@@ -424,9 +428,10 @@ def pretrained_config(root: Path, stage: str):
                        lr=TAGS_PUSH_LR, loss=loss)
     if stage == "full-low":
         return replace(base, steps=FULL_LOW_STEPS, lr_decay_steps=(FULL_LOW_LR_DECAY_STEP,), lr=FULL_LOW_LR, batch_size=4)
-    if stage == "zoom":
+    if stage in ("zoom", "anchored"):
         return replace(base, steps=ZOOM_STEPS, lr_decay_steps=(ZOOM_LR_DECAY_STEP,), lr=ZOOM_LR, batch_size=4,
-                       self_distill_zoom=ZOOM_FACTOR, loss=replace(base.loss, heatmap=ZOOM_HEATMAP_WEIGHT))
+                       self_distill_zoom=ZOOM_FACTOR if stage == "zoom" else 1,
+                       loss=replace(base.loss, heatmap=ZOOM_HEATMAP_WEIGHT))
     if stage == "context":
         model = mobilenet_fpn_config(PRETRAINED_TAG_DIM, 17, PRETRAINED_VIEW_HW, family="mobilenet_fpn_context")
         return replace(base, model=model, trainable=("tag_head.",), steps=CONTEXT_STEPS,
@@ -601,7 +606,7 @@ def main() -> int:
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("pretrained", help="the pretrained start: train a stage in ROOT/runs/pretrained-STAGE "
                                                "(or continue it)")
-    p.add_argument("init", type=Path, help="tags and context: `tagtrack import-teacher`'s checkpoint; full, full-low, tags-push and zoom: "
+    p.add_argument("init", type=Path, help="tags and context: `tagtrack import-teacher`'s checkpoint; full, full-low, tags-push, zoom and anchored: "
                                            "the tags stage's weights")
     p.add_argument("--stage", choices=PRETRAINED_STAGES, required=True)
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
