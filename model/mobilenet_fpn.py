@@ -109,6 +109,18 @@ class Head(nn.Module):
         return [self.depthwise[1], self.hidden, self.out]
 
 
+def decoder_layers() -> tuple[nn.Conv2d, nn.ModuleList, nn.ModuleList]:
+    """MoveNet's decoder: the 1x1 from the encoder's top, and per level a lateral 1x1 and a separable merge."""
+    top = nn.Conv2d(LAST_CHANNELS, FPN_TOP_CHANNELS, 1)
+    laterals, merges = nn.ModuleList(), nn.ModuleList()
+    channels = FPN_TOP_CHANNELS
+    for _, lateral_channels, out_channels in FPN_LEVELS:
+        laterals.append(nn.Conv2d(lateral_channels, channels, 1))
+        merges.append(Separable(channels, out_channels))
+        channels = out_channels
+    return top, laterals, merges
+
+
 class MobileNetFPN(nn.Module):
     """images float32 [B,3,H,W] RGB in [0,1], H and W multiples of 32 ->
     heatmaps [B,K,H/4,W/4] in [0,1] and tags [B,K,L,H/4,W/4]."""
@@ -126,14 +138,8 @@ class MobileNetFPN(nn.Module):
                 channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         self.last = nn.Conv2d(channels, LAST_CHANNELS, 1)
-        self.top = nn.Conv2d(LAST_CHANNELS, FPN_TOP_CHANNELS, 1)
-        self.laterals = nn.ModuleList()
-        self.merges = nn.ModuleList()
-        channels = FPN_TOP_CHANNELS
-        for _, lateral_channels, out_channels in FPN_LEVELS:
-            self.laterals.append(nn.Conv2d(lateral_channels, channels, 1))
-            self.merges.append(Separable(channels, out_channels))
-            channels = out_channels
+        self.top, self.laterals, self.merges = decoder_layers()
+        channels = FPN_LEVELS[-1][2]
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         self.relu6 = nn.ReLU6()
         k, dim = config.num_keypoints, config.tag_dim
@@ -142,17 +148,27 @@ class MobileNetFPN(nn.Module):
         nn.init.normal_(self.tag_head.out.weight, std=0.01)
         nn.init.zeros_(self.tag_head.out.bias)
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The decoder's 24 channels at stride 4."""
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The encoder's 1280 channels at stride 32 and the blocks' outputs the decoder's laterals take."""
         x = self.relu6(self.stem(images * INPUT_SCALE - 1.0))
         taps = {}
         for index, block in enumerate(self.blocks):
             x = block(x)
             taps[index] = x
-        x = self.top(self.relu6(self.last(x)))
-        for (tap, _, _), lateral, merge in zip(FPN_LEVELS, self.laterals, self.merges):
+        return self.relu6(self.last(x)), taps
+
+    def decode(self, encoded: torch.Tensor, taps: dict[int, torch.Tensor], top: nn.Conv2d, laterals: nn.ModuleList,
+               merges: nn.ModuleList) -> torch.Tensor:
+        """A decoder's (`decoder_layers`) 24 channels at stride 4."""
+        x = top(encoded)
+        for (tap, _, _), lateral, merge in zip(FPN_LEVELS, laterals, merges):
             x = merge(self.upsample(x) + lateral(taps[tap]))
         return x
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The decoder's 24 channels at stride 4."""
+        encoded, taps = self.encode(images)
+        return self.decode(encoded, taps, self.top, self.laterals, self.merges)
 
     def forward_stacks(self, images: torch.Tensor) -> list[HeatmapsAndTags]:
         """[(heatmaps, tags)]: one 'stack', so training's intermediate supervision sees one output."""
@@ -234,4 +250,27 @@ class MobileNetFPNContext(MobileNetFPN):
         heatmaps = torch.sigmoid(self.heatmap_head(features))
         tags = self.tag_head(features, heatmaps).reshape(batch, self.config.num_keypoints, self.config.tag_dim,
                                                          height // OUTPUT_STRIDE, width // OUTPUT_STRIDE)
+        return [(heatmaps, tags)]
+
+
+class MobileNetFPNTagDecoder(MobileNetFPN):
+    """MobileNetFPN whose tags have a decoder of their own (`tag_top`, `tag_laterals`, `tag_merges`: the same
+    layers as the heatmaps' decoder) on the shared encoder. The tags can then learn features of their own while
+    the heatmaps stay exactly what the encoder, decoder and heatmap head make: training the shared decoder for
+    the tags moved MoveNet's maps and lost detections (the model card's zoom and anchored stages). Started from a
+    `mobilenet_fpn` checkpoint (`networks.trunk_state_dict`), the tags' decoder is a copy of the heatmaps' and
+    the network computes exactly what that checkpoint did."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.tag_top, self.tag_laterals, self.tag_merges = decoder_layers()
+
+    def forward_stacks(self, images: torch.Tensor) -> list[HeatmapsAndTags]:
+        self._check_input(images)
+        batch, _, height, width = images.shape
+        encoded, taps = self.encode(images)
+        heatmaps = torch.sigmoid(self.heatmap_head(self.decode(encoded, taps, self.top, self.laterals, self.merges)))
+        tag_features = self.decode(encoded, taps, self.tag_top, self.tag_laterals, self.tag_merges)
+        tags = self.tag_head(tag_features).reshape(batch, self.config.num_keypoints, self.config.tag_dim,
+                                                   height // OUTPUT_STRIDE, width // OUTPUT_STRIDE)
         return [(heatmaps, tags)]

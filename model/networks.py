@@ -12,18 +12,23 @@ import torch
 
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.hourglass import AllStacks, HourglassNet
-from tagtrack.model.mobilenet_fpn import MobileNetFPN, MobileNetFPNContext
+from tagtrack.model.mobilenet_fpn import MobileNetFPN, MobileNetFPNContext, MobileNetFPNTagDecoder
 
 NETWORK_FAMILIES: dict[str, type[torch.nn.Module]] = {
     "hourglass": HourglassNet,
     "mobilenet_fpn": MobileNetFPN,  # MoveNet MultiPose's network, importable from its ONNX file
     "mobilenet_fpn_context": MobileNetFPNContext,  # the same with a tag head that sees position and a wide view
+    "mobilenet_fpn_tag_decoder": MobileNetFPNTagDecoder,  # the same with a decoder of its own for the tags
 }
 
-# Families whose layers other than the tag head are the same: a checkpoint of one starts a run of another with a
-# new tag head (`trunk_state_dict`).
-TRUNKS = {"mobilenet_fpn": "mobilenet_fpn", "mobilenet_fpn_context": "mobilenet_fpn"}
+# Families that share their encoder, decoder and heatmap head: a checkpoint of one starts a run of another
+# (`trunk_state_dict`).
+TRUNKS = {"mobilenet_fpn": "mobilenet_fpn", "mobilenet_fpn_context": "mobilenet_fpn",
+          "mobilenet_fpn_tag_decoder": "mobilenet_fpn"}
 TAG_HEAD_PREFIX = "tag_head."
+# A family's layers under this prefix that the starting family lacks start as a copy of the layers of the name
+# without it: the tags' own decoder (`MobileNetFPNTagDecoder`) starts as the heatmaps' decoder.
+TAG_COPY_PREFIX = "tag_"
 
 
 def network_class(family: str) -> type[torch.nn.Module]:
@@ -57,13 +62,23 @@ def shares_trunk(initial: ModelConfig, config: ModelConfig) -> bool:
 
 
 def trunk_state_dict(initial: torch.nn.Module, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """MODEL's state with every tensor outside the tag head taken from INITIAL (the tag head stays MODEL's own)."""
+    """MODEL's state with every tensor the two families share taken from INITIAL: the tag head too when it is the
+    same head (same names and shapes; another kind of head stays MODEL's own, new), and layers INITIAL lacks under
+    TAG_COPY_PREFIX copied from the layers they copy (so MODEL starts computing what INITIAL did)."""
     theirs = initial.state_dict()
     state = model.state_dict()
+    head = [name for name in state if name.startswith(TAG_HEAD_PREFIX)]
+    same_head = all(name in theirs and theirs[name].shape == state[name].shape for name in head)
     for name, tensor in state.items():
         if name.startswith(TAG_HEAD_PREFIX):
-            continue
-        if name not in theirs or theirs[name].shape != tensor.shape:
-            raise ValueError(f"the initial network has no {name} of shape {tuple(tensor.shape)}")
-        state[name] = theirs[name].to(tensor.dtype)
+            if not same_head:
+                continue
+            source = name
+        elif name not in theirs and name.startswith(TAG_COPY_PREFIX):
+            source = name[len(TAG_COPY_PREFIX):]
+        else:
+            source = name
+        if source not in theirs or theirs[source].shape != tensor.shape:
+            raise ValueError(f"the initial network has no {source} of shape {tuple(tensor.shape)}")
+        state[name] = theirs[source].to(tensor.dtype)
     return state

@@ -349,3 +349,48 @@ def test_each_model_module_imports_first_in_a_fresh_process(module):
     # The config's presets are built while the family table may still be importing config.py: no import cycle.
     result = subprocess.run([sys.executable, "-c", f"import tagtrack.model.{module}"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- the tags' own decoder (mobilenet_fpn_tag_decoder)
+
+
+def test_the_tag_decoder_family_starts_computing_exactly_what_its_mobilenet_checkpoint_did():
+    plain = tiny_network("mobilenet_fpn")
+    with torch.no_grad():
+        plain.tag_head.out.weight.normal_()  # a trained tag head: carried over, since the head is the same
+    split = build_network(replace(plain.config, family="mobilenet_fpn_tag_decoder")).eval()
+    assert shares_trunk(plain.config, split.config)
+    split.load_state_dict(trunk_state_dict(plain, split))
+    images = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        plain_heatmaps, plain_tags = plain(images)
+        heatmaps, tags = split(images)
+    torch.testing.assert_close(heatmaps, plain_heatmaps, rtol=0, atol=0)
+    torch.testing.assert_close(tags, plain_tags, rtol=0, atol=0)
+    # The context head is another head: it stays new (and the plain head's weights are not forced into it).
+    context = build_network(replace(plain.config, family="mobilenet_fpn_context"))
+    fresh = context.state_dict()["tag_head.out.weight"].clone()
+    assert torch.equal(trunk_state_dict(plain, context)["tag_head.out.weight"], fresh)
+
+
+def test_training_the_tags_decoder_leaves_the_heatmaps_exactly_as_they_were(tmp_path):
+    data = tmp_path / "data"
+    generate_dataset(data, num_images=4, config=SceneConfig(width=96, height=64, max_people=2), seed=1)
+    init = save_checkpoint(tmp_path / "init.safetensors", tiny_network("mobilenet_fpn"))
+    config = preset("tiny", model=mobilenet_fpn_config(1, 17, (64, 64), family="mobilenet_fpn_tag_decoder"),
+                    train_annotations=str(data / "annotations.json"), train_images=str(data / "images"),
+                    steps=2, checkpoint_every=100, log_every=1, trainable=("tag_top.", "tag_laterals.",
+                                                                           "tag_merges.", "tag_head."))
+    config_path = tmp_path / "config.json"
+    config.save(config_path)
+    code = main.main(["train", "--config", str(config_path), "--init", str(init), "--out", str(tmp_path / "run")])
+    assert code == 0
+    trained = load_checkpoint(tmp_path / "run" / "last.safetensors").model.eval()
+    assert trained.config.family == "mobilenet_fpn_tag_decoder"
+    start = load_checkpoint(init).model.eval()
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(trained(images)[0], start(images)[0], rtol=0, atol=0)
+        assert not torch.equal(trained(images)[1], start(images)[1])
+    after = trained.state_dict()
+    assert not torch.equal(after["tag_top.weight"], start.state_dict()["top.weight"])  # it learnt

@@ -80,10 +80,12 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     from tagtrack.training.step import freeze
 
     phase6b = phase6b_config(tmp_path)
-    assert PRETRAINED_STAGES == ("tags", "full", "tags-push", "context", "full-low", "zoom", "anchored")
-    tags, full, push, context, full_low, zoom, anchored = (pretrained_config(tmp_path, stage) for stage in PRETRAINED_STAGES)
-    for config in (tags, full, push, context, full_low, zoom, anchored):
-        family = "mobilenet_fpn_context" if config is context else "mobilenet_fpn"
+    assert PRETRAINED_STAGES == ("tags", "full", "tags-push", "context", "full-low", "zoom", "anchored", "tag-decoder")
+    tags, full, push, context, full_low, zoom, anchored, tag_decoder = (pretrained_config(tmp_path, stage)
+                                                                        for stage in PRETRAINED_STAGES)
+    for config in (tags, full, push, context, full_low, zoom, anchored, tag_decoder):
+        family = {id(context): "mobilenet_fpn_context", id(tag_decoder): "mobilenet_fpn_tag_decoder"}.get(
+            id(config), "mobilenet_fpn")
         assert config.model.family == family and config.model.same_network(replace(tags.model, family=family))
         assert (config.train_annotations, config.train_teacher_maps, config.suppress_mirror_peaks) == (
             phase6b.train_annotations, phase6b.train_teacher_maps, phase6b.suppress_mirror_peaks)
@@ -107,6 +109,11 @@ def test_pretrained_stages_train_the_imported_network_on_phase_6b_data(tmp_path:
     assert all(config.self_distill_zoom == 0 for config in (tags, full, push, context, full_low))
     # anchored: the zoom stage with the starting maps themselves as targets (zoom 1).
     assert anchored == replace(zoom, self_distill_zoom=1)
+    # tag-decoder: only the tags' own decoder and head learn, at the tags stage's loss.
+    net = build_network(tag_decoder.model)
+    freeze(net, tag_decoder.trainable)
+    learning = {name.split(".")[0] for name, p in net.named_parameters() if p.requires_grad}
+    assert learning == {"tag_top", "tag_laterals", "tag_merges", "tag_head"} and tag_decoder.loss == tags.loss
 
 
 def test_every_phase_is_in_the_table_and_printed_once(tmp_path: Path, capsys, monkeypatch) -> None:

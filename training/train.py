@@ -224,7 +224,7 @@ def _load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
         log.info("initialised from %s", config.init_weights)
     elif shares_trunk(initial.config, config.model):
         model.load_state_dict(trunk_state_dict(initial.model, model))
-        log.info("initialised from %s (%s) except the tag head, new in this %s network", config.init_weights,
+        log.info("initialised from %s (%s) in the layers this %s network shares with it", config.init_weights,
                  initial.config.family, config.model.family)
     elif initial.config.widens_to(config.model):
         model.load_state_dict(widened_state_dict(initial.model, model))

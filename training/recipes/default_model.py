@@ -409,7 +409,13 @@ ZOOM_STEPS, ZOOM_LR_DECAY_STEP, ZOOM_LR, ZOOM_FACTOR, ZOOM_HEATMAP_WEIGHT = 1500
 # the zoom stage's tags grouped PETS's ground-truth joints better (AP 0.641 against 0.548) but its own detections
 # lost (PETS AP 0.185 against 0.329, COCO 0.081 against 0.125): the 2x maps pooled back are blocky (a peak's
 # place inside its 2x2 block is lost, and with it the decoder's sub-cell fit) and raise other peaks.
-PRETRAINED_STAGES = ("tags", "full", "tags-push", "context", "full-low", "zoom", "anchored")
+# Stage "tag-decoder" (5 Dec, after anchored, which lost detections as zoom did: PETS AP 0.194, COCO 0.074 at
+# step 500): the tags get a decoder of their own (family mobilenet_fpn_tag_decoder, a copy of MoveNet's decoder
+# on the shared encoder), from the tags stage's step 1,000, whose tags it computes exactly at step 0; only the
+# tags' decoder and head learn, so the heatmaps cannot move at all.
+TAG_DECODER_STEPS, TAG_DECODER_LR_DECAY_STEP, TAG_DECODER_LR = 1200, 1000, 3e-4
+TAG_DECODER_TRAINABLE = ("tag_top.", "tag_laterals.", "tag_merges.", "tag_head.")
+PRETRAINED_STAGES = ("tags", "full", "tags-push", "context", "full-low", "zoom", "anchored", "tag-decoder")
 
 
 def pretrained_config(root: Path, stage: str):
@@ -432,6 +438,10 @@ def pretrained_config(root: Path, stage: str):
         return replace(base, steps=ZOOM_STEPS, lr_decay_steps=(ZOOM_LR_DECAY_STEP,), lr=ZOOM_LR, batch_size=4,
                        self_distill_zoom=ZOOM_FACTOR if stage == "zoom" else 1,
                        loss=replace(base.loss, heatmap=ZOOM_HEATMAP_WEIGHT))
+    if stage == "tag-decoder":
+        model = mobilenet_fpn_config(PRETRAINED_TAG_DIM, 17, PRETRAINED_VIEW_HW, family="mobilenet_fpn_tag_decoder")
+        return replace(base, model=model, trainable=TAG_DECODER_TRAINABLE, steps=TAG_DECODER_STEPS,
+                       lr_decay_steps=(TAG_DECODER_LR_DECAY_STEP,), lr=TAG_DECODER_LR)
     if stage == "context":
         model = mobilenet_fpn_config(PRETRAINED_TAG_DIM, 17, PRETRAINED_VIEW_HW, family="mobilenet_fpn_context")
         return replace(base, model=model, trainable=("tag_head.",), steps=CONTEXT_STEPS,
@@ -606,7 +616,8 @@ def main() -> int:
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("pretrained", help="the pretrained start: train a stage in ROOT/runs/pretrained-STAGE "
                                                "(or continue it)")
-    p.add_argument("init", type=Path, help="tags and context: `tagtrack import-teacher`'s checkpoint; full, full-low, tags-push, zoom and anchored: "
+    p.add_argument("init", type=Path, help="tags and context: `tagtrack import-teacher`'s checkpoint; full, full-low, tags-push, zoom, anchored "
+                                           "and tag-decoder: "
                                            "the tags stage's weights")
     p.add_argument("--stage", choices=PRETRAINED_STAGES, required=True)
     p = commands.add_parser("export", help="checkpoint with the inference input size recorded")
