@@ -146,6 +146,7 @@ def build_data(root: Path) -> None:
     heldout = coco_heldout_ids(coco)
 
     train, heldout_video = Merger(coco["categories"]), Merger(coco["categories"])
+    heldout_vtest = Merger(coco["categories"])  # PETS alone: its grouping (`eval --grouping`) is the tags' hard case
     for name, (_, _, is_heldout) in VIDEO_SOURCES.items():
         link = images / name
         if not link.exists():
@@ -153,11 +154,14 @@ def build_data(root: Path) -> None:
         labels = json.loads((root / "labels" / name / "annotations.json").read_text())
         train.add(labels, name, lambda image, h=is_heldout: not h(image))
         heldout_video.add(labels, name, is_heldout)
+        if name == "vtest":
+            heldout_vtest.add(labels, name, is_heldout)
     if not (images / "coco").exists():
         (images / "coco").symlink_to(COCO_IMAGES)
     train.add(coco, "coco", lambda image: image["id"] not in heldout)
     train.write(data_dir / "train.json")
     heldout_video.write(data_dir / "heldout_video.json")
+    heldout_vtest.write(data_dir / "heldout_vtest.json")
 
     # Held-out COCO keeps its original ids and file names, so `main.py eval` reads COCO_IMAGES directly.
     heldout_coco = dict(coco, images=[i for i in coco["images"] if i["id"] in heldout],
