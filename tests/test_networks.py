@@ -272,16 +272,22 @@ def test_training_only_the_tag_head_leaves_the_rest_as_imported(tmp_path):
 # ---------------------------------------------------------------- the context tag head (mobilenet_fpn_context)
 
 
-def test_the_context_family_starts_from_a_mobilenet_checkpoint_with_the_same_heatmaps():
-    plain = tiny_network("mobilenet_fpn")
-    context = build_network(replace(plain.config, family="mobilenet_fpn_context")).eval()
-    assert shares_trunk(plain.config, context.config) and not shares_trunk(plain.config, plain.config)
-    assert not shares_trunk(tiny_network("hourglass").config, context.config)
-    context.load_state_dict(trunk_state_dict(plain, context))
+def outputs_started_from(plain: torch.nn.Module, family: str):
+    """FAMILY's network started from PLAIN's weights (`trunk_state_dict`): ((heatmaps, tags) of it, of PLAIN) on
+    the same random images."""
+    network = build_network(replace(plain.config, family=family)).eval()
+    assert shares_trunk(plain.config, network.config)
+    network.load_state_dict(trunk_state_dict(plain, network))
     images = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
-        plain_heatmaps, _ = plain(images)
-        heatmaps, tags = context(images)
+        return network(images), plain(images)
+
+
+def test_the_context_family_starts_from_a_mobilenet_checkpoint_with_the_same_heatmaps():
+    plain = tiny_network("mobilenet_fpn")
+    assert not shares_trunk(plain.config, plain.config)
+    assert not shares_trunk(tiny_network("hourglass").config, replace(plain.config, family="mobilenet_fpn_context"))
+    (heatmaps, tags), (plain_heatmaps, _) = outputs_started_from(plain, "mobilenet_fpn_context")
     torch.testing.assert_close(heatmaps, plain_heatmaps, rtol=0, atol=0)
     assert tags.shape == (2, 17, plain.config.tag_dim, 16, 24)
 
@@ -312,18 +318,24 @@ def test_context_tags_see_beyond_the_plain_heads_view():
     assert not torch.allclose(before, after)
 
 
-def test_train_init_from_a_mobilenet_checkpoint_trains_the_context_network(tmp_path):
+def train_from_a_mobilenet_checkpoint(tmp_path, family: str, trainable: tuple[str, ...]):
+    """`tagtrack train --init` of a tiny `mobilenet_fpn` checkpoint into a FAMILY network for 2 steps, TRAINABLE
+    learning: returns (the starting checkpoint's path, the trained checkpoint)."""
     data = tmp_path / "data"
     generate_dataset(data, num_images=4, config=SceneConfig(width=96, height=64, max_people=2), seed=1)
     init = save_checkpoint(tmp_path / "init.safetensors", tiny_network("mobilenet_fpn"))
-    config = preset("tiny", model=mobilenet_fpn_config(1, 17, (64, 64), family="mobilenet_fpn_context"),
+    config = preset("tiny", model=mobilenet_fpn_config(1, 17, (64, 64), family=family),
                     train_annotations=str(data / "annotations.json"), train_images=str(data / "images"),
-                    steps=2, checkpoint_every=100, log_every=1, trainable=("tag_head.",))
+                    steps=2, checkpoint_every=100, log_every=1, trainable=trainable)
     config_path = tmp_path / "config.json"
     config.save(config_path)
     code = main.main(["train", "--config", str(config_path), "--init", str(init), "--out", str(tmp_path / "run")])
     assert code == 0
-    trained = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    return init, load_checkpoint(tmp_path / "run" / "last.safetensors")
+
+
+def test_train_init_from_a_mobilenet_checkpoint_trains_the_context_network(tmp_path):
+    init, trained = train_from_a_mobilenet_checkpoint(tmp_path, "mobilenet_fpn_context", ("tag_head.",))
     assert trained.config.family == "mobilenet_fpn_context"
     before = load_checkpoint(init).model.state_dict()
     after = trained.model.state_dict()
@@ -358,13 +370,7 @@ def test_the_tag_decoder_family_starts_computing_exactly_what_its_mobilenet_chec
     plain = tiny_network("mobilenet_fpn")
     with torch.no_grad():
         plain.tag_head.out.weight.normal_()  # a trained tag head: carried over, since the head is the same
-    split = build_network(replace(plain.config, family="mobilenet_fpn_tag_decoder")).eval()
-    assert shares_trunk(plain.config, split.config)
-    split.load_state_dict(trunk_state_dict(plain, split))
-    images = torch.rand(2, 3, 64, 96)
-    with torch.no_grad():
-        plain_heatmaps, plain_tags = plain(images)
-        heatmaps, tags = split(images)
+    (heatmaps, tags), (plain_heatmaps, plain_tags) = outputs_started_from(plain, "mobilenet_fpn_tag_decoder")
     torch.testing.assert_close(heatmaps, plain_heatmaps, rtol=0, atol=0)
     torch.testing.assert_close(tags, plain_tags, rtol=0, atol=0)
     # The context head is another head: it stays new (and the plain head's weights are not forced into it).
@@ -374,18 +380,9 @@ def test_the_tag_decoder_family_starts_computing_exactly_what_its_mobilenet_chec
 
 
 def test_training_the_tags_decoder_leaves_the_heatmaps_exactly_as_they_were(tmp_path):
-    data = tmp_path / "data"
-    generate_dataset(data, num_images=4, config=SceneConfig(width=96, height=64, max_people=2), seed=1)
-    init = save_checkpoint(tmp_path / "init.safetensors", tiny_network("mobilenet_fpn"))
-    config = preset("tiny", model=mobilenet_fpn_config(1, 17, (64, 64), family="mobilenet_fpn_tag_decoder"),
-                    train_annotations=str(data / "annotations.json"), train_images=str(data / "images"),
-                    steps=2, checkpoint_every=100, log_every=1, trainable=("tag_top.", "tag_laterals.",
-                                                                           "tag_merges.", "tag_head."))
-    config_path = tmp_path / "config.json"
-    config.save(config_path)
-    code = main.main(["train", "--config", str(config_path), "--init", str(init), "--out", str(tmp_path / "run")])
-    assert code == 0
-    trained = load_checkpoint(tmp_path / "run" / "last.safetensors").model.eval()
+    init, checkpoint = train_from_a_mobilenet_checkpoint(
+        tmp_path, "mobilenet_fpn_tag_decoder", ("tag_top.", "tag_laterals.", "tag_merges.", "tag_head."))
+    trained = checkpoint.model.eval()
     assert trained.config.family == "mobilenet_fpn_tag_decoder"
     start = load_checkpoint(init).model.eval()
     images = torch.rand(1, 3, 64, 64)
