@@ -37,14 +37,19 @@ def draw_poses(
     draw_boxes: bool = False,
     draw_ids: bool = True,
     min_score: float = DEFAULT_MIN_SCORE,
+    boxes: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Draw the poses onto the BGR uint8 image in place (and return it).
 
     Each person gets one colour: ``color_for_id`` of its track id, or of its index when no ids are
     given (or its id is None). Joints scoring below ``min_score`` and the limbs touching them are left out.
+    With ``draw_boxes`` each person's box is drawn, the ID label on its top-left corner: ``boxes[i]`` (the box
+    the tracker reports, as the outputs write it) or else the pose's own whole-body box.
     """
     if track_ids is not None and len(track_ids) != len(poses):
         raise ValueError(f"{len(poses)} poses but {len(track_ids)} track ids")
+    if boxes is not None and len(boxes) != len(poses):
+        raise ValueError(f"{len(poses)} poses but {len(boxes)} boxes")
     for index, pose in enumerate(poses):
         track_id = None if track_ids is None or track_ids[index] is None else int(track_ids[index])
         color = color_for_id(index if track_id is None else track_id)
@@ -60,9 +65,10 @@ def draw_poses(
         for joint in np.nonzero(visible)[0]:
             cv2.circle(image, tuple(map(int, points[joint])), thickness + 1, color, -1, cv2.LINE_AA)
         x1, y1 = points[visible].min(axis=0)
-        x2, y2 = points[visible].max(axis=0)
         if draw_boxes:
-            cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), color, max(1, thickness // 2), cv2.LINE_AA)
+            box = pose.box if boxes is None else boxes[index]
+            x1, y1, x2, y2 = (int(round(float(v))) for v in np.asarray(box).reshape(4))
+            cv2.rectangle(image, (x1, y1), (x2, y2), color, max(1, thickness // 2), cv2.LINE_AA)
         if draw_ids and track_id is not None:
             _draw_label(image, str(track_id), (int(x1), int(y1)), color, thickness)
     return image

@@ -176,7 +176,8 @@ class AnnotatedVideoSink(FileSink):
         # A copy: other sinks (the viewer) get the same frame and must see it undrawn.
         image = draw_poses(result.frame.image.copy(), [tracked.pose for tracked in result.tracked], self.schema,
                            track_ids=[tracked.track_id for tracked in result.tracked],
-                           draw_boxes=self.draw_boxes, draw_ids=self.draw_ids)
+                           draw_boxes=self.draw_boxes, draw_ids=self.draw_ids,
+                           boxes=[tracked.box for tracked in result.tracked])
         if self.codec == "h264":
             image = _even(image)
         height, width = image.shape[:2]

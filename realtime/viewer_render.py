@@ -62,24 +62,26 @@ def render_result(result: FrameResult, schema: KeypointSchema, options: ViewOpti
     if options.heatmap and result.heatmaps is not None:
         canvas = blend_heatmap(canvas, result.heatmaps, result.letterbox)
     poses = [tracked.pose for tracked in result.tracked]
+    boxes = [tracked.box for tracked in result.tracked]  # as the outputs write them
     # Without a tracker the pipeline gives track_id None: nothing to label, one colour for all.
     ids = [tracked.track_id for tracked in result.tracked]
     track_ids = ids if all(track_id is not None for track_id in ids) else None
     if options.skeleton:
-        draw_poses(canvas, poses, schema, track_ids=track_ids, draw_boxes=options.boxes,
+        draw_poses(canvas, poses, schema, track_ids=track_ids, draw_boxes=options.boxes, boxes=boxes,
                    draw_ids=options.ids and track_ids is not None)
     elif options.boxes or (options.ids and track_ids is not None):
-        draw_boxes_and_ids(canvas, poses, track_ids, draw_boxes=options.boxes, draw_ids=options.ids)
+        draw_boxes_and_ids(canvas, boxes, track_ids, draw_boxes=options.boxes, draw_ids=options.ids)
     return canvas
 
 
 def draw_boxes_and_ids(
-    image: np.ndarray, poses: list, track_ids: list[int] | None, draw_boxes: bool, draw_ids: bool
+    image: np.ndarray, boxes: list, track_ids: list[int] | None, draw_boxes: bool, draw_ids: bool
 ) -> None:
-    """Boxes and/or ID labels alone, for when the skeleton is switched off (draw_poses always draws it)."""
-    for index, pose in enumerate(poses):
+    """Boxes (x1, y1, x2, y2, as the tracker reports them) and/or ID labels alone, for when the skeleton is
+    switched off (draw_poses always draws it)."""
+    for index, box in enumerate(boxes):
         track_id = None if track_ids is None else track_ids[index]
-        x1, y1, x2, y2 = (int(round(float(v))) for v in pose.box)
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         color = color_for_id(track_id if track_id is not None else index)  # as draw_poses does
         if draw_boxes:
             cv2.rectangle(image, (x1, y1), (x2, y2), color, 2, cv2.LINE_AA)

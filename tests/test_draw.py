@@ -76,3 +76,16 @@ def test_a_pose_without_a_track_id_gets_its_index_colour_and_no_label():
     draw_poses(image, [first, second], COCO17, track_ids=[5, None])
     shoulders = np.round((second.keypoints[5, :2] + second.keypoints[6, :2]) / 2).astype(int)
     assert tuple(int(v) for v in image[shoulders[1], shoulders[0]]) == color_for_id(1)
+
+
+def test_the_box_drawn_is_the_one_given_else_the_poses_own():
+    # The video and the viewer draw the box the tracker reports (the outputs' box), not the joints' extent.
+    image = np.zeros((400, 600, 3), dtype=np.uint8)
+    pose = standing_pose(300, 200, 300)
+    reported = np.array([200.0, 30.0, 400.0, 380.0], np.float32)  # wider and taller than the joints
+    assert reported[0] < pose.box[0] and reported[3] > pose.box[3]
+    draw_poses(image, [pose], COCO17, track_ids=[4], draw_boxes=True, boxes=[reported])
+    assert tuple(int(v) for v in image[200, 200]) == color_for_id(4)   # the given box's left edge
+    assert tuple(int(v) for v in image[380, 300]) == color_for_id(4)   # its bottom edge, below the ankles
+    with pytest.raises(ValueError):
+        draw_poses(image, [pose], COCO17, draw_boxes=True, boxes=[reported, reported])
