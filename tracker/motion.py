@@ -77,6 +77,11 @@ class BoxMotion:
     def centre(self) -> np.ndarray:
         return self.kf.x[:2, 0]
 
+    @property
+    def velocity_x(self) -> float:
+        """The centre's horizontal speed, px/s."""
+        return float(self.kf.x[4, 0])
+
     def box(self) -> np.ndarray:
         return measurement_to_box(self.kf.x[:4, 0])
 

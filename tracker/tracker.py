@@ -508,7 +508,7 @@ class PoseTracker:
                                                    [t.box_size for t in tracks],
                                                    np.array([timestamp - t.box_time for t in tracks]),
                                                    self.config.box_size_time, self.config.box_size_jump,
-                                                   np.array([t.motion.kf.x[4, 0] for t in tracks]),
+                                                   np.array([t.motion.velocity_x for t in tracks]),
                                                    self.config.box_lead, self.config.box_lead_speed)
         for m, track in enumerate(tracks):
             track.box_smoothed = reported_boxes[m]
