@@ -469,8 +469,9 @@ def _target_network(run: _Run) -> torch.nn.Module | None:
         return None
     if not config.init_weights:
         raise UserFacingError("self_distill_zoom makes the targets from the starting weights: give --init")
-    reference = build_network(config.model).to(run.device)
-    _load_initial_weights(reference, config)
+    # The starting checkpoint's own network: what the run's network computed at step 0 (the same one, or one of
+    # another family or width that _load_initial_weights started to compute the same heatmaps).
+    reference = load_checkpoint(config.init_weights).model.to(run.device)
     reference.requires_grad_(False)
     if config.channels_last:
         reference.to(memory_format=torch.channels_last)
