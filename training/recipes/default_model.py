@@ -305,6 +305,16 @@ PHASE9_STEPS, PHASE9_LR_DECAY_STEP = 12000, 9000
 PHASE9_LR = 3e-4
 PHASE9_HEATMAP_MIRROR = 3.0
 
+# Phase 10 (5 Dec): phase 6b's weights and corpus with sharper heatmap targets, against two walkers side by side
+# found as one person (16 TrackEval MOTA points on PETS frames 1-400, docs/tracker.md). A walker 75 px tall is
+# 8-9 map pixels at 256x384, so two walking side by side are 3-4 map pixels apart: sigma-2 targets (and the
+# teacher's soft maps, wider still on small people) draw them as one blob. Here each person's sigma follows their
+# size (`sigma_mode` "size": sigma 1 at the walkers' size) and the teacher's maps are off (human and teacher
+# labels only, doubtful people still ignore regions), at 1/5 of phase 6b's peak rate. The last checkpoint is the
+# bundled default (the model card).
+PHASE10_STEPS, PHASE10_LR_DECAY_STEP = 4000, 3000
+PHASE10_LR = 2e-4
+
 
 def training_config(root: Path, phase: int = 1):
     from tagtrack.model.config import ModelConfig
@@ -361,6 +371,13 @@ def phase8_config(root: Path):
     phase7 = phase7_config(root, 64)
     return replace(phase7, steps=PHASE8_STEPS, lr_decay_steps=(PHASE8_LR_DECAY_STEP,),
                    loss=replace(phase7.loss, heatmap_mirror=PHASE8_HEATMAP_MIRROR))
+
+
+def phase10_config(root: Path):
+    """Phase 10: phase 6b from its weights with size-scaled sigmas and no teacher maps (sharper peaks)."""
+    phase6b = phase6b_config(root)
+    return replace(phase6b, sigma_mode="size", train_teacher_maps="", steps=PHASE10_STEPS,
+                   lr_decay_steps=(PHASE10_LR_DECAY_STEP,), lr=PHASE10_LR, warmup_steps=100, checkpoint_every=1000)
 
 
 def phase9_config(root: Path):
@@ -486,6 +503,7 @@ PHASE_CONFIGS: dict[str, Callable[[Path], TrainConfig]] = {
     **{("7" if width == 64 else f"7-width{width}"): partial(phase7_config, width=width) for width in PHASE7_WIDTHS},
     "8": phase8_config,
     "9": phase9_config,
+    "10": phase10_config,
     **{f"pretrained-{stage}": partial(pretrained_config, stage=stage) for stage in PRETRAINED_STAGES},
 }
 
@@ -531,7 +549,7 @@ def run_training(command: list[str]) -> int:
 
 
 def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -> int:
-    """Phase 3, 5, 6, 7, 8 or 9 in ROOT/runs/phaseN (phase 7 at another width: phase7-widthW): start from INIT (the
+    """Phase 3, 5, 6, 7, 8, 9 or 10 in ROOT/runs/phaseN (phase 7 at another width: phase7-widthW): start from INIT (the
     previous phase's weights), or continue the run."""
     from tagtrack.training.config import TrainConfig
 
@@ -544,7 +562,7 @@ def start_fine_tuning(root: Path, init: Path, phase: int = 3, width: int = 64) -
             # Phase 6 was stopped at PHASE6B_FROM_STEP: the same run continues as phase 6b.
             log.info("switching %s to phase 6b (heatmap foreground weight %g)", run, PHASE6B_HEATMAP_FOREGROUND)
             phase6b_config(root).save(run / "config.json")
-        elif phase >= 7:  # 7-9 all start from phase 6b's weights
+        elif phase >= 7:  # 7-10 all start from phase 6b's weights
             saved = TrainConfig.load(run / "config.json")
             config = replace(config, init_weights=saved.init_weights)  # where the run started stays recorded
             if saved != config:
@@ -612,10 +630,10 @@ def main() -> int:
     p.add_argument("init", type=Path, help="phase 2's weights (ROOT/runs/default/last.safetensors)")
     p = commands.add_parser("general-data", help="the general corpus: LSPET import, train_general.json, teacher maps")
     p.add_argument("--phase", type=int, choices=(5, 6), default=5, help="6: train_general6.json (PETS x16)")
-    p = commands.add_parser("general", help="phase 5-9: train the general model in ROOT/runs/phaseN (or continue)")
-    p.add_argument("init", type=Path, help="the previous phase's weights (phases 7-9: phase 6b's, "
-                                           "model/weights/default.safetensors)")
-    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8, 9), default=5)
+    p = commands.add_parser("general", help="phase 5-10: train the general model in ROOT/runs/phaseN (or continue)")
+    p.add_argument("init", type=Path, help="the previous phase's weights (phases 7-10: phase 6b's, "
+                                           "`git show 6bfcb29:model/weights/default.safetensors`)")
+    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8, 9, 10), default=5)
     p.add_argument("--width", type=int, choices=PHASE7_WIDTHS, default=64,
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("pretrained", help="the pretrained start: train a stage in ROOT/runs/pretrained-STAGE "
