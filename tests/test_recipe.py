@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tagtrack.training.recipes.default_model import (PHASE7_WIDTHS, phase6b_config, phase7_config, phase8_config,
-                                                     phase9_config)
+                                                     phase9_config, phase10_config, phase11_config)
 
 
 def test_phase7_runs_continue_phase_6b_at_its_width_or_wider(tmp_path: Path) -> None:
@@ -43,6 +43,18 @@ def test_phase9_is_phase8_at_a_lower_rate_and_mirror_weight(tmp_path: Path) -> N
     assert phase8.model.same_network(phase9.model)
     assert (phase9.train_annotations, phase9.augment) == (phase8.train_annotations, phase8.augment)
     assert phase9.warmup_steps < phase9.lr_decay_steps[0] < phase9.steps
+
+
+def test_phase10_is_phase6b_with_size_scaled_sigmas_and_no_teacher_maps(tmp_path: Path) -> None:
+    phase6b, phase10, phase11 = phase6b_config(tmp_path), phase10_config(tmp_path), phase11_config(tmp_path)
+    assert phase6b.sigma_mode == "fixed" and phase6b.train_teacher_maps
+    assert phase10.sigma_mode == "size" and not phase10.train_teacher_maps and phase10.sigma == phase6b.sigma
+    assert phase10.lr < phase6b.lr and phase10.warmup_steps < phase10.lr_decay_steps[0] < phase10.steps
+    assert phase6b.model.same_network(phase10.model)
+    assert (phase10.loss, phase10.train_annotations, phase10.augment) == (phase6b.loss, phase6b.train_annotations,
+                                                                          phase6b.augment)
+    assert phase11.sigma < phase10.sigma and phase11.sigma_mode == "size"
+    assert (phase11.lr, phase11.steps, phase11.train_teacher_maps) == (phase10.lr, phase10.steps, "")
 
 
 def test_export_stores_the_settings_of_the_bundled_model_it_makes(tmp_path: Path, monkeypatch) -> None:
