@@ -173,12 +173,14 @@ class MobileNetFPN(nn.Module):
     def forward_stacks(self, images: torch.Tensor) -> list[HeatmapsAndTags]:
         """[(heatmaps, tags)]: one 'stack', so training's intermediate supervision sees one output."""
         self._check_input(images)
-        batch, _, height, width = images.shape
         features = self.features(images)
-        heatmaps = torch.sigmoid(self.heatmap_head(features))
-        tags = self.tag_head(features).reshape(batch, self.config.num_keypoints, self.config.tag_dim,
-                                               height // OUTPUT_STRIDE, width // OUTPUT_STRIDE)
-        return [(heatmaps, tags)]
+        return [(torch.sigmoid(self.heatmap_head(features)), self._tag_maps(self.tag_head(features), images))]
+
+    def _tag_maps(self, tags: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """A tag head's [B,K*L,H/4,W/4] output as the tags [B,K,L,H/4,W/4] of these images."""
+        batch, _, height, width = images.shape
+        return tags.reshape(batch, self.config.num_keypoints, self.config.tag_dim, height // OUTPUT_STRIDE,
+                            width // OUTPUT_STRIDE)
 
     def forward(self, images: torch.Tensor) -> HeatmapsAndTags:
         return self.forward_stacks(images)[-1]
@@ -245,12 +247,9 @@ class MobileNetFPNContext(MobileNetFPN):
 
     def forward_stacks(self, images: torch.Tensor) -> list[HeatmapsAndTags]:
         self._check_input(images)
-        batch, _, height, width = images.shape
         features = self.features(images)
         heatmaps = torch.sigmoid(self.heatmap_head(features))
-        tags = self.tag_head(features, heatmaps).reshape(batch, self.config.num_keypoints, self.config.tag_dim,
-                                                         height // OUTPUT_STRIDE, width // OUTPUT_STRIDE)
-        return [(heatmaps, tags)]
+        return [(heatmaps, self._tag_maps(self.tag_head(features, heatmaps), images))]
 
 
 class MobileNetFPNTagDecoder(MobileNetFPN):
@@ -267,10 +266,7 @@ class MobileNetFPNTagDecoder(MobileNetFPN):
 
     def forward_stacks(self, images: torch.Tensor) -> list[HeatmapsAndTags]:
         self._check_input(images)
-        batch, _, height, width = images.shape
         encoded, taps = self.encode(images)
         heatmaps = torch.sigmoid(self.heatmap_head(self.decode(encoded, taps, self.top, self.laterals, self.merges)))
         tag_features = self.decode(encoded, taps, self.tag_top, self.tag_laterals, self.tag_merges)
-        tags = self.tag_head(tag_features).reshape(batch, self.config.num_keypoints, self.config.tag_dim,
-                                                   height // OUTPUT_STRIDE, width // OUTPUT_STRIDE)
-        return [(heatmaps, tags)]
+        return [(heatmaps, self._tag_maps(self.tag_head(tag_features), images))]
