@@ -378,6 +378,13 @@ def phase8_config(root: Path):
                    loss=replace(phase7.loss, heatmap_mirror=PHASE8_HEATMAP_MIRROR))
 
 
+def phase9_config(root: Path):
+    """Phase 9: phase 8 with a lower rate and a smaller mirror weight."""
+    phase8 = phase8_config(root)
+    return replace(phase8, steps=PHASE9_STEPS, lr_decay_steps=(PHASE9_LR_DECAY_STEP,), lr=PHASE9_LR,
+                   loss=replace(phase8.loss, heatmap_mirror=PHASE9_HEATMAP_MIRROR))
+
+
 def phase10_config(root: Path):
     """Phase 10: phase 6b from its weights with size-scaled sigmas and no teacher maps (sharper peaks)."""
     phase6b = phase6b_config(root)
@@ -388,13 +395,6 @@ def phase10_config(root: Path):
 def phase11_config(root: Path):
     """Phase 11: phase 10 with a smaller base sigma, from phase 10's weights."""
     return replace(phase10_config(root), sigma=PHASE11_SIGMA)
-
-
-def phase9_config(root: Path):
-    """Phase 9: phase 8 with a lower rate and a smaller mirror weight."""
-    phase8 = phase8_config(root)
-    return replace(phase8, steps=PHASE9_STEPS, lr_decay_steps=(PHASE9_LR_DECAY_STEP,), lr=PHASE9_LR,
-                   loss=replace(phase8.loss, heatmap_mirror=PHASE9_HEATMAP_MIRROR))
 
 
 # ---------------------------------------------------------------- the pretrained start (MobileNet FPN family)
