@@ -19,18 +19,19 @@ from __future__ import annotations
 import numpy as np
 
 # Where each COCO joint sits on a standing person, as a fraction of the body's height below the head top:
-# the median over 2,054 default-model people matched to PETS09-S2L1 ground-truth boxes, frames 1-400, left and
-# right pooled (the default model does not tell them apart). Joints with other names take no part in the fit.
+# the median over 2,087 default-model (phase 10) people matched to PETS09-S2L1 ground-truth boxes, frames 1-400,
+# left and right pooled (the default model does not tell them apart); refit when the default model changes.
+# Joints with other names take no part in the fit.
 BODY_HEIGHT_FRACTION: dict[str, float] = {
-    "nose": 0.102,
-    "left_eye": 0.090, "right_eye": 0.090,
-    "left_ear": 0.095, "right_ear": 0.095,
-    "left_shoulder": 0.200, "right_shoulder": 0.200,
-    "left_elbow": 0.372, "right_elbow": 0.372,
-    "left_wrist": 0.454, "right_wrist": 0.454,
-    "left_hip": 0.488, "right_hip": 0.488,
-    "left_knee": 0.698, "right_knee": 0.698,
-    "left_ankle": 0.892, "right_ankle": 0.892,
+    "nose": 0.110,
+    "left_eye": 0.097, "right_eye": 0.097,
+    "left_ear": 0.103, "right_ear": 0.103,
+    "left_shoulder": 0.198, "right_shoulder": 0.198,
+    "left_elbow": 0.371, "right_elbow": 0.371,
+    "left_wrist": 0.439, "right_wrist": 0.439,
+    "left_hip": 0.472, "right_hip": 0.472,
+    "left_knee": 0.687, "right_knee": 0.687,
+    "left_ankle": 0.879, "right_ankle": 0.879,
 }
 BODY_ASPECT = 0.36        # width / height of a pedestrian box (ground-truth median 0.356; 10-90 %: 0.30-0.41)
 REACH = 0.06              # beyond the outermost joint (a hand past the wrist, a foot past the ankle), in heights
