@@ -452,3 +452,43 @@ def test_tag_gates_follow_the_learned_tag_scale(tag_scale):
                 ids_stranger.add(tracked.track_id)
     assert tracker.tag_trust == 1.0
     assert ids_b == {2} and ids_stranger == {3}
+
+
+def _ids_by_sign(tracked) -> dict[str, int]:
+    return {"a" if t.pose.tag[0] < 0 else "b": t.track_id for t in tracked}
+
+
+def _meet_merge_and_turn_back(config: TrackerConfig, merged_frames: int = 20):
+    """Two people walk toward each other, are seen as one person (their tags' blend) while they overlap,
+    then walk back the way they came. Tags drift a little from frame to frame (noise 0.2), as on real
+    video, so the learned unit is about 0.25 and the blend passes the tag gate. Returns the ids before
+    and after, and how far each track's running tag moved off its person's tag during the merge."""
+    rng = np.random.default_rng(0)
+    tracker = PoseTracker(config)
+    tags = {"a": np.array([-1.0, 0.5]), "b": np.array([1.0, -0.5])}
+    frame, before, after = 0, {}, {}
+    for step in range(40):  # approach
+        a = make_pose(400 + 4 * step, tag=tags["a"] + rng.normal(0, 0.2, 2))
+        b = make_pose(880 - 4 * step, tag=tags["b"] + rng.normal(0, 0.2, 2))
+        before = _ids_by_sign(tracker.update([a, b], frame / FPS))
+        frame += 1
+    for _ in range(merged_frames):  # one detection between them, its tag halfway
+        tracker.update([make_pose(640, tag=(tags["a"] + tags["b"]) / 2)], frame / FPS)
+        frame += 1
+    moved = {side: float(np.linalg.norm(next(t.tag for t in tracker.tracks if t.track_id == before[side]) - tag))
+             for side, tag in tags.items()}
+    for step in range(30):  # back the way they came
+        a = make_pose(600 - 4 * step, tag=tags["a"] + rng.normal(0, 0.2, 2))
+        b = make_pose(680 + 4 * step, tag=tags["b"] + rng.normal(0, 0.2, 2))
+        after = _ids_by_sign(tracker.update([a, b], frame / FPS))
+        frame += 1
+    return before, after, moved
+
+
+def test_a_blended_tag_does_not_move_the_running_tag():
+    before, after, moved = _meet_merge_and_turn_back(TrackerConfig())
+    assert max(moved.values()) < 0.15, moved  # the blend was not absorbed
+    assert after == before and len(before) == 2
+    # Without the gate the track that took the blend is pulled most of the way to it (1.1 away).
+    _, _, moved = _meet_merge_and_turn_back(TrackerConfig(tag_update_gate=1e9))
+    assert max(moved.values()) > 0.8, moved

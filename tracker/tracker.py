@@ -483,7 +483,15 @@ class PoseTracker:
             new_tags = detections.tags[index]
             if all(t.tag is not None for t in chosen):  # running tags, all at once
                 momentum = self.config.tag_momentum
-                new_tags = momentum * np.array([t.tag for t in chosen]) + (1.0 - momentum) * new_tags
+                old_tags = np.array([t.tag for t in chosen])
+                blended = momentum * old_tags + (1.0 - momentum) * new_tags
+                # A tag this far from the track's own is most likely a blend of two people (merged or half
+                # hidden): absorbing it would carry the track toward the other person, so it keeps its tag
+                # and can tell the two apart again when they separate. From trust 0.5, like the tag gates.
+                if self.tag_trust >= 0.5:
+                    far = np.linalg.norm(new_tags - old_tags, axis=1) > self.config.tag_update_gate * self.tag_unit
+                    blended = np.where(far[:, None], old_tags, blended)
+                new_tags = blended
             tags = list(new_tags)
         for m, (track, i) in enumerate(zip(chosen, index)):
             track.observe(poses[i], boxes[m], tags[m], timestamp, self.config)
