@@ -31,7 +31,7 @@ class TrackerConfig:
     # Tag distances below are in units of the learned same-person distance (PoseTracker.tag_unit).
     tag_scale: float = 1.0         # tag distance at which the tag similarity is exp(-1/2)
     tag_momentum: float = 0.9      # running tag = momentum * running + (1 - momentum) * new tag
-    tag_update_gate: float = 3.0   # a new tag further than this from the running tag leaves it unchanged
+    tag_update_gate: float = 4.0   # a new tag further than this from the running tag leaves it unchanged
     tag_trust_samples: int = 20    # unambiguous matches seen before tags are trusted at all
     tag_trust_ratio: float = 0.6   # own-tag / other-tag distance at which trust is 0 (full trust at half this)
     # What the tag statistics learn from (tracker.costs.learn_tag_statistics): pairs with OKS above
