@@ -395,6 +395,8 @@ def test_config_validation():
         TrackerConfig(box_size_jump=1.0)
     with pytest.raises(ValueError):
         TrackerConfig(box_lead=-0.01)
+    with pytest.raises(ValueError):
+        TrackerConfig(tag_update_gate=0.0)
     assert dataclasses.replace(TrackerConfig(), use_tags=False).use_tags is False
 
 

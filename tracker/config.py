@@ -32,6 +32,7 @@ class TrackerConfig:
     tag_scale: float = 1.0         # tag distance at which the tag similarity is exp(-1/2)
     tag_momentum: float = 0.9      # running tag = momentum * running + (1 - momentum) * new tag
     tag_update_gate: float = 4.0   # a new tag further than this from the running tag leaves it unchanged
+                                   # (most likely two people's blend: docs/tracker.md)
     tag_trust_samples: int = 20    # unambiguous matches seen before tags are trusted at all
     tag_trust_ratio: float = 0.6   # own-tag / other-tag distance at which trust is 0 (full trust at half this)
     # What the tag statistics learn from (tracker.costs.learn_tag_statistics): pairs with OKS above
@@ -88,6 +89,8 @@ class TrackerConfig:
             raise ValueError("times must not be negative")
         if self.trust_memory < 1.0:
             raise ValueError("trust_memory must be at least 1 (pairs)")
+        if self.tag_update_gate <= 0.0:
+            raise ValueError("tag_update_gate must be positive (a large value turns it off)")
         if self.tag_gate_ramp < 0.0:
             raise ValueError("tag_gate_ramp must not be negative")
         if self.box_size_time < 0.0:
