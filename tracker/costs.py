@@ -17,6 +17,10 @@ import numpy as np
 from tagtrack.tracker.association import FORBIDDEN
 from tagtrack.tracker.config import TrackerConfig
 
+# Tag gates (and the running tag's refusal of a far tag) apply from this trust on: the unit they are measured in
+# must be learned first.
+GATES_FROM_TRUST = 0.5
+
 
 @dataclass(frozen=True)
 class TagStatistics:
@@ -84,6 +88,19 @@ def tag_unit(stats: TagStatistics) -> float:
     return max(stats.same, 0.04 * stats.other, 1e-6)
 
 
+def running_tags(old: np.ndarray, new: np.ndarray, trust: float, stats: TagStatistics,
+                 config: TrackerConfig) -> np.ndarray:
+    """[N,L] running tags of matched tracks after their new detections' tags [N,L]: momentum * old + (1 -
+    momentum) * new, except where the new tag lies over tag_update_gate learned units from the old (from
+    GATES_FROM_TRUST): most likely a blend of two people (merged or half hidden), which would carry the track
+    toward the other person; that track keeps its tag and tells the two apart again when they separate."""
+    blended = config.tag_momentum * old + (1.0 - config.tag_momentum) * new
+    if trust < GATES_FROM_TRUST:
+        return blended
+    far = np.linalg.norm(new - old, axis=1) > config.tag_update_gate * tag_unit(stats)
+    return np.where(far[:, None], old, blended)
+
+
 def tag_cost(distance: np.ndarray, stats: TagStatistics, config: TrackerConfig) -> np.ndarray:
     """1 - tag similarity, exp(-d^2 / 2 s^2) with s = tag_scale learned units."""
     scale = config.tag_scale * tag_unit(stats)
@@ -118,7 +135,7 @@ def match_cost(oks: np.ndarray, iou: np.ndarray, motion: np.ndarray, distance: n
     if distance is not None and trust > 0.0:
         cost = cost + trust * config.tag_weight * tag_cost(distance, stats, config)
         weight += trust * config.tag_weight
-    if distance is not None and trust >= 0.5:
+    if distance is not None and trust >= GATES_FROM_TRUST:
         if missed_for is None:
             missed_for = np.full(distance.shape[0], np.inf)
         gated |= distance > (match_gate_units(missed_for, config) * tag_unit(stats))[:, None]

@@ -23,10 +23,12 @@ from tagtrack.tracker.association import (
 )
 from tagtrack.tracker.config import TrackerConfig
 from tagtrack.tracker.costs import (
+    GATES_FROM_TRUST,
     TagStatistics,
     learn_tag_statistics,
     match_cost,
     reid_cost,
+    running_tags,
     tag_trust,
     tag_unit,
 )
@@ -348,7 +350,7 @@ class PoseTracker:
         candidates = [t for t in self.tracks if t.state is not TrackState.TENTATIVE and id(t) not in taken]
         rest = np.array([i for i in np.concatenate([high, low])
                          if i not in matched or matched[i].state is TrackState.TENTATIVE], dtype=np.int64)
-        pairs = self._reidentify(candidates, detections, rest, timestamp, trust >= 0.5)
+        pairs = self._reidentify(candidates, detections, rest, timestamp, trust >= GATES_FROM_TRUST)
         replaced = {id(matched[int(rest[col])]) for _, col in pairs if int(rest[col]) in matched}
         if replaced:
             self.tracks = [t for t in self.tracks if id(t) not in replaced]
@@ -482,16 +484,8 @@ class PoseTracker:
         if detections.tags is not None:
             new_tags = detections.tags[index]
             if all(t.tag is not None for t in chosen):  # running tags, all at once
-                momentum = self.config.tag_momentum
-                old_tags = np.array([t.tag for t in chosen])
-                blended = momentum * old_tags + (1.0 - momentum) * new_tags
-                # A tag this far from the track's own is most likely a blend of two people (merged or half
-                # hidden): absorbing it would carry the track toward the other person, so it keeps its tag
-                # and can tell the two apart again when they separate. From trust 0.5, like the tag gates.
-                if self.tag_trust >= 0.5:
-                    far = np.linalg.norm(new_tags - old_tags, axis=1) > self.config.tag_update_gate * self.tag_unit
-                    blended = np.where(far[:, None], old_tags, blended)
-                new_tags = blended
+                new_tags = running_tags(np.array([t.tag for t in chosen]), new_tags, self.tag_trust, self.tag_stats,
+                                        self.config)
             tags = list(new_tags)
         for m, (track, i) in enumerate(zip(chosen, index)):
             track.observe(poses[i], boxes[m], tags[m], timestamp, self.config)
