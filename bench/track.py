@@ -42,11 +42,11 @@ from tagtrack.tracker.association import iou_matrix
 from tagtrack.tracker.mot_eval import (
     FrameObjects,
     MatchRule,
-    check_pose_frames,
     frame_objects,
+    load_results,
     pose_centroids,
+    pose_frames_to_score,
     read_mot_rows,
-    read_pose_frames,
     retrack,
     score_tracks,
     scored_frames,
@@ -140,9 +140,7 @@ def run_real_scores(poses_path: str, gt_path: str, config: TrackerConfig | None 
     rule = rule or MatchRule()
     truth = read_mot_rows(gt_path)
     frames = scored_frames(truth, frames)
-    pose_frames = read_pose_frames(poses_path)
-    check_pose_frames(poses_path, pose_frames, frames)
-    pose_frames = [f for f in pose_frames if f.frame < frames.stop]  # nothing after the last scored frame
+    pose_frames = pose_frames_to_score(poses_path, frames)
     results, times = {}, {}
     for name, make in tqdm(trackers(config).items(), desc="trackers", disable=not progress):
         results[name], times[name] = _timed_retrack(pose_frames, make(), rule.min_joint_score)
@@ -197,10 +195,7 @@ def run_detection_sets(poses_paths: list[str], gt_path: str, config: TrackerConf
     frames = scored_frames(truth, frames)
     rows = []
     for path in tqdm(poses_paths, desc="detection sets"):
-        pose_frames = read_pose_frames(path)
-        check_pose_frames(path, pose_frames, frames)
-        pose_frames = [f for f in pose_frames if f.frame < frames.stop]
-        results = retrack(pose_frames, PoseTracker(config), MatchRule().min_joint_score)
+        results = load_results(path, gt_path, frames, config, MatchRule().min_joint_score)
         rows.append(DetectionSetRow(path, score_with_trackeval(truth, {"ours": results}, frames)["ours"]))
     return rows
 
@@ -388,9 +383,7 @@ def run_breakdown(poses_path: str, gt_path: str, config: TrackerConfig, frames: 
     """`mota_breakdown` of our tracker over a `tagtrack run --no-track --json` file (state from its first frame)."""
     truth_rows = read_mot_rows(gt_path)
     frames = scored_frames(truth_rows, frames)
-    pose_frames = read_pose_frames(poses_path)
-    check_pose_frames(poses_path, pose_frames, frames)
-    pose_frames = [f for f in pose_frames if f.frame < frames.stop]
+    pose_frames = pose_frames_to_score(poses_path, frames)
     return mota_breakdown(frame_objects(truth_rows), retrack_detections(pose_frames, config), frames, config)
 
 

@@ -343,6 +343,14 @@ def check_pose_frames(path: str | Path, pose_frames: list[PoseFrame], frames: ra
                               f"{frames.stop - 1} are scored: results of another sequence? (--frames scores a part)")
 
 
+def pose_frames_to_score(path: str | Path, frames: range) -> list[PoseFrame]:
+    """The frame records of a JSON Lines file up to the last scored frame (a tracker runs from the file's first
+    frame, and nothing after the scored ones can change their scores), checked by `check_pose_frames`."""
+    pose_frames = read_pose_frames(path)
+    check_pose_frames(path, pose_frames, frames)
+    return [f for f in pose_frames if f.frame < frames.stop]
+
+
 def _check_sequence_length(results: MotRows, gt_path: str | Path) -> None:
     length = sequence_length(gt_path)
     beyond = results.frames() > length if length is not None else np.zeros(len(results.values), dtype=bool)
@@ -359,13 +367,11 @@ def load_results(results_path: str | Path, gt_path: str | Path, frames: range, r
     tracker run again over every person in it when `retrack_config` is a TrackerConfig). Checked against the
     scored frames (see `check_pose_frames`, `_check_sequence_length`)."""
     if is_pose_file(results_path):
-        pose_frames = read_pose_frames(results_path)
-        check_pose_frames(results_path, pose_frames, frames)
+        pose_frames = pose_frames_to_score(results_path, frames)
         if retrack_config is not None:
             from tagtrack.tracker.tracker import PoseTracker
 
-            return retrack([f for f in pose_frames if f.frame < frames.stop], PoseTracker(retrack_config),
-                           min_joint_score)
+            return retrack(pose_frames, PoseTracker(retrack_config), min_joint_score)
         return pose_results(pose_frames, min_joint_score)
     if retrack_config is not None:
         raise UserFacingError("re-tracking needs poses (JSON Lines), not a file of boxes")
