@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from tagtrack.model.errors import UserFacingError
 
-OUTPUT_STRIDE = 4  # every network family predicts heatmaps and tags at 1/4 of the input size
+OUTPUT_STRIDE = 4  # every network family's trunk predicts heatmaps and tags at 1/4 of the input size
+# An hourglass may add a finer heatmap head (HigherHRNet's idea): its maps, heatmaps and tags, are then at 1/2.
+OUTPUT_STRIDES = (OUTPUT_STRIDE, 2)
 # Input sides are multiples of this for every family (the hourglass's stem 4 times its 4 halvings; the
 # MobileNet family needs 32, which 64 also is): the app's input-shape rules use it.
 INPUT_MULTIPLE = 64
@@ -28,7 +30,8 @@ class ModelConfig:
 
     family: the network family (`model/networks.py`; files from before families existed are "hourglass").
     The hourglass fields: width: channels inside the hourglasses; increase: extra channels added per down-sampling
-    level (pose-ae-train uses 128 for its 4x256 model); tag_dim: L, the tag vector length.
+    level (pose-ae-train uses 128 for its 4x256 model); tag_dim: L, the tag vector length; output_stride: 4, or 2
+    for heatmaps from a finer head on the last stack (`hourglass.FineHeatmaps`; the tags up-sampled to match).
     Input height and width must be multiples of the family's `input_multiple` (hourglass 64: stride 4 stem
     times 4 poolings). Other families fix their own layers and use only tag_dim and num_keypoints.
     """
@@ -41,6 +44,7 @@ class ModelConfig:
     num_keypoints: int = 17
     input_height: int = 256
     input_width: int = 256
+    output_stride: int = OUTPUT_STRIDE
 
     def __post_init__(self) -> None:
         multiple = self.input_multiple  # an unknown family is refused here, naming it
@@ -48,6 +52,9 @@ class ModelConfig:
             raise ValueError(f"input size {self.input_height}x{self.input_width} must be a multiple of {multiple}")
         if self.num_stacks < 1 or self.width < 1 or self.tag_dim < 1 or self.num_keypoints < 1:
             raise ValueError(f"invalid model config {self}")
+        if self.output_stride not in OUTPUT_STRIDES or (self.output_stride != OUTPUT_STRIDE and self.family != HOURGLASS):
+            raise ValueError(f"output stride {self.output_stride}: the hourglass supports {OUTPUT_STRIDES}, "
+                             f"other families {OUTPUT_STRIDE}")
 
     @property
     def input_multiple(self) -> int:
@@ -60,11 +67,11 @@ class ModelConfig:
 
     @property
     def output_height(self) -> int:
-        return self.input_height // OUTPUT_STRIDE
+        return self.input_height // self.output_stride
 
     @property
     def output_width(self) -> int:
-        return self.input_width // OUTPUT_STRIDE
+        return self.input_width // self.output_stride
 
     def same_network(self, other: "ModelConfig") -> bool:
         """Whether both describe the same weights (the input size is free: the network is fully convolutional)."""
@@ -77,11 +84,18 @@ class ModelConfig:
         return (self.family == HOURGLASS and grown.same_network(other) and other.width >= self.width and other.increase >= self.increase
                 and not self.same_network(other))
 
+    def refines_to(self, other: "ModelConfig") -> bool:
+        """Whether OTHER is this stride-4 hourglass with the finer heatmap head added (all else equal), so that its
+        weights can start from this one's (`hourglass.refined_state_dict`)."""
+        return (self.family == HOURGLASS and self.output_stride == OUTPUT_STRIDE and other.output_stride != OUTPUT_STRIDE
+                and replace(self, output_stride=other.output_stride).same_network(other))
+
     def describe(self) -> str:
         if self.family != HOURGLASS:
             return f"{self.family}, L={self.tag_dim}, {self.num_keypoints}-keypoint"
+        fine = ", stride-2 heatmaps" if self.output_stride != OUTPUT_STRIDE else ""
         return (f"{self.num_stacks}-stack, width {self.width}+{self.increase}, L={self.tag_dim}, "
-                f"{self.num_keypoints}-keypoint")
+                f"{self.num_keypoints}-keypoint{fine}")
 
     def to_dict(self) -> dict:
         return asdict(self)

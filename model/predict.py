@@ -25,7 +25,8 @@ from tagtrack.model.transforms import Letterbox, to_network_input
 log = logging.getLogger(__name__)
 
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-"""batch float32 [B,3,H,W] RGB 0..1 -> (heatmaps [B,K,H/4,W/4], tags [B,K,L,H/4,W/4]), numpy float32."""
+"""batch float32 [B,3,H,W] RGB 0..1 -> (heatmaps [B,K,H/s,W/s], tags [B,K,L,H/s,W/s]), numpy float32; s the
+network's output stride (4, or 2)."""
 
 _WARP_CHANNELS = 64  # cv2.warpAffine refuses arrays with more than 128 channels
 
@@ -64,6 +65,7 @@ def poses_from_maps(
     decode_config: DecodeConfig,
 ) -> list[Pose]:
     """Decode one batch item's maps ([K,h,w], [K,L,h,w]) and map the poses back to image pixels."""
+    letterbox = letterbox.for_maps(heatmaps.shape[-2:])
     people = decode_people(heatmaps, tags, schema, decode_config)
     keypoints = people.keypoints
     found = keypoints[:, :, 2:] > 0
@@ -138,6 +140,7 @@ def predict_image(
         if tags.ndim == 4:  # [B,K,h,w]: L = 1
             tags = tags[:, :, None]
         scale_heatmaps, scale_tags = heatmaps[0], tags[0]
+        letterbox = letterbox.for_maps(scale_heatmaps.shape[-2:])
         if config.flip:
             flipped_heatmaps, flipped_tags = _flip_back(heatmaps[1], tags[1], schema)
             scale_heatmaps = (scale_heatmaps + flipped_heatmaps) / 2

@@ -12,7 +12,7 @@ constant colour, centring the image (the padding is split evenly, the odd pixel 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -60,6 +60,7 @@ class Letterbox:
     pad_y: int
     input_hw: tuple[int, int]
     image_hw: tuple[int, int]
+    stride: int = OUTPUT_STRIDE  # network input pixels per output-map pixel
 
     @classmethod
     def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int]) -> "Letterbox":
@@ -91,7 +92,14 @@ class Letterbox:
 
     @property
     def map_hw(self) -> tuple[int, int]:
-        return self.input_hw[0] // OUTPUT_STRIDE, self.input_hw[1] // OUTPUT_STRIDE
+        return self.input_hw[0] // self.stride, self.input_hw[1] // self.stride
+
+    def for_maps(self, map_hw: tuple[int, int]) -> "Letterbox":
+        """This letterbox for output maps of map_hw (the network's stride is the input size over theirs)."""
+        stride = self.input_hw[0] // int(map_hw[0])
+        if (int(map_hw[0]) * stride, int(map_hw[1]) * stride) != tuple(self.input_hw):
+            raise ValueError(f"maps of {tuple(map_hw)} do not divide the network input {self.input_hw}")
+        return self if stride == self.stride else replace(self, stride=stride)
 
     def apply(
         self, image_bgr: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None
@@ -139,11 +147,11 @@ class Letterbox:
 
     def image_to_map(self, xy: np.ndarray) -> np.ndarray:
         """Image pixels -> output-map pixels."""
-        return input_to_map(self.to_input(xy))
+        return input_to_map(self.to_input(xy), self.stride)
 
     def map_to_image(self, xy: np.ndarray) -> np.ndarray:
         """Output-map pixels -> image pixels."""
-        return self.to_image(map_to_input(xy))
+        return self.to_image(map_to_input(xy, self.stride))
 
     def map_to_image_matrix(self) -> np.ndarray:
         """2x3 affine matrix taking map pixels to image pixels (for warping maps between scales)."""

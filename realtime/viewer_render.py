@@ -101,6 +101,7 @@ def blend_heatmap(image: np.ndarray, heatmaps: np.ndarray, letterbox: Letterbox 
     if letterbox is None:
         input_hw = (strength.shape[0] * OUTPUT_STRIDE, strength.shape[1] * OUTPUT_STRIDE)
         letterbox = Letterbox.fit((image_h, image_w), input_hw)
+    letterbox = letterbox.for_maps(strength.shape)
     strength = cv2.warpAffine(strength, letterbox.map_to_image_matrix(), (image_w, image_h),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     colors = cv2.applyColorMap((strength * 255.0).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)

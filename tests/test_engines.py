@@ -62,6 +62,39 @@ def test_torch_and_onnxruntime_give_the_same_maps(family_weights, shared_cache):
     ort_engine.close()
 
 
+def test_a_stride_2_network_runs_through_onnxruntime_and_tagtrack_run(tmp_path, shared_cache):
+    # A finer heatmap head (output stride 2): ONNX Runtime computes its maps as torch does, and `run` maps its
+    # joints back onto the frame at that stride.
+    import json
+    from dataclasses import replace
+
+    from tests.conftest import save_tiny_checkpoint
+    from tests.test_sources import write_video
+
+    weights = save_tiny_checkpoint(tmp_path / "fine.safetensors", config=replace(TINY, output_stride=2), lively=True)
+    torch_engine = create_engine("torch", weights, device="cpu", cache_dir=shared_cache)
+    ort_engine = create_engine("ort", weights, device="cpu", cache_dir=shared_cache)
+    batch = random_batch(1)
+    (torch_heatmaps, torch_tags), (ort_heatmaps, ort_tags) = torch_engine.infer(batch), ort_engine.infer(batch)
+    assert ort_heatmaps.shape == (1, TINY.num_keypoints, TINY.input_height // 2, TINY.input_width // 2)
+    assert ort_tags.shape == (1, TINY.num_keypoints, TINY.tag_dim, TINY.input_height // 2, TINY.input_width // 2)
+    np.testing.assert_allclose(ort_heatmaps, torch_heatmaps, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ort_tags, torch_tags, atol=1e-4, rtol=0)
+    torch_engine.close(), ort_engine.close()
+
+    video = write_video(tmp_path / "clip.avi", 3, size_hw=(128, 128), fps=10.0)  # the input's shape: no padding
+    poses = tmp_path / "poses.jsonl"
+    assert main.main(["run", str(video), "--weights", str(weights), "--engine", "ort", "--no-video",
+                      "--json", str(poses), "--detection-threshold", "0.0", "-q"]) == 0
+    frames = [json.loads(line) for line in poses.read_text().splitlines()[1:]]
+    joints = np.array([(point["x"], point["y"]) for frame in frames for person in frame["people"]
+                       for point in person["keypoints"].values() if point["score"] > 0])
+    assert len(frames) == 3 and len(joints) > 0
+    # On the frame (a stride-4 mapping of stride-2 maps would put them up to twice as far from the origin).
+    assert joints.min() >= -1 and joints.max() <= 128
+    assert joints[:, 0].max() > 64 and joints[:, 1].max() > 64  # and spread over it, not squeezed into a quarter
+
+
 def test_static_batch_engine_accepts_any_batch(family_weights, shared_cache):
     """The ONNX export has batch 1; a batch of 3 is run in chunks and gives each image's own maps (agreement with
     torch is the test above)."""

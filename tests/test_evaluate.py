@@ -163,6 +163,18 @@ def test_grouping_gt_locations_perfect_tags_score_one():
     assert evaluate_results(poses_to_coco_results(poses, 1), annotations)["AP"] < 0.5
 
 
+def test_the_diagnostics_place_true_joints_on_the_maps_at_the_networks_stride():
+    from tagtrack.training.tag_diagnostics import _network_maps
+
+    def stride_2_network(batch):  # maps at half the input size, as a network with the finer heatmap head gives
+        height, width = batch.shape[2] // 2, batch.shape[3] // 2
+        return np.zeros((1, 17, height, width), np.float32), np.zeros((1, 17, 1, height, width), np.float32)
+
+    letterbox, heatmaps, _ = _network_maps(stride_2_network, np.zeros((128, 192, 3), np.uint8), (128, 192))
+    assert heatmaps.shape == (17, 64, 96) and letterbox.stride == 2
+    np.testing.assert_allclose(letterbox.image_to_map(np.array([[81.5, 49.5]])), [[40.5, 24.5]])
+
+
 def test_grouping_with_gt_locations_runs_on_a_checkpoint(tiny_checkpoint, generated):
     torch.set_num_threads(1)
     result = evaluate_grouping_with_gt_locations(tiny_checkpoint, generated, generated.parent / "images",

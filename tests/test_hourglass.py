@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tagtrack.model.config import SMALL, TINY, ModelConfig
-from tagtrack.model.hourglass import AllStacks, HourglassNet, count_flops, widened_state_dict
+from tagtrack.model.hourglass import AllStacks, HourglassNet, count_flops, refined_state_dict, widened_state_dict
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -170,3 +170,55 @@ def test_widening_refuses_networks_of_another_shape() -> None:
     assert ModelConfig(width=32, increase=16).widens_to(ModelConfig(width=48, increase=16))
     assert not ModelConfig(width=32).widens_to(ModelConfig(width=32))
     assert not ModelConfig(width=32).widens_to(ModelConfig(width=48, tag_dim=2))
+
+
+@pytest.mark.parametrize("stacks", [1, 2])
+def test_a_stride_2_network_returns_every_stacks_maps_at_half_the_input_size(stacks: int) -> None:
+    torch.manual_seed(0)
+    model = HourglassNet(_tiny(num_stacks=stacks, tag_dim=2, output_stride=2)).eval()
+    with torch.no_grad():
+        outputs = model.forward_stacks(torch.rand(1, 3, 64, 128))
+    assert len(outputs) == stacks
+    for heatmaps, tags in outputs:
+        assert heatmaps.shape == (1, 17, 32, 64)
+        assert tags.shape == (1, 17, 2, 32, 64)
+        # Tags are the stride-4 tags up-sampled by nearest: each 2x2 block holds one value, never a blend.
+        torch.testing.assert_close(tags, tags[..., ::2, ::2].repeat_interleave(2, -2).repeat_interleave(2, -1))
+
+
+def test_a_finer_head_starts_at_the_coarse_networks_maps_and_learns() -> None:
+    torch.manual_seed(0)
+    coarse_config = ModelConfig(num_stacks=1, width=32, increase=16, tag_dim=4, input_height=64, input_width=64)
+    fine_config = ModelConfig(num_stacks=1, width=32, increase=16, tag_dim=4, input_height=64, input_width=64,
+                              output_stride=2)
+    assert coarse_config.refines_to(fine_config) and not fine_config.refines_to(coarse_config)
+    assert not coarse_config.refines_to(ModelConfig(num_stacks=1, width=48, increase=16, tag_dim=4, output_stride=2))
+    coarse, fine = HourglassNet(coarse_config), HourglassNet(fine_config)
+    with torch.no_grad():
+        coarse.stacks[0].heatmap_head.weight.normal_(std=0.1)  # heatmaps far from their near-zero start
+    fine.load_state_dict(refined_state_dict(coarse, fine))
+    coarse.eval(), fine.eval()
+    images = torch.rand(2, 3, 64, 128)
+    with torch.no_grad():
+        (coarse_heatmaps, coarse_tags), (fine_heatmaps, fine_tags) = coarse(images), fine(images)
+    assert coarse_heatmaps.abs().mean() > 1e-3
+    upsampled = torch.nn.functional.interpolate(coarse_heatmaps, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(fine_heatmaps, upsampled)
+    torch.testing.assert_close(fine_tags[..., ::2, ::2], coarse_tags)
+    # The head's zero start is not a dead end: its weights and the layers before it receive gradient.
+    fine.train()
+    heatmaps, _ = fine(images)
+    heatmaps.square().mean().backward()
+    assert fine.fine.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="other layers differ"):
+        refined_state_dict(HourglassNet(_tiny()), fine)
+
+
+def test_only_the_hourglass_has_a_stride_2_head() -> None:
+    with pytest.raises(ValueError, match="output stride 3"):
+        _tiny(output_stride=3)
+    with pytest.raises(ValueError, match="output stride 2"):
+        ModelConfig(family="mobilenet_fpn", output_stride=2)
+    # Checkpoints written before the field existed are stride 4.
+    assert ModelConfig.from_dict(dict(num_stacks=1, width=16)).output_stride == 4
+    assert _tiny(output_stride=2).output_height == 32 and "stride-2" in _tiny(output_stride=2).describe()

@@ -29,17 +29,18 @@ class IdealNetwork:
     """An InferFn that recognises the (letterboxed, maybe mirrored) image and returns the maps a
     perfect network would: gaussians at the known people's joints, their tags, equivariant to flips."""
 
-    def __init__(self, image: np.ndarray, people: np.ndarray, tags: np.ndarray, mirror_tag_offset: float = 0.0):
+    def __init__(self, image: np.ndarray, people: np.ndarray, tags: np.ndarray, mirror_tag_offset: float = 0.0,
+                 stride: int = OUTPUT_STRIDE):
         self.image, self.people, self.tags = image, people, tags
-        self.mirror_tag_offset = mirror_tag_offset
+        self.mirror_tag_offset, self.stride = mirror_tag_offset, stride
         self.calls: list[tuple[int, ...]] = []
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls.append(batch.shape)
         height, width = batch.shape[2:]
-        letterbox = Letterbox.fit(self.image.shape[:2], (height, width))
+        map_h, map_w = height // self.stride, width // self.stride
+        letterbox = Letterbox.fit(self.image.shape[:2], (height, width)).for_maps((map_h, map_w))
         plain = to_network_input(letterbox.apply(self.image))
-        map_h, map_w = height // OUTPUT_STRIDE, width // OUTPUT_STRIDE
         people = self.people.copy()
         people[:, :, :2] = letterbox.image_to_map(self.people[:, :, :2])
         heatmaps, tags = [], []
@@ -107,6 +108,17 @@ def test_poses_from_maps_converts_map_pixels_to_image_pixels():
                                                         letterbox.image_hw)[0])
         assert (pose.box[:2] <= pose.keypoints[found, :2].min(axis=0) + 1e-3).all()
         assert (pose.box[2:] >= pose.keypoints[found, :2].max(axis=0) - 1e-3).all()
+
+
+@pytest.mark.parametrize("scales", [(1.0,), (1.0, 0.5)])
+def test_a_stride_2_network_gives_the_people_twice_as_precisely(scales):
+    # Maps at half the input size (a finer heatmap head): the decoder's map pixels are half as large.
+    image, people, tags, letterbox = scene((500, 620), 6, 2, seed=2)
+    network = IdealNetwork(image, people, tags, stride=2)
+    poses = predict_image(network, image, INPUT_HW, COCO17, PredictConfig(decode=DECODE, scales=scales))
+    assert_same_people(poses, people, tags, image_tolerance(letterbox, 0.25) / 2 * len(scales), min_score=0.1)
+    with pytest.raises(ValueError, match="do not divide"):
+        letterbox.for_maps((100, 97))
 
 
 def test_flip_gives_the_same_people_and_concatenates_tags():

@@ -222,7 +222,7 @@ def _network_maps(infer, image: np.ndarray, input_hw: tuple[int, int]):
     heatmaps, tags = np.asarray(heatmaps[0], np.float32), np.asarray(tags[0], np.float32)
     if tags.ndim == 3:  # a network with one tag dimension may give [K,h,w]
         tags = tags[:, None]
-    return letterbox, heatmaps, tags
+    return letterbox.for_maps(heatmaps.shape[-2:]), heatmaps, tags
 
 
 def _tracked_people(coco, image_id: int) -> list[dict]:
