@@ -61,8 +61,7 @@ def synthetic_training_set(config: TrainConfig, folder: str, num_images: int) ->
     height, width = config.input_hw
     annotations = generate_dataset(folder, num_images=num_images, config=SceneConfig(width=width, height=height),
                                    seed=0)
-    targets = TargetConfig(height, width, config.sigma, config.sigma_mode, config.max_people)
-    return CocoKeypointDataset(annotations, f"{folder}/images", targets, config.augment,
+    return CocoKeypointDataset(annotations, f"{folder}/images", TargetConfig.of_training(config), config.augment,
                                views=2 if config.pairs else 1)
 
 

@@ -72,6 +72,18 @@ def test_targets_without_augmentation_sit_at_the_mapped_keypoints(tmp_path: Path
     assert sample["ids"][0, 0] == 2 * 1 + 1 and (sample["ids"][0, 1:] == -1).all()
 
 
+def test_targets_of_a_stride_2_network_are_twice_as_fine(tmp_path: Path) -> None:
+    # Map x = (x_input + 0.5) / 2 - 0.5: nose (81.5, 49.5) -> (40.5, 24.5), eye (121.5, 65.5) -> (60.5, 32.5).
+    dataset = CocoKeypointDataset(_dots_scene(tmp_path), tmp_path / "images",
+                                  TargetConfig(128, 192, sigma=1.5, stride=2), AugmentConfig.off())
+    sample = dataset[0]
+    heatmaps = sample["heatmaps"][0].numpy()
+    assert heatmaps.shape == (17, 64, 96)
+    np.testing.assert_allclose(heatmaps[NOSE, 24:26, 40:42], np.exp(-0.5 / (2 * 1.5 ** 2)), rtol=1e-5)  # 4 equal cells
+    assert _peak(heatmaps[LEFT_EYE]) == (60, 32)
+    assert sample["joints"][0].numpy()[0, NOSE].tolist() == [25 * 96 + 41, 1]  # the tag is read at the rounded cell
+
+
 def test_flip_mirrors_and_swaps_left_and_right(tmp_path: Path) -> None:
     flip_only = AugmentConfig(scale_min=1, scale_max=1, rotation_degrees=0, translate=0, flip_probability=1.0,
                               colour_jitter=0)

@@ -398,6 +398,17 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_data: Path, tmp_path: Pa
     for (name, a), (_, b) in zip(before.model.named_parameters(), widened.named_parameters()):
         assert torch.equal(b[tuple(slice(0, size) for size in a.shape)], a), name
     assert widened.config.width == config.model.width + 16
+    # A stride-2 network (the finer heatmap head) starts from the stride-4 one's weights everywhere but that head
+    # (hourglass.refined_state_dict), and trains toward targets at its own, finer maps (lr 0: nothing moves).
+    train(replace(tuned_config, model=replace(config.model, output_stride=2)), tmp_path / "finer")
+    refined = load_checkpoint(tmp_path / "finer" / "last.safetensors").model
+    with torch.no_grad():
+        heatmaps, _ = refined(torch.rand(1, 3, 64, 64))
+    assert refined.config.output_stride == 2 and heatmaps.shape[-2:] == (32, 32)
+    trunk = dict(refined.named_parameters())
+    for name, a in before.model.named_parameters():
+        assert torch.equal(a, trunk[name]), name
+    assert not refined.fine.head.weight.any()  # the head's zero start
 
 
 def test_cli_init_takes_the_network_from_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
@@ -498,3 +509,8 @@ def test_self_distilled_targets_are_the_starting_networks_own_maps(tiny_data: Pa
     assert train(replace(config, self_distill_zoom=2), tmp_path / "zoomed").losses[0] > 0.0
     with pytest.raises(UserFacingError, match="--init"):
         train(replace(config, self_distill_zoom=2, init_weights=""), tmp_path / "no-start")
+    # Starting weights whose maps are at another stride cannot be the targets of a stride-2 run.
+    coarse = save_checkpoint(tmp_path / "coarse.safetensors", tiny_network(), COCO17)
+    finer = replace(config, model=replace(PRESETS["tiny"].model, output_stride=2), init_weights=str(coarse))
+    with pytest.raises(UserFacingError, match="output stride 4, the run 2"):
+        train(replace(finer, self_distill_zoom=1), tmp_path / "strides")

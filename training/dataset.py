@@ -37,7 +37,7 @@ from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.files import read_image
 from tagtrack.model.schema import COCO17, KeypointSchema, schema_from_coco_category
 from tagtrack.training.losses import REFERENCE_PERSON_SIZE
-from tagtrack.training.config import AugmentConfig
+from tagtrack.training.config import AugmentConfig, TrainConfig
 from tagtrack.training.distill import (dense_targets, load_teacher_maps, maps_path, suppress_mirror_peaks,
                                        warp_teacher_maps)
 
@@ -224,17 +224,26 @@ def colour_jitter(rng: np.random.Generator, image: np.ndarray, amount: float) ->
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """How targets are made: input size, heatmap sigma (map pixels), sigma mode (training.config), people cap."""
+    """How targets are made: input size, heatmap sigma (map pixels), sigma mode (training.config), people cap, and
+    the network's output stride (input pixels per map pixel)."""
 
     input_height: int
     input_width: int
     sigma: float = 2.0
     sigma_mode: str = "fixed"
     max_people: int = 30
+    stride: int = OUTPUT_STRIDE
+
+    @classmethod
+    def of_training(cls, config: TrainConfig) -> "TargetConfig":
+        """The targets a training config trains toward (its network's input size and output stride)."""
+        model = config.model
+        return cls(model.input_height, model.input_width, config.sigma, config.sigma_mode, config.max_people,
+                   model.output_stride)
 
     @property
     def output_hw(self) -> tuple[int, int]:
-        return self.input_height // OUTPUT_STRIDE, self.input_width // OUTPUT_STRIDE
+        return self.input_height // self.stride, self.input_width // self.stride
 
 
 class CocoKeypointDataset(Dataset):
@@ -336,7 +345,7 @@ class CocoKeypointDataset(Dataset):
         input_hw = (self.targets.input_height, self.targets.input_width)
         out_h, out_w = self.targets.output_hw
         to_input, flip = self._view_affine(rng, annotations, (image_h, image_w), input_hw)
-        to_map = input_to_map_matrix() @ to_input
+        to_map = input_to_map_matrix(self.targets.stride) @ to_input
 
         warped = cv2.warpAffine(image_bgr, to_input[:2], (input_hw[1], input_hw[0]), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from tagtrack.model.checkpoint import load_checkpoint, save_checkpoint
 from tagtrack.model.errors import UserFacingError, import_extra
 from tagtrack.model.files import write_atomically
-from tagtrack.model.hourglass import widened_state_dict
+from tagtrack.model.hourglass import refined_state_dict, widened_state_dict
 from tagtrack.model.networks import build_network, shares_trunk, trunk_state_dict
 from tagtrack.training.config import TrainConfig
 from tagtrack.training.dataset import CocoKeypointDataset, TargetConfig
@@ -180,9 +180,8 @@ class _StopRequest:
 def _build_dataset(config: TrainConfig) -> CocoKeypointDataset:
     if not config.train_annotations or not config.train_images:
         raise UserFacingError("training data missing: give the annotation JSON (--data) and image folder (--images)")
-    targets = TargetConfig(config.model.input_height, config.model.input_width, config.sigma, config.sigma_mode,
-                           config.max_people)
-    return CocoKeypointDataset(config.train_annotations, config.train_images, targets, config.augment,
+    return CocoKeypointDataset(config.train_annotations, config.train_images, TargetConfig.of_training(config),
+                               config.augment,
                                views=2 if config.pairs else 1, max_frame_gap=config.max_frame_gap, seed=config.seed,
                                teacher_maps=config.train_teacher_maps or None,
                                suppress_mirror_peaks=config.suppress_mirror_peaks)
@@ -226,6 +225,10 @@ def _load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
         model.load_state_dict(trunk_state_dict(initial.model, model))
         log.info("initialised from %s (%s) in the layers this %s network shares with it", config.init_weights,
                  initial.config.family, config.model.family)
+    elif initial.config.refines_to(config.model):
+        model.load_state_dict(refined_state_dict(initial.model, model))
+        log.info("initialised from %s, with a finer heatmap head added (it starts at the coarse maps)",
+                 config.init_weights)
     elif initial.config.widens_to(config.model):
         model.load_state_dict(widened_state_dict(initial.model, model))
         log.info("initialised from %s, widened from %s to %s", config.init_weights, initial.config.describe(),
@@ -472,6 +475,10 @@ def _target_network(run: _Run) -> torch.nn.Module | None:
     # The starting checkpoint's own network: what the run's network computed at step 0 (the same one, or one of
     # another family or width that _load_initial_weights started to compute the same heatmaps).
     reference = load_checkpoint(config.init_weights).model.to(run.device)
+    if reference.config.output_stride != config.model.output_stride:
+        raise UserFacingError(f"self_distill_zoom needs the starting weights' maps at the run's stride: "
+                              f"{config.init_weights} has output stride {reference.config.output_stride}, "
+                              f"the run {config.model.output_stride}")
     reference.requires_grad_(False)
     if config.channels_last:
         reference.to(memory_format=torch.channels_last)
