@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tagtrack.training.recipes.default_model import (PHASE7_WIDTHS, phase6b_config, phase7_config, phase8_config,
-                                                     phase9_config, phase10_config, phase11_config)
+                                                     phase9_config, phase10_config, phase11_config, phase13_config)
 
 
 def test_phase7_runs_continue_phase_6b_at_its_width_or_wider(tmp_path: Path) -> None:
@@ -55,6 +55,11 @@ def test_phase10_is_phase6b_with_size_scaled_sigmas_and_no_teacher_maps(tmp_path
                                                                           phase6b.augment)
     assert phase11.sigma < phase10.sigma and phase11.sigma_mode == "size"
     assert (phase11.lr, phase11.steps, phase11.train_teacher_maps) == (phase10.lr, phase10.steps, "")
+    # Phase 13: phase 10's network with the finer heatmap head, which phase 10's weights start (refines_to).
+    phase13 = phase13_config(tmp_path)
+    assert phase13.model.output_stride == 2 and phase10.model.refines_to(phase13.model)
+    assert (phase13.loss, phase13.sigma, phase13.sigma_mode, phase13.lr, phase13.augment) == (
+        phase10.loss, phase10.sigma, phase10.sigma_mode, phase10.lr, phase10.augment)
 
 
 def test_export_stores_the_settings_of_the_bundled_model_it_makes(tmp_path: Path, monkeypatch) -> None:

@@ -320,6 +320,14 @@ PHASE10_LR = 2e-4
 # drawn as lines, worse tracking: the model card).
 PHASE11_SIGMA = 1.5
 
+# Phase 13 (5 Dec, night): phase 10's network with a finer heatmap head (stride 2, HigherHRNet's idea:
+# `hourglass.FineHeatmaps`), from phase 10's weights (the head starts at the coarse maps up-sampled), phase 10's data
+# and loss. A PETS walker's joints sit on a 9-image-pixel grid at stride 4, so two walkers side by side, 26 px
+# apart, are 3 map pixels apart; at stride 2 they are 6, and the size-scaled sigma (in map pixels) lets the small
+# walkers' peaks be 2 input pixels wide instead of 4, while people over 64 input pixels keep phase 10's.
+PHASE13_STEPS, PHASE13_LR_DECAY_STEP = 3000, 2250
+PHASE13_OUTPUT_STRIDE = 2
+
 
 def training_config(root: Path, phase: int = 1):
     from tagtrack.model.config import ModelConfig
@@ -395,6 +403,13 @@ def phase10_config(root: Path):
 def phase11_config(root: Path):
     """Phase 11: phase 10 with a smaller base sigma, from phase 10's weights."""
     return replace(phase10_config(root), sigma=PHASE11_SIGMA)
+
+
+def phase13_config(root: Path):
+    """Phase 13: phase 10 with stride-2 heatmaps (a finer head), from phase 10's weights."""
+    phase10 = phase10_config(root)
+    return replace(phase10, model=replace(phase10.model, output_stride=PHASE13_OUTPUT_STRIDE), steps=PHASE13_STEPS,
+                   lr_decay_steps=(PHASE13_LR_DECAY_STEP,), checkpoint_every=500)
 
 
 # ---------------------------------------------------------------- the pretrained start (MobileNet FPN family)
@@ -515,6 +530,7 @@ PHASE_CONFIGS: dict[str, Callable[[Path], TrainConfig]] = {
     "9": phase9_config,
     "10": phase10_config,
     "11": phase11_config,
+    "13": phase13_config,
     **{f"pretrained-{stage}": partial(pretrained_config, stage=stage) for stage in PRETRAINED_STAGES},
 }
 
@@ -645,8 +661,8 @@ def main() -> int:
     p.add_argument("--phase", type=int, choices=(5, 6), default=5, help="6: train_general6.json (PETS x16)")
     p = commands.add_parser("general", help="phase 5-11: train the general model in ROOT/runs/phaseN (or continue)")
     p.add_argument("init", type=Path, help="the previous phase's weights (phases 7-10: phase 6b's, "
-                                           "`git show 6bfcb29:model/weights/default.safetensors`; 11: phase 10's)")
-    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8, 9, 10, 11), default=5)
+                                           "`git show 6bfcb29:model/weights/default.safetensors`; 11 and 13: phase 10's)")
+    p.add_argument("--phase", type=int, choices=(5, 6, 7, 8, 9, 10, 11, 13), default=5)
     p.add_argument("--width", type=int, choices=PHASE7_WIDTHS, default=64,
                    help="phase 7: the network's width (96: the init weights widened)")
     p = commands.add_parser("pretrained", help="the pretrained start: train a stage in ROOT/runs/pretrained-STAGE "
