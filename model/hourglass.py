@@ -82,6 +82,10 @@ class Hourglass(nn.Module):
         return self.skip(x) + self.upsample(low)
 
 
+FINE_STEM_LAYERS = 2  # the stem's layers before its max-pool: their output is at stride 2
+FINE_WIDTH = 32  # channels of the finer heatmap head
+
+
 class Stem(nn.Module):
     """Down-samples by 4: 7x7 stride-2 conv, residual, max-pool, two residuals (as in Newell et al.,
     with the 64/128 stem channels of the 256-wide model scaled to the configured width)."""
@@ -107,10 +111,6 @@ class Stem(nn.Module):
         """(the stem's output at stride 4, its features at stride 2 before the pooling)."""
         fine = self.layers[:FINE_STEM_LAYERS](x)
         return self.layers[FINE_STEM_LAYERS:](fine), fine
-
-
-FINE_STEM_LAYERS = 2  # the stem's layers before its max-pool: their output is at stride 2
-FINE_WIDTH = 32  # channels of the finer heatmap head
 
 
 class FineHeatmaps(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from tagtrack.realtime import tensorrt_engine
 from tagtrack.realtime.engine_parts import infer_in_fixed_batches
 from tagtrack.realtime.engines import OnnxRuntimeEngine, TorchEngine, create_engine, default_cache_dir
 from tagtrack.realtime.tensorrt_engine import TensorRTEngine, engine_cache_key, tensorrt_usable
+from tagtrack.tracker.mot_eval import read_pose_frames
+from tests.conftest import save_tiny_checkpoint
+from tests.test_sources import write_video
 
 TRT_REASON = tensorrt_usable()
 
@@ -41,17 +45,18 @@ def random_batch(count: int, height: int = TINY.input_height, width: int = TINY.
     return np.random.default_rng(7).random((count, 3, height, width), dtype=np.float32)
 
 
-def test_torch_and_onnxruntime_give_the_same_maps(family_weights, shared_cache):
-    torch_engine = create_engine("torch", family_weights, device="cpu", cache_dir=shared_cache)
-    ort_engine = create_engine("ort", family_weights, device="cpu", cache_dir=shared_cache)
+def assert_torch_and_onnxruntime_agree(weights: Path, cache: Path, map_hw: tuple[int, int]) -> None:
+    """Both engines of WEIGHTS give maps of map_hw (TINY's keypoints and tag length) that agree."""
+    torch_engine = create_engine("torch", weights, device="cpu", cache_dir=cache)
+    ort_engine = create_engine("ort", weights, device="cpu", cache_dir=cache)
     assert isinstance(torch_engine, TorchEngine) and isinstance(ort_engine, OnnxRuntimeEngine)
     assert torch_engine.input_hw == ort_engine.input_hw == (TINY.input_height, TINY.input_width)
     batch = random_batch(1)
     torch_heatmaps, torch_tags = torch_engine.infer(batch)
     ort_heatmaps, ort_tags = ort_engine.infer(batch)
-    k, dim, h, w = TINY.num_keypoints, TINY.tag_dim, TINY.output_height, TINY.output_width
-    assert torch_heatmaps.shape == ort_heatmaps.shape == (1, k, h, w)
-    assert torch_tags.shape == ort_tags.shape == (1, k, dim, h, w)
+    k, dim = TINY.num_keypoints, TINY.tag_dim
+    assert torch_heatmaps.shape == ort_heatmaps.shape == (1, k, *map_hw)
+    assert torch_tags.shape == ort_tags.shape == (1, k, dim, *map_hw)
     assert ort_heatmaps.dtype == torch_heatmaps.dtype == np.float32
     assert np.abs(torch_heatmaps).max() > 1e-3  # random weights still give non-trivial maps
     np.testing.assert_allclose(ort_heatmaps, torch_heatmaps, atol=1e-4, rtol=0)
@@ -62,33 +67,22 @@ def test_torch_and_onnxruntime_give_the_same_maps(family_weights, shared_cache):
     ort_engine.close()
 
 
+def test_torch_and_onnxruntime_give_the_same_maps(family_weights, shared_cache):
+    assert_torch_and_onnxruntime_agree(family_weights, shared_cache, (TINY.output_height, TINY.output_width))
+
+
 def test_a_stride_2_network_runs_through_onnxruntime_and_tagtrack_run(tmp_path, shared_cache):
     # A finer heatmap head (output stride 2): ONNX Runtime computes its maps as torch does, and `run` maps its
     # joints back onto the frame at that stride.
-    import json
-    from dataclasses import replace
-
-    from tests.conftest import save_tiny_checkpoint
-    from tests.test_sources import write_video
-
     weights = save_tiny_checkpoint(tmp_path / "fine.safetensors", config=replace(TINY, output_stride=2), lively=True)
-    torch_engine = create_engine("torch", weights, device="cpu", cache_dir=shared_cache)
-    ort_engine = create_engine("ort", weights, device="cpu", cache_dir=shared_cache)
-    batch = random_batch(1)
-    (torch_heatmaps, torch_tags), (ort_heatmaps, ort_tags) = torch_engine.infer(batch), ort_engine.infer(batch)
-    assert ort_heatmaps.shape == (1, TINY.num_keypoints, TINY.input_height // 2, TINY.input_width // 2)
-    assert ort_tags.shape == (1, TINY.num_keypoints, TINY.tag_dim, TINY.input_height // 2, TINY.input_width // 2)
-    np.testing.assert_allclose(ort_heatmaps, torch_heatmaps, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(ort_tags, torch_tags, atol=1e-4, rtol=0)
-    torch_engine.close(), ort_engine.close()
+    assert_torch_and_onnxruntime_agree(weights, shared_cache, (TINY.input_height // 2, TINY.input_width // 2))
 
     video = write_video(tmp_path / "clip.avi", 3, size_hw=(128, 128), fps=10.0)  # the input's shape: no padding
     poses = tmp_path / "poses.jsonl"
     assert main.main(["run", str(video), "--weights", str(weights), "--engine", "ort", "--no-video",
                       "--json", str(poses), "--detection-threshold", "0.0", "-q"]) == 0
-    frames = [json.loads(line) for line in poses.read_text().splitlines()[1:]]
-    joints = np.array([(point["x"], point["y"]) for frame in frames for person in frame["people"]
-                       for point in person["keypoints"].values() if point["score"] > 0])
+    frames = read_pose_frames(poses)
+    joints = np.concatenate([pose.keypoints[pose.keypoints[:, 2] > 0, :2] for frame in frames for pose in frame.poses])
     assert len(frames) == 3 and len(joints) > 0
     # On the frame (a stride-4 mapping of stride-2 maps would put them up to twice as far from the origin).
     assert joints.min() >= -1 and joints.max() <= 128
