@@ -84,6 +84,32 @@ def test_targets_of_a_stride_2_network_are_twice_as_fine(tmp_path: Path) -> None
     assert sample["joints"][0].numpy()[0, NOSE].tolist() == [25 * 96 + 41, 1]  # the tag is read at the rounded cell
 
 
+def _with_scale_range(annotations_path: Path, scale_range: list[float]) -> Path:
+    data = json.loads(annotations_path.read_text())
+    data["images"][0]["scale_range"] = scale_range
+    annotations_path.write_text(json.dumps(data))
+    return annotations_path
+
+
+def test_an_images_own_scale_range_replaces_the_augments(tmp_path: Path) -> None:
+    # Augment at scale 1 everywhere; the image asks for 2: nose and eye (10 map pixels apart at scale 1,
+    # the test above) come out twice as far apart, about the input's centre.
+    plain = AugmentConfig(scale_min=1, scale_max=1, rotation_degrees=0, translate=0, flip_probability=0,
+                          colour_jitter=0)
+    dataset = CocoKeypointDataset(_with_scale_range(_dots_scene(tmp_path), [2.0, 2.0]), tmp_path / "images",
+                                  TargetConfig(128, 192, sigma=1.5), plain)
+    heatmaps = dataset[0]["heatmaps"][0].numpy()
+    (nose_x, nose_y), (eye_x, eye_y) = _peak(heatmaps[NOSE]), _peak(heatmaps[LEFT_EYE])
+    # Input nose 95.5 + 2 * (81.5 - 95.5) = 67.5 -> map 16.5; eye 147.5 -> 36.5 (either cell of a tie).
+    assert nose_x in (16, 17) and eye_x in (36, 37) and abs((eye_y - nose_y) - 8) <= 1
+
+
+def test_a_bad_scale_range_is_refused_when_the_data_is_read(tmp_path: Path) -> None:
+    with pytest.raises(UserFacingError, match="dots.png: scale_range must be 0 < low <= high"):
+        CocoKeypointDataset(_with_scale_range(_dots_scene(tmp_path), [3.0, 1.0]), tmp_path / "images",
+                            TargetConfig(128, 192))
+
+
 def test_flip_mirrors_and_swaps_left_and_right(tmp_path: Path) -> None:
     flip_only = AugmentConfig(scale_min=1, scale_max=1, rotation_degrees=0, translate=0, flip_probability=1.0,
                               colour_jitter=0)

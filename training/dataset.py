@@ -140,22 +140,40 @@ def ignore_mask(annotations: list[dict], height: int, width: int) -> np.ndarray:
 
 
 def random_affine(
-    rng: np.random.Generator, image_hw: tuple[int, int], input_hw: tuple[int, int], augment: AugmentConfig
+    rng: np.random.Generator, image_hw: tuple[int, int], input_hw: tuple[int, int], augment: AugmentConfig,
+    scale_range: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """3x3 matrix from image pixels to network-input pixels, and whether it flips left/right.
 
-    The image is first fitted into the input (aspect kept, centred), then scaled, rotated about the
-    input centre and translated at random; a flip mirrors the input last.
+    The image is first fitted into the input (aspect kept, centred), then scaled (by augment's
+    scale_min..scale_max, or `scale_range` where the image sets its own), rotated about the input centre
+    and translated at random; a flip mirrors the input last.
     """
     image_h, image_w = image_hw
     input_h, input_w = input_hw
     fit = min(input_w / image_w, input_h / image_h)
-    scale = fit * rng.uniform(augment.scale_min, augment.scale_max)
+    low, high = scale_range if scale_range is not None else (augment.scale_min, augment.scale_max)
+    scale = fit * rng.uniform(low, high)
     angle = math.radians(rng.uniform(-augment.rotation_degrees, augment.rotation_degrees))
     shift = rng.uniform(-augment.translate, augment.translate, size=2) * (input_w, input_h)
     flip = bool(rng.random() < augment.flip_probability)
     source_centre = np.array([(image_w - 1) / 2, (image_h - 1) / 2])
     return _affine(scale, angle, source_centre, shift, flip, input_hw), flip
+
+
+def image_scale_range(image: dict) -> tuple[float, float] | None:
+    """An image record's optional "scale_range": [low, high], the plain views' scale (times the fit) for it.
+
+    A wide street scene whose walkers are a few pixels tall at the usual scales can be shown larger than the
+    rest, as a larger network input would see it, without enlarging every close-up sports photo too."""
+    value = image.get("scale_range")
+    if value is None:
+        return None
+    low, high = (float(v) for v in value)
+    if not 0.0 < low <= high:
+        raise UserFacingError(f"image {image.get('file_name', image.get('id'))}: scale_range must be "
+                              f"0 < low <= high, got {list(value)}")
+    return low, high
 
 
 def closeup_affine(
@@ -288,6 +306,8 @@ class CocoKeypointDataset(Dataset):
             if any(_has_keypoints(a) for a in self.coco.imgToAnns.get(image_id, []))
             for _ in range(max(1, int(self.coco.imgs[image_id].get("repeat", 1))))
         ]
+        for image in self.coco.dataset["images"]:
+            image_scale_range(image)  # a bad "scale_range" is refused now, not in a loader worker mid-run
         self._clips = self._index_clips()
 
     def _index_clips(self) -> dict[int, list[tuple[int, int]]]:
@@ -344,7 +364,8 @@ class CocoKeypointDataset(Dataset):
         annotations = self.coco.imgToAnns.get(image_id, [])
         input_hw = (self.targets.input_height, self.targets.input_width)
         out_h, out_w = self.targets.output_hw
-        to_input, flip = self._view_affine(rng, annotations, (image_h, image_w), input_hw)
+        to_input, flip = self._view_affine(rng, annotations, (image_h, image_w), input_hw,
+                                           image_scale_range(self.coco.imgs[image_id]))
         to_map = input_to_map_matrix(self.targets.stride) @ to_input
 
         warped = cv2.warpAffine(image_bgr, to_input[:2], (input_hw[1], input_hw[0]), flags=cv2.INTER_LINEAR,
@@ -380,12 +401,14 @@ class CocoKeypointDataset(Dataset):
         }
 
     def _view_affine(self, rng: np.random.Generator, annotations: list[dict], image_hw: tuple[int, int],
-                     input_hw: tuple[int, int]) -> tuple[np.ndarray, bool]:
-        """A plain random view, or (closeup_probability) one framed on a labelled person or their upper body."""
+                     input_hw: tuple[int, int], scale_range: tuple[float, float] | None = None,
+                     ) -> tuple[np.ndarray, bool]:
+        """A plain random view (at the image's own scale range where it sets one), or (closeup_probability)
+        one framed on a labelled person or their upper body."""
         people = [a for a in annotations if _has_keypoints(a) and a.get("bbox")]
         # No extra draw when close-ups are off, so such runs see exactly the views they always did.
         if not people or self.augment.closeup_probability <= 0 or rng.random() >= self.augment.closeup_probability:
-            return random_affine(rng, image_hw, input_hw, self.augment)
+            return random_affine(rng, image_hw, input_hw, self.augment, scale_range)
         person = people[int(rng.integers(len(people)))]
         region = tuple(float(v) for v in person["bbox"])
         if rng.random() < self.augment.upper_body_probability:
