@@ -32,6 +32,11 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `run` and `bench run`: the model, the engine, tracking and decoding."""
     add_engine_arguments(p)
     p.add_argument("--no-track", action="store_true", help="no tracking: poses without IDs")
+    p.add_argument("--flip", action="store_true",
+                   help="flip test on every frame: also run the mirrored frame and average (about twice the work)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
+                   help="test scales on every frame, multiples of the input size, e.g. 1 1.75: heatmaps averaged, "
+                        "tags concatenated; other than 1 needs the torch engine (auto picks it) (default 1)")
     add_decode_arguments(p)
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (default: all)")
     p.add_argument("--stream-timeout", type=float, default=None, metavar="SECONDS",
@@ -87,7 +92,7 @@ def run_options(args: argparse.Namespace, **extra):
         source=args.source, weights=Path(args.weights) if args.weights else None, engine=args.engine,
         device=args.device, fp16=args.fp16, track=not args.no_track,
         input_hw=tuple(args.input_size) if args.input_size else None, max_frames=args.max_frames,
-        settings=settings_layers(args),
+        settings=settings_layers(args), flip=args.flip, scales=tuple(args.scales),
         config=Path(args.config) if args.config else None, stream_timeout=args.stream_timeout, **extra)
 
 

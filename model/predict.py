@@ -120,28 +120,42 @@ def predict_image(
     schema: KeypointSchema,
     config: PredictConfig | None = None,
 ) -> list[Pose]:
-    """Poses in image pixels for one BGR uint8 image, best score first.
+    """Poses in image pixels for one BGR uint8 image, best score first (maps as `image_maps` gives them)."""
+    config = config or PredictConfig()
+    heatmaps, tags, letterbox = image_maps(infer, image_bgr, input_hw, schema, config.flip, config.scales)
+    return poses_from_maps(heatmaps, tags, letterbox, schema, config.decode)
+
+
+def image_maps(
+    infer: InferFn,
+    image_bgr: np.ndarray,
+    input_hw: tuple[int, int],
+    schema: KeypointSchema,
+    flip: bool = False,
+    scales: tuple[float, ...] = (1.0,),
+) -> tuple[np.ndarray, np.ndarray, Letterbox]:
+    """The network's maps for one BGR uint8 image with test-time augmentation: heatmaps [K,h,w], tags
+    [K,L',h,w] (L' = L x 2 with flip x the number of scales) and the Letterbox from image pixels to them.
 
     input_hw is the network input at scale 1.0; other scales use input_hw * scale rounded to a
     multiple of 64. The plain and mirrored inputs of one scale go through ``infer`` as one batch.
     """
-    config = config or PredictConfig()
     _check_image(image_bgr)
-    if not config.scales or min(config.scales) <= 0:
-        raise ValueError(f"scales must be positive, got {config.scales}")
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"scales must be positive, got {scales}")
 
     per_scale = []
-    for scale in config.scales:
+    for scale in scales:
         letterbox = Letterbox.fit(image_bgr.shape[:2], scaled_input_hw(input_hw, scale))
         network_input = to_network_input(letterbox.apply(image_bgr))
-        batch = np.stack([network_input, network_input[:, :, ::-1]]) if config.flip else network_input[None]
+        batch = np.stack([network_input, network_input[:, :, ::-1]]) if flip else network_input[None]
         heatmaps, tags = infer(np.ascontiguousarray(batch))
         heatmaps, tags = np.asarray(heatmaps, dtype=np.float32), np.asarray(tags, dtype=np.float32)
         if tags.ndim == 4:  # [B,K,h,w]: L = 1
             tags = tags[:, :, None]
         scale_heatmaps, scale_tags = heatmaps[0], tags[0]
         letterbox = letterbox.for_maps(scale_heatmaps.shape[-2:])
-        if config.flip:
+        if flip:
             flipped_heatmaps, flipped_tags = _flip_back(heatmaps[1], tags[1], schema)
             scale_heatmaps = (scale_heatmaps + flipped_heatmaps) / 2
             scale_tags = np.concatenate([scale_tags, flipped_tags], axis=1)
@@ -149,7 +163,7 @@ def predict_image(
 
     if len(per_scale) == 1:
         letterbox, heatmaps, tags = per_scale[0]
-        return poses_from_maps(heatmaps, tags, letterbox, schema, config.decode)
+        return heatmaps, tags, letterbox
 
     # Aggregate on the finest grid, where the maps lose least by interpolation.
     target = max(per_scale, key=lambda item: item[0].map_hw[0] * item[0].map_hw[1])[0]
@@ -166,9 +180,7 @@ def predict_image(
         num_joints, tag_dim = tags.shape[:2]
         warped_tags = _warp_maps(tags.reshape(num_joints * tag_dim, *tags.shape[2:]), matrix, target_hw)
         all_tags.append(warped_tags.reshape(num_joints, tag_dim, *target_hw))
-    heatmaps = heatmap_sum / len(per_scale)
-    tags = np.concatenate(all_tags, axis=1)
-    return poses_from_maps(heatmaps, tags, target, schema, config.decode)
+    return heatmap_sum / len(per_scale), np.concatenate(all_tags, axis=1), target
 
 
 def pose_records(poses: list[Pose], schema: KeypointSchema) -> list[dict]:

@@ -175,8 +175,8 @@ class PoseEstimator:
     settings (None: the checkpoint's stored value, else the default). settings: any decoder and tracker
     setting, {"decode": {"top_k": 20}, "tracker": {"tag_gate": 1.0}} (model/settings.py), above the thresholds.
     settings_layers: the command line's layers (`--config`, flags, `--set`; model/settings.py: user_layers),
-    below both. flip and scales: test-time augmentation for single images (scales other than 1.0 need the torch
-    engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one thread at a
+    below both. flip and scales: test-time augmentation, of single images and of every frame `track` reads
+    (scales other than 1.0 need the torch engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one thread at a
     time.
     """
 
@@ -203,7 +203,8 @@ class PoseEstimator:
             layers.append(("settings", dict(settings)))
         self.options = RunOptions(
             source="", weights=Path(weights) if weights is not None else None, engine=engine, device=device,
-            fp16=fp16, input_hw=tuple(input_size) if input_size is not None else None, settings=layers)
+            fp16=fp16, input_hw=tuple(input_size) if input_size is not None else None, settings=layers,
+            flip=flip, scales=scales)
         resolve_settings(None, layers)  # a bad name or value fails before the model loads
         self.engine, self.settings = run_model(self.options, frame_hw=frame_hw)
         self.schema: KeypointSchema = self.engine.schema

@@ -3,6 +3,7 @@
     [capture thread]   source.read(), letterbox + network input (Preprocessor: reused buffers)
           │ bounded queue (files: blocking put = back-pressure; live: freshest frame only, drops counted)
     [inference thread] engine.infer(batch)          (the GPU thread: nothing else runs here)
+                       or, with test-time augmentation, model.predict.image_maps over the frame
           │ bounded queue (blocking)
     [post thread]      poses_from_maps -> tracker.update -> every sink.write, in frame order
 
@@ -11,6 +12,10 @@ stops reading, inference stops inferring, and the post thread still writes the f
 already finished, then closes every sink, so what was written stays valid. join() re-raises the
 first exception any thread hit. `PipelineSettings` is read once per frame, so a viewer can change
 decoding thresholds while the pipeline runs.
+
+With a `TestTimeAugment` (`run --flip`, `--scales`) the capture thread only reads frames: the inference
+thread makes each scale's input (and its mirror) from the frame, as `predict` does for one image, and hands on
+the maps aggregated on the finest scale's grid with that grid's Letterbox.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from tagtrack.model.predict import poses_from_maps
+from tagtrack.model.predict import InferFn, image_maps, poses_from_maps
 from tagtrack.model.schema import KeypointSchema
 from tagtrack.model.transforms import Letterbox, Preprocessor
 from tagtrack.realtime.sources import Frame, Source
@@ -77,6 +82,16 @@ class PipelineSettings:
 
     decode: DecodeConfig
     keep_heatmaps: bool = False
+
+
+@dataclass
+class TestTimeAugment:
+    """Test-time augmentation for every frame (model/predict.py: image_maps). infer runs any input size
+    for scales other than 1.0 (the torch network; ONNX Runtime and TensorRT engines run one size)."""
+
+    infer: InferFn
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
 
 
 @dataclass
@@ -134,8 +149,8 @@ class RunSummary:
 @dataclass
 class _Captured:
     frame: Frame
-    letterbox: Letterbox
-    network_input: np.ndarray  # float32 [3, H, W]
+    letterbox: Letterbox | None      # None with test-time augmentation (made by the inference thread)
+    network_input: np.ndarray | None  # float32 [3, H, W]
     timings: dict[str, float]
     started: float  # perf_counter at capture start, for latency
 
@@ -145,6 +160,7 @@ class _Inferred:
     captured: _Captured
     heatmaps: np.ndarray  # [K, h, w]
     tags: np.ndarray  # [K, L, h, w]
+    letterbox: Letterbox  # image pixels <-> these maps' network input
 
 
 _END = object()  # end of input marker passed down the queues
@@ -155,12 +171,15 @@ class Pipeline:
 
     engine: anything with `input_hw` and `infer(batch float32 [B,3,H,W]) -> (heatmaps, tags)`.
     tracker: a PoseTracker, or None for poses without IDs (track_id None).
+    augment: test-time augmentation (flip, scales) of every frame, or None for the engine's one input.
     """
 
     def __init__(self, source: Source, engine: Any, schema: KeypointSchema, settings: PipelineSettings,
-                 tracker: PoseTracker | None, sinks: Sequence[Sink], queue_size: int = 4) -> None:
+                 tracker: PoseTracker | None, sinks: Sequence[Sink], queue_size: int = 4,
+                 augment: TestTimeAugment | None = None) -> None:
         self.source = source
         self.engine = engine
+        self.augment = augment
         self.schema = schema
         self.settings = settings
         self.tracker = tracker
@@ -355,7 +374,7 @@ class Pipeline:
                     self._put(self._frames, _END)
                     break
                 captured_at = time.perf_counter()
-                letterbox, network_input = preprocess(frame.image)
+                letterbox, network_input = preprocess(frame.image) if self.augment is None else (None, None)
                 timings = {"capture": captured_at - started, "preprocess": time.perf_counter() - captured_at}
                 item = _Captured(frame, letterbox, network_input, timings, started)
                 if self.is_live:
@@ -375,9 +394,16 @@ class Pipeline:
                 return
             assert isinstance(item, _Captured)
             started = time.perf_counter()
-            heatmaps, tags = self.engine.infer(item.network_input[None])
+            if self.augment is None:
+                heatmaps, tags = self.engine.infer(item.network_input[None])
+                inferred = _Inferred(item, np.asarray(heatmaps[0]), np.asarray(tags[0]), item.letterbox)
+            else:
+                augment = self.augment
+                heatmaps, tags, letterbox = image_maps(augment.infer, item.frame.image, tuple(self.engine.input_hw),
+                                                       self.schema, augment.flip, augment.scales)
+                inferred = _Inferred(item, heatmaps, tags, letterbox)
             item.timings["infer"] = time.perf_counter() - started
-            if not self._put(self._maps, _Inferred(item, np.asarray(heatmaps[0]), np.asarray(tags[0]))):
+            if not self._put(self._maps, inferred):
                 return
 
     def _post_loop(self) -> None:
@@ -415,7 +441,7 @@ class Pipeline:
         timings = captured.timings
         settings = self.settings  # one read per frame: the viewer may swap it while we run
         started = time.perf_counter()
-        poses = poses_from_maps(item.heatmaps, item.tags, captured.letterbox, self.schema, settings.decode)
+        poses = poses_from_maps(item.heatmaps, item.tags, item.letterbox, self.schema, settings.decode)
         decoded_at = time.perf_counter()
         if self.tracker is not None:
             tracked = _every_person(poses, self.tracker.update(poses, captured.frame.timestamp))
@@ -430,7 +456,7 @@ class Pipeline:
             heatmaps=item.heatmaps if settings.keep_heatmaps else None,
             timings=timings,
             dropped=self._dropped,
-            letterbox=captured.letterbox,
+            letterbox=item.letterbox,
         )
         for sink in self.sinks:
             sink.write(result)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.settings import Layer, Settings, resolve_settings
-from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink
+from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink, TestTimeAugment
 from tagtrack.realtime.sinks import (
     VIDEO_CODECS,
     AnnotatedVideoSink,
@@ -51,6 +51,10 @@ class RunOptions:
     boxes: bool = False
     input_hw: tuple[int, int] | None = None
     max_frames: int | None = None
+    # Test-time augmentation of every frame (`predict`'s, model/predict.py: image_maps): the mirrored input
+    # averaged in, and inputs at these multiples of input_hw (other than 1.0: the torch engine, any size).
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
     # The settings layers above the model's stored settings, lowest first (model/settings.py: user_layers):
     # --config, the named flags and --set, or the API's keywords and settings=.
     settings: list[Layer] = field(default_factory=list)
@@ -97,7 +101,8 @@ def run_settings(settings: Settings, options: RunOptions, engine: Engine) -> dic
         record["tracker"] = None
     weights = engine.weights or options.weights
     return record | {"input_hw": [int(side) for side in engine.input_hw], "weights": str(weights) if weights else None,
-                     "keypoints": list(engine.schema.keypoint_names)}
+                     "keypoints": list(engine.schema.keypoint_names), "flip": options.flip,
+                     "scales": [float(scale) for scale in options.scales]}
 
 
 def check_options(options: RunOptions) -> None:
@@ -118,6 +123,11 @@ def check_options(options: RunOptions) -> None:
         check_output_path(export_base(options), "--format output")
     if options.max_frames is not None and options.max_frames < 1:
         raise UserFacingError(f"--max-frames must be at least 1, got {options.max_frames}")
+    if not options.scales or min(options.scales) <= 0:
+        raise UserFacingError(f"--scales must be positive, got {list(options.scales)}")
+    if tuple(options.scales) != (1.0,) and options.engine not in ("auto", "torch"):
+        raise UserFacingError(f"--scales {' '.join(f'{s:g}' for s in options.scales)} needs --engine torch "
+                              f"(engine {options.engine} runs one input size)")
     if options.input_hw is not None:
         from tagtrack.model.config import check_input_size
         from tagtrack.realtime.engines import check_input_limit
@@ -203,7 +213,9 @@ def run_model(options: RunOptions, engine: Engine | None = None,
     if engine is None:
         from tagtrack.realtime.engines import create_engine
 
-        engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw,
+        # Scales other than 1.0 run the network at several input sizes: only eager torch does.
+        kind = "torch" if tuple(options.scales) != (1.0,) and options.engine == "auto" else options.engine
+        engine = create_engine(kind, options.weights, options.device, options.fp16, options.input_hw,
                                frame_hw=frame_hw)
     try:
         return engine, resolve_settings(engine.stored_settings, options.settings)
@@ -243,4 +255,17 @@ def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sink
         source.close()
         raise
     return Pipeline(source, engine, engine.schema, PipelineSettings(decode=settings.decode), tracker, sinks,
-                    queue_size=options.queue_size)
+                    queue_size=options.queue_size, augment=test_time_augment(options, engine))
+
+
+def test_time_augment(options: RunOptions, engine: Engine) -> TestTimeAugment | None:
+    """The pipeline's test-time augmentation for --flip / --scales (None: the engine's one input)."""
+    scales = tuple(float(scale) for scale in options.scales)
+    if not options.flip and scales == (1.0,):
+        return None
+    infer = engine.infer
+    if scales != (1.0,):
+        from tagtrack.model.predict import torch_infer_fn
+
+        infer = torch_infer_fn(engine.model, engine.device)  # check_options allowed only the torch engine
+    return TestTimeAugment(infer, options.flip, scales)

@@ -131,6 +131,16 @@ def test_estimator_on_an_image_matches_predict(tmp_path, tiny_weights, capsys):
     assert [p.score for p in people] == sorted((p.score for p in people), reverse=True)
 
 
+def test_an_estimators_flip_and_scales_apply_to_every_frame_it_tracks(tmp_path, tiny_weights, video):
+    settings = ["--weights", str(tiny_weights), "--detection-threshold", "0.0", "--flip", "--scales", "1", "1.5"]
+    assert main.main(["run", str(video), *settings, "--json", str(tmp_path / "cli.jsonl"), "--quiet"]) == 0
+    with tagtrack.PoseEstimator(tiny_weights, detection_threshold=0.0, flip=True, scales=(1.0, 1.5)) as estimator:
+        frames = list(estimator.track(video))
+    cli_lines = validated_lines(tmp_path / "cli.jsonl")
+    assert [frame.to_dict() for frame in frames] == cli_lines
+    assert all(len(person["tag"]) == 4 for line in cli_lines for person in line["people"])  # 1 x mirror x 2 scales
+
+
 def test_errors_are_the_cli_messages(tmp_path, tiny_weights, video):
     with pytest.raises(tagtrack.UserFacingError, match="no such file"):
         tagtrack.track(tmp_path / "missing.mp4", weights=tiny_weights, engine="torch")

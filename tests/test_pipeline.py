@@ -14,7 +14,9 @@ from tagtrack.model.errors import UserFacingError
 from tagtrack.model.hourglass import HourglassNet
 from tagtrack.model.schema import COCO17
 from tagtrack.realtime.engines import TorchEngine
-from tagtrack.realtime.pipeline import FrameResult, Pipeline, PipelineSettings, RunSummary
+from tagtrack.model.predict import PredictConfig, predict_image, torch_infer_fn
+from tagtrack.model.transforms import Letterbox
+from tagtrack.realtime.pipeline import FrameResult, Pipeline, PipelineSettings, RunSummary, TestTimeAugment
 from tagtrack.realtime.sources import Frame, open_source
 from tests.test_sources import write_video
 
@@ -116,6 +118,27 @@ def test_file_frames_all_processed_in_order_with_real_network(tmp_path, tiny_eng
     assert set(sink.results[0].timings) >= {"capture", "preprocess", "infer", "decode", "track", "sinks", "latency"}
     assert all(value >= 0 for value in sink.results[0].timings.values())
     assert summary.stage_seconds["infer"] > 0 and summary.fps > 0
+
+
+def test_test_time_augment_gives_each_frame_what_predict_gives_its_image(tmp_path, tiny_engine):
+    # run --flip --scales 1 1.5 on a video: every frame's people are predict's on that frame, decoded on the
+    # finest scale's maps (input 64 x 1.5 rounded to a multiple of 64: 128x128) with that grid's letterbox.
+    video = write_video(tmp_path / "clip.avi", 4, size_hw=(48, 80), fps=12.0)
+    infer = torch_infer_fn(tiny_engine.model)
+    decode = DecodeConfig(detection_threshold=0.0)
+    sink = RecordingSink()
+    Pipeline(open_source(str(video)), tiny_engine, COCO17, PipelineSettings(decode=decode), None, [sink],
+             augment=TestTimeAugment(infer, flip=True, scales=(1.0, 1.5))).run()
+    config = PredictConfig(decode=decode, flip=True, scales=(1.0, 1.5))
+    assert len(sink.results) == 4
+    for result in sink.results:
+        expected = predict_image(infer, result.frame.image, (64, 64), COCO17, config)
+        assert expected and len(result.tracked) == len(expected)
+        for person, pose in zip(result.tracked, expected):
+            np.testing.assert_array_equal(person.pose.keypoints, pose.keypoints)
+            np.testing.assert_array_equal(person.pose.tag, pose.tag)
+            assert person.pose.tag.shape == (2 * 2 * TINY.tag_dim,)  # plain + mirror, two scales
+        assert result.letterbox == Letterbox.fit((48, 80), (128, 128)).for_maps((32, 32))
 
 
 def test_decoded_people_are_in_image_pixels_and_untracked_without_tracker(tmp_path):

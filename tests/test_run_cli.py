@@ -241,6 +241,30 @@ def test_image_folder_run(tmp_path, cli_weights):
     assert [Path(r["source_id"]).name for r in records] == [f"{i:04d}.png" for i in range(5)]
 
 
+def test_run_with_flip_and_scales_records_them_and_concatenates_tags(tmp_path, cli_weights):
+    video = write_video(tmp_path / "clip.avi", 3)
+    poses = tmp_path / "poses.jsonl"
+    code = main.main(["run", str(video), "--weights", str(cli_weights), "--device", "cpu", "--json", str(poses),
+                      "--flip", "--scales", "1", "1.5", "--detection-threshold", "0", "--quiet"])
+    assert code == 0
+    header = json.loads(poses.read_text().splitlines()[0])["settings"]
+    assert header["flip"] is True and header["scales"] == [1.0, 1.5] and header["input_hw"] == [64, 64]
+    records = validated_lines(poses)
+    assert len(records) == 3 and records[0]["people"]
+    # Tags of 1 from the plain and the mirrored input at two scales: 4 numbers a person.
+    assert all(len(p["tag"]) == 4 for r in records for p in r["people"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scales", "1", "2", "--engine", "ort"], "needs --engine torch"),
+    (["--scales", "0"], "--scales must be positive"),
+])
+def test_scales_the_engine_cannot_run_are_refused(tmp_path, cli_weights, capfd, args, message):
+    code = main.main(["run", str(write_video(tmp_path / "v.avi", 2)), "--weights", str(cli_weights), *args])
+    lines = _error_lines(capfd.readouterr().err)
+    assert code == main.EXIT_USER_ERROR and len(lines) == 1 and message in lines[0], lines
+
+
 def test_failed_start_leaves_existing_outputs_untouched(tmp_path, capfd):
     video = write_video(tmp_path / "v.avi", 2)
     poses = tmp_path / "poses.jsonl"
