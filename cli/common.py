@@ -36,7 +36,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="flip test on every frame: also run the mirrored frame and average (about twice the work)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
                    help="test scales on every frame, multiples of the input size, e.g. 1 1.75: heatmaps averaged, "
-                        "tags concatenated; other than 1 needs the torch engine (auto picks it) (default 1)")
+                        "tags concatenated; each size runs its own engine (default 1)")
     add_decode_arguments(p)
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (default: all)")
     p.add_argument("--stream-timeout", type=float, default=None, metavar="SECONDS",

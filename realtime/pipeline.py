@@ -13,7 +13,7 @@ already finished, then closes every sink, so what was written stays valid. join(
 first exception any thread hit. `PipelineSettings` is read once per frame, so a viewer can change
 decoding thresholds while the pipeline runs.
 
-With a `TestTimeAugment` (`run --flip`, `--scales`) the capture thread only reads frames: the inference
+With a `FrameAugment` (`run --flip`, `--scales`) the capture thread only reads frames: the inference
 thread makes each scale's input (and its mirror) from the frame, as `predict` does for one image, and hands on
 the maps aggregated on the finest scale's grid with that grid's Letterbox.
 """
@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -85,13 +85,14 @@ class PipelineSettings:
 
 
 @dataclass
-class TestTimeAugment:
-    """Test-time augmentation for every frame (model/predict.py: image_maps). infer runs any input size
-    for scales other than 1.0 (the torch network; ONNX Runtime and TensorRT engines run one size)."""
+class FrameAugment:
+    """Test-time augmentation for every frame (model/predict.py: image_maps). infer runs every scale's input
+    size; release (if any) frees what it holds (engines opened for those sizes) once the inference thread ends."""
 
     infer: InferFn
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
+    release: Callable[[], None] | None = None
 
 
 @dataclass
@@ -176,7 +177,7 @@ class Pipeline:
 
     def __init__(self, source: Source, engine: Any, schema: KeypointSchema, settings: PipelineSettings,
                  tracker: PoseTracker | None, sinks: Sequence[Sink], queue_size: int = 4,
-                 augment: TestTimeAugment | None = None) -> None:
+                 augment: FrameAugment | None = None) -> None:
         self.source = source
         self.engine = engine
         self.augment = augment
@@ -385,6 +386,13 @@ class Pipeline:
             self.source.close()
 
     def _inference_loop(self) -> None:
+        try:
+            self._infer_frames()
+        finally:
+            if self.augment is not None and self.augment.release is not None:
+                self.augment.release()  # nothing else runs these engines
+
+    def _infer_frames(self) -> None:
         while True:
             item = self._get(self._frames)
             if item is None:

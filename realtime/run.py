@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.settings import Layer, Settings, resolve_settings
-from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink, TestTimeAugment
+from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink, FrameAugment
 from tagtrack.realtime.sinks import (
     VIDEO_CODECS,
     AnnotatedVideoSink,
@@ -52,7 +52,7 @@ class RunOptions:
     input_hw: tuple[int, int] | None = None
     max_frames: int | None = None
     # Test-time augmentation of every frame (`predict`'s, model/predict.py: image_maps): the mirrored input
-    # averaged in, and inputs at these multiples of input_hw (other than 1.0: the torch engine, any size).
+    # averaged in, and inputs at these multiples of input_hw (each size its own engine of the run's kind).
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
     # The settings layers above the model's stored settings, lowest first (model/settings.py: user_layers):
@@ -125,9 +125,6 @@ def check_options(options: RunOptions) -> None:
         raise UserFacingError(f"--max-frames must be at least 1, got {options.max_frames}")
     if not options.scales or min(options.scales) <= 0:
         raise UserFacingError(f"--scales must be positive, got {list(options.scales)}")
-    if tuple(options.scales) != (1.0,) and options.engine not in ("auto", "torch"):
-        raise UserFacingError(f"--scales {' '.join(f'{s:g}' for s in options.scales)} needs --engine torch "
-                              f"(engine {options.engine} runs one input size)")
     if options.input_hw is not None:
         from tagtrack.model.config import check_input_size
         from tagtrack.realtime.engines import check_input_limit
@@ -213,9 +210,7 @@ def run_model(options: RunOptions, engine: Engine | None = None,
     if engine is None:
         from tagtrack.realtime.engines import create_engine
 
-        # Scales other than 1.0 run the network at several input sizes: only eager torch does.
-        kind = "torch" if tuple(options.scales) != (1.0,) and options.engine == "auto" else options.engine
-        engine = create_engine(kind, options.weights, options.device, options.fp16, options.input_hw,
+        engine = create_engine(options.engine, options.weights, options.device, options.fp16, options.input_hw,
                                frame_hw=frame_hw)
     try:
         return engine, resolve_settings(engine.stored_settings, options.settings)
@@ -258,14 +253,42 @@ def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sink
                     queue_size=options.queue_size, augment=test_time_augment(options, engine))
 
 
-def test_time_augment(options: RunOptions, engine: Engine) -> TestTimeAugment | None:
+def test_time_augment(options: RunOptions, engine: Engine) -> FrameAugment | None:
     """The pipeline's test-time augmentation for --flip / --scales (None: the engine's one input)."""
     scales = tuple(float(scale) for scale in options.scales)
     if not options.flip and scales == (1.0,):
         return None
-    infer = engine.infer
-    if scales != (1.0,):
-        from tagtrack.model.predict import torch_infer_fn
+    from tagtrack.model.predict import scaled_input_hw
 
-        infer = torch_infer_fn(engine.model, engine.device)  # check_options allowed only the torch engine
-    return TestTimeAugment(infer, options.flip, scales)
+    engines = EnginesBySize(engine, options, [scaled_input_hw(tuple(engine.input_hw), scale) for scale in scales])
+    return FrameAugment(engines, options.flip, scales, release=engines.close)
+
+
+class EnginesBySize:
+    """An InferFn over one model's engines at several input sizes, of the run's engine's kind (ONNX Runtime
+    and TensorRT engines run the one size they were built for; each size has its own cache entry): a batch
+    goes to the engine of its size. close() closes the engines opened here, not the run's own."""
+
+    def __init__(self, engine: Engine, options: RunOptions, sizes: list[tuple[int, int]]) -> None:
+        from tagtrack.realtime.engines import ENGINE_CLASSES, create_engine
+
+        kind = next((name for name, cls in ENGINE_CLASSES.items() if isinstance(engine, cls)), "torch")
+        weights = engine.weights or options.weights
+        self.engines: dict[tuple[int, int], Engine] = {tuple(engine.input_hw): engine}
+        self.opened: list[Engine] = []
+        try:
+            for size in sizes:
+                if size not in self.engines:
+                    self.engines[size] = create_engine(kind, weights, options.device, options.fp16, size)
+                    self.opened.append(self.engines[size])
+        except BaseException:
+            self.close()
+            raise
+
+    def __call__(self, batch):
+        return self.engines[tuple(batch.shape[2:])].infer(batch)
+
+    def close(self) -> None:
+        for engine in self.opened:
+            engine.close()
+        self.opened = []

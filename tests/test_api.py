@@ -132,7 +132,8 @@ def test_estimator_on_an_image_matches_predict(tmp_path, tiny_weights, capsys):
 
 
 def test_an_estimators_flip_and_scales_apply_to_every_frame_it_tracks(tmp_path, tiny_weights, video):
-    settings = ["--weights", str(tiny_weights), "--detection-threshold", "0.0", "--flip", "--scales", "1", "1.5"]
+    settings = ["--weights", str(tiny_weights), "--engine", "torch", "--detection-threshold", "0.0", "--flip",
+                "--scales", "1", "1.5"]
     assert main.main(["run", str(video), *settings, "--json", str(tmp_path / "cli.jsonl"), "--quiet"]) == 0
     with tagtrack.PoseEstimator(tiny_weights, detection_threshold=0.0, flip=True, scales=(1.0, 1.5)) as estimator:
         frames = list(estimator.track(video))

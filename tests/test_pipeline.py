@@ -16,7 +16,7 @@ from tagtrack.model.schema import COCO17
 from tagtrack.realtime.engines import TorchEngine
 from tagtrack.model.predict import PredictConfig, predict_image, torch_infer_fn
 from tagtrack.model.transforms import Letterbox
-from tagtrack.realtime.pipeline import FrameResult, Pipeline, PipelineSettings, RunSummary, TestTimeAugment
+from tagtrack.realtime.pipeline import FrameResult, Pipeline, PipelineSettings, RunSummary, FrameAugment
 from tagtrack.realtime.sources import Frame, open_source
 from tests.test_sources import write_video
 
@@ -128,7 +128,7 @@ def test_test_time_augment_gives_each_frame_what_predict_gives_its_image(tmp_pat
     decode = DecodeConfig(detection_threshold=0.0)
     sink = RecordingSink()
     Pipeline(open_source(str(video)), tiny_engine, COCO17, PipelineSettings(decode=decode), None, [sink],
-             augment=TestTimeAugment(infer, flip=True, scales=(1.0, 1.5))).run()
+             augment=FrameAugment(infer, flip=True, scales=(1.0, 1.5))).run()
     config = PredictConfig(decode=decode, flip=True, scales=(1.0, 1.5))
     assert len(sink.results) == 4
     for result in sink.results:

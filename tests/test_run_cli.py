@@ -255,14 +255,29 @@ def test_run_with_flip_and_scales_records_them_and_concatenates_tags(tmp_path, c
     assert all(len(p["tag"]) == 4 for r in records for p in r["people"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--scales", "1", "2", "--engine", "ort"], "needs --engine torch"),
-    (["--scales", "0"], "--scales must be positive"),
-])
-def test_scales_the_engine_cannot_run_are_refused(tmp_path, cli_weights, capfd, args, message):
-    code = main.main(["run", str(write_video(tmp_path / "v.avi", 2)), "--weights", str(cli_weights), *args])
+def test_scales_run_on_onnx_runtime_with_one_engine_per_size(tmp_path, cli_weights, monkeypatch):
+    from tagtrack.realtime import engines
+
+    opened = []
+    real_create = engines.create_engine
+    monkeypatch.setattr(engines, "create_engine", lambda *args, **kwargs: opened.append(args[4]) or
+                        real_create(*args, **kwargs))
+    closed = []
+    monkeypatch.setattr(engines.OnnxRuntimeEngine, "close", lambda self: closed.append(tuple(self.input_hw)))
+    poses = tmp_path / "poses.jsonl"
+    code = main.main(["run", str(write_video(tmp_path / "v.avi", 2)), "--weights", str(cli_weights), "--engine", "ort",
+                      "--scales", "1", "1.5", "--detection-threshold", "0", "--json", str(poses), "--quiet"])
+    assert code == 0
+    records = validated_lines(poses)
+    assert records[0]["people"] and all(len(p["tag"]) == 2 for r in records for p in r["people"])
+    # The run's engine at 64x64 and one for 1.5 x 64 rounded to a multiple of 64; both closed at the end.
+    assert opened == [None, (128, 128)] and sorted(closed) == [(64, 64), (128, 128)]
+
+
+def test_scales_must_be_positive(tmp_path, cli_weights, capfd):
+    code = main.main(["run", str(write_video(tmp_path / "v.avi", 2)), "--weights", str(cli_weights), "--scales", "0"])
     lines = _error_lines(capfd.readouterr().err)
-    assert code == main.EXIT_USER_ERROR and len(lines) == 1 and message in lines[0], lines
+    assert code == main.EXIT_USER_ERROR and len(lines) == 1 and "--scales must be positive" in lines[0], lines
 
 
 def test_failed_start_leaves_existing_outputs_untouched(tmp_path, capfd):
