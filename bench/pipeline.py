@@ -111,12 +111,15 @@ class BenchReport:
     summary: RunSummary
     machine: str = ""  # bench.machine.cpu_description() at the start of the run
     preprocess: PreprocessTiming | None = None
+    augment: str = ""  # the run's --flip / --scales, "" without
 
     def format(self) -> str:
         summary = self.summary
         lines = [
             self.machine,
             f"engine {self.engine}  input {self.input_hw[0]}x{self.input_hw[1]}",
+            *([f"test-time {self.augment}: model only is the scale-1 input alone; each frame's letterboxing and "
+               "every network run count as infer"] if self.augment else []),
             f"model only   {self.model_fps:7.1f} FPS",
             f"end to end   {summary.fps:7.1f} FPS ({summary.frames} frames, {summary.people} people, "
             f"{summary.tracks} tracks, {summary.dropped} dropped)",
@@ -202,8 +205,11 @@ def bench_pipeline(options, frames: int = 200, frame_hw: tuple[int, int] = (480,
     summary = _run_pipeline(options, source, engine)
     images = _first_images(open_source(options.source) if options.source else GeneratedSource(50, frame_hw), 50)
     preprocess = time_preprocessing(images, tuple(engine.input_hw)) if images else None
+    augment = " ".join([*(["flip"] if options.flip else []),
+                        *([f"scales {' '.join(f'{s:g}' for s in options.scales)}"] if tuple(options.scales) != (1.0,)
+                          else [])])
     return BenchReport(getattr(engine, "name", type(engine).__name__), tuple(engine.input_hw), model_fps, summary,
-                       machine, preprocess)
+                       machine, preprocess, augment)
 
 
 def resident_memory_mb() -> float:

@@ -311,6 +311,10 @@ def test_bench_reports_model_and_pipeline_throughput():
     assert "pipeline / slowest thread" in report.format()
     assert report.preprocess.frames == 50 and report.preprocess.cpu_ms >= 0 and report.preprocess.baseline_cpu_ms > 0
     assert "before issue 17" in report.format() and report.format().startswith("CPU:")
+    assert "test-time" not in report.format()
+    flipped = bench_pipeline(RunOptions(source=None, track=False, flip=True), frames=5, frame_hw=(48, 64),
+                             engine=ScriptedEngine())
+    assert flipped.summary.frames == 5 and "test-time flip: model only is the scale-1 input alone" in flipped.format()
 
 
 def test_soak_counts_lines_and_samples_memory():
