@@ -176,7 +176,7 @@ class PoseEstimator:
     setting, {"decode": {"top_k": 20}, "tracker": {"tag_gate": 1.0}} (model/settings.py), above the thresholds.
     settings_layers: the command line's layers (`--config`, flags, `--set`; model/settings.py: user_layers),
     below both. flip and scales: test-time augmentation, of single images and of every frame `track` reads
-    (scales other than 1.0 need the torch engine). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one thread at a
+    (each scale's input size runs its own engine of this one's kind). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one thread at a
     time.
     """
 
@@ -191,11 +191,6 @@ class PoseEstimator:
         scales = tuple(float(s) for s in scales)
         if not scales or min(scales) <= 0:
             raise UserFacingError(f"scales must be positive, got {list(scales)}")
-        if scales != (1.0,):
-            if engine == "auto":
-                engine = "torch"  # ONNX Runtime and TensorRT run one fixed input size
-            elif engine != "torch":
-                raise UserFacingError(f"scales {list(scales)} need engine='torch' (engine {engine!r} runs one input size)")
         thresholds = {"detection_threshold": detection_threshold, "tag_threshold": tag_threshold,
                       "min_person_score": min_person_score}
         layers = [*settings_layers, *user_layers(flags=thresholds, keywords=True)]
@@ -209,11 +204,20 @@ class PoseEstimator:
         self.engine, self.settings = run_model(self.options, frame_hw=frame_hw)
         self.schema: KeypointSchema = self.engine.schema
         self.predict_config = PredictConfig(decode=self.settings.decode, flip=flip, scales=scales)
+        self._sized_engines = None
         self._infer = self.engine.infer
         if scales != (1.0,):
-            from tagtrack.model.predict import torch_infer_fn
+            from tagtrack.model.predict import scaled_input_hw
+            from tagtrack.realtime.run import EnginesBySize
 
-            self._infer = torch_infer_fn(self.engine.model, self.engine.device)  # any input size
+            # Each scale's input size has its own engine of this one's kind (as `run --scales`).
+            try:
+                self._sized_engines = EnginesBySize(self.engine, self.options,
+                                                    [scaled_input_hw(self.input_size, scale) for scale in scales])
+            except BaseException:
+                self.engine.close()
+                raise
+            self._infer = self._sized_engines
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -253,8 +257,11 @@ class PoseEstimator:
         return _track(self, False, source, out, json, formats, boxes, tracking, max_frames, stream, progress)
 
     def close(self) -> None:
-        """Free the engine (GPU memory, ONNX Runtime session). Safe to call twice."""
+        """Free the engine (GPU memory, ONNX Runtime session), and those of other scales. Safe to call twice."""
         engine, self.engine = self.engine, None
+        sized, self._sized_engines = getattr(self, "_sized_engines", None), None
+        if sized is not None:
+            sized.close()
         if engine is not None:
             engine.close()
 

@@ -132,14 +132,16 @@ def test_estimator_on_an_image_matches_predict(tmp_path, tiny_weights, capsys):
 
 
 def test_an_estimators_flip_and_scales_apply_to_every_frame_it_tracks(tmp_path, tiny_weights, video):
-    settings = ["--weights", str(tiny_weights), "--engine", "torch", "--detection-threshold", "0.0", "--flip",
-                "--scales", "1", "1.5"]
+    # The auto engine (ONNX Runtime here): one engine per scale's input size, for images and for video alike.
+    settings = ["--weights", str(tiny_weights), "--detection-threshold", "0.0", "--flip", "--scales", "1", "1.5"]
     assert main.main(["run", str(video), *settings, "--json", str(tmp_path / "cli.jsonl"), "--quiet"]) == 0
     with tagtrack.PoseEstimator(tiny_weights, detection_threshold=0.0, flip=True, scales=(1.0, 1.5)) as estimator:
         frames = list(estimator.track(video))
+        first = estimator(frames[0].image)
     cli_lines = validated_lines(tmp_path / "cli.jsonl")
     assert [frame.to_dict() for frame in frames] == cli_lines
     assert all(len(person["tag"]) == 4 for line in cli_lines for person in line["people"])  # 1 x mirror x 2 scales
+    assert [person.keypoints for person in first] == [person.keypoints for person in frames[0].people]
 
 
 def test_errors_are_the_cli_messages(tmp_path, tiny_weights, video):
@@ -149,8 +151,8 @@ def test_errors_are_the_cli_messages(tmp_path, tiny_weights, video):
         tagtrack.PoseEstimator(tmp_path / "none.safetensors")
     with pytest.raises(tagtrack.UserFacingError, match=r"give an \.mp4"):
         tagtrack.track(video, weights=tiny_weights, engine="torch", out=tmp_path / "a.avi")
-    with pytest.raises(tagtrack.UserFacingError, match="need engine='torch'"):
-        tagtrack.PoseEstimator(tiny_weights, engine="ort", scales=(1.0, 0.5))
+    with pytest.raises(tagtrack.UserFacingError, match="scales must be positive"):
+        tagtrack.PoseEstimator(tiny_weights, engine="ort", scales=(1.0, 0.0))
     estimator = tagtrack.PoseEstimator(tiny_weights, engine="torch")
     (tmp_path / "notes.jpg").write_text("hello")
     with pytest.raises(tagtrack.UserFacingError, match="not an image"):
