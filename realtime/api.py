@@ -176,8 +176,8 @@ class PoseEstimator:
     setting, {"decode": {"top_k": 20}, "tracker": {"tag_gate": 1.0}} (model/settings.py), above the thresholds.
     settings_layers: the command line's layers (`--config`, flags, `--set`; model/settings.py: user_layers),
     below both. flip and scales: test-time augmentation, of single images and of every frame `track` reads
-    (each scale's input size runs its own engine of this one's kind). The engine is loaded once here; close() (or a `with` block) frees it. Calls from one thread at a
-    time.
+    (each scale's input size runs its own engine of this one's kind). The engine is loaded once here; close()
+    (or a `with` block) frees it. Calls from one thread at a time.
     """
 
     def __init__(self, weights: str | Path | None = None, *, engine: str = "auto", device: str = "auto",

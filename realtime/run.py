@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.settings import Layer, Settings, resolve_settings
-from tagtrack.realtime.pipeline import Pipeline, PipelineSettings, Sink, FrameAugment
+from tagtrack.realtime.pipeline import FrameAugment, Pipeline, PipelineSettings, Sink
 from tagtrack.realtime.sinks import (
     VIDEO_CODECS,
     AnnotatedVideoSink,
@@ -233,11 +233,13 @@ def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sink
     if source is None:
         source = open_run_source(options)
     sinks: list[Sink] = []
+    augment = None
     try:
         engine, settings = run_model(options, engine, frame_hw=getattr(source, "frame_hw", None))
         check_export_schema(options.formats, engine.schema)
         if tracker is None:
             tracker = make_tracker(settings.tracker if options.track else None, engine.schema)
+        augment = frame_augment(options, engine)  # other scales' engines load before any output is opened
         # Outputs are opened (existing files replaced) only once everything else has loaded.
         sinks.extend(output_sinks(options, source, engine.schema, run_settings(settings, options, engine)))
         if wrap_sink is not None:
@@ -247,13 +249,15 @@ def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sink
         sinks.extend(extra_sinks or [])
     except BaseException:
         discard_outputs(sinks)  # nothing was processed: earlier files of the output names stay as they were
+        if augment is not None and augment.release is not None:
+            augment.release()
         source.close()
         raise
     return Pipeline(source, engine, engine.schema, PipelineSettings(decode=settings.decode), tracker, sinks,
-                    queue_size=options.queue_size, augment=test_time_augment(options, engine))
+                    queue_size=options.queue_size, augment=augment)
 
 
-def test_time_augment(options: RunOptions, engine: Engine) -> FrameAugment | None:
+def frame_augment(options: RunOptions, engine: Engine) -> FrameAugment | None:
     """The pipeline's test-time augmentation for --flip / --scales (None: the engine's one input)."""
     scales = tuple(float(scale) for scale in options.scales)
     if not options.flip and scales == (1.0,):

@@ -274,6 +274,17 @@ def test_scales_run_on_onnx_runtime_with_one_engine_per_size(tmp_path, cli_weigh
     assert opened == [None, (128, 128)] and sorted(closed) == [(64, 64), (128, 128)]
 
 
+def test_a_scale_too_large_to_load_leaves_existing_outputs_untouched(tmp_path, cli_weights, capfd):
+    poses = tmp_path / "poses.jsonl"
+    poses.write_text("a previous run's lines\n")
+    code = main.main(["run", str(write_video(tmp_path / "v.avi", 2)), "--weights", str(cli_weights), "--json",
+                      str(poses), "--scales", "1", "200"])
+    lines = _error_lines(capfd.readouterr().err)
+    assert code == main.EXIT_USER_ERROR and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert poses.read_text() == "a previous run's lines\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["poses.jsonl", "v.avi"]  # no partial file left
+
+
 def test_scales_must_be_positive(tmp_path, cli_weights, capfd):
     code = main.main(["run", str(write_video(tmp_path / "v.avi", 2)), "--weights", str(cli_weights), "--scales", "0"])
     lines = _error_lines(capfd.readouterr().err)
