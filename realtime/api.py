@@ -207,13 +207,11 @@ class PoseEstimator:
         self._sized_engines = None
         self._infer = self.engine.infer
         if scales != (1.0,):
-            from tagtrack.model.predict import scaled_input_hw
             from tagtrack.realtime.run import EnginesBySize
 
             # Each scale's input size has its own engine of this one's kind (as `run --scales`).
             try:
-                self._sized_engines = EnginesBySize(self.engine, self.options,
-                                                    [scaled_input_hw(self.input_size, scale) for scale in scales])
+                self._sized_engines = EnginesBySize(self.engine, self.options, scales)
             except BaseException:
                 self.engine.close()
                 raise

@@ -262,18 +262,18 @@ def frame_augment(options: RunOptions, engine: Engine) -> FrameAugment | None:
     scales = tuple(float(scale) for scale in options.scales)
     if not options.flip and scales == (1.0,):
         return None
-    from tagtrack.model.predict import scaled_input_hw
-
-    engines = EnginesBySize(engine, options, [scaled_input_hw(tuple(engine.input_hw), scale) for scale in scales])
+    engines = EnginesBySize(engine, options, scales)
     return FrameAugment(engines, options.flip, scales, release=engines.close)
 
 
 class EnginesBySize:
-    """An InferFn over one model's engines at several input sizes, of the run's engine's kind (ONNX Runtime
-    and TensorRT engines run the one size they were built for; each size has its own cache entry): a batch
-    goes to the engine of its size. close() closes the engines opened here, not the run's own."""
+    """An InferFn over one model's engines at every test scale's input size (`predict.scaled_input_hw` of the
+    engine's), of the run's engine's kind (ONNX Runtime and TensorRT engines run the one size they were built
+    for; each size has its own cache entry): a batch goes to the engine of its size. close() closes the engines
+    opened here, not the run's own."""
 
-    def __init__(self, engine: Engine, options: RunOptions, sizes: list[tuple[int, int]]) -> None:
+    def __init__(self, engine: Engine, options: RunOptions, scales: tuple[float, ...]) -> None:
+        from tagtrack.model.predict import scaled_input_hw
         from tagtrack.realtime.engines import ENGINE_CLASSES, create_engine
 
         kind = next((name for name, cls in ENGINE_CLASSES.items() if isinstance(engine, cls)), "torch")
@@ -281,7 +281,7 @@ class EnginesBySize:
         self.engines: dict[tuple[int, int], Engine] = {tuple(engine.input_hw): engine}
         self.opened: list[Engine] = []
         try:
-            for size in sizes:
+            for size in (scaled_input_hw(tuple(engine.input_hw), scale) for scale in scales):
                 if size not in self.engines:
                     self.engines[size] = create_engine(kind, weights, options.device, options.fp16, size)
                     self.opened.append(self.engines[size])

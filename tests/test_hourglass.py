@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -189,8 +191,7 @@ def test_a_stride_2_network_returns_every_stacks_maps_at_half_the_input_size(sta
 def test_a_finer_head_starts_at_the_coarse_networks_maps_and_learns() -> None:
     torch.manual_seed(0)
     coarse_config = ModelConfig(num_stacks=1, width=32, increase=16, tag_dim=4, input_height=64, input_width=64)
-    fine_config = ModelConfig(num_stacks=1, width=32, increase=16, tag_dim=4, input_height=64, input_width=64,
-                              output_stride=2)
+    fine_config = replace(coarse_config, output_stride=2)
     assert coarse_config.refines_to(fine_config) and not fine_config.refines_to(coarse_config)
     assert not coarse_config.refines_to(ModelConfig(num_stacks=1, width=48, increase=16, tag_dim=4, output_stride=2))
     coarse, fine = HourglassNet(coarse_config), HourglassNet(fine_config)

@@ -306,8 +306,8 @@ class CocoKeypointDataset(Dataset):
             if any(_has_keypoints(a) for a in self.coco.imgToAnns.get(image_id, []))
             for _ in range(max(1, int(self.coco.imgs[image_id].get("repeat", 1))))
         ]
-        for image in self.coco.dataset["images"]:
-            image_scale_range(image)  # a bad "scale_range" is refused now, not in a loader worker mid-run
+        # Read (and checked) once: a bad "scale_range" is refused now, not in a loader worker mid-run.
+        self.scale_ranges = {image["id"]: image_scale_range(image) for image in self.coco.dataset["images"]}
         self._clips = self._index_clips()
 
     def _index_clips(self) -> dict[int, list[tuple[int, int]]]:
@@ -365,7 +365,7 @@ class CocoKeypointDataset(Dataset):
         input_hw = (self.targets.input_height, self.targets.input_width)
         out_h, out_w = self.targets.output_hw
         to_input, flip = self._view_affine(rng, annotations, (image_h, image_w), input_hw,
-                                           image_scale_range(self.coco.imgs[image_id]))
+                                           self.scale_ranges[image_id])
         to_map = input_to_map_matrix(self.targets.stride) @ to_input
 
         warped = cv2.warpAffine(image_bgr, to_input[:2], (input_hw[1], input_hw[0]), flags=cv2.INTER_LINEAR,
