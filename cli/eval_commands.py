@@ -61,14 +61,13 @@ def _eval(args: argparse.Namespace) -> int:
     if args.tiles:
         raise UserFacingError("--tiles applies to --teacher only")
     from tagtrack.model.checkpoint import read_checkpoint_settings, resolve_weights
-    from tagtrack.model.predict import PredictConfig
+    from tagtrack.model.predict import PredictConfig, check_scales
     from tagtrack.model.settings import resolve_settings
 
     weights = resolve_weights(args.weights)
     settings = resolve_settings(read_checkpoint_settings(weights), layers)
     config = PredictConfig(decode=settings.decode, flip=args.flip, scales=tuple(args.scales or (1.0,)))
-    if min(config.scales) <= 0:
-        raise UserFacingError("--scales must be positive")
+    check_scales(config.scales, "--scales")
     from tagtrack.model.config import check_input_size
 
     input_hw = check_input_size(args.input_size, "--input-size") if args.input_size else None

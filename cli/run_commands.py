@@ -40,6 +40,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from tagtrack.model.config import check_input_size
     from tagtrack.model.files import read_image
+    from tagtrack.model.predict import check_scales
     from tagtrack.realtime.api import PoseEstimator
     from tagtrack.realtime.draw import draw_poses
     from tagtrack.realtime.run import counted, run_settings
@@ -49,8 +50,7 @@ def _predict(args: argparse.Namespace) -> int:
         from tagtrack.realtime.engines import check_input_limit
 
         check_input_limit(check_input_size(args.input_size, "--input-size"))
-    if min(args.scales) <= 0:
-        raise UserFacingError("--scales must be positive")
+    check_scales(args.scales, "--scales")
     layers = settings_layers(args)
     outputs = {}
     if args.json:

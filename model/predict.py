@@ -17,6 +17,7 @@ import numpy as np
 
 from tagtrack.model.codec import DecodeConfig, decode_people
 from tagtrack.model.config import INPUT_MULTIPLE
+from tagtrack.model.errors import UserFacingError
 from tagtrack.model.files import read_image  # noqa: F401 - the reader `predict` and the API use, named here too
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import KeypointSchema
@@ -50,6 +51,14 @@ class PredictConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
+
+
+def check_scales(scales, name: str = "scales") -> tuple[float, ...]:
+    """Test scales as floats, refused with one message naming NAME (the flag or keyword) unless all are positive."""
+    checked = tuple(float(scale) for scale in scales)
+    if not checked or min(checked) <= 0:
+        raise UserFacingError(f"{name} must be positive, got {list(checked)}")
+    return checked
 
 
 def scaled_input_hw(input_hw: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -141,8 +150,7 @@ def image_maps(
     multiple of 64. The plain and mirrored inputs of one scale go through ``infer`` as one batch.
     """
     _check_image(image_bgr)
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"scales must be positive, got {scales}")
+    scales = check_scales(scales)
 
     per_scale = []
     for scale in scales:

@@ -186,11 +186,9 @@ class PoseEstimator:
                  min_person_score: float | None = None, flip: bool = False, scales: Sequence[float] = (1.0,),
                  settings: dict | None = None, frame_hw: tuple[int, int] | None = None,
                  settings_layers: Sequence[Layer] = ()) -> None:
-        from tagtrack.model.predict import PredictConfig
+        from tagtrack.model.predict import PredictConfig, check_scales
 
-        scales = tuple(float(s) for s in scales)
-        if not scales or min(scales) <= 0:
-            raise UserFacingError(f"scales must be positive, got {list(scales)}")
+        scales = check_scales(scales)
         thresholds = {"detection_threshold": detection_threshold, "tag_threshold": tag_threshold,
                       "min_person_score": min_person_score}
         layers = [*settings_layers, *user_layers(flags=thresholds, keywords=True)]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.predict import check_scales, scaled_input_hw
 from tagtrack.model.settings import Layer, Settings, resolve_settings
 from tagtrack.realtime.pipeline import FrameAugment, Pipeline, PipelineSettings, Sink
 from tagtrack.realtime.sinks import (
@@ -123,8 +124,7 @@ def check_options(options: RunOptions) -> None:
         check_output_path(export_base(options), "--format output")
     if options.max_frames is not None and options.max_frames < 1:
         raise UserFacingError(f"--max-frames must be at least 1, got {options.max_frames}")
-    if not options.scales or min(options.scales) <= 0:
-        raise UserFacingError(f"--scales must be positive, got {list(options.scales)}")
+    check_scales(options.scales, "--scales")
     if options.input_hw is not None:
         from tagtrack.model.config import check_input_size
         from tagtrack.realtime.engines import check_input_limit
@@ -259,7 +259,7 @@ def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sink
 
 def frame_augment(options: RunOptions, engine: Engine) -> FrameAugment | None:
     """The pipeline's test-time augmentation for --flip / --scales (None: the engine's one input)."""
-    scales = tuple(float(scale) for scale in options.scales)
+    scales = check_scales(options.scales, "--scales")
     if not options.flip and scales == (1.0,):
         return None
     engines = EnginesBySize(engine, options, scales)
@@ -273,7 +273,6 @@ class EnginesBySize:
     opened here, not the run's own."""
 
     def __init__(self, engine: Engine, options: RunOptions, scales: tuple[float, ...]) -> None:
-        from tagtrack.model.predict import scaled_input_hw
         from tagtrack.realtime.engines import ENGINE_CLASSES, create_engine
 
         kind = next((name for name, cls in ENGINE_CLASSES.items() if isinstance(engine, cls)), "torch")

@@ -12,11 +12,11 @@ from tagtrack.model.codec import DecodeConfig
 from tagtrack.model.config import ModelConfig
 from tagtrack.model.errors import UserFacingError
 from tagtrack.model.hourglass import HourglassNet
-from tagtrack.model.schema import COCO17
-from tagtrack.realtime.engines import TorchEngine
 from tagtrack.model.predict import PredictConfig, predict_image, torch_infer_fn
+from tagtrack.model.schema import COCO17
 from tagtrack.model.transforms import Letterbox
-from tagtrack.realtime.pipeline import FrameResult, Pipeline, PipelineSettings, RunSummary, FrameAugment
+from tagtrack.realtime.engines import TorchEngine
+from tagtrack.realtime.pipeline import FrameAugment, FrameResult, Pipeline, PipelineSettings, RunSummary
 from tagtrack.realtime.sources import Frame, open_source
 from tests.test_sources import write_video
 

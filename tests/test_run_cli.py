@@ -286,9 +286,13 @@ def test_a_scale_too_large_to_load_leaves_existing_outputs_untouched(tmp_path, c
 
 
 def test_scales_must_be_positive(tmp_path, cli_weights, capfd):
-    code = main.main(["run", str(write_video(tmp_path / "v.avi", 2)), "--weights", str(cli_weights), "--scales", "0"])
-    lines = _error_lines(capfd.readouterr().err)
-    assert code == main.EXIT_USER_ERROR and len(lines) == 1 and "--scales must be positive" in lines[0], lines
+    # `run` and `predict` refuse them alike, naming the values (model/predict.py: check_scales).
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    for command, source in (("run", write_video(tmp_path / "v.avi", 2)), ("predict", image)):
+        code = main.main([command, str(source), "--weights", str(cli_weights), "--scales", "1", "0"])
+        lines = _error_lines(capfd.readouterr().err)
+        assert code == main.EXIT_USER_ERROR and lines == ["error: --scales must be positive, got [1.0, 0.0]"], lines
 
 
 def test_failed_start_leaves_existing_outputs_untouched(tmp_path, capfd):
