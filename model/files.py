@@ -1,7 +1,8 @@
-"""Files: writing one whole or not at all, and reading an image."""
+"""Files: writing one whole or not at all, and reading an image or a JSON file."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -12,15 +13,20 @@ import numpy as np
 from tagtrack.model.errors import UserFacingError
 
 
+def _existing_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserFacingError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise UserFacingError(f"{what} {path} is not a file")
+    return path
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as BGR uint8 [H,W,3], or UserFacingError with one clear line naming it."""
     import cv2
 
-    path = Path(path)
-    if not path.exists():
-        raise UserFacingError(f"image not found: {path}")
-    if not path.is_file():
-        raise UserFacingError(f"{path} is not a file")
+    path = _existing_file(path, "image")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # imdecode, unlike imread, handles any file name
     except OSError as error:
@@ -29,6 +35,19 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise UserFacingError(f"cannot read image {path}: not an image, or an unsupported or corrupt image file")
     return image
+
+
+def read_json(path: str | Path, what: str) -> object:
+    """The parsed contents of a JSON file, or UserFacingError with one line naming WHAT (e.g. "annotation file")
+    and the file: not found, not a file, unreadable, or not valid JSON. What the contents must hold is the
+    caller's check."""
+    path = _existing_file(path, what)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UserFacingError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserFacingError(f"{what} {path} is not valid JSON: {error}") from None
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None], what: str = "",

@@ -224,7 +224,7 @@ def test_bad_data_names_the_file(tmp_path: Path) -> None:
         CocoKeypointDataset(tmp_path / "nope.json", tmp_path / "images", targets)
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [')
-    with pytest.raises(UserFacingError, match="malformed JSON in .*broken.json"):
+    with pytest.raises(UserFacingError, match="annotation file .*broken.json is not valid JSON"):
         CocoKeypointDataset(broken, tmp_path / "images", targets)
     data = json.loads(path.read_text())
     empty = tmp_path / "empty.json"

@@ -253,6 +253,27 @@ def test_a_dead_worker_is_raised_between_steps_never_inside_one() -> None:
     assert set(multiprocessing.active_children()) <= before
 
 
+@pytest.mark.parametrize("text, message", [
+    (None, "training config not found: .*config.json"),
+    ("{model: 1", "training config .*config.json is not valid JSON"),
+    (b"\xff\xfe{}", "training config .*config.json is not valid JSON"),
+    ("[1, 2]", "bad training config .*config.json: expected a JSON object, got list"),
+    ('{"steps": 1, "colour": "red"}', "unknown training config fields: \\['colour'\\]"),
+    ('{"model": {"width": "wide"}}', "bad training config"),
+])
+def test_a_bad_training_config_is_one_line_naming_the_file(tmp_path: Path, text, message) -> None:
+    path = tmp_path / "config.json"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
+        path.write_text(text)
+    with pytest.raises(UserFacingError, match=message):
+        TrainConfig.load(path)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(UserFacingError, match="training config .*folder.json is not a file"):
+        TrainConfig.load(tmp_path / "folder.json")
+
+
 def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
@@ -261,7 +282,8 @@ def test_cli_reports_bad_data_in_one_line(tmp_path: Path) -> None:
          str(tmp_path), "--out", str(tmp_path / "run")], cwd=REPO, env=_env(), capture_output=True, text=True,
         timeout=120)
     assert completed.returncode == 2
-    assert completed.stderr.strip().splitlines()[-1].startswith("error: malformed JSON in ")
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: annotation file ")
+    assert "is not valid JSON" in completed.stderr
     assert "broken.json" in completed.stderr and "Traceback" not in completed.stderr
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tagtrack.model.config import PAPER, SMALL, TINY, ModelConfig
 from tagtrack.model.errors import UserFacingError
+from tagtrack.model.files import read_json
 from tagtrack.training.losses import SCALE_LOSSES, SCALE_TRUTHS, SIGMA_MODES, LossOptions, LossWeights
 
 
@@ -170,12 +171,12 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path | str) -> "TrainConfig":
-        path = Path(path)
+        data = read_json(path, "training config")
+        if not isinstance(data, dict):
+            raise UserFacingError(f"bad training config {path}: expected a JSON object, got {type(data).__name__}")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise UserFacingError(f"training config not found: {path}") from None
-        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as error:
             raise UserFacingError(f"bad training config {path}: {error}") from None
 
 

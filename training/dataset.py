@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from torch.utils.data import Dataset
 from tagtrack.model.codec import joint_indices, render_heatmaps
 from tagtrack.model.config import OUTPUT_STRIDE
 from tagtrack.model.errors import UserFacingError, import_extra
-from tagtrack.model.files import read_image
+from tagtrack.model.files import read_image, read_json
 from tagtrack.model.schema import COCO17, KeypointSchema, schema_from_coco_category
 from tagtrack.training.losses import REFERENCE_PERSON_SIZE
 from tagtrack.training.config import AugmentConfig, TrainConfig
@@ -64,12 +63,7 @@ def load_coco(annotations_path: Path | str, images_dir: Path | str, schema: Keyp
     schema None: the file's own (coco_schema)."""
     path = Path(annotations_path)
     images_dir = Path(images_dir)
-    if not path.is_file():
-        raise UserFacingError(f"annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserFacingError(f"malformed JSON in {path}: {error}") from None
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
         data.get("annotations"), list
     ):

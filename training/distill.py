@@ -12,7 +12,6 @@ File layout: the maps of image `file_name` (as in the COCO file) are `MAPS_DIR/f
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 
 from tagtrack.model.codec import render_heatmaps
 from tagtrack.model.errors import UserFacingError
-from tagtrack.model.files import read_image, write_atomically
+from tagtrack.model.files import read_image, read_json, write_atomically
 from tagtrack.model.schema import COCO17, KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -44,12 +43,10 @@ def write_teacher_maps(teacher_path: str | Path, annotations: str | Path, images
     from tagtrack.training.teacher import MoveNetTeacher
 
     annotations, images_dir, maps_dir = Path(annotations), Path(images_dir), Path(maps_dir)
-    try:
-        images = json.loads(annotations.read_text())["images"]
-    except FileNotFoundError:
-        raise UserFacingError(f"annotation file not found: {annotations}") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise UserFacingError(f"{annotations} is not a COCO file with an 'images' list ({error})") from None
+    data = read_json(annotations, "annotation file")
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise UserFacingError(f"{annotations} is not a COCO file with an 'images' list")
     teacher = MoveNetTeacher(teacher_path, COCO17, dense_maps=True)
     written = 0
     for image in tqdm(images, desc="teacher maps", unit="image", disable=not progress):

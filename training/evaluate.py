@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError, import_extra
-from tagtrack.model.files import read_image
+from tagtrack.model.files import read_image, read_json
 from tagtrack.model.oks import object_keypoint_similarity
 from tagtrack.model.pose import Pose
 from tagtrack.model.schema import COCO17, KeypointSchema
@@ -56,14 +56,8 @@ def load_coco_annotations(annotations_json: str | Path | dict):
     if isinstance(annotations_json, dict):
         data, name = annotations_json, "<annotations>"
     else:
-        path = Path(annotations_json)
-        name = str(path)
-        if not path.is_file():
-            raise UserFacingError(f"annotation file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UserFacingError(f"annotation file {path} is not valid JSON: {error}") from None
+        name = str(annotations_json)
+        data = read_json(annotations_json, "annotation file")
     _check_annotation_structure(data, name)
     coco = COCO()
     coco.dataset = data
@@ -136,13 +130,8 @@ def perfect_results_from_annotations(coco_or_json, score: float = 1.0) -> list[d
 
 def _load_results(results: str | Path | list[dict]) -> list[dict]:
     if isinstance(results, (str, Path)):
-        path = Path(results)
-        if not path.is_file():
-            raise UserFacingError(f"results file not found: {path}")
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UserFacingError(f"results file {path} is not valid JSON: {error}") from None
+        path = results
+        results = read_json(path, "results file")
         if not isinstance(results, list) or not all(
             isinstance(r, dict) and {"image_id", "keypoints", "score"} <= r.keys() for r in results
         ):

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from tagtrack.model.errors import UserFacingError
-from tagtrack.model.files import read_image
+from tagtrack.model.files import read_image, read_json
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +154,7 @@ def pack_corpus(annotations: Path, images_dir: Path, out_dir: Path, budget_bytes
                 min_side: int = 256, quality: int = 90, train_config: Path | None = None,
                 max_images: int | None = None) -> PackResult:
     """Write the packed corpus to out_dir (replacing what is there); UserFacingError when it cannot fit."""
-    try:
-        data = json.loads(Path(annotations).read_text())
-    except FileNotFoundError:
-        raise UserFacingError(f"annotation file not found: {annotations}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserFacingError(f"malformed JSON in {annotations}: {error}") from None
+    data = read_json(annotations, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not data["images"] \
             or not isinstance(data.get("annotations"), list):
         raise UserFacingError(f"{annotations} is not a COCO annotation file with images")
