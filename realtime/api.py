@@ -255,7 +255,7 @@ class PoseEstimator:
     def close(self) -> None:
         """Free the engine (GPU memory, ONNX Runtime session), and those of other scales. Safe to call twice."""
         engine, self.engine = self.engine, None
-        sized, self._sized_engines = getattr(self, "_sized_engines", None), None
+        sized, self._sized_engines = self._sized_engines, None
         if sized is not None:
             sized.close()
         if engine is not None:
@@ -407,7 +407,8 @@ def _track(estimator: PoseEstimator, owns_estimator: bool, source: str | int | P
     if stream is None:
         stream = not writes_files
     sink = _StreamSink(estimator.schema) if stream else None
-    pipeline = build_pipeline(options, engine=estimator.engine, extra_sinks=[sink] if sink else None)
+    pipeline = build_pipeline(options, engine=estimator.engine, extra_sinks=[sink] if sink else None,
+                              sized_engines=estimator._sized_engines)
     if sink is not None:
         return FrameStream(pipeline, sink, estimator, owns_estimator)
     try:

@@ -222,10 +222,12 @@ def run_model(options: RunOptions, engine: Engine | None = None,
 
 def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sinks: list[Sink] | None = None, *,
                    source: Source | None = None, tracker=None,
-                   wrap_sink: Callable[[Sink], Sink] | None = None) -> Pipeline:
+                   wrap_sink: Callable[[Sink], Sink] | None = None,
+                   sized_engines: EnginesBySize | None = None) -> Pipeline:
     """Check the options, open the source (unless given: a bench's generated frames), load the engine (unless
     given), make the tracker (unless given) and the sinks: the options' outputs (each passed through
-    `wrap_sink`, a bench's timer), the progress, then `extra_sinks`.
+    `wrap_sink`, a bench's timer), the progress, then `extra_sinks`. `sized_engines`: the engines of the
+    options' test scales, already loaded by the caller (the API's PoseEstimator), who also closes them.
 
     The decoder and tracker settings start from those stored with the engine's model; a model whose keypoints
     an asked-for output cannot write is refused before any output is opened."""
@@ -239,7 +241,7 @@ def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sink
         check_export_schema(options.formats, engine.schema)
         if tracker is None:
             tracker = make_tracker(settings.tracker if options.track else None, engine.schema)
-        augment = frame_augment(options, engine)  # other scales' engines load before any output is opened
+        augment = frame_augment(options, engine, sized_engines)  # other scales' engines load before any output
         # Outputs are opened (existing files replaced) only once everything else has loaded.
         sinks.extend(output_sinks(options, source, engine.schema, run_settings(settings, options, engine)))
         if wrap_sink is not None:
@@ -257,11 +259,15 @@ def build_pipeline(options: RunOptions, engine: Engine | None = None, extra_sink
                     queue_size=options.queue_size, augment=augment)
 
 
-def frame_augment(options: RunOptions, engine: Engine) -> FrameAugment | None:
-    """The pipeline's test-time augmentation for --flip / --scales (None: the engine's one input)."""
+def frame_augment(options: RunOptions, engine: Engine,
+                  sized_engines: EnginesBySize | None = None) -> FrameAugment | None:
+    """The pipeline's test-time augmentation for --flip / --scales (None: the engine's one input), over
+    `sized_engines` where given (their owner closes them), else over engines loaded here and closed with the run."""
     scales = check_scales(options.scales, "--scales")
     if not options.flip and scales == (1.0,):
         return None
+    if sized_engines is not None:
+        return FrameAugment(sized_engines, options.flip, scales)
     engines = EnginesBySize(engine, options, scales)
     return FrameAugment(engines, options.flip, scales, release=engines.close)
 

@@ -131,13 +131,22 @@ def test_estimator_on_an_image_matches_predict(tmp_path, tiny_weights, capsys):
     assert [p.score for p in people] == sorted((p.score for p in people), reverse=True)
 
 
-def test_an_estimators_flip_and_scales_apply_to_every_frame_it_tracks(tmp_path, tiny_weights, video):
+def test_an_estimators_flip_and_scales_apply_to_every_frame_it_tracks(tmp_path, tiny_weights, video, monkeypatch):
     # The auto engine (ONNX Runtime here): one engine per scale's input size, for images and for video alike.
     settings = ["--weights", str(tiny_weights), "--detection-threshold", "0.0", "--flip", "--scales", "1", "1.5"]
     assert main.main(["run", str(video), *settings, "--json", str(tmp_path / "cli.jsonl"), "--quiet"]) == 0
+    from tagtrack.realtime import engines
+
+    opened = []
+    real_create = engines.create_engine
+    monkeypatch.setattr(engines, "create_engine", lambda *args, **kwargs: opened.append(args[4]) or
+                        real_create(*args, **kwargs))
     with tagtrack.PoseEstimator(tiny_weights, detection_threshold=0.0, flip=True, scales=(1.0, 1.5)) as estimator:
         frames = list(estimator.track(video))
+        assert len(list(estimator.track(video))) == len(frames)
         first = estimator(frames[0].image)
+    # Loaded once, by the estimator: its own engine and the 1.5 scale's (128x128), none again per track().
+    assert opened == [None, (128, 128)]
     cli_lines = validated_lines(tmp_path / "cli.jsonl")
     assert [frame.to_dict() for frame in frames] == cli_lines
     assert all(len(person["tag"]) == 4 for line in cli_lines for person in line["people"])  # 1 x mirror x 2 scales
