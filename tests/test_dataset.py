@@ -104,9 +104,10 @@ def test_an_images_own_scale_range_replaces_the_augments(tmp_path: Path) -> None
     assert nose_x in (16, 17) and eye_x in (36, 37) and abs((eye_y - nose_y) - 8) <= 1
 
 
-def test_a_bad_scale_range_is_refused_when_the_data_is_read(tmp_path: Path) -> None:
-    with pytest.raises(UserFacingError, match="dots.png: scale_range must be 0 < low <= high"):
-        CocoKeypointDataset(_with_scale_range(_dots_scene(tmp_path), [3.0, 1.0]), tmp_path / "images",
+@pytest.mark.parametrize("scale_range", [[3.0, 1.0], [0.0, 1.0], [1.0], "big", 2.0, [1.0, "x"]])
+def test_a_bad_scale_range_is_refused_when_the_data_is_read(tmp_path: Path, scale_range) -> None:
+    with pytest.raises(UserFacingError, match=r"dots.png: scale_range must be \[low, high\] with 0 < low <= high"):
+        CocoKeypointDataset(_with_scale_range(_dots_scene(tmp_path), scale_range), tmp_path / "images",
                             TargetConfig(128, 192))
 
 

@@ -163,10 +163,13 @@ def image_scale_range(image: dict) -> tuple[float, float] | None:
     value = image.get("scale_range")
     if value is None:
         return None
-    low, high = (float(v) for v in value)
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):  # not two numbers
+        low = high = math.nan
     if not 0.0 < low <= high:
         raise UserFacingError(f"image {image.get('file_name', image.get('id'))}: scale_range must be "
-                              f"0 < low <= high, got {list(value)}")
+                              f"[low, high] with 0 < low <= high, got {value!r}")
     return low, high
 
 
